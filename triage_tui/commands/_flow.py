@@ -1,0 +1,76 @@
+"""Plan → (dry run | confirm → execute) → report: the same flow for every mutating subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from triage_tui.domain import uidset
+
+
+def _progress_printer(label: str) -> Any:
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        sys.stderr.write(f"\r{label}: {done}/{total}")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def _short(ranges: str, limit: int = 200) -> str:
+    return ranges if len(ranges) <= limit else ranges[:limit] + "..."
+
+
+def describe(plan: Any) -> str:
+    verb = {"mark-seen": "mark \\Seen (mail_room will skip them; they stay in the mailbox)",
+            "mark-unseen": "remove \\Seen (mail_room will ingest them again once their lock is free)",
+            "expunge": "expunge (permanently remove)"}[plan.action]
+    lines = [f"{plan.count} message(s) to {verb}"]
+    if plan.undoes:
+        lines[0] = f"undo of operation {plan.undoes}: " + lines[0]
+    if plan.all_deleted:
+        lines.append(f"plain EXPUNGE: removes every \\Deleted message, including {plan.others_deleted} "
+                     "outside your selection")
+    if plan.skipped:
+        lines.append(f"{plan.skipped} selected message(s) need no change (already done or gone)")
+    lines.append(f"UIDVALIDITY {plan.uidvalidity}; UIDs {_short(plan.ranges) or '-'}; {plan.commands} IMAP command(s)")
+    return "\n".join(lines)
+
+
+def run_plan(args: argparse.Namespace, ctx: Any, plan: Any) -> int:
+    svc = ctx.service()
+    if args.dry_run:
+        if args.json:
+            ctx.emit_json({"dry_run": True, **plan.to_json()})
+        else:
+            ctx.say(describe(plan))
+            ctx.say("dry run: nothing was changed")
+        return 0
+    action = "undo" if plan.undoes else plan.action
+    svc.guard.refuse_if_read_only(action)
+    if plan.count == 0:
+        if args.json:
+            ctx.emit_json({"nothing_to_do": True, **plan.to_json()})
+        else:
+            ctx.say("nothing to do: no selected message needs this change")
+        return 0
+    if plan.action == "expunge":
+        ctx.confirm(describe(plan) + "\nThis cannot be undone.", yes=args.yes, typed=str(plan.count))
+    else:
+        ctx.confirm(describe(plan) + "\nProceed?", yes=args.yes)
+    result = svc.execute(plan, progress=_progress_printer(action))
+    if args.json:
+        ctx.emit_json(result.to_json())
+    else:
+        ctx.say(f"{action}: {len(result.changed)} changed"
+                + (f", {len(result.skipped_concurrent)} skipped (changed concurrently)" if result.skipped_concurrent else "")
+                + (f", {result.vanished_or_done} no longer needed" if result.vanished_or_done else "")
+                + f" in {result.commands} command(s) (journal op {result.op_id})")
+        for uids, err in result.failed:
+            ctx.say(f"FAILED {len(uids)} message(s) {_short(uidset.compress(uids))}: {err}")
+    return 0 if result.ok else 1

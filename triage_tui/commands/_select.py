@@ -1,0 +1,91 @@
+"""Selectors shared by the mutating subcommands: which UIDs an action targets.
+
+Selectors combine with AND: ``--uids``, ``--older-than``, ``--filter``, ``--stale``, ``--bots``;
+``--all`` selects the whole view. At least one is required, so a bare ``mark-seen`` never
+touches everything by accident.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from triage_tui.domain import uidset
+from triage_tui.domain.age import parse_age
+from triage_tui.domain.model import Message, View
+from triage_tui.errors import UidValidityChanged, UsageError
+
+
+def add_selector_args(p: argparse.ArgumentParser, *, allow_all: bool = True) -> None:
+    g = p.add_argument_group("selection (combined with AND)")
+    g.add_argument("--uids", metavar="SET", help="UIDs like 1:500,502 (as listed)")
+    g.add_argument("--uidvalidity", type=int, metavar="N",
+                   help="the UIDVALIDITY the UIDs were listed under; refused if the mailbox changed since")
+    g.add_argument("--older-than", metavar="AGE", help="INTERNALDATE older than AGE (90m, 36h, 2d, 1w)")
+    g.add_argument("--filter", metavar="QUERY", help="filter language query (see `triage-tui list --help-filter`)")
+    g.add_argument("--stale", action="store_true", help="only stale messages (older than --stale-after)")
+    g.add_argument("--bots", action="store_true", help="only bot mail (auto-replies, bounces, noreply, bulk)")
+    if allow_all:
+        g.add_argument("--all", action="store_true", help="everything in the view")
+
+
+def add_plan_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true", help="print the plan (counts, UID ranges, commands) and stop")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def compile_filter(text: str | None) -> Any:
+    if not text:
+        return None
+    from triage_tui.domain.filter import parse_filter  # noqa: PLC0415
+
+    return parse_filter(text)
+
+
+def resolve(args: argparse.Namespace, ctx: Any, view: View, *, require: bool = True) -> tuple[int, list[int] | None]:
+    """(UIDVALIDITY, UIDs) selected in ``view``. ``None`` UIDs means "the whole view" (--all)."""
+    any_selector = any(getattr(args, k, None) for k in ("uids", "older_than", "filter", "stale", "bots", "all"))
+    if require and not any_selector:
+        raise UsageError("say what to act on: --uids, --older-than, --filter, --stale, --bots or --all")
+    svc = ctx.service()
+    flt = compile_filter(getattr(args, "filter", None))
+    age = parse_age(args.older_than) if getattr(args, "older_than", None) else None
+    explicit = uidset.parse(args.uids) if getattr(args, "uids", None) else None
+    uidvalidity, found = svc.search(view)
+    if args.uidvalidity is not None and args.uidvalidity != uidvalidity:
+        raise UidValidityChanged(f"UIDVALIDITY is {uidvalidity}, not {args.uidvalidity}: the mailbox changed "
+                                 "since those UIDs were listed; list again")
+    if explicit is not None:
+        wanted = set(explicit)
+        candidates = [u for u in found if u in wanted]
+        missing = len(wanted) - len(candidates)
+        if missing:
+            print(f"note: {missing} of the given UIDs are not in the {view.value} view (gone or already changed)",
+                  file=sys.stderr)
+    else:
+        candidates = found
+    if not (age or flt or args.stale or getattr(args, "bots", False)):
+        return uidvalidity, candidates
+    need_headers = bool(flt) or bool(getattr(args, "bots", False))
+    now = datetime.now(UTC)
+    selected: list[int] = []
+    for batch in svc.iter_messages(uidvalidity, candidates, headers=need_headers, now=now):
+        selected.extend(m.uid for m in batch if _keep(m, args, age, flt, now, svc))
+    return uidvalidity, selected
+
+
+def _keep(m: Message, args: argparse.Namespace, age: Any, flt: Any, now: datetime, svc: Any) -> bool:
+    if age is not None:
+        a = m.age_seconds(now)
+        if a is None or a <= age.total_seconds():
+            return False
+    if args.stale:
+        a = m.age_seconds(now)
+        if a is None or a <= svc.analysis.stale_after.total_seconds():
+            return False
+    if getattr(args, "bots", False) and not m.bot:
+        return False
+    return not (flt is not None and not flt.matches(m, now))

@@ -1,0 +1,73 @@
+"""list: the messages of a view, streamed as chunks arrive (``--json``: one object per line)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from datetime import UTC, datetime
+from typing import Any
+
+from triage_tui.commands._select import compile_filter
+from triage_tui.domain.age import format_age
+from triage_tui.domain.model import Message, View
+from triage_tui.domain.text import inert
+
+NAME = "list"
+HELP = "list messages of a view (unseen, seen-stuck, deleted) with age, sender, subject and GitLab key"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--view", choices=[v.value for v in View], default=View.UNSEEN.value,
+                   help="unseen (default): waiting for mail_room; seen-stuck: \\Seen but not \\Deleted "
+                   "(a crashed mail_room's leftovers); deleted: awaiting expunge")
+    p.add_argument("--filter", metavar="QUERY", help="only messages matching the filter language query")
+    p.add_argument("--json", action="store_true", help="one JSON object per message per line")
+    p.add_argument("--limit", type=int, metavar="N", help="stop after N messages")
+
+
+def _trunc(text: str, width: int) -> str:
+    text = inert(text)
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def _project(m: Message) -> str:
+    if m.project_path:
+        return m.project_path
+    if m.project_slug and m.project_id is not None:
+        return f"{m.project_slug}#{m.project_id}"
+    if m.project_id is not None:
+        return f"#{m.project_id}"
+    return "-"
+
+
+def _glyphs(m: Message) -> str:
+    return "".join(g if on else "." for g, on in (("B", m.bot), ("S", m.stale), ("!", m.suspicious), ("?", m.no_key)))
+
+
+def run(args: argparse.Namespace, ctx: Any) -> int:
+    svc = ctx.service()
+    flt = compile_filter(args.filter)
+    now = datetime.now(UTC)
+    width = shutil.get_terminal_size((120, 24)).columns
+    subj_w = max(10, width - 7 - 5 - 5 - 26 - 22 - 8)
+    shown = 0
+    if not args.json:
+        ctx.say(f"{'UID':>7} {'AGE':>4} {'FLG':4} {'FROM':26} {'PROJECT/KIND':22} SUBJECT")
+    for batch in svc.iter_list(View(args.view), now=now):
+        for m in batch:
+            if flt is not None and not flt.matches(m, now):
+                continue
+            if args.json:
+                ctx.emit_json(m.to_json(now))
+            else:
+                age = m.age_seconds(now)
+                ctx.say(f"{m.uid:>7} {format_age(age) if age is not None else '?':>4} {_glyphs(m):4} "
+                        f"{_trunc(m.sender, 26):26} {_trunc(_project(m) + ' ' + m.kind, 22):22} "
+                        f"{_trunc(m.subject, subj_w)}")
+            shown += 1
+            if args.limit and shown >= args.limit:
+                return 0
+    if not args.json:
+        ctx.note(f"{shown} message(s) in view {args.view} of {svc.settings.mailbox} "
+                 f"(flags: B bot, S stale, ! suspicious, ? no key)")
+    return 0

@@ -1,0 +1,24 @@
+"""mark-seen: what the runbook does with one RFC822 fetch per message, in a few STORE commands."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from triage_tui.commands._flow import run_plan
+from triage_tui.commands._select import add_plan_args, add_selector_args, resolve
+from triage_tui.domain.model import View
+
+NAME = "mark-seen"
+HELP = "mark UNSEEN messages \\Seen so mail_room skips them (kept in the mailbox, reversible with undo)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_selector_args(p)
+    add_plan_args(p)
+
+
+def run(args: argparse.Namespace, ctx: Any) -> int:
+    uidvalidity, uids = resolve(args, ctx, View.UNSEEN)
+    plan = ctx.service().plan_flags("mark-seen", uidvalidity, uids or [])
+    return run_plan(args, ctx, plan)

@@ -1,0 +1,54 @@
+"""peek: one message's full header (BODY.PEEK[HEADER], under EXAMINE: never changes a flag)."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from typing import Any
+
+from triage_tui.domain.headers import bytes_to_text
+from triage_tui.domain.text import inert
+from triage_tui.errors import UsageError
+
+NAME = "peek"
+HELP = "show a message's full header and its analysis without changing any flag"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("uid", help="the message UID")
+    p.add_argument("--json", action="store_true", help="structured output")
+
+
+def _analysis(ctx: Any, peek: Any) -> Any:
+    try:
+        from triage_tui.domain.hops import analyze_header  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - until the header analysis lands
+        return None
+    return analyze_header(peek.header, peek.internaldate, datetime.now(UTC), ctx.analysis())
+
+
+def run(args: argparse.Namespace, ctx: Any) -> int:
+    try:
+        uid = int(args.uid)
+    except ValueError:
+        raise UsageError(f"UID must be a number, not {args.uid!r}") from None
+    peek = ctx.service().peek(uid)
+    analysis = _analysis(ctx, peek)
+    if args.json:
+        out = {"uid": peek.uid, "uidvalidity": peek.uidvalidity, "flags": list(peek.flags),
+               "internaldate": peek.internaldate.isoformat() if peek.internaldate else None,
+               "size": peek.size, "header": bytes_to_text(peek.header)}
+        if analysis is not None:
+            out["analysis"] = analysis.to_json()
+        ctx.emit_json(out)
+        return 0
+    ctx.say(f"UID {peek.uid}  UIDVALIDITY {peek.uidvalidity}  flags {' '.join(peek.flags) or '(none)'}  "
+            f"size {peek.size}  received {peek.internaldate.isoformat() if peek.internaldate else '?'}")
+    ctx.say("")
+    for line in bytes_to_text(peek.header).splitlines():
+        ctx.say(inert(line))
+    if analysis is not None and hasattr(analysis, "render_text"):
+        ctx.say("")
+        for line in analysis.render_text():
+            ctx.say(inert(line))
+    return 0

@@ -1,0 +1,107 @@
+"""The message model shared by the engine, the CLI and the TUI."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+#: Header fields fetched for the list (BODY.PEEK[HEADER.FIELDS (...)]): everything GitLab uses to
+#: find the key, plus what classification needs. Never the body.
+LIST_HEADER_FIELDS: tuple[str, ...] = (
+    "FROM", "TO", "CC", "DELIVERED-TO", "X-DELIVERED-TO", "ENVELOPE-TO", "X-ENVELOPE-TO",
+    "X-ORIGINAL-TO", "X-FORWARDED-TO", "RECEIVED", "SUBJECT", "DATE", "MESSAGE-ID", "REFERENCES",
+    "IN-REPLY-TO", "AUTO-SUBMITTED", "X-AUTOREPLY", "X-AUTORESPONSE-SUPPRESS", "PRECEDENCE",
+    "RETURN-PATH", "LIST-ID", "LIST-UNSUBSCRIBE", "CONTENT-TYPE", "SENDER", "REPLY-TO",
+)
+
+
+class View(StrEnum):
+    """What a listing shows."""
+
+    UNSEEN = "unseen"  # what mail_room still has to ingest
+    SEEN_STUCK = "seen-stuck"  # \\Seen, not \\Deleted: what a crashed mail_room leaves behind
+    DELETED = "deleted"  # \\Deleted, awaiting expunge
+    ALL = "all"
+
+    @property
+    def search(self) -> str:
+        return {
+            View.UNSEEN: "UNSEEN",
+            View.SEEN_STUCK: "SEEN UNDELETED",
+            View.DELETED: "DELETED",
+            View.ALL: "ALL",
+        }[self]
+
+
+@dataclass(slots=True)
+class Message:
+    """One message as listed. Text fields are decoded but not sanitized: render with
+    :func:`triage_tui.domain.text.inert` (terminal) or as non-markup text (TUI)."""
+
+    uid: int
+    uidvalidity: int
+    flags: tuple[str, ...] = ()
+    internaldate: datetime | None = None
+    size: int = 0
+    from_name: str = ""
+    from_addr: str = ""
+    to: str = ""
+    cc: str = ""
+    subject: str = ""
+    date: datetime | None = None  # what the sender claims; age uses internaldate
+    message_id: str = ""
+    # GitLab key decoding (filled by domain.analysis)
+    kind: str = "unknown"
+    key: str | None = None
+    project_id: int | None = None
+    project_slug: str | None = None
+    project_path: str | None = None
+    issue_iid: int | None = None
+    reply_key: str | None = None
+    namespace_id: int | None = None
+    matched_header: str | None = None
+    # verdicts (filled by domain.analysis)
+    stale: bool = False
+    bot: bool = False
+    bot_reason: str | None = None
+    suspicious: bool = False
+    suspicious_reason: str | None = None
+    no_key: bool = False
+    # mail_room arbitration lock (filled by the lock service when Redis is configured)
+    lock: str | None = None
+    lock_ttl: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seen(self) -> bool:
+        return "\\Seen" in self.flags
+
+    @property
+    def deleted(self) -> bool:
+        return "\\Deleted" in self.flags
+
+    @property
+    def sender(self) -> str:
+        if self.from_name and self.from_addr:
+            return f"{self.from_name} <{self.from_addr}>"
+        return self.from_addr or self.from_name
+
+    def age_seconds(self, now: datetime | None = None) -> float | None:
+        if self.internaldate is None:
+            return None
+        now = now or datetime.now(UTC)
+        return (now - self.internaldate).total_seconds()
+
+    def to_json(self, now: datetime | None = None) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("extra")
+        d["from"] = self.sender
+        d["internaldate"] = self.internaldate.isoformat() if self.internaldate else None
+        d["date"] = self.date.isoformat() if self.date else None
+        age = self.age_seconds(now)
+        d["age_seconds"] = round(age, 3) if age is not None else None
+        d["flags"] = list(self.flags)
+        d.update(self.extra)
+        return d

@@ -1,0 +1,53 @@
+"""The one gate every mutation passes: read-only refusal and the audit journal.
+
+Both the IMAP triage service and the Redis lock service open their writes through
+:meth:`MutationGuard.operation`; nothing else in the code base changes server state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from triage_tui.errors import ReadOnlyRefused
+from triage_tui.services.journal import AuditJournal
+
+
+@dataclass
+class Operation:
+    id: str
+    action: str
+    outcome: dict[str, Any] = field(default_factory=dict)
+    result: str = "ok"  # ok | partial | failed | nothing
+
+
+class MutationGuard:
+    def __init__(self, *, read_only: bool, journal: AuditJournal, context: dict[str, Any] | None = None) -> None:
+        self.read_only = read_only
+        self.journal = journal
+        self.context = dict(context or {})
+
+    def refuse_if_read_only(self, action: str) -> None:
+        if self.read_only:
+            raise ReadOnlyRefused(f"read-only mode: {action} refused, nothing was changed "
+                                  "(start without --read-only to act)")
+
+    @contextlib.contextmanager
+    def operation(self, action: str, **fields: Any) -> Iterator[Operation]:
+        """Refuse in read-only mode; journal ``begin`` before and ``end`` after (also on error)."""
+        self.refuse_if_read_only(action)
+        op = Operation(self.journal.new_op_id(), action)
+        self.journal.append({"phase": "begin", "op": op.id, "action": action, **self.context, **fields})
+        try:
+            yield op
+        except BaseException as e:
+            self.journal.append({"phase": "end", "op": op.id, "action": action, **self.context, **fields,
+                                 **op.outcome, "result": "error", "error": str(e) or type(e).__name__})
+            raise
+        self.journal.append({"phase": "end", "op": op.id, "action": action, **self.context, **fields,
+                             **op.outcome, "result": op.result})
+
+    def progress(self, op: Operation, **fields: Any) -> None:
+        self.journal.append({"phase": "progress", "op": op.id, "action": op.action, **self.context, **fields})

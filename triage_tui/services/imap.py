@@ -1,0 +1,533 @@
+"""IMAP sessions: connecting safely, EXAMINE/SELECT, searching and streaming fetches.
+
+Reads go through EXAMINE and BODY.PEEK only. The mutating primitives (``_store``,
+``_uid_expunge``, ``_expunge``) are meant for :mod:`triage_tui.services.triage` alone, which
+enforces read-only mode, UIDVALIDITY and the audit journal.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import imapclient
+from imapclient import exceptions as imap_exc
+
+from triage_tui.domain import uidset
+from triage_tui.errors import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    ConnectionLost,
+    MailboxMissing,
+    OperationFailed,
+    Refused,
+    UsageError,
+)
+from triage_tui.services.imapwire import Completion, FetchRecord, Response, Wire, parse_fetch, parse_tokens
+
+log = logging.getLogger("triage_tui.imap")
+
+SECURITY_CHOICES = ("ssl", "starttls", "none")
+
+
+class Secret:
+    """A string that never shows itself in repr, str, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass
+class ConnectionSettings:
+    host: str = "127.0.0.1"
+    port: int | None = None
+    security: str = "ssl"  # ssl | starttls | none
+    user: str = ""
+    password: Secret | None = None
+    mailbox: str = "INBOX"
+    ca_file: str | None = None
+    insecure_skip_verify: bool = False
+    allow_plaintext: bool = False
+    timeout: float = 30.0
+    oauth2_token: Secret | None = None  # XOAUTH2 bearer token, when set used instead of LOGIN
+    oauth2_mechanism: str = "XOAUTH2"
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (993 if self.security == "ssl" else 143)
+
+    @property
+    def server(self) -> str:
+        return f"{self.host}:{self.effective_port}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How commands are cut. Bytes per command, UIDs per command, commands in flight."""
+
+    max_bytes: int = 8192
+    max_count: int = 1000
+    window: int = 8
+
+
+@dataclass
+class MailboxInfo:
+    name: str
+    uidvalidity: int
+    exists: int
+    uidnext: int | None
+    highestmodseq: int | None
+    readonly: bool
+
+
+@dataclass
+class TlsInfo:
+    version: str | None
+    cipher: str | None
+    verified: bool
+    subject: str | None = None
+    issuer: str | None = None
+    not_after: str | None = None
+
+    @property
+    def label(self) -> str:
+        if not self.version:
+            return "plaintext"
+        return f"{self.version}{'' if self.verified else ' UNVERIFIED'}"
+
+
+@dataclass
+class StoreResult:
+    done: list[int] = field(default_factory=list)
+    modified: list[int] = field(default_factory=list)  # skipped: changed since our MODSEQ
+    failed: list[tuple[list[int], str]] = field(default_factory=list)
+    commands: int = 0
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        try:
+            infos = socket.getaddrinfo(host, None)
+        except OSError:
+            return False
+        return all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+    return False
+
+
+def make_ssl_context(settings: ConnectionSettings) -> ssl.SSLContext:
+    if settings.insecure_skip_verify:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    try:
+        return ssl.create_default_context(cafile=settings.ca_file) if settings.ca_file else ssl.create_default_context()
+    except (OSError, ssl.SSLError) as e:
+        raise UsageError(f"cannot read CA file {settings.ca_file}: {e}") from e
+
+
+def _server_text(e: BaseException) -> str:
+    text = str(e)
+    for prefix in ("b'", 'b"'):
+        text = text.replace(prefix, "'")
+    return text.strip()
+
+
+class ImapSession:
+    """One authenticated IMAP connection. Thread-safe for one caller at a time (a lock guards
+    the socket: a cancelled Textual worker keeps running, so callers may overlap)."""
+
+    def __init__(self, settings: ConnectionSettings, limits: Limits | None = None) -> None:
+        self.settings = settings
+        self.limits = limits or Limits()
+        self.client: imapclient.IMAPClient | None = None
+        self.wire: Wire | None = None
+        self.capabilities: frozenset[str] = frozenset()
+        self.mailbox: MailboxInfo | None = None
+        self.tls: TlsInfo = TlsInfo(None, None, False)
+        self.lock = threading.RLock()
+
+    # -- connection ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, settings: ConnectionSettings, limits: Limits | None = None) -> ImapSession:
+        session = cls(settings, limits)
+        session.connect()
+        return session
+
+    def connect(self) -> None:
+        s = self.settings
+        if s.security not in SECURITY_CHOICES:
+            raise UsageError(f"--security must be one of {', '.join(SECURITY_CHOICES)}")
+        if not s.host:
+            raise UsageError("no IMAP host: give --host or TRIAGE_IMAP_HOST")
+        if not s.user:
+            raise UsageError("no IMAP user: give --user or TRIAGE_IMAP_USER")
+        if s.security == "none" and not s.allow_plaintext and not is_loopback(s.host):
+            raise Refused(
+                f"refusing plaintext IMAP login to {s.host} (not loopback): use --security ssl or starttls, "
+                "or --allow-plaintext if you accept sending the password in clear")
+        ctx = make_ssl_context(s) if s.security != "none" else None
+        where = s.server
+        try:
+            client = imapclient.IMAPClient(s.host, port=s.effective_port, ssl=s.security == "ssl",
+                                           ssl_context=ctx, timeout=s.timeout)
+            if s.security == "starttls":
+                caps = {c.decode().upper() for c in client.capabilities()}
+                if "STARTTLS" not in caps:
+                    client.shutdown()
+                    raise ConnectionFailed(f"{where} does not offer STARTTLS: refusing to log in without TLS "
+                                           "(use --security ssl if it speaks implicit TLS)")
+                client.starttls(ctx)
+        except ConnectionFailed:
+            raise
+        except ssl.SSLCertVerificationError as e:
+            raise ConnectionFailed(f"TLS certificate of {where} not trusted: {e.verify_message or e.reason} "
+                                   "(give --ca-file with the issuing CA)") from e
+        except ssl.SSLError as e:
+            raise ConnectionFailed(f"TLS handshake with {where} failed: {e.reason or e}") from e
+        except socket.gaierror as e:
+            raise ConnectionFailed(f"cannot resolve IMAP host {s.host}: {e.strerror or e}") from e
+        except (TimeoutError, socket.timeout) as e:
+            raise ConnectionFailed(f"timed out connecting to {where}") from e
+        except ConnectionRefusedError as e:
+            raise ConnectionFailed(f"connection to {where} refused (is the IMAP server running on that port?)") from e
+        except OSError as e:
+            raise ConnectionFailed(f"cannot connect to {where}: {e.strerror or e}") from e
+        except imap_exc.IMAPClientError as e:
+            raise ConnectionFailed(f"IMAP error from {where}: {_server_text(e)}") from e
+        self.client = client
+        self.wire = Wire(client._imap)
+        self.tls = self._tls_info(client, verified=s.security != "none" and not s.insecure_skip_verify)
+        self._login()
+        try:
+            self.capabilities = frozenset(c.decode().upper() for c in client.capabilities())
+            if "CONDSTORE" in self.capabilities and "ENABLE" in self.capabilities:
+                client.enable("CONDSTORE")
+        except imap_exc.IMAPClientError as e:
+            raise ConnectionFailed(f"IMAP error from {where}: {_server_text(e)}") from e
+        except OSError as e:
+            raise ConnectionLost(f"connection to {where} lost: {e}") from e
+
+    def _login(self) -> None:
+        s, client = self.settings, self.client
+        assert client is not None
+        try:
+            if s.oauth2_token:
+                if s.oauth2_mechanism.upper() == "OAUTHBEARER":
+                    client.oauthbearer_login(s.user, s.oauth2_token.reveal())
+                else:
+                    client.oauth2_login(s.user, s.oauth2_token.reveal())
+            else:
+                if s.password is None:
+                    raise UsageError("no IMAP password: set TRIAGE_IMAP_PASSWORD, --password-env or --password-file")
+                client.login(s.user, s.password.reveal())
+        except imap_exc.LoginError as e:
+            self._drop()
+            raise AuthenticationFailed(f"authentication failed for user {s.user} at {s.server}: "
+                                       f"{_server_text(e).replace(s.password.reveal() if s.password else '', '***')}") from None
+        except imap_exc.IMAPClientError as e:
+            self._drop()
+            raise AuthenticationFailed(f"login to {s.server} failed: {_server_text(e)}") from None
+        except OSError as e:
+            self._drop()
+            raise ConnectionLost(f"connection to {s.server} lost during login: {e}") from None
+
+    @staticmethod
+    def _tls_info(client: imapclient.IMAPClient, verified: bool) -> TlsInfo:
+        sock = getattr(client._imap, "sock", None)
+        if not isinstance(sock, ssl.SSLSocket):
+            return TlsInfo(None, None, False)
+        cipher = sock.cipher()
+        info = TlsInfo(sock.version(), cipher[0] if cipher else None, verified)
+        cert: dict[str, Any] = sock.getpeercert() or {}
+        if cert:
+            def name(field_: str) -> str:
+                return ", ".join("=".join(x) for rdn in cert.get(field_, ()) for x in rdn)
+
+            info.subject, info.issuer, info.not_after = name("subject"), name("issuer"), cert.get("notAfter")
+        return info
+
+    def _drop(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.shutdown()
+            except Exception:  # noqa: BLE001 - best effort on an already failing connection
+                pass
+        self.client = None
+        self.wire = None
+
+    def close(self) -> None:
+        """Log out (best effort) and close the socket."""
+        with self.lock:
+            if self.client is None:
+                return
+            try:
+                self.client.logout()
+            except Exception:  # noqa: BLE001 - the connection may already be gone
+                self._drop()
+            self.client = None
+            self.wire = None
+
+    def __enter__(self) -> ImapSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- mailbox ------------------------------------------------------------------------------
+
+    def _require(self) -> tuple[imapclient.IMAPClient, Wire]:
+        if self.client is None or self.wire is None:
+            raise ConnectionLost("not connected")
+        return self.client, self.wire
+
+    def examine(self, mailbox: str | None = None) -> MailboxInfo:
+        """Open the mailbox read-only (EXAMINE): nothing we do afterwards can change flags."""
+        return self._open(mailbox or self.settings.mailbox, readonly=True)
+
+    def select(self, mailbox: str | None = None) -> MailboxInfo:
+        """Open the mailbox read-write. Only the triage service calls this, for a confirmed write."""
+        return self._open(mailbox or self.settings.mailbox, readonly=False)
+
+    def _open(self, name: str, readonly: bool) -> MailboxInfo:
+        client, _ = self._require()
+        with self.lock:
+            try:
+                r = client.select_folder(name, readonly=readonly)
+            except imap_exc.IMAPClientError as e:
+                text = _server_text(e)
+                if any(w in text.lower() for w in ("exist", "nonexistent", "not found", "unknown mailbox")):
+                    raise MailboxMissing(f"mailbox {name!r} does not exist on {self.settings.server}"
+                                         f"{self._folders_hint()}") from None
+                raise OperationFailed(f"cannot open mailbox {name!r}: {text}") from None
+            except OSError as e:
+                raise ConnectionLost(f"connection lost opening {name!r}: {e}") from None
+        uidvalidity = r.get(b"UIDVALIDITY")
+        if uidvalidity is None:
+            raise OperationFailed(f"server sent no UIDVALIDITY for {name!r}; refusing to work without it")
+        self.mailbox = MailboxInfo(
+            name=name,
+            uidvalidity=int(uidvalidity),
+            exists=int(r.get(b"EXISTS", 0)),
+            uidnext=int(r[b"UIDNEXT"]) if b"UIDNEXT" in r else None,
+            highestmodseq=int(r[b"HIGHESTMODSEQ"]) if b"HIGHESTMODSEQ" in r else None,
+            readonly=readonly,
+        )
+        return self.mailbox
+
+    def _folders_hint(self) -> str:
+        try:
+            assert self.client is not None
+            names = [f[2] for f in self.client.list_folders()][:10]
+        except Exception:  # noqa: BLE001 - a hint only
+            return ""
+        return f" (it has: {', '.join(names)})" if names else ""
+
+    def status(self, mailbox: str | None = None) -> dict[str, int]:
+        client, _ = self._require()
+        with self.lock:
+            r = client.folder_status(mailbox or self.settings.mailbox,
+                                     [b"MESSAGES", b"UNSEEN", b"UIDNEXT", b"UIDVALIDITY"])
+        return {k.decode().lower(): int(v) for k, v in r.items()}
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def search(self, criteria: str) -> list[int]:
+        """``UID SEARCH``; uses ESEARCH (compact ranges) when offered, so 100k results stay small."""
+        _, wire = self._require()
+        crit = criteria.encode("ascii")
+        with self.lock:
+            if "ESEARCH" in self.capabilities:
+                untagged, done = wire.command(b"UID SEARCH RETURN (ALL) " + crit)
+                self._check(done, "SEARCH")
+                for resp in untagged:
+                    toks = resp.tokens()
+                    if len(toks) > 1 and isinstance(toks[1], bytes) and toks[1].upper() == b"ESEARCH":
+                        for i, t in enumerate(toks):
+                            if isinstance(t, bytes) and t.upper() == b"ALL" and i + 1 < len(toks):
+                                return uidset.parse(toks[i + 1].decode())
+                return []
+            untagged, done = wire.command(b"UID SEARCH " + crit)
+            self._check(done, "SEARCH")
+            out: list[int] = []
+            for resp in untagged:
+                line = resp.first
+                if line[:9].upper() == b"* SEARCH ":
+                    out.extend(int(x) for x in line[9:].split() if x.isdigit())
+            return sorted(set(out))
+
+    def count(self, criteria: str) -> int:
+        _, wire = self._require()
+        if "ESEARCH" not in self.capabilities:
+            return len(self.search(criteria))
+        with self.lock:
+            untagged, done = wire.command(b"UID SEARCH RETURN (COUNT) " + criteria.encode("ascii"))
+            self._check(done, "SEARCH")
+        for resp in untagged:
+            toks = resp.tokens()
+            for i, t in enumerate(toks):
+                if isinstance(t, bytes) and t.upper() == b"COUNT" and i + 1 < len(toks):
+                    return int(toks[i + 1])
+        return 0
+
+    def fetch_stream(
+        self,
+        uids: Iterable[int],
+        items: str,
+        *,
+        on_untagged: Callable[[Response], None] | None = None,
+    ) -> Iterator[list[FetchRecord]]:
+        """``UID FETCH`` in pipelined chunks; yields each chunk's records as soon as it completes.
+
+        Round trips: about ``len(uids) / max_count / window``. Records without a UID (unsolicited
+        flag updates) go to ``on_untagged``.
+        """
+        if "BODY[" in items.replace("BODY.PEEK[", "") or ("RFC822" in items.replace("RFC822.SIZE", "").replace("RFC822.HEADER", "")):
+            raise ValueError("refusing a FETCH that could set \\Seen: use BODY.PEEK")
+        _, wire = self._require()
+        lim = self.limits
+        with self.lock:
+            pipe = wire.pipeline(lim.window)
+            for text, members in uidset.split(uids, max_bytes=lim.max_bytes, max_count=lim.max_count):
+                pipe.submit(f"UID FETCH {text} ({items})".encode("ascii"), members)
+            batch: list[FetchRecord] = []
+            for ev in pipe.events():
+                if isinstance(ev, Response):
+                    rec = parse_fetch(ev)
+                    if rec is not None and rec.uid is not None:
+                        batch.append(rec)
+                    elif on_untagged is not None:
+                        on_untagged(ev)
+                    continue
+                members, done = ev
+                if not done.ok:
+                    if done.status == "BAD" and len(members) > 1:
+                        # "Too long argument" and friends: halve and retry
+                        half = len(members) // 2
+                        for part in (members[:half], members[half:]):
+                            pipe.submit(f"UID FETCH {uidset.compress(part)} ({items})".encode("ascii"), part)
+                        continue
+                    raise OperationFailed(f"FETCH failed: {done}")
+                if batch:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+
+    def fetch_header(self, uid: int) -> FetchRecord | None:
+        """The full header of one message, with BODY.PEEK (never sets \\Seen)."""
+        for batch in self.fetch_stream([uid], "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER]"):
+            for rec in batch:
+                if rec.uid == uid:
+                    return rec
+        return None
+
+    # -- writing (for services.triage only) -----------------------------------------------------
+
+    def _store(self, uids: list[int], flag: str, add: bool, unchangedsince: int | None = None,
+               progress: Callable[[list[int]], None] | None = None) -> StoreResult:
+        """Silent ``UID STORE`` in compressed, split, pipelined chunks."""
+        _, wire = self._require()
+        lim = self.limits
+        op = "+FLAGS.SILENT" if add else "-FLAGS.SILENT"
+        mod = f" (UNCHANGEDSINCE {unchangedsince})" if unchangedsince is not None else ""
+        result = StoreResult()
+        with self.lock:
+            pipe = wire.pipeline(lim.window)
+            for text, members in uidset.split(uids, max_bytes=lim.max_bytes, max_count=lim.max_count):
+                pipe.submit(f"UID STORE {text}{mod} {op} ({flag})".encode("ascii"), members)
+            for ev in pipe.events():
+                if isinstance(ev, Response):
+                    continue  # FETCH with MODSEQ etc.
+                members, done = ev
+                result.commands += 1
+                if done.ok:
+                    modified = set(uidset.parse(done.code_arg or "")) if done.code == "MODIFIED" else set()
+                    ok = [u for u in members if u not in modified]
+                    result.done.extend(ok)
+                    result.modified.extend(sorted(modified & set(members)))
+                    if progress:
+                        progress(ok)
+                elif done.status == "BAD" and len(members) > 1:
+                    half = len(members) // 2
+                    for part in (members[:half], members[half:]):
+                        pipe.submit(f"UID STORE {uidset.compress(part)}{mod} {op} ({flag})".encode("ascii"), part)
+                else:
+                    result.failed.append((members, str(done)))
+        return result
+
+    def _uid_expunge(self, uids: list[int], progress: Callable[[list[int]], None] | None = None) -> StoreResult:
+        if "UIDPLUS" not in self.capabilities:
+            raise Refused("the server does not offer UIDPLUS, so an exact UID EXPUNGE is impossible; "
+                          "use --all-deleted to expunge every \\Deleted message")
+        _, wire = self._require()
+        lim = self.limits
+        result = StoreResult()
+        with self.lock:
+            pipe = wire.pipeline(lim.window)
+            for text, members in uidset.split(uids, max_bytes=lim.max_bytes, max_count=lim.max_count):
+                pipe.submit(f"UID EXPUNGE {text}".encode("ascii"), members)
+            for ev in pipe.events():
+                if isinstance(ev, Response):
+                    continue
+                members, done = ev
+                result.commands += 1
+                if done.ok:
+                    result.done.extend(members)
+                    if progress:
+                        progress(members)
+                elif done.status == "BAD" and len(members) > 1:
+                    half = len(members) // 2
+                    for part in (members[:half], members[half:]):
+                        pipe.submit(f"UID EXPUNGE {uidset.compress(part)}".encode("ascii"), part)
+                else:
+                    result.failed.append((members, str(done)))
+        return result
+
+    def _expunge_all(self) -> int:
+        """Plain EXPUNGE: removes every \\Deleted message in the mailbox. Returns how many went."""
+        _, wire = self._require()
+        with self.lock:
+            untagged, done = wire.command(b"EXPUNGE")
+        self._check(done, "EXPUNGE")
+        return sum(1 for r in untagged if r.first.rstrip().upper().endswith(b" EXPUNGE"))
+
+    @staticmethod
+    def _check(done: Completion, what: str) -> None:
+        if not done.ok:
+            raise OperationFailed(f"{what} failed: {done}")
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+__all__ = [
+    "ConnectionSettings", "ImapSession", "Limits", "MailboxInfo", "Secret", "StoreResult", "TlsInfo",
+    "is_loopback", "parse_tokens",
+]

@@ -1,0 +1,402 @@
+"""The triage service: the only way the code base reads a listing or changes the mailbox.
+
+Reads use one long-lived EXAMINE connection. Every write:
+
+1. is refused in read-only mode (Dovecot answers OK to a STORE under EXAMINE and does nothing,
+   so the guard must be ours, and it is checked before any connection is opened for writing);
+2. opens its own SELECT connection and refuses if UIDVALIDITY differs from the one the UIDs
+   were listed under;
+3. narrows the requested UIDs to those the server says still need the change (so the journal
+   records exactly what changed, and undo reverts exactly that);
+4. sends compressed, split, pipelined commands (CONDSTORE ``UNCHANGEDSINCE`` when offered, so a
+   concurrent mail_room's change is not overwritten);
+5. writes the audit journal before, during and after.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from triage_tui.domain import uidset
+from triage_tui.domain.analysis import AnalysisConfig, build_message
+from triage_tui.domain.model import LIST_HEADER_FIELDS, Message, View
+from triage_tui.errors import OperationFailed, Refused, UidValidityChanged
+from triage_tui.services.guard import MutationGuard
+from triage_tui.services.imap import ConnectionSettings, ImapSession, Limits, MailboxInfo, TlsInfo
+from triage_tui.services.imapwire import FetchRecord
+from triage_tui.services.journal import AuditJournal
+
+LIST_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (" + " ".join(LIST_HEADER_FIELDS) + ")]"
+LIGHT_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE"
+PEEK_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER]"
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass
+class Counts:
+    unseen: int
+    seen_stuck: int
+    deleted: int
+    exists: int
+    oldest_unseen: datetime | None
+    uidvalidity: int
+
+
+@dataclass
+class Peek:
+    uid: int
+    uidvalidity: int
+    flags: tuple[str, ...]
+    internaldate: datetime | None
+    size: int
+    header: bytes
+
+
+@dataclass
+class Plan:
+    """What a mutation will do, computed on a read connection; executing re-checks everything."""
+
+    action: str
+    uidvalidity: int
+    uids: list[int]
+    requested: int
+    skipped: int = 0  # requested but already in the target state, or vanished
+    others_deleted: int = 0  # expunge --all-deleted: \\Deleted messages outside the selection
+    all_deleted: bool = False
+    undoes: str | None = None
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def count(self) -> int:
+        return len(self.uids)
+
+    @property
+    def ranges(self) -> str:
+        return uidset.compress(self.uids)
+
+    @property
+    def commands(self) -> int:
+        if self.all_deleted:
+            return 1
+        return sum(1 for _ in uidset.split(self.uids, max_bytes=self.limits.max_bytes, max_count=self.limits.max_count))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"action": self.action, "uidvalidity": self.uidvalidity, "count": self.count,
+                "requested": self.requested, "skipped": self.skipped, "uids": self.ranges,
+                "commands": self.commands, "others_deleted": self.others_deleted,
+                "all_deleted": self.all_deleted, "undoes": self.undoes}
+
+
+@dataclass
+class OpResult:
+    action: str
+    op_id: str
+    uidvalidity: int
+    changed: list[int] = field(default_factory=list)
+    skipped_concurrent: list[int] = field(default_factory=list)  # CONDSTORE MODIFIED
+    vanished_or_done: int = 0  # planned but no longer needing the change at execution time
+    failed: list[tuple[list[int], str]] = field(default_factory=list)
+    commands: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def to_json(self) -> dict[str, Any]:
+        return {"action": self.action, "op": self.op_id, "uidvalidity": self.uidvalidity,
+                "changed": len(self.changed), "changed_uids": uidset.compress(self.changed),
+                "skipped_concurrent": uidset.compress(self.skipped_concurrent),
+                "vanished_or_done": self.vanished_or_done,
+                "failed": [{"uids": uidset.compress(u), "error": e} for u, e in self.failed],
+                "commands": self.commands, "ok": self.ok}
+
+
+# The target state of each flag action: what SEARCH finds the UIDs that still need it.
+_NEEDS = {
+    "mark-seen": ("UNSEEN", "\\Seen", True),
+    "mark-unseen": ("SEEN UNDELETED", "\\Seen", False),
+}
+
+
+class TriageService:
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        *,
+        read_only: bool,
+        journal: AuditJournal | None = None,
+        limits: Limits | None = None,
+        analysis: AnalysisConfig | None = None,
+        session_factory: Callable[[ConnectionSettings, Limits], ImapSession] = ImapSession.open,
+    ) -> None:
+        self.settings = settings
+        self.read_only = read_only
+        self.journal = journal or AuditJournal()
+        self.limits = limits or Limits()
+        self.analysis = analysis or AnalysisConfig()
+        self._factory = session_factory
+        self._reader: ImapSession | None = None
+        self._lock = threading.RLock()
+        self.guard = MutationGuard(read_only=read_only, journal=self.journal, context={
+            "server": settings.server, "user": settings.user, "mailbox": settings.mailbox})
+
+    # -- connection -----------------------------------------------------------------------------
+
+    @property
+    def reader(self) -> ImapSession:
+        with self._lock:
+            if self._reader is None or self._reader.client is None:
+                session = self._factory(self.settings, self.limits)
+                session.examine()
+                self._reader = session
+            return self._reader
+
+    def connect(self) -> MailboxInfo:
+        info = self.reader.mailbox
+        assert info is not None
+        return info
+
+    def reconnect(self) -> MailboxInfo:
+        with self._lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+        return self.connect()
+
+    def refresh_mailbox(self) -> MailboxInfo:
+        """Re-EXAMINE: picks up new UIDVALIDITY/EXISTS/HIGHESTMODSEQ."""
+        return self.reader.examine()
+
+    @property
+    def tls(self) -> TlsInfo:
+        return self.reader.tls
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return self.reader.capabilities
+
+    def close(self) -> None:
+        with self._lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def counts(self) -> Counts:
+        r = self.reader
+        info = r.examine()
+        unseen = r.search("UNSEEN")
+        oldest = None
+        if unseen:
+            rec = next(iter(r.fetch_stream([unseen[0]], "UID INTERNALDATE")), [])
+            oldest = rec[0].internaldate if rec else None
+        return Counts(unseen=len(unseen), seen_stuck=r.count("SEEN UNDELETED"), deleted=r.count("DELETED"),
+                      exists=info.exists, oldest_unseen=oldest, uidvalidity=info.uidvalidity)
+
+    def search(self, view: View | str) -> tuple[int, list[int]]:
+        """(UIDVALIDITY, UIDs) of a view, from a fresh EXAMINE."""
+        r = self.reader
+        info = r.examine()
+        criteria = View(view).search if isinstance(view, str) and view in View._value2member_map_ else (
+            view.search if isinstance(view, View) else str(view))
+        return info.uidvalidity, r.search(criteria)
+
+    def iter_list(self, view: View = View.UNSEEN, *, headers: bool = True, uids: list[int] | None = None,
+                  now: datetime | None = None) -> Iterator[list[Message]]:
+        """Stream the view as batches of :class:`Message` while chunks arrive."""
+        uidvalidity, found = self.search(view)
+        if uids is not None:
+            wanted = set(uids)
+            found = [u for u in found if u in wanted]
+        yield from self.iter_messages(uidvalidity, found, headers=headers, now=now)
+
+    def iter_messages(self, uidvalidity: int, uids: list[int], *, headers: bool = True,
+                      now: datetime | None = None) -> Iterator[list[Message]]:
+        now = now or datetime.now(UTC)
+        cfg = self.analysis
+        items = LIST_ITEMS if headers else LIGHT_ITEMS
+        for batch in self.reader.fetch_stream(uids, items):
+            yield [self._to_message(rec, uidvalidity, cfg, now) for rec in batch]
+
+    @staticmethod
+    def _to_message(rec: FetchRecord, uidvalidity: int, cfg: AnalysisConfig, now: datetime) -> Message:
+        assert rec.uid is not None
+        return build_message(rec.uid, uidvalidity, rec.flags or (), rec.internaldate, rec.size or 0,
+                             rec.body, cfg, now)
+
+    def list(self, view: View = View.UNSEEN, **kw: Any) -> list[Message]:
+        out: list[Message] = []
+        for batch in self.iter_list(view, **kw):
+            out.extend(batch)
+        return out
+
+    def peek(self, uid: int) -> Peek:
+        r = self.reader
+        info = r.examine()
+        rec = r.fetch_header(uid)
+        if rec is None:
+            raise OperationFailed(f"UID {uid} is not in {self.settings.mailbox} (UIDVALIDITY {info.uidvalidity})")
+        return Peek(uid=uid, uidvalidity=info.uidvalidity, flags=rec.flags or (), internaldate=rec.internaldate,
+                    size=rec.size or 0, header=rec.body or b"")
+
+    # -- planning (read connection; allowed in read-only mode) --------------------------------
+
+    def _narrow(self, session: ImapSession, uids: Iterable[int], criteria: str) -> list[int]:
+        """Which of ``uids`` match ``criteria`` now (one SEARCH per 8 KB piece of the set)."""
+        out: list[int] = []
+        for text, _members in uidset.split(uids, max_bytes=self.limits.max_bytes, max_count=100_000):
+            out.extend(session.search(f"UID {text} {criteria}"))
+        return sorted(set(out))
+
+    def plan_flags(self, action: str, uidvalidity: int, uids: Iterable[int]) -> Plan:
+        if action not in _NEEDS:
+            raise ValueError(action)
+        requested = sorted(set(uids))
+        info = self.reader.examine()
+        self._check_uidvalidity(uidvalidity, info.uidvalidity)
+        needs = self._narrow(self.reader, requested, _NEEDS[action][0]) if requested else []
+        return Plan(action=action, uidvalidity=uidvalidity, uids=needs, requested=len(requested),
+                    skipped=len(requested) - len(needs), limits=self.limits)
+
+    def plan_expunge(self, uidvalidity: int, uids: Iterable[int] | None, *, all_deleted: bool = False) -> Plan:
+        info = self.reader.examine()
+        self._check_uidvalidity(uidvalidity, info.uidvalidity)
+        deleted = self.reader.search("DELETED")
+        if uids is None:
+            requested = deleted
+        else:
+            requested = sorted(set(uids))
+        ds = set(deleted)
+        targets = [u for u in requested if u in ds]
+        plan = Plan(action="expunge", uidvalidity=uidvalidity, uids=deleted if all_deleted else targets,
+                    requested=len(requested), skipped=len(requested) - len(targets), all_deleted=all_deleted,
+                    limits=self.limits)
+        if all_deleted:
+            plan.others_deleted = len(ds - set(targets))
+        return plan
+
+    def plan_undo(self) -> tuple[Plan, dict[str, Any]]:
+        s = self.settings
+        rec = self.journal.last_undoable(s.server, s.user, s.mailbox)
+        if rec is None:
+            raise Refused(f"nothing to undo: the journal ({self.journal.path}) has no flag change on "
+                          f"{s.mailbox} at {s.server} that is not undone yet")
+        info = self.reader.examine()
+        if int(rec.get("uidvalidity", -1)) != info.uidvalidity:
+            raise UidValidityChanged(
+                f"cannot undo {rec.get('action')} of {rec.get('time')}: UIDVALIDITY changed from "
+                f"{rec.get('uidvalidity')} to {info.uidvalidity}, so its UIDs now name other messages")
+        changed = uidset.parse(rec.get("changed", ""))
+        reverse = "mark-unseen" if rec["action"] == "mark-seen" else "mark-seen"
+        # Undo reverts exactly what we changed, minus what moved on since (a message mail_room
+        # took meanwhile is \\Deleted and stays alone: un-seeing it would ingest it twice).
+        criteria = "SEEN UNDELETED" if reverse == "mark-unseen" else "UNSEEN"
+        needs = self._narrow(self.reader, changed, criteria)
+        plan = Plan(action=reverse, uidvalidity=info.uidvalidity, uids=needs, requested=len(changed),
+                    skipped=len(changed) - len(needs), undoes=rec.get("op"), limits=self.limits)
+        return plan, rec
+
+    @staticmethod
+    def _check_uidvalidity(expected: int, actual: int) -> None:
+        if expected != actual:
+            raise UidValidityChanged(
+                f"UIDVALIDITY changed from {expected} to {actual}: the mailbox was recreated or reset, "
+                "so the listed UIDs name other messages now; list again before acting")
+
+    # -- executing (the only writers) ---------------------------------------------------------
+
+    def _writer(self) -> ImapSession:
+        return self._factory(self.settings, self.limits)
+
+    def execute(self, plan: Plan, progress: Progress | None = None) -> OpResult:
+        """Carry out a plan. Read-only mode refuses before anything is opened for writing."""
+        action = "undo" if plan.undoes else plan.action
+        self.guard.refuse_if_read_only(action)
+        if plan.action == "expunge":
+            return self._execute_expunge(plan, progress)
+        return self._execute_flags(plan, progress)
+
+    def _execute_flags(self, plan: Plan, progress: Progress | None) -> OpResult:
+        criteria, flag, add = _NEEDS[plan.action]
+        action = "undo" if plan.undoes else plan.action
+        extra: dict[str, Any] = {"undoes": plan.undoes, "reverse": plan.action} if plan.undoes else {}
+        with self._writer() as w:
+            info = w.select()
+            self._check_uidvalidity(plan.uidvalidity, info.uidvalidity)
+            targets = self._narrow(w, plan.uids, criteria) if plan.uids else []
+            modseq = info.highestmodseq if "CONDSTORE" in w.capabilities else None
+            with self.guard.operation(action, uidvalidity=info.uidvalidity, planned=len(plan.uids),
+                                      targets=uidset.compress(targets), count=len(targets),
+                                      unchangedsince=modseq, **extra) as op:
+                result = OpResult(action=action, op_id=op.id, uidvalidity=info.uidvalidity,
+                                  vanished_or_done=len(plan.uids) - len(targets))
+                done_count = 0
+
+                def chunk_done(uids: list[int]) -> None:
+                    nonlocal done_count
+                    done_count += len(uids)
+                    self.guard.progress(op, done=uidset.compress(uids), count=len(uids))
+                    if progress:
+                        progress(done_count, len(targets))
+
+                if targets:
+                    r = w._store(targets, flag, add, unchangedsince=modseq, progress=chunk_done)
+                    result.changed, result.skipped_concurrent = sorted(r.done), sorted(r.modified)
+                    result.failed, result.commands = r.failed, r.commands
+                op.outcome = {"changed": uidset.compress(result.changed), "changed_count": len(result.changed),
+                              "skipped_concurrent": uidset.compress(result.skipped_concurrent),
+                              "failed": uidset.compress(u for us, _ in result.failed for u in us),
+                              "commands": result.commands}
+                op.result = "ok" if not result.failed else ("partial" if result.changed else "failed")
+        return result
+
+    def _execute_expunge(self, plan: Plan, progress: Progress | None) -> OpResult:
+        with self._writer() as w:
+            info = w.select()
+            self._check_uidvalidity(plan.uidvalidity, info.uidvalidity)
+            if plan.all_deleted:
+                deleted_now = w.search("DELETED")
+                with self.guard.operation("expunge-all-deleted", uidvalidity=info.uidvalidity,
+                                          targets=uidset.compress(deleted_now), count=len(deleted_now),
+                                          planned=len(plan.uids)) as op:
+                    removed = w._expunge_all()
+                    result = OpResult(action="expunge", op_id=op.id, uidvalidity=info.uidvalidity,
+                                      changed=deleted_now, commands=1)
+                    op.outcome = {"removed_count": removed}
+                    if progress:
+                        progress(len(deleted_now), len(deleted_now))
+                return result
+            targets = self._narrow(w, plan.uids, "DELETED") if plan.uids else []
+            with self.guard.operation("expunge", uidvalidity=info.uidvalidity, targets=uidset.compress(targets),
+                                      count=len(targets), planned=len(plan.uids)) as op:
+                result = OpResult(action="expunge", op_id=op.id, uidvalidity=info.uidvalidity,
+                                  vanished_or_done=len(plan.uids) - len(targets))
+                done_count = 0
+
+                def chunk_done(uids: list[int]) -> None:
+                    nonlocal done_count
+                    done_count += len(uids)
+                    self.guard.progress(op, done=uidset.compress(uids), count=len(uids))
+                    if progress:
+                        progress(done_count, len(targets))
+
+                if targets:
+                    r = w._uid_expunge(targets, progress=chunk_done)
+                    result.changed, result.failed, result.commands = sorted(r.done), r.failed, r.commands
+                op.outcome = {"changed": uidset.compress(result.changed), "changed_count": len(result.changed),
+                              "failed": uidset.compress(u for us, _ in result.failed for u in us),
+                              "commands": result.commands}
+                op.result = "ok" if not result.failed else ("partial" if result.changed else "failed")
+        return result
+
+
+def older_than(messages: Iterable[Message], age: timedelta, now: datetime | None = None) -> list[int]:
+    now = now or datetime.now(UTC)
+    limit = age.total_seconds()
+    return [m.uid for m in messages if (a := m.age_seconds(now)) is not None and a > limit]
