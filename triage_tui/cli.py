@@ -68,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="incoming_email (default) or service_desk_email: on the latter every key is service desk")
     t.add_argument("--stale-after", default=_env("TRIAGE_STALE_AFTER", "2d"), metavar="AGE",
                    help="age after which unseen mail is stale (default 2d; the runbook's 'a couple of days')")
+    rd = p.add_argument_group("mail_room's Redis arbitration locks (optional)")
+    rd.add_argument("--redis-url", default=_env("TRIAGE_REDIS_URL"),
+                    help="redis:// or rediss:// URL with DB number, e.g. redis://:pass@host:6379/0 [TRIAGE_REDIS_URL]")
+    rd.add_argument("--redis-sentinel", action="append", default=None, metavar="HOST:PORT",
+                    help="a Sentinel address (repeat for several) [TRIAGE_REDIS_SENTINELS, comma-separated]")
+    rd.add_argument("--redis-master", default=_env("TRIAGE_REDIS_MASTER"), metavar="NAME",
+                    help="Sentinel master name (e.g. gitlab-redis) [TRIAGE_REDIS_MASTER]")
+    rd.add_argument("--redis-ca-file", default=_env("TRIAGE_REDIS_CA_FILE"), help="CA bundle for rediss://")
+    rd.add_argument("--key-prefix", default=_env("TRIAGE_KEY_PREFIX", "mail_room:gitlab:"),
+                    help="arbitration key prefix (default mail_room:gitlab:) [TRIAGE_KEY_PREFIX]")
     r = p.add_argument_group("safety and diagnostics")
     r.add_argument("--read-only", action="store_true", default=_env("TRIAGE_READ_ONLY") in ("1", "true", "yes"),
                    help="review mode: nothing on the server can change (every mutation is refused)")

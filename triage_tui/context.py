@@ -39,6 +39,7 @@ class Context:
         self.stdin = stdin or sys.stdin
         self.read_only: bool = bool(getattr(args, "read_only", False))
         self._service: Any = None
+        self._locks: Any = None
         self._journal: AuditJournal | None = None
 
     # -- settings -----------------------------------------------------------------------------
@@ -91,7 +92,37 @@ class Context:
             self._service.connect()
         return self._service
 
+    def redis_configured(self) -> bool:
+        a = self.args
+        return bool(getattr(a, "redis_url", None) or getattr(a, "redis_sentinel", None)
+                    or os.environ.get("TRIAGE_REDIS_SENTINELS"))
+
+    def lock_service(self) -> Any:
+        """The :class:`~triage_tui.services.locks.LockService`, or None when no Redis is configured."""
+        if not self.redis_configured():
+            return None
+        if self._locks is None:
+            from triage_tui.services.locks import LockService, RedisSettings  # noqa: PLC0415
+
+            a = self.args
+            raw = a.redis_sentinel or [s for s in os.environ.get("TRIAGE_REDIS_SENTINELS", "").split(",") if s]
+            sentinels: list[tuple[str, int]] = []
+            for item in raw:
+                host, _, port = item.rpartition(":")
+                if not host or not port.isdigit():
+                    raise UsageError(f"invalid Sentinel address {item!r}: expected HOST:PORT")
+                sentinels.append((host, int(port)))
+            if sentinels and not a.redis_master:
+                raise UsageError("--redis-sentinel needs --redis-master (the Sentinel master name)")
+            settings = RedisSettings(url=a.redis_url, sentinels=sentinels, master=a.redis_master,
+                                     key_prefix=a.key_prefix, ca_file=a.redis_ca_file)
+            self._locks = LockService(settings, read_only=self.read_only, journal=self.journal)
+        return self._locks
+
     def close(self) -> None:
+        if self._locks is not None:
+            self._locks.close()
+            self._locks = None
         if self._service is not None:
             self._service.close()
             self._service = None
