@@ -421,6 +421,9 @@ class ImapSession:
                     rec = parse_fetch(ev)
                     if rec is not None and rec.uid is not None:
                         batch.append(rec)
+                        if len(batch) >= lim.max_count:
+                            yield batch
+                            batch = []
                     elif on_untagged is not None:
                         on_untagged(ev)
                     continue

@@ -1,0 +1,160 @@
+"""A loopback TCP proxy that records client→server bytes and can add latency or cut streams.
+
+Used to prove what goes over the wire (no ``BODY[`` without PEEK, no ``RFC822`` fetch), to
+measure behaviour at a WAN-like round-trip time (each direction delayed by ``rtt/2`` while
+keeping throughput), and to kill connections mid-operation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LatencyProxy:
+    target_port: int
+    rtt: float = 0.0
+    target_host: str = "127.0.0.1"
+    record: bool = True
+    sent: bytearray = field(default_factory=bytearray)  # client -> server
+    port: int = 0
+    _sock: socket.socket | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _conns: list[socket.socket] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    connections: int = 0
+
+    def start(self) -> LatencyProxy:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self._sock.settimeout(0.2)
+        self.port = self._sock.getsockname()[1]
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def _accept(self) -> None:
+        assert self._sock is not None
+        while not self._stop.is_set():
+            try:
+                client, _ = self._sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            try:
+                upstream = socket.create_connection((self.target_host, self.target_port))
+            except OSError:
+                client.close()
+                continue
+            for s in (client, upstream):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._conns += [client, upstream]
+                self.connections += 1
+            for src, dst, rec in ((client, upstream, True), (upstream, client, False)):
+                th = threading.Thread(target=self._pump, args=(src, dst, rec), daemon=True)
+                th.start()
+                self._threads.append(th)
+
+    def _pump(self, src: socket.socket, dst: socket.socket, rec: bool) -> None:
+        delay = self.rtt / 2
+        if delay <= 0:
+            while True:
+                try:
+                    data = src.recv(65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                if rec and self.record:
+                    with self._lock:
+                        self.sent += data
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    break
+            self._close_pair(src, dst)
+            return
+        # delayed: a reader fills a time-ordered queue, a writer sends when due
+        queue: list[tuple[float, int, bytes | None]] = []
+        cond = threading.Condition()
+        seq = 0
+
+        def writer() -> None:
+            while True:
+                with cond:
+                    while not queue:
+                        cond.wait()
+                    due, _, data = queue[0]
+                    now = time.monotonic()
+                    if due > now:
+                        cond.wait(due - now)
+                        continue
+                    heapq.heappop(queue)
+                if data is None:
+                    break
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    break
+            self._close_pair(src, dst)
+
+        w = threading.Thread(target=writer, daemon=True)
+        w.start()
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            if data and rec and self.record:
+                with self._lock:
+                    self.sent += data
+            with cond:
+                seq += 1
+                heapq.heappush(queue, (time.monotonic() + delay, seq, data or None))
+                cond.notify()
+            if not data:
+                break
+
+    @staticmethod
+    def _close_pair(a: socket.socket, b: socket.socket) -> None:
+        for s in (a, b):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                s.close()
+
+    def cut(self) -> None:
+        """Kill every open connection (both directions) at once."""
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                s.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.cut()
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+
+    def commands(self) -> list[bytes]:
+        """Client lines (tag + command), credentials included: tests only look, never print."""
+        return [line for line in bytes(self.sent).split(b"\r\n") if line]
+
+    def __enter__(self) -> LatencyProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
