@@ -1,0 +1,96 @@
+import io
+
+import pytest
+
+from triage_tui.services.imapwire import (
+    ProtocolError, Response, Wire, parse_completion, parse_fetch, parse_internaldate, parse_tokens, redact,
+)
+
+
+def test_parse_fetch_with_literal():
+    header = b"From: a@b\r\nSubject: x\r\n\r\n"
+    resp = Response([b'* 12 FETCH (UID 500 FLAGS (\\Seen $Junk) INTERNALDATE " 1-Feb-2024 10:11:12 +0100" '
+                     b"RFC822.SIZE 1234 BODY[HEADER.FIELDS (FROM SUBJECT)] {%d}\r\n" % len(header), b")\r\n"],
+                    [header])
+    rec = parse_fetch(resp)
+    assert rec is not None
+    assert (rec.seq, rec.uid, rec.flags, rec.size, rec.body) == (12, 500, ("\\Seen", "$Junk"), 1234, header)
+    assert rec.internaldate is not None and rec.internaldate.isoformat() == "2024-02-01T10:11:12+01:00"
+
+
+def test_parse_fetch_quoted_and_nil_body_any_order():
+    resp = Response([b'* 1 FETCH (BODY[HEADER.FIELDS (FROM)] "From: q\\"x\\"" RFC822.SIZE 5 UID 9 FLAGS ())\r\n'], [])
+    rec = parse_fetch(resp)
+    assert rec is not None and rec.uid == 9 and rec.body == b'From: q"x"' and rec.flags == ()
+    rec = parse_fetch(Response([b"* 1 FETCH (UID 3 BODY[HEADER.FIELDS (FROM)] NIL)\r\n"], []))
+    assert rec is not None and rec.body == b""
+
+
+def test_not_a_fetch():
+    assert parse_fetch(Response([b"* 3 EXPUNGE\r\n"], [])) is None
+    assert parse_fetch(Response([b"* OK [ALERT] hi\r\n"], [])) is None
+
+
+def test_tokens_errors():
+    with pytest.raises(ProtocolError):
+        parse_tokens([b"* 1 FETCH (UID 1\r\n"], [])
+    with pytest.raises(ProtocolError):
+        parse_tokens([b"* 1 FETCH (BODY[] {3}\r\n", b")\r\n"], [])
+
+
+def test_completion():
+    c = parse_completion(b"A12 OK [MODIFIED 7,9:11] Store completed\r\n")
+    assert c.ok and c.code == "MODIFIED" and c.code_arg == "7,9:11" and c.text == "Store completed"
+    c = parse_completion(b"A13 BAD Too long argument\r\n")
+    assert not c.ok and c.status == "BAD" and c.code is None
+
+
+def test_internaldate():
+    assert parse_internaldate(b"bogus") is None
+    assert parse_internaldate(b"31-Feb-2024 00:00:00 +0000") is None
+    assert parse_internaldate(b"01-Jan-2024 00:00:00 -0000").utcoffset().total_seconds() == 0
+
+
+def test_redact_never_shows_credentials():
+    assert "hunter2" not in redact(b"LOGIN user hunter2")
+    assert "tok" not in redact(b"AUTHENTICATE XOAUTH2 dG9r")
+
+
+class _FakeImap:
+    def __init__(self, data: bytes) -> None:
+        self.file = io.BytesIO(data)
+        self.tagged_commands: dict[bytes, None] = {}
+        self.sent = b""
+        self._n = 0
+
+    def read(self, n: int) -> bytes:
+        return self.file.read(n)
+
+    def send(self, data: bytes) -> None:
+        self.sent += data
+
+    def _new_tag(self) -> bytes:
+        self._n += 1
+        return b"T%d" % self._n
+
+
+def test_pipeline_matches_tags_and_bye():
+    fake = _FakeImap(b"* 1 FETCH (UID 5 FLAGS ())\r\nT1 OK done\r\nT2 NO [SERVERBUG] x\r\n")
+    pipe = Wire(fake).pipeline(2)  # type: ignore[arg-type]
+    pipe.submit(b"UID FETCH 5 (FLAGS)", "a")
+    pipe.submit(b"UID FETCH 6 (FLAGS)", "b")
+    events = list(pipe.events())
+    assert fake.sent == b"T1 UID FETCH 5 (FLAGS)\r\nT2 UID FETCH 6 (FLAGS)\r\n"
+    assert [e[0] for e in events if isinstance(e, tuple)] == ["a", "b"]
+    assert not events[-1][1].ok
+
+    from triage_tui.errors import ConnectionLost
+
+    pipe = Wire(_FakeImap(b"* BYE going down\r\n")).pipeline(1)  # type: ignore[arg-type]
+    pipe.submit(b"NOOP")
+    with pytest.raises(ConnectionLost):
+        list(pipe.events())
+    pipe = Wire(_FakeImap(b"")).pipeline(1)  # type: ignore[arg-type]
+    pipe.submit(b"NOOP")
+    with pytest.raises(ConnectionLost):
+        list(pipe.events())
