@@ -166,7 +166,7 @@ class Dovecot:
             name.write_bytes(raw)
             os.utime(name, (ts, ts))
             n += 1
-        for dirpath, dirnames, filenames in os.walk(self.base / "home" / user):
+        for dirpath, _dirnames, filenames in os.walk(self.base / "home" / user):
             os.chown(dirpath, MAIL_UID, MAIL_GID)
             for f in filenames:
                 os.chown(os.path.join(dirpath, f), MAIL_UID, MAIL_GID)
@@ -222,10 +222,11 @@ def start_dovecot(*, tls: bool = True, max_line_length: int = 65536, starttls_of
         _wait_port(imap_port, proc, base / "dovecot.log")
         if use_tls:
             _wait_port(imaps_port, proc, base / "dovecot.log")
-    except Exception:
+    except Exception as e:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        raise RuntimeError((base / "stderr.log").read_text(errors="replace") + (base / "dovecot.log").read_text())
+        raise RuntimeError((base / "stderr.log").read_text(errors="replace")
+                           + (base / "dovecot.log").read_text()) from e
     return Dovecot(base=base, imap_port=imap_port, imaps_port=imaps_port, ca_file=ca, proc=proc)
 
 

@@ -32,6 +32,11 @@ def read_password_file(path: str) -> Secret:
         raise ConfigError(f"cannot read password file {p}: {e.strerror}") from None
 
 
+# one encoder for every line (json.dumps with options builds a new one per call);
+# ensure_ascii: text from mail may hold C1 controls or bidi overrides, escaped they are inert
+_JSON = json.JSONEncoder(ensure_ascii=True, default=str)
+
+
 class Context:
     def __init__(self, args: argparse.Namespace, stdout: TextIO | None = None, stdin: TextIO | None = None) -> None:
         self.args = args
@@ -130,8 +135,7 @@ class Context:
     # -- output ---------------------------------------------------------------------------------
 
     def emit_json(self, obj: Any) -> None:
-        # ensure_ascii: text from mail may hold C1 controls or bidi overrides; escaped, they are inert
-        self.out.write(json.dumps(obj, ensure_ascii=True, default=str) + "\n")
+        self.out.write(_JSON.encode(obj) + "\n")
 
     def say(self, text: str = "") -> None:
         self.out.write(text + "\n")

@@ -1,11 +1,10 @@
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from triage_tui.domain.age import format_age, parse_age
 from triage_tui.domain.headers import Headers, decode_words, first_address, parse_date
 from triage_tui.domain.text import inert
-
-import pytest
 from triage_tui.errors import UsageError
 
 

@@ -3,7 +3,14 @@ import io
 import pytest
 
 from triage_tui.services.imapwire import (
-    ProtocolError, Response, Wire, parse_completion, parse_fetch, parse_internaldate, parse_tokens, redact,
+    ProtocolError,
+    Response,
+    Wire,
+    parse_completion,
+    parse_fetch,
+    parse_internaldate,
+    parse_tokens,
+    redact,
 )
 
 

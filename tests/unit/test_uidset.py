@@ -1,7 +1,6 @@
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import pytest
 
 from triage_tui.domain import uidset
 from triage_tui.errors import UsageError

@@ -12,11 +12,17 @@ import binascii
 import codecs
 import email.utils
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 _ENCODED_WORD = re.compile(r"=\?([^?\s]{1,40})\?([bBqQ])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(r"(\?=)[ \t\r\n]+(=\?)")
 _Q_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
+# a field: name, colon, value with its continuation lines; lines that are neither (an mbox
+# "From " line, garbage) are skipped, never raised on
+_FIELD = re.compile(r"^([!-9;-~]+)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.MULTILINE)
+_FOLD = re.compile(r"[ \t]*\n[ \t]*")
+_SIMPLE_ADDR = re.compile(r'^\s*(?:"([^"\\]*)"|([^"<>,;:()\\@\[\]]*?))\s*<([^<>\s,;:()"\\@]+@[^<>\s,;:()"\\@]+)>\s*$'
+                          r'|^\s*([^<>\s,;:()"\\@]+@[^<>\s,;:()"\\@]+)\s*$')
 
 
 def bytes_to_text(raw: bytes) -> str:
@@ -73,24 +79,17 @@ class Headers:
         if not raw:
             return cls([])
         text = bytes_to_text(raw) if isinstance(raw, bytes) else raw
-        text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
-        # the header ends at the first empty line
-        end = text.find("\n\n")
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if "\x00" in text:
+            text = text.replace("\x00", "")
+        end = text.find("\n\n")  # the header ends at the first empty line
         if end >= 0:
             text = text[:end]
-        fields: list[tuple[str, str]] = []
-        for line in text.split("\n"):
-            if not line:
-                continue
-            if line[0] in " \t":
-                if fields:
-                    name, value = fields[-1]
-                    fields[-1] = (name, value + " " + line.strip())
-                continue
-            name, sep, value = line.partition(":")
-            if not sep or not name or " " in name.strip():
-                continue  # not a header line (e.g. mbox "From " line): skip, never raise
-            fields.append((name.strip().lower(), value.strip()))
+        if text.startswith("\n"):
+            return cls([])
+        fields = [(name.lower(), _FOLD.sub(" ", value).strip() if "\n" in value else value.strip())
+                  for name, value in _FIELD.findall(text)]
         return cls(fields)
 
     def get(self, name: str, default: str | None = None) -> str | None:
@@ -115,10 +114,31 @@ class Headers:
         return len(self.fields)
 
 
+_MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
+                                          "nov", "dec"), 1)}
+_DATE_FAST = re.compile(r"^\s*(?:[A-Za-z]{3},\s*)?(\d{1,2}) ([A-Za-z]{3}) (\d{4}) (\d\d):(\d\d)(?::(\d\d))? "
+                        r"([+-])(\d\d)(\d\d)\s*(?:\([^()]*\))?\s*$")
+_TZS: dict[str, timezone] = {}
+
+
 def parse_date(value: str | None) -> datetime | None:
     """A Date header as an aware datetime, or None when missing or unparseable."""
     if not value:
         return None
+    m = _DATE_FAST.match(value)
+    if m:  # RFC 5322's usual shape; anything else goes to the stdlib's lenient parser
+        day, mon, year, hh, mi, ss, sign, oh, om = m.groups()
+        month = _MONTHS.get(mon.lower())
+        key = sign + oh + om
+        tz = _TZS.get(key)
+        if tz is None:
+            off = timedelta(hours=int(oh), minutes=int(om))
+            tz = _TZS.setdefault(key, timezone(off if sign == "+" else -off))
+        if month:
+            try:
+                return datetime(int(year), month, int(day), int(hh), int(mi), int(ss or 0), tzinfo=tz)
+            except ValueError:
+                return None
     try:
         dt = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -134,6 +154,11 @@ def first_address(value: str | None) -> tuple[str, str]:
     """(display name decoded, address) of the first address in a header value."""
     if not value:
         return "", ""
+    m = _SIMPLE_ADDR.match(value)
+    if m:  # "Name <a@b>", "\"Name\" <a@b>" or "a@b": the common cases, without the stdlib parser
+        if m.group(4):
+            return "", m.group(4)
+        return decode_words((m.group(1) if m.group(1) is not None else m.group(2) or "").strip()), m.group(3)
     try:
         pairs = email.utils.getaddresses([value])
     except Exception:  # noqa: BLE001 - the stdlib parser has raised on hostile input before

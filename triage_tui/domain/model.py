@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -95,8 +95,7 @@ class Message:
         return (now - self.internaldate).total_seconds()
 
     def to_json(self, now: datetime | None = None) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("extra")
+        d = {name: getattr(self, name) for name in _JSON_FIELDS}
         d["from"] = self.sender
         d["internaldate"] = self.internaldate.isoformat() if self.internaldate else None
         d["date"] = self.date.isoformat() if self.date else None
@@ -105,3 +104,6 @@ class Message:
         d["flags"] = list(self.flags)
         d.update(self.extra)
         return d
+
+
+_JSON_FIELDS = tuple(f.name for f in fields(Message) if f.name != "extra")

@@ -212,7 +212,7 @@ class ImapSession:
             raise ConnectionFailed(f"TLS handshake with {where} failed: {e.reason or e}") from e
         except socket.gaierror as e:
             raise ConnectionFailed(f"cannot resolve IMAP host {s.host}: {e.strerror or e}") from e
-        except (TimeoutError, socket.timeout) as e:
+        except TimeoutError as e:
             raise ConnectionFailed(f"timed out connecting to {where}") from e
         except ConnectionRefusedError as e:
             raise ConnectionFailed(f"connection to {where} refused (is the IMAP server running on that port?)") from e

@@ -15,11 +15,10 @@ from __future__ import annotations
 import imaplib
 import logging
 import re
-import socket
 import ssl
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -133,10 +132,35 @@ def parse_tokens(segments: list[bytes], literals: list[bytes]) -> list[Any]:
     return stack[0]
 
 
+_TZ_CACHE: dict[bytes, timezone] = {b"+0000": UTC, b"-0000": UTC}
+
+
+def _tz(text: bytes) -> timezone:
+    tz = _TZ_CACHE.get(text)
+    if tz is None:
+        offset = timedelta(hours=int(text[1:3]), minutes=int(text[3:5]))
+        tz = timezone(offset if text[:1] == b"+" else -offset)
+        if len(_TZ_CACHE) < 256:
+            _TZ_CACHE[text] = tz
+    return tz
+
+
 def parse_internaldate(value: bytes | None) -> datetime | None:
     """``"21-Nov-2026 20:29:37 +0000"`` -> aware datetime; None if absent or malformed."""
     if not value:
         return None
+    v = value.strip()
+    if len(v) == 25:  # " 1-Nov-..." arrives as "1-Nov-..." after strip
+        v = b"0" + v
+    # fast path: the fixed layout DD-Mon-YYYY HH:MM:SS +ZZZZ
+    if len(v) == 26 and v[2:3] == b"-" and v[6:7] == b"-" and v[11:12] == b" " and v[20:21] == b" ":
+        month = _MONTHS.get(v[3:6].lower())
+        try:
+            if month and v[21:22] in (b"+", b"-"):
+                return datetime(int(v[7:11]), month, int(v[0:2]), int(v[12:14]), int(v[15:17]), int(v[18:20]),
+                                tzinfo=_tz(v[21:26]))
+        except ValueError:
+            return None
     m = _INTERNALDATE.match(value)
     if not m:
         return None
@@ -144,10 +168,8 @@ def parse_internaldate(value: bytes | None) -> datetime | None:
     month = _MONTHS.get(mon.lower())
     if not month:
         return None
-    offset = timedelta(hours=int(oh), minutes=int(om))
     try:
-        tz = UTC if not offset else timezone(offset if sign == b"+" else -offset)
-        return datetime(int(year), month, int(day), int(hh), int(mm), int(ss), tzinfo=tz)
+        return datetime(int(year), month, int(day), int(hh), int(mm), int(ss), tzinfo=_tz(sign + oh + om))
     except ValueError:
         return None
 
@@ -169,7 +191,68 @@ class FetchRecord:
     size: int | None = None
     body: bytes | None = None
     modseq: int | None = None
-    items: dict[bytes, Any] = field(default_factory=dict)
+    items: dict[bytes, Any] | None = None
+
+
+_F_HEAD = re.compile(rb"^\* (\d+) FETCH \(", re.IGNORECASE)
+_F_UID = re.compile(rb"[( ]UID (\d+)", re.IGNORECASE)
+_F_FLAGS = re.compile(rb"[( ]FLAGS \(([^)]*)\)", re.IGNORECASE)
+_F_DATE = re.compile(rb'[( ]INTERNALDATE "([^"]*)"', re.IGNORECASE)
+_F_SIZE = re.compile(rb"[( ]RFC822\.SIZE (\d+)", re.IGNORECASE)
+_F_MODSEQ = re.compile(rb"[( ]MODSEQ \((\d+)\)", re.IGNORECASE)
+_F_BODY_LIT = re.compile(rb" (?:BODY\[[^\]]*\](?:<\d+>)?|RFC822\.HEADER|BINARY\[[^\]]*\]) \{\d+\+?\}\r?\n$",
+                         re.IGNORECASE)
+
+
+_F_ORDERED = re.compile(rb'^\* (\d+) FETCH \(UID (\d+) FLAGS \(([^)]*)\) INTERNALDATE "([^"]*)" RFC822\.SIZE (\d+)[ )]')
+
+
+def _parse_fetch_fast(resp: Response) -> FetchRecord | None:
+    """The common shape (flat items, the body as the one literal) by regex: ~5x faster than the
+    general tokenizer. Anything else returns None and takes the general path."""
+    segs, lits = resp.segments, resp.literals
+    m = _F_HEAD.match(segs[0])
+    if not m or len(lits) > 1 or len(segs) > 2:
+        return None
+    body: bytes | None = None
+    if lits:
+        if not _F_BODY_LIT.search(segs[0]):
+            return None
+        text = segs[0] + segs[1]
+        body = lits[0]
+    else:
+        text = segs[0]
+        upper = text.upper()
+        if b"BODY[" in upper or b"RFC822.HEADER" in upper:
+            return None  # a body sent as a quoted string: the general parser handles its quoting
+    if text.count(b'"') > 2:
+        return None  # quoted strings beyond INTERNALDATE: let the tokenizer handle them
+    om = _F_ORDERED.match(text)
+    if om:  # the order we ask for, which is what Dovecot sends: one regex instead of five
+        return FetchRecord(seq=int(om.group(1)), uid=int(om.group(2)),
+                           flags=tuple(f.decode("utf-8", "replace") for f in om.group(3).split()),
+                           internaldate=parse_internaldate(om.group(4)), size=int(om.group(5)), body=body,
+                           modseq=_modseq(text))
+    um = _F_UID.search(text)
+    rec = FetchRecord(seq=int(m.group(1)), uid=int(um.group(1)) if um else None, body=body)
+    fm = _F_FLAGS.search(text)
+    if fm:
+        rec.flags = tuple(f.decode("utf-8", "replace") for f in fm.group(1).split())
+    dm = _F_DATE.search(text)
+    if dm:
+        rec.internaldate = parse_internaldate(dm.group(1))
+    sm = _F_SIZE.search(text)
+    if sm:
+        rec.size = int(sm.group(1))
+    rec.modseq = _modseq(text)
+    return rec
+
+
+def _modseq(text: bytes) -> int | None:
+    if b"MODSEQ" not in text and b"modseq" not in text:
+        return None
+    m = _F_MODSEQ.search(text)
+    return int(m.group(1)) if m else None
 
 
 def parse_fetch(resp: Response) -> FetchRecord | None:
@@ -177,6 +260,9 @@ def parse_fetch(resp: Response) -> FetchRecord | None:
     first = resp.first
     if not first.startswith(b"* ") or b" FETCH " not in first[:40].upper():
         return None
+    fast = _parse_fetch_fast(resp)
+    if fast is not None:
+        return fast
     toks = resp.tokens()
     # [b'*', b'12', b'FETCH', [...]]
     if len(toks) < 4 or not isinstance(toks[3], list):
@@ -205,6 +291,8 @@ def parse_fetch(resp: Response) -> FetchRecord | None:
         elif k == b"MODSEQ":
             rec.modseq = _int(val[0]) if isinstance(val, list) and val else None
         else:
+            if rec.items is None:
+                rec.items = {}
             rec.items[k] = val
     return rec
 
@@ -243,7 +331,7 @@ class Wire:
     def _readline(self) -> bytes:
         try:
             line = self.imap.file.readline(MAX_LINE)  # type: ignore[attr-defined]
-        except (TimeoutError, socket.timeout) as e:
+        except TimeoutError as e:
             raise ConnectionLost("the server stopped answering (timeout)") from e
         except (OSError, ssl.SSLError, ValueError) as e:
             raise ConnectionLost(f"connection lost: {e}") from e
