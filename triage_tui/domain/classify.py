@@ -1,0 +1,259 @@
+"""Verdicts on a listed message: GitLab key, stale, bot, no key, suspicious. Each with a reason.
+
+Runs once per message on listings of 100k messages, so everything that can be prepared once per
+configuration is (compiled patterns, the template regex), and the per-message path is a single
+pass over the header fields plus a few dictionary lookups. It never raises: one hostile message
+must not break a listing.
+
+Why these verdicts (see ``shared/docs/gitlab-mail.md`` §4 and seeds 001/002):
+
+- **stale**: the runbook's "a couple of days as an upper limit": old mail surfacing on an issue
+  confuses people more than it helps.
+- **bot**: ``Auto-Submitted``/``X-Autoreply`` mail is silently dropped by GitLab; delivery status
+  notifications are *not*, and answering them can start a reply loop; list and bulk mail is noise.
+- **no key**: GitLab rejects the mail and writes back to the (possibly spoofed) sender.
+- **suspicious**: sign-up or verification mail sent to a project's new-issue/merge-request or
+  Service Desk address is how a third-party account gets registered with GitLab's address
+  (seed 001, the "ticket trick"); and one Message-ID under several UIDs gets ingested twice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+
+from triage_tui.domain.analysis import AnalysisConfig
+from triage_tui.domain.headers import Headers
+from triage_tui.domain.keys import UNKNOWN, find_key_grouped
+from triage_tui.domain.model import Message
+
+#: Kinds whose address creates something in a project from a stranger's mail.
+SIGNUP_TARGET_KINDS = frozenset({"new_issue", "new_merge_request", "service_desk"})
+_KIND_LABEL = {
+    "new_issue": "new-issue",
+    "new_merge_request": "new-merge-request",
+    "service_desk": "Service Desk",
+}
+_MAX_MATCH = 2000  # subjects/senders are cut to this before pattern matching (hostile input)
+_MAX_SHOWN = 40  # header values quoted in reasons are cut to this
+
+_NOREPLY_RE = re.compile(
+    r"no[-_.]?reply|do[-_.]?not[-_.]?reply|dont[-_.]?reply"
+    r"|^(?:bounces?|notifications?|notify|auto[-_.]?reply|automailer|mailer|daemon)(?:[-+._].*)?$",
+    re.IGNORECASE,
+)
+_DSN_LOCALPARTS = frozenset({"mailer-daemon", "postmaster"})
+_DSN_NAME_RE = re.compile(r"mail delivery (?:sub)?system", re.IGNORECASE)
+_SIGNUP_RE = re.compile(
+    r"\b(?:verify|confirm|validate)\s+(?:your\s+|this\s+|the\s+)?(?:e-?mail|account|address|registration|sign[- ]?up|identity)"
+    r"|\b(?:e-?mail|account|address)\s+(?:verification|confirmation|validation)"
+    r"|\bactivat(?:e|ion)\b.{0,30}\baccount|\baccount\s+activation"
+    r"|\b(?:verification|security|confirmation|one[- ]time|login|sign[- ]?in)\s+(?:code|link|pin)"
+    r"|\bmagic\s+link|\bOTP\b"
+    r"|\bcomplete\s+your\s+(?:registration|sign[- ]?up|account)"
+    r"|\bwelcome\s+to\b|\bthanks?\s+(?:you\s+)?for\s+(?:signing\s+up|registering)"
+    r"|\b(?:reset|change)\s+(?:your\s+)?password|\bpassword\s+reset"
+    r"|\binvited\s+you\s+to\s+join|\bjoin\s+\S.{0,40}\bon\s+slack",
+    re.IGNORECASE,
+)
+
+
+def _cut(value: str, n: int = _MAX_SHOWN) -> str:
+    value = " ".join(value.split())
+    return value if len(value) <= n else value[: n - 1] + "…"
+
+
+def _compile(patterns: tuple[str, ...]) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    """Operator patterns are regexes, case-insensitive, searched in the sender's address and in
+    "Name <address>" (or the subject); one that does not compile is taken as literal text
+    (configuration is validated elsewhere; classification must not raise)."""
+    out = []
+    for p in patterns:
+        try:
+            out.append((p, re.compile(p, re.IGNORECASE)))
+        except (re.error, TypeError, ValueError, OverflowError, RecursionError):
+            out.append((p, re.compile(re.escape(str(p)), re.IGNORECASE)))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class _Rules:
+    sender: tuple[tuple[str, re.Pattern[str]], ...]
+    subject: tuple[tuple[str, re.Pattern[str]], ...]
+    suspicious: tuple[tuple[str, re.Pattern[str]], ...]
+
+
+@lru_cache(maxsize=16)
+def _rules(sender: tuple[str, ...], subject: tuple[str, ...], suspicious: tuple[str, ...]) -> _Rules:
+    return _Rules(_compile(sender), _compile(subject), _compile(suspicious))
+
+
+def _local_part(addr: str) -> str:
+    return addr.rpartition("@")[0] if "@" in addr else addr
+
+
+def bot_reasons(msg: Message, first: dict[str, str], rules: _Rules | None = None) -> list[str]:
+    """Why a message looks machine-sent, most consequential first."""
+    reasons: list[str] = []
+    auto = first.get("auto-submitted")
+    if auto is not None and auto.strip() != "no":  # GitLab compares exactly, after strip
+        reasons.append(f"Auto-Submitted: {_cut(auto.strip()) or '(empty)'}: GitLab will ignore this")
+    autoreply = first.get("x-autoreply")
+    if autoreply is not None and autoreply.strip() == "yes":
+        reasons.append("X-Autoreply: yes: GitLab will ignore this")
+    dsn = []
+    ctype = first.get("content-type")
+    if ctype is not None and ctype[:40].split(";", 1)[0].strip().lower() == "multipart/report":
+        dsn.append("multipart/report")
+    rpath = first.get("return-path")
+    if rpath is not None and rpath.replace(" ", "").replace("\t", "") == "<>":
+        dsn.append("Return-Path <>")
+    local = _local_part(msg.from_addr).lower()
+    if local in _DSN_LOCALPARTS:
+        dsn.append(f"from {local.upper() if local == 'mailer-daemon' else local}")
+    elif _DSN_NAME_RE.search(msg.from_name[:_MAX_MATCH]):
+        dsn.append("from a mail delivery system")
+    if dsn:
+        reasons.append(f"delivery status notification ({', '.join(dsn)}): reply-loop risk")
+    prec = first.get("precedence")
+    if prec is not None and prec.strip().lower() in ("bulk", "junk", "list"):
+        reasons.append(f"Precedence: {prec.strip().lower()}")
+    if "list-id" in first:
+        reasons.append("mailing list (List-Id)")
+    elif "list-unsubscribe" in first:
+        reasons.append("bulk mail (List-Unsubscribe)")
+    if local and local not in _DSN_LOCALPARTS and _NOREPLY_RE.search(local[:_MAX_MATCH]):
+        reasons.append(f"no-reply style sender {_cut(msg.from_addr)}")
+    if rules is not None:
+        addr, sender = msg.from_addr[:_MAX_MATCH], msg.sender[:_MAX_MATCH]
+        for text, rx in rules.sender:
+            if rx.search(addr) or rx.search(sender):
+                reasons.append(f"sender matches configured pattern {_cut(text)!r}")
+                break
+        subject = msg.subject[:_MAX_MATCH]
+        for text, rx in rules.subject:
+            if rx.search(subject):
+                reasons.append(f"subject matches configured pattern {_cut(text)!r}")
+                break
+    return reasons
+
+
+def suspicious_reasons(msg: Message, rules: _Rules | None = None) -> list[str]:
+    """Signs of an account-hijack attempt through a project address (seed 001)."""
+    reasons: list[str] = []
+    subject = msg.subject[:_MAX_MATCH]
+    if msg.kind in SIGNUP_TARGET_KINDS and _SIGNUP_RE.search(subject):
+        reasons.append(
+            f"sign-up/verification mail to a {_KIND_LABEL[msg.kind]} address: "
+            "a third-party account may be registering with the project's address"
+        )
+    if rules is not None and rules.suspicious:
+        addr, sender = msg.from_addr[:_MAX_MATCH], msg.sender[:_MAX_MATCH]
+        for text, rx in rules.suspicious:
+            if rx.search(subject) or rx.search(addr) or rx.search(sender):
+                reasons.append(f"matches configured suspicious pattern {_cut(text)!r}")
+                break
+    return reasons
+
+
+def _group(headers: Headers) -> tuple[dict[str, list[str]], dict[str, str]]:
+    grouped: dict[str, list[str]] = {}
+    first: dict[str, str] = {}
+    for name, value in headers.fields:
+        lst = grouped.get(name)
+        if lst is None:
+            grouped[name] = [value]
+            first[name] = value
+        else:
+            lst.append(value)
+    return grouped, first
+
+
+def annotate(msg: Message, headers: Headers, config: AnalysisConfig, now: datetime) -> None:
+    """Fill the key decoding and the verdicts of ``msg``. Never raises."""
+    try:
+        _annotate(msg, headers, config, now)
+    except Exception as exc:  # noqa: BLE001 - one hostile message must not break a listing
+        msg.extra["analysis_error"] = type(exc).__name__
+
+
+def _annotate(msg: Message, headers: Headers, config: AnalysisConfig, now: datetime) -> None:
+    grouped, first = _group(headers)
+    # Without the template nothing can be decoded: "unknown", never claimed as keyless.
+    info = (find_key_grouped(grouped, config.address, config.mailbox_kind, getattr(config, "gitlab_host", None))
+            if config.address else UNKNOWN)
+    msg.kind, msg.key = info.kind, info.key
+    msg.project_id, msg.project_slug, msg.project_path = info.project_id, info.project_slug, info.project_path
+    msg.issue_iid, msg.reply_key, msg.namespace_id = info.issue_iid, info.reply_key, info.namespace_id
+    msg.matched_header = info.matched_header
+    msg.no_key = bool(config.address) and info.key is None
+
+    age = msg.age_seconds(now)
+    msg.stale = age is not None and age > config.stale_after.total_seconds()
+
+    rules = None
+    if config.bot_sender_patterns or config.bot_subject_patterns or config.suspicious_patterns:
+        rules = _rules(tuple(config.bot_sender_patterns), tuple(config.bot_subject_patterns),
+                       tuple(config.suspicious_patterns))
+    bots = bot_reasons(msg, first, rules)
+    msg.bot = bool(bots)
+    msg.bot_reason = "; ".join(bots) if bots else None
+    sus = suspicious_reasons(msg, rules)
+    # keep a duplicate verdict set earlier by mark_duplicates (re-annotation must not drop it)
+    dup = _dup_part(msg.suspicious_reason)
+    if dup:
+        sus.append(dup)
+    msg.suspicious = bool(sus)
+    msg.suspicious_reason = "; ".join(sus) if sus else None
+
+
+# --- duplicates ------------------------------------------------------------------------------
+
+_DUP_PREFIX = "duplicate: same Message-ID under UIDs "
+
+
+def _dup_part(reason: str | None) -> str | None:
+    if not reason:
+        return None
+    for part in reason.split("; "):
+        if part.startswith(_DUP_PREFIX):
+            return part
+    return None
+
+
+def _without_dup(reason: str | None) -> list[str]:
+    if not reason:
+        return []
+    return [p for p in reason.split("; ") if not p.startswith(_DUP_PREFIX)]
+
+
+def _uid_list(uids: list[int], limit: int = 6) -> str:
+    shown = ", ".join(str(u) for u in uids[:limit])
+    return shown + (f" and {len(uids) - limit} more" if len(uids) > limit else "")
+
+
+def mark_duplicates(messages: Iterable[Message]) -> int:
+    """Flag every message whose Message-ID also appears under another UID as suspicious (it
+    would be ingested once per copy). Recomputes the duplicate verdict from scratch, so it can be
+    called again after each refresh: messages that are no longer duplicated lose it, other
+    suspicious reasons are kept. Returns how many messages are marked duplicate."""
+    msgs = list(messages)
+    by_id: dict[str, list[Message]] = {}
+    for m in msgs:
+        mid = m.message_id.strip()
+        if mid:
+            by_id.setdefault(mid, []).append(m)
+    marked = 0
+    for m in msgs:
+        others = by_id.get(m.message_id.strip()) if m.message_id.strip() else None
+        rest = _without_dup(m.suspicious_reason)
+        if others and len(others) > 1:
+            uids = sorted(o.uid for o in others)
+            rest.append(_DUP_PREFIX + _uid_list(uids) + " (GitLab would process each copy)")
+            marked += 1
+        m.suspicious = bool(rest)
+        m.suspicious_reason = "; ".join(rest) if rest else None
+    return marked
