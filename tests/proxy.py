@@ -29,6 +29,11 @@ class LatencyProxy:
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     connections: int = 0
+    #: cut every connection once the client has sent this many lines containing ``cut_pattern``
+    cut_pattern: bytes | None = None
+    cut_after: int = 0
+    cuts: int = 0
+    _seen: int = 0
 
     def start(self) -> LatencyProxy:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -81,6 +86,10 @@ class LatencyProxy:
                     dst.sendall(data)
                 except OSError:
                     break
+                if rec and self._should_cut(data):
+                    time.sleep(0.05)  # let the server start on it: the answer is what gets lost
+                    self.cut()
+                    break
             self._close_pair(src, dst)
             return
         # delayed: a reader fills a time-ordered queue, a writer sends when due
@@ -123,6 +132,17 @@ class LatencyProxy:
                 cond.notify()
             if not data:
                 break
+
+    def _should_cut(self, data: bytes) -> bool:
+        if self.cut_pattern is None:
+            return False
+        with self._lock:
+            self._seen += data.count(self.cut_pattern)
+            if self._seen >= self.cut_after:
+                self.cut_pattern = None  # once
+                self.cuts += 1
+                return True
+        return False
 
     @staticmethod
     def _close_pair(a: socket.socket, b: socket.socket) -> None:

@@ -7,6 +7,7 @@ enforces read-only mode, UIDVALIDITY and the audit journal.
 
 from __future__ import annotations
 
+import imaplib
 import ipaddress
 import logging
 import socket
@@ -228,10 +229,11 @@ class ImapSession:
             self.capabilities = frozenset(c.decode().upper() for c in client.capabilities())
             if "CONDSTORE" in self.capabilities and "ENABLE" in self.capabilities:
                 client.enable("CONDSTORE")
+        except (imaplib.IMAP4.abort, OSError) as e:
+            self._drop()
+            raise ConnectionLost(f"connection to {where} lost: {_server_text(e)}") from e
         except imap_exc.IMAPClientError as e:
             raise ConnectionFailed(f"IMAP error from {where}: {_server_text(e)}") from e
-        except OSError as e:
-            raise ConnectionLost(f"connection to {where} lost: {e}") from e
 
     def _login(self) -> None:
         s, client = self.settings, self.client
@@ -319,6 +321,9 @@ class ImapSession:
         with self.lock:
             try:
                 r = client.select_folder(name, readonly=readonly)
+            except imaplib.IMAP4.abort as e:
+                self._drop()
+                raise ConnectionLost(f"connection lost opening {name!r}: {_server_text(e)}") from None
             except imap_exc.IMAPClientError as e:
                 text = _server_text(e)
                 if any(w in text.lower() for w in ("exist", "nonexistent", "not found", "unknown mailbox")):
@@ -326,6 +331,7 @@ class ImapSession:
                                          f"{self._folders_hint()}") from None
                 raise OperationFailed(f"cannot open mailbox {name!r}: {text}") from None
             except OSError as e:
+                self._drop()
                 raise ConnectionLost(f"connection lost opening {name!r}: {e}") from None
         uidvalidity = r.get(b"UIDVALIDITY")
         if uidvalidity is None:
@@ -351,8 +357,14 @@ class ImapSession:
     def status(self, mailbox: str | None = None) -> dict[str, int]:
         client, _ = self._require()
         with self.lock:
-            r = client.folder_status(mailbox or self.settings.mailbox,
-                                     [b"MESSAGES", b"UNSEEN", b"UIDNEXT", b"UIDVALIDITY"])
+            try:
+                r = client.folder_status(mailbox or self.settings.mailbox,
+                                         [b"MESSAGES", b"UNSEEN", b"UIDNEXT", b"UIDVALIDITY"])
+            except (imaplib.IMAP4.abort, OSError) as e:
+                self._drop()
+                raise ConnectionLost(f"connection lost: {_server_text(e)}") from None
+            except imap_exc.IMAPClientError as e:
+                raise OperationFailed(f"STATUS failed: {_server_text(e)}") from None
         return {k.decode().lower(): int(v) for k, v in r.items()}
 
     # -- reading ------------------------------------------------------------------------------

@@ -17,15 +17,23 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from triage_tui.domain import uidset
 from triage_tui.domain.analysis import AnalysisConfig, build_message
 from triage_tui.domain.model import LIST_HEADER_FIELDS, Message, View
-from triage_tui.errors import OperationFailed, Refused, UidValidityChanged
+from triage_tui.errors import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    ConnectionLost,
+    OperationFailed,
+    Refused,
+    UidValidityChanged,
+)
 from triage_tui.services.guard import MutationGuard
 from triage_tui.services.imap import ConnectionSettings, ImapSession, Limits, MailboxInfo, TlsInfo
 from triage_tui.services.imapwire import FetchRecord
@@ -41,6 +49,21 @@ LIGHT_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE"
 PEEK_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER]"
 
 Progress = Callable[[int, int], None]  # (done, total)
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Reconnects after a lost connection: ``attempts`` tries, exponential backoff with a cap."""
+
+    attempts: int = 5
+    base: float = 0.5
+    cap: float = 8.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.cap, self.base * (2 ** (attempt - 1)))
 
 
 @dataclass
@@ -105,6 +128,7 @@ class OpResult:
     uidvalidity: int
     changed: list[int] = field(default_factory=list)
     skipped_concurrent: list[int] = field(default_factory=list)  # CONDSTORE MODIFIED
+    in_flight: list[int] = field(default_factory=list)  # done by a command whose answer a lost connection ate
     vanished_or_done: int = 0  # planned but no longer needing the change at execution time
     failed: list[tuple[list[int], str]] = field(default_factory=list)
     commands: int = 0
@@ -117,7 +141,7 @@ class OpResult:
         return {"action": self.action, "op": self.op_id, "uidvalidity": self.uidvalidity,
                 "changed": len(self.changed), "changed_uids": uidset.compress(self.changed),
                 "skipped_concurrent": uidset.compress(self.skipped_concurrent),
-                "vanished_or_done": self.vanished_or_done,
+                "vanished_or_done": self.vanished_or_done, "in_flight": uidset.compress(self.in_flight),
                 "failed": [{"uids": uidset.compress(u), "error": e} for u, e in self.failed],
                 "commands": self.commands, "ok": self.ok}
 
@@ -139,7 +163,11 @@ class TriageService:
         limits: Limits | None = None,
         analysis: AnalysisConfig | None = None,
         session_factory: Callable[[ConnectionSettings, Limits], ImapSession] = ImapSession.open,
+        retry: RetryPolicy | None = None,
+        on_reconnect: Callable[[str, int], None] | None = None,
     ) -> None:
+        self.retry = retry or RetryPolicy()
+        self.on_reconnect = on_reconnect
         self.settings = settings
         self.read_only = read_only
         self.journal = journal or AuditJournal()
@@ -195,6 +223,9 @@ class TriageService:
     # -- reading ------------------------------------------------------------------------------
 
     def counts(self) -> Counts:
+        return self._retrying("count", self._counts)
+
+    def _counts(self) -> Counts:
         r = self.reader
         info = r.examine()
         unseen = r.search("UNSEEN")
@@ -207,6 +238,9 @@ class TriageService:
 
     def search(self, view: View | str) -> tuple[int, list[int]]:
         """(UIDVALIDITY, UIDs) of a view, from a fresh EXAMINE."""
+        return self._retrying("search", lambda: self._search(view))
+
+    def _search(self, view: View | str) -> tuple[int, list[int]]:
         r = self.reader
         info = r.examine()
         criteria = View(view).search if isinstance(view, str) and view in View._value2member_map_ else (
@@ -224,22 +258,52 @@ class TriageService:
 
     def iter_messages(self, uidvalidity: int, uids: list[int], *, headers: bool = True,
                       now: datetime | None = None) -> Iterator[list[Message]]:
+        """Fetch and build messages chunk by chunk. A lost connection is re-opened (backoff) and
+        the listing resumes with the UIDs not received yet; a UIDVALIDITY change meanwhile is
+        refused."""
         now = now or datetime.now(UTC)
         cfg = self.analysis
         items = (FIRST_PASS_ITEMS if cfg.address else LIST_ITEMS) if headers else LIGHT_ITEMS
-        for batch in self.reader.fetch_stream(uids, items):
-            # a batch allocates ~50 small objects per message, none cyclic: collecting the
-            # young generation over and over costs a third of the parse time for nothing
-            gc_was_enabled = gc.isenabled()
-            gc.disable()
+        remaining = uids
+        received: set[int] = set()
+        attempt = 0
+        while True:
             try:
-                messages = [self._to_message(rec, uidvalidity, cfg, now) for rec in batch]
-            finally:
-                if gc_was_enabled:
-                    gc.enable()
-            if headers and cfg.address:
-                self._second_pass(messages, uidvalidity, cfg, now)
-            yield messages
+                for batch in self.reader.fetch_stream(remaining, items):
+                    messages = self._build(batch, uidvalidity, cfg, now)
+                    if headers and cfg.address:
+                        self._second_pass(messages, uidvalidity, cfg, now)
+                    received.update(m.uid for m in messages)
+                    yield messages
+                return
+            except ConnectionFailed as e:
+                if isinstance(e, AuthenticationFailed) or (attempt == 0 and not isinstance(e, ConnectionLost)):
+                    raise
+                attempt += 1
+                if attempt > self.retry.attempts:
+                    raise ConnectionLost(f"{e} (gave up after {self.retry.attempts} reconnects)") from e
+                delay = self.retry.delay(attempt)
+                self._notify(f"listing: connection lost ({e}); reconnecting in {delay:.1f} s", attempt)
+                self._drop_reader()
+                time.sleep(delay)
+                try:
+                    info = self.reader.mailbox
+                except ConnectionFailed:
+                    continue  # the next round counts another attempt
+                assert info is not None
+                self._check_uidvalidity(uidvalidity, info.uidvalidity)
+                remaining = [u for u in remaining if u not in received]
+
+    def _build(self, batch: list[FetchRecord], uidvalidity: int, cfg: AnalysisConfig, now: datetime) -> list[Message]:
+        # a batch allocates ~50 small objects per message, none cyclic: collecting the young
+        # generation over and over costs a third of the parse time for nothing
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return [self._to_message(rec, uidvalidity, cfg, now) for rec in batch]
+        finally:
+            if gc_was_enabled:
+                gc.enable()
 
     def _second_pass(self, messages: list[Message], uidvalidity: int, cfg: AnalysisConfig, now: datetime) -> None:
         """Re-decode with Received for messages whose key could come from it (GitLab's order)."""
@@ -265,6 +329,9 @@ class TriageService:
         return out
 
     def peek(self, uid: int) -> Peek:
+        return self._retrying("peek", lambda: self._peek(uid))
+
+    def _peek(self, uid: int) -> Peek:
         r = self.reader
         info = r.examine()
         rec = r.fetch_header(uid)
@@ -283,9 +350,12 @@ class TriageService:
         return sorted(set(out))
 
     def plan_flags(self, action: str, uidvalidity: int, uids: Iterable[int]) -> Plan:
+        requested = sorted(set(uids))
+        return self._retrying("plan", lambda: self._plan_flags(action, uidvalidity, requested))
+
+    def _plan_flags(self, action: str, uidvalidity: int, requested: list[int]) -> Plan:
         if action not in _NEEDS:
             raise ValueError(action)
-        requested = sorted(set(uids))
         info = self.reader.examine()
         self._check_uidvalidity(uidvalidity, info.uidvalidity)
         needs = self._narrow(self.reader, requested, _NEEDS[action][0]) if requested else []
@@ -293,6 +363,10 @@ class TriageService:
                     skipped=len(requested) - len(needs), limits=self.limits)
 
     def plan_expunge(self, uidvalidity: int, uids: Iterable[int] | None, *, all_deleted: bool = False) -> Plan:
+        wanted = None if uids is None else sorted(set(uids))
+        return self._retrying("plan", lambda: self._plan_expunge(uidvalidity, wanted, all_deleted))
+
+    def _plan_expunge(self, uidvalidity: int, uids: list[int] | None, all_deleted: bool) -> Plan:
         info = self.reader.examine()
         self._check_uidvalidity(uidvalidity, info.uidvalidity)
         deleted = self.reader.search("DELETED")
@@ -307,6 +381,9 @@ class TriageService:
         return plan
 
     def plan_undo(self) -> tuple[Plan, dict[str, Any]]:
+        return self._retrying("plan", self._plan_undo)
+
+    def _plan_undo(self) -> tuple[Plan, dict[str, Any]]:
         s = self.settings
         rec = self.journal.last_undoable(s.server, s.user, s.mailbox)
         if rec is None:
@@ -336,89 +413,163 @@ class TriageService:
 
     # -- executing (the only writers) ---------------------------------------------------------
 
-    def _writer(self) -> ImapSession:
-        return self._factory(self.settings, self.limits)
+    def _open_writer(self, uidvalidity: int, reconnecting: bool = False) -> ImapSession:
+        """A fresh SELECT connection, refused if UIDVALIDITY moved. Retries connection losses."""
+        def attempt() -> ImapSession:
+            w = self._factory(self.settings, self.limits)
+            try:
+                info = w.select()
+                self._check_uidvalidity(uidvalidity, info.uidvalidity)
+            except BaseException:
+                w.close()
+                raise
+            return w
+
+        return self._retrying("open a write connection", attempt, reconnecting=reconnecting)
 
     def execute(self, plan: Plan, progress: Progress | None = None) -> OpResult:
         """Carry out a plan. Read-only mode refuses before anything is opened for writing."""
         action = "undo" if plan.undoes else plan.action
         self.guard.refuse_if_read_only(action)
-        if plan.action == "expunge":
-            return self._execute_expunge(plan, progress)
-        return self._execute_flags(plan, progress)
+        w = self._open_writer(plan.uidvalidity)
+        try:
+            if plan.action == "expunge" and plan.all_deleted:
+                return self._execute_expunge_all(w, plan, progress)
+            return self._execute_resumable(w, plan, progress)
+        finally:
+            self._close_quietly(w)
 
-    def _execute_flags(self, plan: Plan, progress: Progress | None) -> OpResult:
-        criteria, flag, add = _NEEDS[plan.action]
+    @staticmethod
+    def _close_quietly(w: ImapSession) -> None:
+        try:
+            w.close()
+        except Exception:  # noqa: BLE001 - logging out of a broken connection
+            w._drop()
+
+    def _execute_resumable(self, w: ImapSession, plan: Plan, progress: Progress | None) -> OpResult:
+        """STORE or UID EXPUNGE in chunks; a lost connection is re-opened and the rest resumed.
+
+        What has been done is known per chunk (journal ``progress`` records). After a reconnect the
+        remaining UIDs are narrowed again on the server: those a lost in-flight command already
+        changed no longer need it (they are reported as ``in_flight``), so nothing is done twice
+        and nothing is missed.
+        """
+        if plan.action == "expunge":
+            criteria, flag, add = "DELETED", "", True
+        else:
+            criteria, flag, add = _NEEDS[plan.action]
         action = "undo" if plan.undoes else plan.action
         extra: dict[str, Any] = {"undoes": plan.undoes, "reverse": plan.action} if plan.undoes else {}
-        with self._writer() as w:
-            info = w.select()
-            self._check_uidvalidity(plan.uidvalidity, info.uidvalidity)
-            targets = self._narrow(w, plan.uids, criteria) if plan.uids else []
-            modseq = info.highestmodseq if "CONDSTORE" in w.capabilities else None
-            with self.guard.operation(action, uidvalidity=info.uidvalidity, planned=len(plan.uids),
-                                      targets=uidset.compress(targets), count=len(targets),
-                                      unchangedsince=modseq, **extra) as op:
-                result = OpResult(action=action, op_id=op.id, uidvalidity=info.uidvalidity,
-                                  vanished_or_done=len(plan.uids) - len(targets))
-                done_count = 0
+        assert w.mailbox is not None
+        targets = self._narrow(w, plan.uids, criteria) if plan.uids else []
+        condstore = plan.action != "expunge" and "CONDSTORE" in w.capabilities
+        modseq = w.mailbox.highestmodseq if condstore else None
+        with self.guard.operation(action, uidvalidity=w.mailbox.uidvalidity, planned=len(plan.uids),
+                                  targets=uidset.compress(targets), count=len(targets),
+                                  unchangedsince=modseq, **extra) as op:
+            result = OpResult(action=action, op_id=op.id, uidvalidity=w.mailbox.uidvalidity,
+                              vanished_or_done=len(plan.uids) - len(targets))
+            done: set[int] = set()
 
-                def chunk_done(uids: list[int]) -> None:
-                    nonlocal done_count
-                    done_count += len(uids)
-                    self.guard.progress(op, done=uidset.compress(uids), count=len(uids))
-                    if progress:
-                        progress(done_count, len(targets))
+            def chunk_done(uids: list[int]) -> None:
+                done.update(uids)
+                self.guard.progress(op, done=uidset.compress(uids), count=len(uids))
+                if progress:
+                    progress(len(done), len(targets))
 
-                if targets:
-                    r = w._store(targets, flag, add, unchangedsince=modseq, progress=chunk_done)
-                    result.changed, result.skipped_concurrent = sorted(r.done), sorted(r.modified)
-                    result.failed, result.commands = r.failed, r.commands
-                op.outcome = {"changed": uidset.compress(result.changed), "changed_count": len(result.changed),
-                              "skipped_concurrent": uidset.compress(result.skipped_concurrent),
-                              "failed": uidset.compress(u for us, _ in result.failed for u in us),
-                              "commands": result.commands}
-                op.result = "ok" if not result.failed else ("partial" if result.changed else "failed")
+            pending = targets
+            attempt = 0
+            while pending:
+                try:
+                    if plan.action == "expunge":
+                        r = w._uid_expunge(pending, progress=chunk_done)
+                    else:
+                        r = w._store(pending, flag, add, unchangedsince=modseq, progress=chunk_done)
+                    result.skipped_concurrent.extend(r.modified)
+                    result.failed.extend(r.failed)
+                    result.commands += r.commands
+                    pending = []
+                except ConnectionLost as e:
+                    attempt += 1
+                    if attempt > self.retry.attempts:
+                        raise
+                    delay = self.retry.delay(attempt)
+                    self.guard.progress(op, event="reconnect", attempt=attempt, error=str(e), done_so_far=len(done))
+                    self._notify(f"{action}: connection lost ({e}); reconnecting in {delay:.1f} s", attempt)
+                    w._drop()
+                    time.sleep(delay)
+                    w = self._open_writer(plan.uidvalidity, reconnecting=True)  # refuses if UIDVALIDITY moved
+                    rest = [u for u in pending if u not in done]
+                    still = self._narrow(w, rest, criteria)
+                    stillset = set(still)
+                    in_flight = [u for u in rest if u not in stillset]
+                    if in_flight:
+                        # changed by a command whose answer was lost (or by someone else meanwhile)
+                        result.in_flight.extend(in_flight)
+                        self.guard.progress(op, event="resumed", in_flight=uidset.compress(in_flight),
+                                            remaining=len(still))
+                    pending = still
+                    if condstore and w.mailbox is not None:
+                        modseq = w.mailbox.highestmodseq
+            result.changed = sorted(done | set(result.in_flight))
+            result.skipped_concurrent.sort()
+            op.outcome = {"changed": uidset.compress(result.changed), "changed_count": len(result.changed),
+                          "skipped_concurrent": uidset.compress(result.skipped_concurrent),
+                          "in_flight": uidset.compress(result.in_flight), "reconnects": attempt,
+                          "failed": uidset.compress(u for us, _ in result.failed for u in us),
+                          "commands": result.commands}
+            op.result = "ok" if not result.failed else ("partial" if result.changed else "failed")
         return result
 
-    def _execute_expunge(self, plan: Plan, progress: Progress | None) -> OpResult:
-        with self._writer() as w:
-            info = w.select()
-            self._check_uidvalidity(plan.uidvalidity, info.uidvalidity)
-            if plan.all_deleted:
-                deleted_now = w.search("DELETED")
-                with self.guard.operation("expunge-all-deleted", uidvalidity=info.uidvalidity,
-                                          targets=uidset.compress(deleted_now), count=len(deleted_now),
-                                          planned=len(plan.uids)) as op:
-                    removed = w._expunge_all()
-                    result = OpResult(action="expunge", op_id=op.id, uidvalidity=info.uidvalidity,
-                                      changed=deleted_now, commands=1)
-                    op.outcome = {"removed_count": removed}
-                    if progress:
-                        progress(len(deleted_now), len(deleted_now))
-                return result
-            targets = self._narrow(w, plan.uids, "DELETED") if plan.uids else []
-            with self.guard.operation("expunge", uidvalidity=info.uidvalidity, targets=uidset.compress(targets),
-                                      count=len(targets), planned=len(plan.uids)) as op:
-                result = OpResult(action="expunge", op_id=op.id, uidvalidity=info.uidvalidity,
-                                  vanished_or_done=len(plan.uids) - len(targets))
-                done_count = 0
-
-                def chunk_done(uids: list[int]) -> None:
-                    nonlocal done_count
-                    done_count += len(uids)
-                    self.guard.progress(op, done=uidset.compress(uids), count=len(uids))
-                    if progress:
-                        progress(done_count, len(targets))
-
-                if targets:
-                    r = w._uid_expunge(targets, progress=chunk_done)
-                    result.changed, result.failed, result.commands = sorted(r.done), r.failed, r.commands
-                op.outcome = {"changed": uidset.compress(result.changed), "changed_count": len(result.changed),
-                              "failed": uidset.compress(u for us, _ in result.failed for u in us),
-                              "commands": result.commands}
-                op.result = "ok" if not result.failed else ("partial" if result.changed else "failed")
+    def _execute_expunge_all(self, w: ImapSession, plan: Plan, progress: Progress | None) -> OpResult:
+        assert w.mailbox is not None
+        deleted_now = w.search("DELETED")
+        with self.guard.operation("expunge-all-deleted", uidvalidity=w.mailbox.uidvalidity,
+                                  targets=uidset.compress(deleted_now), count=len(deleted_now),
+                                  planned=len(plan.uids)) as op:
+            removed = w._expunge_all()
+            result = OpResult(action="expunge", op_id=op.id, uidvalidity=w.mailbox.uidvalidity,
+                              changed=deleted_now, commands=1)
+            op.outcome = {"removed_count": removed}
+            if progress:
+                progress(len(deleted_now), len(deleted_now))
         return result
+
+    # -- connection losses ------------------------------------------------------------------------
+
+    def _notify(self, message: str, attempt: int) -> None:
+        if self.on_reconnect is not None:
+            try:
+                self.on_reconnect(message, attempt)
+            except Exception:  # noqa: BLE001 - a UI callback must not break the operation
+                pass
+
+    def _drop_reader(self) -> None:
+        with self._lock:
+            if self._reader is not None:
+                self._reader._drop()
+                self._reader = None
+
+    def _retrying(self, what: str, fn: Callable[[], T], *, reconnecting: bool = False) -> T:
+        """Run an idempotent step, reconnecting with backoff when the connection is lost.
+
+        A refused or timed-out connection is retried only once we are reconnecting after a loss
+        (a first connection that fails is a clear error at once); authentication never is."""
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except ConnectionFailed as e:
+                if isinstance(e, AuthenticationFailed) or not (
+                        isinstance(e, ConnectionLost) or reconnecting or attempt > 0):
+                    raise
+                attempt += 1
+                if attempt > self.retry.attempts:
+                    raise ConnectionLost(f"{e} (gave up after {self.retry.attempts} reconnects)") from e
+                delay = self.retry.delay(attempt)
+                self._notify(f"{what}: connection lost ({e}); reconnecting in {delay:.1f} s", attempt)
+                self._drop_reader()
+                time.sleep(delay)
 
 
 def older_than(messages: Iterable[Message], age: timedelta, now: datetime | None = None) -> list[int]:
