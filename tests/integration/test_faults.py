@@ -7,6 +7,7 @@ import time
 
 from tests.mailgen import backlog
 from tests.proxy import LatencyProxy
+from triage_tui.domain import uidset
 from triage_tui.domain.model import View
 from triage_tui.services.imap import Limits
 from triage_tui.services.journal import AuditJournal
@@ -65,3 +66,32 @@ def test_expunge_survives_a_cut(mailbox):  # type: ignore[no-untyped-def]
     assert proxy.cuts == 1 and events
     assert result.ok and result.changed == chosen
     assert set(mailbox.search("ALL")) == set(range(1, 201)) - set(chosen)
+
+
+def test_server_line_limit_halves_commands(cli):  # type: ignore[no-untyped-def]
+    """Dovecot with imap_max_line_length=1024 answers "BAD Too long argument" to our 8 KB commands:
+    SEARCH, STORE and UID EXPUNGE pieces are halved and the operation completes."""
+    from tests.conftest import Mailbox
+    from tests.servers import start_dovecot
+
+    server = start_dovecot(tls=False, max_line_length=1024)
+    try:
+        mb = Mailbox(server, server.new_user())
+        mb.seed(backlog(3000, now=time.time()))
+        env = {**mb.env(), "TRIAGE_IMAP_PORT": str(server.imap_port), "TRIAGE_IMAP_SECURITY": "none"}
+        odd = ",".join(str(u) for u in range(1, 3001, 2))
+        r = cli(["mark-seen", "--uids", odd, "--yes", "--json"], env=env)
+        assert r.code == 0, r.err
+        assert mb.search("SEEN") == list(range(1, 3001, 2))
+        c = mb.client()
+        c.select_folder("INBOX")
+        for text, _ in uidset.split(range(1, 3001, 3), max_bytes=500):
+            c.add_flags(text, [b"\\Deleted"], silent=True)
+        c.logout()
+        r = cli(["expunge", "--yes"], env=env)
+        assert r.code == 0, r.err
+        assert mb.search("ALL") == [u for u in range(1, 3001) if (u - 1) % 3]
+        r = cli(["list", "--json"], env=env)
+        assert r.code == 0 and len(r.lines) == len(mb.search("UNSEEN"))
+    finally:
+        server.stop()

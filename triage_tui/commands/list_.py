@@ -9,6 +9,7 @@ from typing import Any
 
 from triage_tui.commands._select import compile_filter
 from triage_tui.domain.age import format_age
+from triage_tui.domain.classify import mark_duplicates
 from triage_tui.domain.model import Message, View
 from triage_tui.domain.text import inert
 
@@ -51,10 +52,16 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     width = shutil.get_terminal_size((120, 24)).columns
     subj_w = max(10, width - 7 - 5 - 5 - 26 - 22 - 8)
     shown = 0
+    first_uid: dict[str, int] = {}  # streaming: a later copy of a Message-ID is flagged
     if not args.json:
         ctx.say(f"{'UID':>7} {'AGE':>4} {'FLG':4} {'FROM':26} {'PROJECT/KIND':22} SUBJECT")
     for batch in svc.iter_list(View(args.view), now=now):
         for m in batch:
+            mid = m.message_id.strip()
+            if mid:
+                uid0 = first_uid.setdefault(mid, m.uid)
+                if uid0 != m.uid:
+                    mark_duplicates([Message(uid=uid0, uidvalidity=m.uidvalidity, message_id=mid), m])
             if flt is not None and not flt.matches(m, now):
                 continue
             if args.json:

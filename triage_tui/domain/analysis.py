@@ -24,6 +24,7 @@ class AnalysisConfig:
     bot_subject_patterns: tuple[str, ...] = ()
     suspicious_patterns: tuple[str, ...] = ()
     project_names: dict[int, str] = field(default_factory=dict)
+    gitlab_host: str | None = None  # GitLab only accepts reply-<key>@<this host> in References
 
 
 def build_message(

@@ -171,6 +171,9 @@ class ImapSession:
         self.mailbox: MailboxInfo | None = None
         self.tls: TlsInfo = TlsInfo(None, None, False)
         self.lock = threading.RLock()
+        # what the server showed it accepts: a BAD on a long command halves these for the session
+        self.max_bytes = self.limits.max_bytes
+        self.max_count = self.limits.max_count
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -316,6 +319,17 @@ class ImapSession:
         """Open the mailbox read-write. Only the triage service calls this, for a confirmed write."""
         return self._open(mailbox or self.settings.mailbox, readonly=False)
 
+    def _shrink(self, members: list[int]) -> tuple[list[int], list[int]]:
+        """After a BAD on a multi-UID command: halve it, and remember the smaller size."""
+        half = len(members) // 2
+        self.max_count = max(1, min(self.max_count, half))
+        self.max_bytes = max(64, min(self.max_bytes, len(uidset.compress(members[:half])) + 8))
+        log.info("server refused a long command; now at most %d UIDs / %d bytes", self.max_count, self.max_bytes)
+        return members[:half], members[half:]
+
+    def _pieces(self, uids: Iterable[int]) -> Iterator[tuple[str, list[int]]]:
+        return uidset.split(uids, max_bytes=self.max_bytes, max_count=self.max_count)
+
     def _open(self, name: str, readonly: bool) -> MailboxInfo:
         client, _ = self._require()
         with self.lock:
@@ -393,6 +407,22 @@ class ImapSession:
                     out.extend(int(x) for x in line[9:].split() if x.isdigit())
             return sorted(set(out))
 
+    def search_within(self, uids: Iterable[int], criteria: str) -> list[int]:
+        """Which of ``uids`` match ``criteria`` now: ``UID SEARCH UID <piece> <criteria>`` per piece
+        of the set (pieces bounded by bytes only: SEARCH returns at most what we send), halving a
+        piece the server refuses as too long."""
+        pending = [members for _, members in uidset.split(uids, max_bytes=self.max_bytes, max_count=10_000_000)]
+        out: list[int] = []
+        while pending:
+            members = pending.pop()
+            try:
+                out.extend(self.search(f"UID {uidset.compress(members)} {criteria}"))
+            except OperationFailed as e:
+                if " BAD " not in f" {e} " or len(members) < 2:
+                    raise
+                pending.extend(self._shrink(members))
+        return sorted(set(out))
+
     def count(self, criteria: str) -> int:
         _, wire = self._require()
         if "ESEARCH" not in self.capabilities:
@@ -425,7 +455,7 @@ class ImapSession:
         lim = self.limits
         with self.lock:
             pipe = wire.pipeline(lim.window)
-            for text, members in uidset.split(uids, max_bytes=lim.max_bytes, max_count=lim.max_count):
+            for text, members in self._pieces(uids):
                 pipe.submit(f"UID FETCH {text} ({items})".encode("ascii"), members)
             batch: list[FetchRecord] = []
             for ev in pipe.events():
@@ -443,8 +473,7 @@ class ImapSession:
                 if not done.ok:
                     if done.status == "BAD" and len(members) > 1:
                         # "Too long argument" and friends: halve and retry
-                        half = len(members) // 2
-                        for part in (members[:half], members[half:]):
+                        for part in self._shrink(members):
                             pipe.submit(f"UID FETCH {uidset.compress(part)} ({items})".encode("ascii"), part)
                         continue
                     raise OperationFailed(f"FETCH failed: {done}")
@@ -474,7 +503,7 @@ class ImapSession:
         result = StoreResult()
         with self.lock:
             pipe = wire.pipeline(lim.window)
-            for text, members in uidset.split(uids, max_bytes=lim.max_bytes, max_count=lim.max_count):
+            for text, members in self._pieces(uids):
                 pipe.submit(f"UID STORE {text}{mod} {op} ({flag})".encode("ascii"), members)
             for ev in pipe.events():
                 if isinstance(ev, Response):
@@ -489,8 +518,7 @@ class ImapSession:
                     if progress:
                         progress(ok)
                 elif done.status == "BAD" and len(members) > 1:
-                    half = len(members) // 2
-                    for part in (members[:half], members[half:]):
+                    for part in self._shrink(members):
                         pipe.submit(f"UID STORE {uidset.compress(part)}{mod} {op} ({flag})".encode("ascii"), part)
                 else:
                     result.failed.append((members, str(done)))
@@ -505,7 +533,7 @@ class ImapSession:
         result = StoreResult()
         with self.lock:
             pipe = wire.pipeline(lim.window)
-            for text, members in uidset.split(uids, max_bytes=lim.max_bytes, max_count=lim.max_count):
+            for text, members in self._pieces(uids):
                 pipe.submit(f"UID EXPUNGE {text}".encode("ascii"), members)
             for ev in pipe.events():
                 if isinstance(ev, Response):
@@ -517,8 +545,7 @@ class ImapSession:
                     if progress:
                         progress(members)
                 elif done.status == "BAD" and len(members) > 1:
-                    half = len(members) // 2
-                    for part in (members[:half], members[half:]):
+                    for part in self._shrink(members):
                         pipe.submit(f"UID EXPUNGE {uidset.compress(part)}".encode("ascii"), part)
                 else:
                     result.failed.append((members, str(done)))

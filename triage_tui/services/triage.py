@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from triage_tui.domain import uidset
 from triage_tui.domain.analysis import AnalysisConfig, build_message
+from triage_tui.domain.classify import mark_duplicates
 from triage_tui.domain.model import LIST_HEADER_FIELDS, Message, View
 from triage_tui.errors import (
     AuthenticationFailed,
@@ -323,9 +324,11 @@ class TriageService:
                              rec.body, cfg, now)
 
     def list(self, view: View = View.UNSEEN, **kw: Any) -> list[Message]:
+        """The whole view, with cross-message verdicts (duplicate Message-IDs) applied."""
         out: list[Message] = []
         for batch in self.iter_list(view, **kw):
             out.extend(batch)
+        mark_duplicates(out)
         return out
 
     def peek(self, uid: int) -> Peek:
@@ -344,10 +347,7 @@ class TriageService:
 
     def _narrow(self, session: ImapSession, uids: Iterable[int], criteria: str) -> list[int]:
         """Which of ``uids`` match ``criteria`` now (one SEARCH per 8 KB piece of the set)."""
-        out: list[int] = []
-        for text, _members in uidset.split(uids, max_bytes=self.limits.max_bytes, max_count=100_000):
-            out.extend(session.search(f"UID {text} {criteria}"))
-        return sorted(set(out))
+        return session.search_within(uids, criteria)
 
     def plan_flags(self, action: str, uidvalidity: int, uids: Iterable[int]) -> Plan:
         requested = sorted(set(uids))
