@@ -386,6 +386,8 @@ def test_sentinel_finds_the_master(redis_server, redis_client):  # type: ignore[
         ls = LockService(settings, read_only=True, journal=AuditJournal())
         assert ls.states_for_uids([12, 13]).keys() == {12}
         assert "sentinel master gitlab-redis" in ls.settings.display
+        assert RedisSettings(sentinel_password="s-pass").sentinel_password is not None
+        assert "s-pass" not in repr(RedisSettings(sentinel_password="s-pass"))
         bad = LockService(RedisSettings(sentinels=[("127.0.0.1", sport)], master="nope"), read_only=True)
         with pytest.raises(LockUnavailable) as ei:
             bad.check()

@@ -186,13 +186,16 @@ class RedisSettings:
     key_prefix: str | None = DEFAULT_KEY_PREFIX
     ca_file: str | None = None
     timeout: float = 5.0
-    sentinel_password: Secret | None = None
+    sentinel_password: Secret | str | None = None  # a plain str is accepted and wrapped
     #: Other configured mailboxes known to use this Redis and prefix (e.g. service_desk_email).
     shared_with: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.key_prefix is None:
             self.key_prefix = DEFAULT_KEY_PREFIX
+        if isinstance(self.sentinel_password, str):
+            self.sentinel_password = Secret(self.sentinel_password) if self.sentinel_password else None
+        self.shared_with = tuple(self.shared_with or ())
 
     @property
     def prefix(self) -> str:
@@ -237,7 +240,8 @@ class RedisSettings:
 
     def scrub(self, text: str) -> str:
         """Remove secrets from a message that may quote them (URLs, AUTH errors)."""
-        for secret in (self.password, self.sentinel_password.reveal() if self.sentinel_password else None):
+        sp = self.sentinel_password
+        for secret in (self.password, sp.reveal() if isinstance(sp, Secret) else sp):
             if secret:
                 text = text.replace(secret, "***")
         if self.url:
@@ -740,7 +744,7 @@ class LockService:
                         kw["ssl_ca_certs"] = s.ca_file
             sentinel_kwargs: dict[str, Any] = {"socket_timeout": s.timeout, "socket_connect_timeout": s.timeout,
                                                "retry": Retry(NoBackoff(), 0)}
-            if s.sentinel_password:
+            if isinstance(s.sentinel_password, Secret) and s.sentinel_password:
                 sentinel_kwargs["password"] = s.sentinel_password.reveal()
             sentinel = redis.sentinel.Sentinel(s.sentinels, sentinel_kwargs=sentinel_kwargs, **common, **kw)
             return sentinel.master_for(s.master)
