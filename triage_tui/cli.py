@@ -1,7 +1,9 @@
 """Entry point: global options, then a subcommand (or the TUI when there is none).
 
 Global options (connection, ``--read-only``, ``--debug``) come before the subcommand:
-``triage-tui --read-only list``. Each flag falls back to an environment variable.
+``triage-tui --read-only list``. Settings flags have no argparse defaults (they are ``None``
+when absent): :func:`triage_tui.config.resolve` layers defaults < GitLab's files < config file <
+environment < flags in one place and records each value's source (``triage-tui config show``).
 Errors are one line on stderr with a distinct exit code (see :mod:`triage_tui.errors`).
 """
 
@@ -26,67 +28,93 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    v = os.environ.get(name)
-    return v if v not in (None, "") else default
+def _on() -> dict[str, object]:
+    """A switch whose absence is None, not False: only a flag that was given overrides the layers below."""
+    return {"action": "store_const", "const": True, "default": None}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="triage-tui",
         description="Triage GitLab's incoming-email IMAP mailbox (mail_room) during an incident. "
-        "Without a subcommand, opens the full-screen UI.",
+        "Without a subcommand, opens the full-screen UI. Settings come from (lowest first) defaults, "
+        "--gitlab-config / --mail-room-config, the config file (see `triage-tui config path`), "
+        "TRIAGE_* environment variables, then flags; `triage-tui config show` says which won.",
         epilog="Exit codes: 0 ok, 1 failed or incomplete, 2 usage/config, 3 connection/auth/TLS, "
         "4 refused (read-only, UIDVALIDITY changed, confirmation missing).",
     )
     p.add_argument("--version", action="version", version=f"triage-tui {__version__}")
+    c = p.add_argument_group("configuration")
+    c.add_argument("--config", metavar="PATH", help="TOML config file (default: the user config dir, see "
+                   "`triage-tui config path`) [TRIAGE_CONFIG]")
+    c.add_argument("--profile", metavar="NAME", help="use [profiles.NAME] of the config file [TRIAGE_PROFILE]")
+    c.add_argument("--gitlab-config", metavar="PATH",
+                   help="read incoming_email / service_desk_email from a rendered gitlab.yml, e.g. "
+                   "/var/opt/gitlab/gitlab-rails/etc/gitlab.yml [TRIAGE_GITLAB_CONFIG]")
+    c.add_argument("--gitlab-env", metavar="ENV", help="environment section of gitlab.yml (default production) "
+                   "[TRIAGE_GITLAB_ENV]")
+    c.add_argument("--mail-room-config", metavar="PATH",
+                   help="read mailboxes and Redis arbitration (redis_url, namespace, sentinels) from a rendered "
+                   "mail_room YAML [TRIAGE_MAIL_ROOM_CONFIG]")
+    c.add_argument("--mailbox-source", choices=("incoming", "service_desk"),
+                   help="which imported mailbox to triage when both are configured (default incoming); "
+                   "service_desk implies --mailbox-kind service_desk [TRIAGE_MAILBOX_SOURCE]")
     g = p.add_argument_group("connection (flags override TRIAGE_IMAP_* environment variables)")
-    g.add_argument("--host", default=_env("TRIAGE_IMAP_HOST"), help="IMAP host [TRIAGE_IMAP_HOST]")
-    g.add_argument("--port", type=int, default=int(_env("TRIAGE_IMAP_PORT", "0") or 0) or None,
-                   help="IMAP port (default 993 for ssl, 143 otherwise) [TRIAGE_IMAP_PORT]")
-    g.add_argument("--security", choices=("ssl", "starttls", "none"), default=_env("TRIAGE_IMAP_SECURITY", "ssl"),
+    g.add_argument("--host", help="IMAP host [TRIAGE_IMAP_HOST]")
+    g.add_argument("--port", type=int, help="IMAP port (default 993 for ssl, 143 otherwise) [TRIAGE_IMAP_PORT]")
+    g.add_argument("--security", choices=("ssl", "starttls", "none"),
                    help="implicit TLS (default), STARTTLS (never downgraded), or none (loopback only "
                    "unless --allow-plaintext) [TRIAGE_IMAP_SECURITY]")
-    g.add_argument("--user", default=_env("TRIAGE_IMAP_USER"), help="IMAP login [TRIAGE_IMAP_USER]")
-    g.add_argument("--mailbox", default=_env("TRIAGE_IMAP_MAILBOX", "INBOX"),
-                   help="mailbox mail_room reads (default INBOX) [TRIAGE_IMAP_MAILBOX]")
-    g.add_argument("--password-env", metavar="NAME", default="TRIAGE_IMAP_PASSWORD",
+    g.add_argument("--user", help="IMAP login [TRIAGE_IMAP_USER]")
+    g.add_argument("--mailbox", help="mailbox mail_room reads (default INBOX) [TRIAGE_IMAP_MAILBOX]")
+    g.add_argument("--password-env", metavar="NAME",
                    help="environment variable holding the password (default TRIAGE_IMAP_PASSWORD)")
-    g.add_argument("--password-file", metavar="PATH", default=_env("TRIAGE_IMAP_PASSWORD_FILE"),
-                   help="file holding the password (must not be readable by group or others)")
-    g.add_argument("--ca-file", default=_env("TRIAGE_IMAP_CA_FILE"),
-                   help="CA bundle to verify the server certificate [TRIAGE_IMAP_CA_FILE]")
-    g.add_argument("--insecure-skip-verify", action="store_true",
-                   help="do not verify the server certificate (loud: shown in the UI and the audit journal)")
-    g.add_argument("--allow-plaintext", action="store_true",
-                   help="allow --security none to a host that is not loopback")
-    g.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds (default 30)")
+    g.add_argument("--password-file", metavar="PATH",
+                   help="file holding the password (must not be readable by group or others) "
+                   "[TRIAGE_IMAP_PASSWORD_FILE]")
+    g.add_argument("--password-command", metavar="CMD",
+                   help="program printing the password on its first line, run without a shell, e.g. "
+                   "'vault kv get -field=password secret/incoming' [TRIAGE_IMAP_PASSWORD_COMMAND]")
+    g.add_argument("--oauth2-token-command", metavar="CMD",
+                   help="program printing an OAuth2 access token (Gmail, Microsoft 365) [TRIAGE_OAUTH2_TOKEN_COMMAND]")
+    g.add_argument("--oauth2-token-env", metavar="NAME", help="environment variable holding an OAuth2 access token")
+    g.add_argument("--oauth2-mechanism", type=str.upper, choices=("XOAUTH2", "OAUTHBEARER"),
+                   help="SASL mechanism for the token (default XOAUTH2) [TRIAGE_OAUTH2_MECHANISM]")
+    g.add_argument("--ca-file", help="CA bundle to verify the server certificate [TRIAGE_IMAP_CA_FILE]")
+    g.add_argument("--insecure-skip-verify", **_on(),  # type: ignore[arg-type]
+                   help="do not verify the server certificate (loud: a warning, the UI and the audit journal)")
+    g.add_argument("--allow-plaintext", **_on(),  # type: ignore[arg-type]
+                   help="allow --security none to a host that is not loopback (config: require_tls = false)")
+    g.add_argument("--timeout", dest="imap_timeout", type=float,
+                   help="network timeout in seconds (default 30) [TRIAGE_IMAP_TIMEOUT]")
     t = p.add_argument_group("GitLab semantics")
-    t.add_argument("--address", default=_env("TRIAGE_ADDRESS"),
+    t.add_argument("--address",
                    help="incoming address template, e.g. incoming+%%{key}@incoming.gitlab.example.com [TRIAGE_ADDRESS]")
-    t.add_argument("--mailbox-kind", choices=("incoming", "service_desk"), default=_env("TRIAGE_MAILBOX_KIND", "incoming"),
-                   help="incoming_email (default) or service_desk_email: on the latter every key is service desk")
-    t.add_argument("--stale-after", default=_env("TRIAGE_STALE_AFTER", "2d"), metavar="AGE",
-                   help="age after which unseen mail is stale (default 2d; the runbook's 'a couple of days')")
+    t.add_argument("--mailbox-kind", choices=("incoming", "service_desk"),
+                   help="incoming_email (default) or service_desk_email: on the latter every key is service desk "
+                   "[TRIAGE_MAILBOX_KIND]")
+    t.add_argument("--stale-after", metavar="AGE",
+                   help="age after which unseen mail is stale (default 2d; the runbook's 'a couple of days') "
+                   "[TRIAGE_STALE_AFTER]")
     rd = p.add_argument_group("mail_room's Redis arbitration locks (optional)")
-    rd.add_argument("--redis-url", default=_env("TRIAGE_REDIS_URL"),
+    rd.add_argument("--redis-url",
                     help="redis:// or rediss:// URL with DB number, e.g. redis://:pass@host:6379/0 [TRIAGE_REDIS_URL]")
     rd.add_argument("--redis-sentinel", action="append", default=None, metavar="HOST:PORT",
                     help="a Sentinel address (repeat for several) [TRIAGE_REDIS_SENTINELS, comma-separated]")
-    rd.add_argument("--redis-master", default=_env("TRIAGE_REDIS_MASTER"), metavar="NAME",
+    rd.add_argument("--redis-master", metavar="NAME",
                     help="Sentinel master name (e.g. gitlab-redis) [TRIAGE_REDIS_MASTER]")
-    rd.add_argument("--redis-ca-file", default=_env("TRIAGE_REDIS_CA_FILE"), help="CA bundle for rediss://")
-    rd.add_argument("--key-prefix", default=_env("TRIAGE_KEY_PREFIX", "mail_room:gitlab:"),
+    rd.add_argument("--redis-ca-file", help="CA bundle for rediss:// [TRIAGE_REDIS_CA_FILE]")
+    rd.add_argument("--key-prefix",
                     help="arbitration key prefix (default mail_room:gitlab:) [TRIAGE_KEY_PREFIX]")
     r = p.add_argument_group("safety and diagnostics")
-    r.add_argument("--read-only", action="store_true", default=_env("TRIAGE_READ_ONLY") in ("1", "true", "yes"),
-                   help="review mode: nothing on the server can change (every mutation is refused)")
+    r.add_argument("--read-only", **_on(),  # type: ignore[arg-type]
+                   help="review mode: nothing on the server can change (every mutation is refused) [TRIAGE_READ_ONLY]")
     r.add_argument("--debug", action="store_true", help="log IMAP commands (credentials redacted) and show tracebacks")
-    r.add_argument("--chunk", type=int, default=1000, metavar="N", help="at most N UIDs per IMAP command (default 1000)")
-    r.add_argument("--max-command-bytes", type=int, default=8192, metavar="B",
+    r.add_argument("--chunk", type=int, metavar="N", help="at most N UIDs per IMAP command (default 1000)")
+    r.add_argument("--max-command-bytes", type=int, metavar="B",
                    help="at most B bytes of UID set per command (default 8192)")
-    r.add_argument("--pipeline", type=int, default=8, metavar="K", help="commands kept in flight (default 8)")
-    r.add_argument("--no-mouse", action="store_true", help="TUI: do not enable mouse reporting")
+    r.add_argument("--pipeline", type=int, metavar="K", help="commands kept in flight (default 8)")
+    r.add_argument("--no-mouse", **_on(), help="TUI: do not enable mouse reporting")  # type: ignore[arg-type]
 
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:

@@ -1,40 +1,29 @@
-"""What a subcommand needs: settings from the global options, lazily built services, output
-helpers and the confirmation rule."""
+"""What a subcommand needs: the resolved settings (see :mod:`triage_tui.config`), lazily built
+services, output helpers and the confirmation rule."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import stat
 import sys
-from pathlib import Path
 from typing import Any, TextIO
 
+from triage_tui.config import Credentials, Settings, obtain_credentials, resolve
+from triage_tui.config import read_password_file as read_password_file  # re-exported: public since 0.1
 from triage_tui.domain.age import parse_age
 from triage_tui.domain.analysis import AnalysisConfig
-from triage_tui.errors import ConfigError, Refused, UsageError
-from triage_tui.services.imap import ConnectionSettings, Limits, Secret
+from triage_tui.errors import Refused, UsageError
+from triage_tui.services.imap import ConnectionSettings, Limits
 from triage_tui.services.journal import AuditJournal
-
-
-def read_password_file(path: str) -> Secret:
-    p = Path(path).expanduser()
-    try:
-        st = p.stat()
-    except OSError as e:
-        raise ConfigError(f"cannot read password file {p}: {e.strerror}") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"password file {p} is readable by group or others: run `chmod 600 {p}`")
-    try:
-        return Secret(p.read_text(encoding="utf-8").rstrip("\r\n"))
-    except OSError as e:
-        raise ConfigError(f"cannot read password file {p}: {e.strerror}") from None
-
 
 # one encoder for every line (json.dumps with options builds a new one per call);
 # ensure_ascii: text from mail may hold C1 controls or bidi overrides, escaped they are inert
 _JSON = json.JSONEncoder(ensure_ascii=True, default=str)
+
+INSECURE_WARNING = ("triage-tui: WARNING: TLS certificate verification is OFF (--insecure-skip-verify): "
+                    "anyone on the network path can read the IMAP password and the mail; every change is "
+                    "journaled with this note")
 
 
 class Context:
@@ -42,44 +31,106 @@ class Context:
         self.args = args
         self.out = stdout or sys.stdout
         self.stdin = stdin or sys.stdin
-        self.read_only: bool = bool(getattr(args, "read_only", False))
+        self._settings: Settings | None = None
+        self._read_only: bool | None = None
+        self._credentials: Credentials | None = None
+        self._warned_insecure = False
         self._service: Any = None
         self._locks: Any = None
         self._journal: AuditJournal | None = None
 
     # -- settings -----------------------------------------------------------------------------
 
-    def connection_settings(self) -> ConnectionSettings:
-        a = self.args
-        password: Secret | None = None
-        if getattr(a, "password_file", None):
-            password = read_password_file(a.password_file)
-        else:
-            env_name = getattr(a, "password_env", None) or "TRIAGE_IMAP_PASSWORD"
-            value = os.environ.get(env_name)
-            if value:
-                password = Secret(value)
-        if not a.host:
-            raise UsageError("no IMAP host: give --host or set TRIAGE_IMAP_HOST (or try `triage-tui demo`)")
-        if not a.user:
+    @property
+    def settings(self) -> Settings:
+        """Resolved once, on first use (so ``config path`` works even when the config file is
+        broken), and written back onto ``args`` for code that reads ``args.host`` directly."""
+        if self._settings is None:
+            self._settings = resolve(self.args, os.environ)
+            self._settings.write_back(self.args)
+        return self._settings
+
+    @property
+    def read_only(self) -> bool:
+        if self._read_only is None:
+            self._read_only = bool(self.settings["triage.read_only"])
+        return self._read_only
+
+    @read_only.setter
+    def read_only(self, value: bool) -> None:
+        self._read_only = bool(value)
+
+    def base_connection_settings(self) -> ConnectionSettings:
+        """Where and how to connect, without the credential (``check`` probes DNS, TCP and TLS
+        before anything secret is fetched)."""
+        s = self.settings
+        if not s["imap.host"]:
+            if s["mail_room.inbox_method"] == "microsoft_graph":
+                raise UsageError("this mailbox is read by mail_room through Microsoft Graph, not IMAP: give --host "
+                                 "outlook.office365.com --user ... and an OAuth2 token (--oauth2-token-command)")
+            raise UsageError("no IMAP host: give --host or set TRIAGE_IMAP_HOST (or --gitlab-config, a config "
+                             "file profile, or try `triage-tui demo`)")
+        if not s["imap.user"]:
             raise UsageError("no IMAP user: give --user or set TRIAGE_IMAP_USER")
-        if password is None:
-            raise UsageError(f"no IMAP password: set {getattr(a, 'password_env', None) or 'TRIAGE_IMAP_PASSWORD'} "
-                             "or give --password-file")
+        if s["imap.insecure_skip_verify"] and not self._warned_insecure:
+            self._warned_insecure = True
+            self.note(INSECURE_WARNING)
         return ConnectionSettings(
-            host=a.host, port=a.port, security=a.security, user=a.user, password=password, mailbox=a.mailbox,
-            ca_file=a.ca_file, insecure_skip_verify=a.insecure_skip_verify, allow_plaintext=a.allow_plaintext,
-            timeout=a.timeout)
+            host=s["imap.host"], port=s["imap.port"], security=s["imap.security"], user=s["imap.user"],
+            mailbox=s["imap.mailbox"], ca_file=s["imap.ca_file"],
+            insecure_skip_verify=bool(s["imap.insecure_skip_verify"]), allow_plaintext=not s["imap.require_tls"],
+            timeout=float(s["imap.timeout"]), oauth2_mechanism=s["imap.oauth2_mechanism"])
+
+    def credentials(self, base: ConnectionSettings | None = None) -> Credentials:
+        """Run the configured credential source once per process (a vault CLI may ask for MFA)."""
+        if self._credentials is None:
+            base = base or self.base_connection_settings()
+            self._credentials = obtain_credentials(self.settings, stdin=self.stdin, user=base.user,
+                                                   server=base.server)
+        return self._credentials
+
+    def connection_settings(self) -> ConnectionSettings:
+        cs = self.base_connection_settings()
+        cred = self.credentials(cs)
+        cs.password = cred.password
+        cs.oauth2_token = cred.oauth2_token
+        return cs
+
+    def guard_notes(self) -> dict[str, Any]:
+        """Fields every journaled mutation should carry: today, the TLS verification waiver.
+        (Whoever builds a TriageService or LockService outside :meth:`service` should
+        ``service.guard.context.update(ctx.guard_notes())``.)"""
+        s = self.settings
+        if s["imap.insecure_skip_verify"]:
+            return {"tls_verify": "SKIPPED (--insecure-skip-verify)",
+                    "tls_verify_source": str(s.source("imap.insecure_skip_verify"))}
+        return {}
 
     def limits(self) -> Limits:
-        a = self.args
-        if a.chunk < 1 or a.max_command_bytes < 64 or a.pipeline < 1:
-            raise UsageError("--chunk, --pipeline must be >= 1 and --max-command-bytes >= 64")
-        return Limits(max_bytes=a.max_command_bytes, max_count=a.chunk, window=a.pipeline)
+        s = self.settings
+        return Limits(max_bytes=int(s["triage.max_command_bytes"]), max_count=int(s["triage.chunk"]),
+                      window=int(s["triage.pipeline"]))
 
     def analysis(self) -> AnalysisConfig:
-        a = self.args
-        return AnalysisConfig(address=a.address, mailbox_kind=a.mailbox_kind, stale_after=parse_age(a.stale_after))
+        s = self.settings
+        return AnalysisConfig(address=s["gitlab.address"], mailbox_kind=s["gitlab.mailbox_kind"],
+                              stale_after=parse_age(s["triage.stale_after"]),
+                              bot_sender_patterns=tuple(s["triage.bot_senders"] or ()),
+                              bot_subject_patterns=tuple(s["triage.bot_subjects"] or ()),
+                              suspicious_patterns=tuple(s["triage.suspicious"] or ()),
+                              project_names=dict(s["projects"] or {}))
+
+    def keymap(self) -> dict[str, str]:
+        """TUI key remapping, binding id -> keys (file tables merged, then TRIAGE_KEYMAP, then --keymap)."""
+        return dict(self.settings["keymap"] or {})
+
+    @property
+    def theme(self) -> str | None:
+        return self.settings["tui.theme"]
+
+    @property
+    def mouse(self) -> bool:
+        return bool(self.settings["tui.mouse"])
 
     @property
     def journal(self) -> AuditJournal:
@@ -92,36 +143,47 @@ class Context:
         if self._service is None:
             from triage_tui.services.triage import TriageService  # noqa: PLC0415
 
-            self._service = TriageService(self.connection_settings(), read_only=self.read_only,
-                                          journal=self.journal, limits=self.limits(), analysis=self.analysis())
-            self._service.connect()
+            svc = TriageService(self.connection_settings(), read_only=self.read_only,
+                                journal=self.journal, limits=self.limits(), analysis=self.analysis())
+            svc.guard.context.update(self.guard_notes())
+            svc.connect()
+            self._service = svc
         return self._service
 
     def redis_configured(self) -> bool:
-        a = self.args
-        return bool(getattr(a, "redis_url", None) or getattr(a, "redis_sentinel", None)
-                    or os.environ.get("TRIAGE_REDIS_SENTINELS"))
+        s = self.settings
+        return bool(s["redis.url"] or s["redis.sentinels"])
+
+    def redis_settings(self) -> Any:
+        """:class:`~triage_tui.services.locks.RedisSettings`, or None when no Redis is configured."""
+        if not self.redis_configured():
+            return None
+        import dataclasses  # noqa: PLC0415
+
+        from triage_tui.services.locks import RedisSettings  # noqa: PLC0415
+
+        s = self.settings
+        sentinels: list[tuple[str, int]] = []
+        for item in s["redis.sentinels"] or []:
+            host, _, port = item.rpartition(":")
+            sentinels.append((host, int(port)))
+        kw: dict[str, Any] = dict(url=s["redis.url"], sentinels=sentinels, master=s["redis.master"],
+                                  key_prefix=s["redis.key_prefix"], ca_file=s["redis.ca_file"],
+                                  sentinel_password=s["redis.sentinel_password"], shared_with=s.shared_with)
+        known = {f.name for f in dataclasses.fields(RedisSettings)}
+        return RedisSettings(**{k: v for k, v in kw.items() if k in known})
 
     def lock_service(self) -> Any:
         """The :class:`~triage_tui.services.locks.LockService`, or None when no Redis is configured."""
         if not self.redis_configured():
             return None
         if self._locks is None:
-            from triage_tui.services.locks import LockService, RedisSettings  # noqa: PLC0415
+            from triage_tui.services.locks import LockService  # noqa: PLC0415
 
-            a = self.args
-            raw = a.redis_sentinel or [s for s in os.environ.get("TRIAGE_REDIS_SENTINELS", "").split(",") if s]
-            sentinels: list[tuple[str, int]] = []
-            for item in raw:
-                host, _, port = item.rpartition(":")
-                if not host or not port.isdigit():
-                    raise UsageError(f"invalid Sentinel address {item!r}: expected HOST:PORT")
-                sentinels.append((host, int(port)))
-            if sentinels and not a.redis_master:
-                raise UsageError("--redis-sentinel needs --redis-master (the Sentinel master name)")
-            settings = RedisSettings(url=a.redis_url, sentinels=sentinels, master=a.redis_master,
-                                     key_prefix=a.key_prefix, ca_file=a.redis_ca_file)
-            self._locks = LockService(settings, read_only=self.read_only, journal=self.journal)
+            self._locks = LockService(self.redis_settings(), read_only=self.read_only, journal=self.journal)
+            guard = getattr(self._locks, "guard", None)
+            if guard is not None:
+                guard.context.update(self.guard_notes())
         return self._locks
 
     def close(self) -> None:
