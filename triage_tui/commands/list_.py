@@ -55,7 +55,16 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     first_uid: dict[str, int] = {}  # streaming: a later copy of a Message-ID is flagged
     if not args.json:
         ctx.say(f"{'UID':>7} {'AGE':>4} {'FLG':4} {'FROM':26} {'PROJECT/KIND':22} SUBJECT")
+    locks = ctx.lock_service()  # None when no Redis is configured
+    lock_error: str | None = None
     for batch in svc.iter_list(View(args.view), now=now):
+        if locks is not None:
+            from triage_tui.services.locks import annotate_safely  # noqa: PLC0415 - keeps redis off the path
+
+            err = annotate_safely(locks, batch)
+            if err and err != lock_error:
+                lock_error = err
+                ctx.note(err)  # "Redis unavailable: <reason>", once: the IMAP side keeps working
         for m in batch:
             mid = m.message_id.strip()
             if mid:

@@ -337,7 +337,7 @@ class Wire:
             raise ConnectionLost(f"connection lost: {e}") from e
         if not line:
             raise ConnectionLost("the server closed the connection")
-        return line
+        return line if isinstance(line, bytes) else line.encode("latin-1")
 
     def read_response(self) -> Response:
         segments: list[bytes] = []

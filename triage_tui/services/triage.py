@@ -15,6 +15,7 @@ Reads use one long-lived EXAMINE connection. Every write:
 
 from __future__ import annotations
 
+import builtins
 import gc
 import threading
 import time
@@ -345,7 +346,7 @@ class TriageService:
 
     # -- planning (read connection; allowed in read-only mode) --------------------------------
 
-    def _narrow(self, session: ImapSession, uids: Iterable[int], criteria: str) -> list[int]:
+    def _narrow(self, session: ImapSession, uids: Iterable[int], criteria: str) -> builtins.list[int]:
         """Which of ``uids`` match ``criteria`` now (one SEARCH per 8 KB piece of the set)."""
         return session.search_within(uids, criteria)
 
@@ -353,7 +354,7 @@ class TriageService:
         requested = sorted(set(uids))
         return self._retrying("plan", lambda: self._plan_flags(action, uidvalidity, requested))
 
-    def _plan_flags(self, action: str, uidvalidity: int, requested: list[int]) -> Plan:
+    def _plan_flags(self, action: str, uidvalidity: int, requested: builtins.list[int]) -> Plan:
         if action not in _NEEDS:
             raise ValueError(action)
         info = self.reader.examine()
@@ -366,7 +367,7 @@ class TriageService:
         wanted = None if uids is None else sorted(set(uids))
         return self._retrying("plan", lambda: self._plan_expunge(uidvalidity, wanted, all_deleted))
 
-    def _plan_expunge(self, uidvalidity: int, uids: list[int] | None, all_deleted: bool) -> Plan:
+    def _plan_expunge(self, uidvalidity: int, uids: builtins.list[int] | None, all_deleted: bool) -> Plan:
         info = self.reader.examine()
         self._check_uidvalidity(uidvalidity, info.uidvalidity)
         deleted = self.reader.search("DELETED")
@@ -501,7 +502,7 @@ class TriageService:
                     w = self._open_writer(plan.uidvalidity, reconnecting=True)  # refuses if UIDVALIDITY moved
                     rest = [u for u in pending if u not in done]
                     still = self._narrow(w, rest, criteria)
-                    stillset = set(still)
+                    stillset: set[int] = set(still)
                     in_flight = [u for u in rest if u not in stillset]
                     if in_flight:
                         # changed by a command whose answer was lost (or by someone else meanwhile)
