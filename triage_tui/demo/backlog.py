@@ -437,13 +437,18 @@ class _Gen:
     def customer(self) -> Person:
         return self.customers[self.rng.randrange(len(self.customers))]
 
-    def reply_key(self) -> tuple[str, str]:
-        """(key, tag): a legacy 32-hex key or a partitioned base36 one with a namespace id."""
+    def reply_key(self, with_namespace: bool = False) -> tuple[str, str]:
+        """(key, tag): a legacy 32-hex key or a partitioned base36 one, usually with a namespace id.
+
+        ``with_namespace`` for unsubscribe keys: ``<p>-<25>-unsubscribe`` is itself a valid
+        partitioned reply key (``unsubscribe`` reads as an 11-character base36 namespace id), so
+        GitLab takes it for a reply, not an unsubscribe."""
         r = self.rng
         if r.random() < 0.35:
             return "".join(r.choice("0123456789abcdef") for _ in range(32)), "hex-reply-key"
         partition = _to_b36(r.randrange(1, 36 ** 2))
-        ns = "-" + _to_b36(r.choice((9970, 4211, 22, 61_000_123, r.randrange(1, 10 ** 7)))) if r.random() < 0.8 else ""
+        ns_id = _to_b36(r.choice((9970, 4211, 22, 61_000_123, r.randrange(1, 10 ** 7))))
+        ns = "-" + ns_id if with_namespace or r.random() < 0.8 else ""
         return f"{partition}-{_b36(r, 25)}{ns}", "partitioned-reply-key"
 
     def project(self) -> Project:
@@ -713,7 +718,7 @@ class _Gen:
 
     def unsubscribe(self, arrive: datetime, legacy: bool = False) -> _Draft:
         who = self.staffer() if self.rng.random() < 0.5 else self.customer()
-        reply, ktag = self.reply_key()
+        reply, ktag = self.reply_key(with_namespace=True)
         key = reply + ("+unsubscribe" if legacy else "-unsubscribe")
         return self.compose(sender=who, arrive=arrive, to=incoming(key), subject="Unsubscribe",
                             text="This message was sent by a List-Unsubscribe mailto link.", kind="unsubscribe", key=key,
@@ -809,7 +814,7 @@ class _Gen:
             (Person("Jenkins", "noreply@ci.acme.example", 0), f"Build failed: {p.slug} #{r.randrange(1000, 9999)}"),
             (Person("Status Page", "no-reply@status.example.com", 0), "[Resolved] Elevated API error rates"),
             (Person("Cloud Billing", "do-not-reply@billing.example.net", 0), "Your invoice is available"),
-            (Person("Calendar", "calendar-notification@example.com", 0), "Invitation: Incident review @ Thu 15:00"),
+            (Person("Calendar", "notifications@calendar.example.com", 0), "Invitation: Incident review @ Thu 15:00"),
         ))  # type: ignore[misc]
         return self.compose(sender=sender, arrive=arrive, to=incoming(key), subject=subject,
                             text="This is an automated message, do not reply.", kind="new_issue", key=key,
@@ -914,7 +919,7 @@ class _Gen:
                                 text="Everything returns 502 since 10:02 UTC.", kind="new_issue", key=api_issue,
                                 tags={"rich-markup"}, project=PROJECTS[0].path))
         out.append(sd_mail(18, "Order status", {"rich-markup"},
-                           from_="[link=https://evil.example]Acme Billing[/link] <billing@shop.example>"))
+                           from_='"[link=https://evil.example]Acme Billing[/link]" <billing@shop.example>'))
         out.append(sd_mail(2, b"\x1b]0;owned\x07\x1b[2J\x1b[31mYour account is suspended\x1b[0m", {"escape"},
                            who=Person("Security Team", "security@example.net", 0), spoofed=True))
         out.append(sd_mail(36, "=?utf-8?q?=1B[5mblink=1B[0m_and_a_C1_=C2=9B31m_CSI?=", {"escape"}))
