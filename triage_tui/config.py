@@ -27,6 +27,7 @@ runs that only when a connection is actually made, never for ``config show``.
 from __future__ import annotations
 
 import difflib
+import functools
 import getpass
 import json
 import os
@@ -361,7 +362,7 @@ class ConfigFile:
                     hint = difflib.get_close_matches(key, choices, n=1)
                     extra = f" (did you mean {hint[0]!r}?)" if hint else f" (known: {', '.join(choices)})"
                     raise self.error(kpath, f"unknown key {key!r} in [{dotted}]{extra}")
-                _check_type(spec, value, lambda msg, kp=kpath: self.error(kp, msg), f"[{dotted}] {key}")
+                _check_type(spec, value, functools.partial(self.error, kpath), f"[{dotted}] {key}")
 
     def _validate_map(self, spec: Spec, body: dict[str, Any], path: tuple[str, ...]) -> None:
         dotted = ".".join(path)

@@ -15,7 +15,6 @@ from tests.mailgen import backlog
 from tests.servers import PASSWORD, free_port, make_tls_material
 from triage_tui.commands.check import Checker
 
-NOW = time.time()
 ADDRESS = "incoming+%{key}@incoming.gitlab.example.com"
 ORDER = ["config", "dns", "tcp", "tls", "login", "capabilities", "mailbox", "address", "redis", "consuming"]
 
@@ -27,7 +26,7 @@ def run_check(cli, env, *extra, observe="0"):  # type: ignore[no-untyped-def]
 
 
 def test_check_passes_against_real_servers(mailbox, cli, redis_server, redis_client):  # type: ignore[no-untyped-def]
-    mailbox.seed(backlog(4, now=NOW, step=5))
+    mailbox.seed(backlog(4, now=time.time(), step=5))
     redis_client.set("mail_room:gitlab:delivered:99", "1", ex=600)
     env = mailbox.env() | {"TRIAGE_REDIS_URL": redis_server.url, "TRIAGE_ADDRESS": ADDRESS}
     r, doc, steps = run_check(cli, env)
@@ -68,7 +67,7 @@ def _mail_room_once(mailbox, redis_client, delay: float) -> threading.Thread:  #
 
 
 def test_check_sees_mail_room_consuming(mailbox, cli, redis_server, redis_client, monkeypatch):  # type: ignore[no-untyped-def]
-    mailbox.seed(backlog(3, now=NOW - 3600))
+    mailbox.seed(backlog(3, now=time.time() - 3600))
     env = mailbox.env() | {"TRIAGE_REDIS_URL": redis_server.url, "TRIAGE_ADDRESS": ADDRESS}
     started: list[threading.Thread] = []
     original = Checker._key_names
@@ -89,7 +88,7 @@ def test_check_sees_mail_room_consuming(mailbox, cli, redis_server, redis_client
 
 
 def test_check_fails_when_nothing_is_consumed(mailbox, cli, redis_server, redis_client):  # type: ignore[no-untyped-def]
-    mailbox.seed(backlog(3, now=NOW - 3600))
+    mailbox.seed(backlog(3, now=time.time() - 3600))
     redis_client.set("mail_room:gitlab:delivered:2", "1", ex=600)  # held by an instance that died
     env = mailbox.env() | {"TRIAGE_REDIS_URL": redis_server.url, "TRIAGE_ADDRESS": ADDRESS}
     r, doc, steps = run_check(cli, env, observe="1")
@@ -100,14 +99,14 @@ def test_check_fails_when_nothing_is_consumed(mailbox, cli, redis_server, redis_
 
 
 def test_check_recent_unseen_not_yet_consumed_is_only_a_warning(mailbox, cli):  # type: ignore[no-untyped-def]
-    mailbox.seed(backlog(2, now=NOW, step=1))
+    mailbox.seed(backlog(2, now=time.time(), step=1))
     r, doc, steps = run_check(cli, mailbox.env() | {"TRIAGE_ADDRESS": ADDRESS}, observe="1")
     assert steps["consuming"]["status"] == "warn" and "--observe" in steps["consuming"]["hint"]
     assert r.code == 0
 
 
 def test_wrong_password_fails_login_with_a_hint(mailbox, cli):  # type: ignore[no-untyped-def]
-    mailbox.seed(backlog(1, now=NOW))
+    mailbox.seed(backlog(1, now=time.time()))
     r, doc, steps = run_check(cli, mailbox.env() | {"TRIAGE_IMAP_PASSWORD": "not-the-password"})
     assert r.code == 1 and steps["tls"]["status"] in ("pass", "warn")
     login = steps["login"]
@@ -129,7 +128,7 @@ def test_wrong_ca_fails_tls_with_a_hint(mailbox, cli, tmp_path: Path):  # type: 
 
 
 def test_missing_mailbox_fails_with_the_folders(mailbox, cli):  # type: ignore[no-untyped-def]
-    mailbox.seed(backlog(1, now=NOW))
+    mailbox.seed(backlog(1, now=time.time()))
     r, doc, steps = run_check(cli, mailbox.env(), "--mailbox", "Incoming")
     mb = steps["mailbox"]
     assert r.code == 1 and mb["status"] == "fail" and "'Incoming' does not exist" in mb["detail"]

@@ -13,7 +13,6 @@ from tests.servers import PASSWORD, dovecot
 from triage_tui.services.journal import AuditJournal
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "config"
-NOW = time.time()
 
 
 def _no_ca(env: dict[str, str]) -> dict[str, str]:
@@ -39,7 +38,7 @@ def _show(cli, argv: list[str], env: dict[str, str] | None = None) -> dict:  # t
 
 
 def test_implicit_tls_self_signed_refused_by_default_accepted_with_ca_file(mailbox, cli):  # type: ignore[no-untyped-def]
-    mailbox.seed(backlog(3, now=NOW))
+    mailbox.seed(backlog(3, now=time.time()))
     env = _no_ca(mailbox.env())
     r = cli(["list", "--json"], env=env)
     assert r.code == 3 and r.out == ""
@@ -50,7 +49,7 @@ def test_implicit_tls_self_signed_refused_by_default_accepted_with_ca_file(mailb
 
 
 def test_starttls_self_signed_refused_by_default_accepted_with_ca_file(mailbox, cli):  # type: ignore[no-untyped-def]
-    mailbox.seed(backlog(2, now=NOW))
+    mailbox.seed(backlog(2, now=time.time()))
     env = _no_ca(mailbox.env()) | {"TRIAGE_IMAP_PORT": str(mailbox.server.imap_port),
                                    "TRIAGE_IMAP_SECURITY": "starttls"}
     r = cli(["list"], env=env)
@@ -66,7 +65,7 @@ def test_starttls_self_signed_refused_by_default_accepted_with_ca_file(mailbox, 
 def test_server_without_starttls_is_refused_under_starttls(cli):  # type: ignore[no-untyped-def]
     with dovecot(starttls_offered=False) as server:
         user = server.new_user()
-        server.seed(user, backlog(1, now=NOW))
+        server.seed(user, backlog(1, now=time.time()))
         env = {"TRIAGE_IMAP_HOST": "127.0.0.1", "TRIAGE_IMAP_PORT": str(server.imap_port), "TRIAGE_IMAP_USER": user,
                "TRIAGE_IMAP_PASSWORD": PASSWORD, "TRIAGE_IMAP_SECURITY": "starttls"}
         r = cli(["list"], env=env)
@@ -93,7 +92,7 @@ def test_require_tls_refuses_plaintext_to_a_remote_host(cli, tmp_path):  # type:
 
 
 def test_insecure_skip_verify_is_loud_and_journaled(mailbox, cli):  # type: ignore[no-untyped-def]
-    mailbox.seed(backlog(3, now=NOW))
+    mailbox.seed(backlog(3, now=time.time()))
     env = _no_ca(mailbox.env())
     r = cli(["--insecure-skip-verify", "mark-seen", "--uids", "1", "--yes"], env=env)
     assert r.code == 0, r.err
@@ -112,7 +111,7 @@ def test_insecure_skip_verify_is_loud_and_journaled(mailbox, cli):  # type: igno
 
 
 def test_precedence_file_env_flag_drives_the_connection(mailbox, cli, tmp_path):  # type: ignore[no-untyped-def]
-    mailbox.seed(backlog(2, now=NOW))
+    mailbox.seed(backlog(2, now=time.time()))
     cfg = _config(tmp_path, f"""\
 [imap]
 host = "no-such-host.invalid"
@@ -147,7 +146,7 @@ timeout = 5
 
 
 def test_profile_with_password_command_connects_and_show_does_not_run_it(mailbox, cli, tmp_path):  # type: ignore[no-untyped-def]
-    mailbox.seed(backlog(2, now=NOW))
+    mailbox.seed(backlog(2, now=time.time()))
     marker = tmp_path / "ran"
     script = tmp_path / "vault.sh"
     script.write_text(f"#!/bin/sh\ntouch {marker}\necho '{PASSWORD}'\n")
@@ -219,7 +218,7 @@ def _gitlab_yml(tmp_path: Path, mailbox) -> Path:  # type: ignore[no-untyped-def
 
 def test_gitlab_yml_import_connects_to_either_mailbox(mailbox, cli, tmp_path):  # type: ignore[no-untyped-def]
     sd = message(subject="Help", to="contact+acme-widgets-77-issue-@servicedesk.gitlab.example.com")
-    mailbox.seed([*backlog(3, now=NOW), (sd, NOW, "")])
+    mailbox.seed([*backlog(3, now=time.time()), (sd, time.time(), "")])
     gl = _gitlab_yml(tmp_path, mailbox)
     ca = ["--ca-file", str(mailbox.server.ca_file)]
     r = cli(["--gitlab-config", str(gl), *ca, "list", "--json"])
@@ -244,7 +243,7 @@ def test_gitlab_yml_import_connects_to_either_mailbox(mailbox, cli, tmp_path):  
 
 
 def test_mail_room_import_drives_redis_checks(mailbox, cli, tmp_path, redis_server, redis_client):  # type: ignore[no-untyped-def]
-    mailbox.seed(backlog(2, now=NOW))
+    mailbox.seed(backlog(2, now=time.time()))
     mr = tmp_path / "mail_room.yml"
     mr.write_text(f"""\
 :mailboxes:

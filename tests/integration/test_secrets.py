@@ -16,7 +16,6 @@ from tests.mailgen import backlog
 from tests.servers import PASSWORD
 from triage_tui.services.journal import AuditJournal
 
-NOW = time.time()
 CANARY_WRONG = "CANARY-wrong-pw-7f3a9e"
 CANARY_CMD = "CANARY-cmd-output-51c2d"
 CANARY_REDIS = "CANARY-redis-pw-90bb1"
@@ -41,7 +40,7 @@ def _env_without_password(mailbox) -> dict[str, str]:  # type: ignore[no-untyped
 
 
 def test_password_file_must_be_private(mailbox, cli, tmp_path):  # type: ignore[no-untyped-def]
-    mailbox.seed(backlog(2, now=NOW))
+    mailbox.seed(backlog(2, now=time.time()))
     env = _env_without_password(mailbox)
     pw = _pwfile(tmp_path, 0o644)
     r = cli(["--password-file", str(pw), "list"], env=env)
@@ -53,7 +52,7 @@ def test_password_file_must_be_private(mailbox, cli, tmp_path):  # type: ignore[
 
 
 def test_password_command_and_its_failure(mailbox, cli, tmp_path):  # type: ignore[no-untyped-def]
-    mailbox.seed(backlog(2, now=NOW))
+    mailbox.seed(backlog(2, now=time.time()))
     env = _env_without_password(mailbox)
     pw = _pwfile(tmp_path, 0o600)
     good = _script(tmp_path / "good.sh", f"cat {pw}\n")
@@ -67,7 +66,7 @@ def test_password_command_and_its_failure(mailbox, cli, tmp_path):  # type: igno
 
 
 def test_prompt_on_a_terminal_only(mailbox, cli, monkeypatch):  # type: ignore[no-untyped-def]
-    mailbox.seed(backlog(1, now=NOW))
+    mailbox.seed(backlog(1, now=time.time()))
     env = _env_without_password(mailbox)
     prompts: list[str] = []
     monkeypatch.setattr("getpass.getpass", lambda prompt: prompts.append(prompt) or PASSWORD)
@@ -82,7 +81,7 @@ def test_no_secret_anywhere(mailbox, cli, tmp_path, caplog, redis_server):  # ty
     """A batch of commands, succeeding and failing, with and without --debug: the real password
     (the canary Dovecot accepts) and the wrong ones must not appear in any output, log or file."""
     caplog.set_level(logging.DEBUG)
-    mailbox.seed(backlog(6, now=NOW))
+    mailbox.seed(backlog(6, now=time.time()))
     env = mailbox.env()
     no_pw = _env_without_password(mailbox)
     pw = _pwfile(tmp_path, 0o600)

@@ -163,7 +163,7 @@ class Checker:
             self.add("dns", "fail", f"cannot resolve {base.host}: {e.strerror or e}",
                      "check the host name (gitlab.yml incoming_email.host / --host) and this machine's resolver")
             return False
-        addrs = list(dict.fromkeys(i[4][0] for i in infos))
+        addrs = list(dict.fromkeys(str(i[4][0]) for i in infos))
         self._addresses = [(i[0], i[4]) for i in infos]
         self.add("dns", "pass", f"{base.host} -> {', '.join(addrs[:4])}{' ...' if len(addrs) > 4 else ''}",
                  addresses=addrs)
@@ -366,7 +366,7 @@ class Checker:
         detail = (f"{addr}: local part with a reply key is {reply}/{LOCAL_PART_MAX} characters; "
                   + (f"project keys fit for path slugs up to {slug_room} characters"
                      if slug_room > 0 else "project keys never fit"))
-        data = {"reply_local_part": reply, "slug_room": slug_room}
+        data: dict[str, Any] = {"reply_local_part": reply, "slug_room": slug_room}
         if reply > LOCAL_PART_MAX:
             self.add("address", "fail", detail, f"shorten the fixed part of the local part ({local.replace('%{key}', '')!r}):"
                      f" local parts over {LOCAL_PART_MAX} characters are refused by some providers", **data)
@@ -391,8 +391,9 @@ class Checker:
         try:
             ls.check()
             keys = ls.scan()
-        except TriageError as e:
-            self.add("redis", "fail", str(e), "check redis.url / --redis-url (password, DB, rediss:// and "
+        except Exception as e:  # noqa: BLE001 - LockUnavailable, or anything from a lock module in flux
+            text = str(e) if isinstance(e, TriageError) else f"{type(e).__name__}: {_scrub(ls, str(e))}"
+            self.add("redis", "fail", text, "check redis.url / --redis-url (password, DB, rediss:// and "
                      "--redis-ca-file), or the Sentinels and master name")
             return
         self.locks = ls
@@ -437,10 +438,10 @@ class Checker:
         if self.locks is not None and after:
             try:
                 held = len(self.locks.states_for_uids(after))
-            except TriageError:
+            except Exception:  # noqa: BLE001 - a detail of the verdict, never a reason to fail it
                 held = 0
         secs = f"{self.observe:g} s"
-        data = {"observed_s": self.observe, "unseen_before": len(before), "unseen_after": len(after),
+        data: dict[str, Any] = {"observed_s": self.observe, "unseen_before": len(before), "unseen_after": len(after),
                 "picked_up": len(picked), "arrived": len(arrived), "new_lock_keys": len(new_keys),
                 "held_unseen": held}
         if picked or new_keys:
@@ -471,8 +472,14 @@ class Checker:
             return None
         try:
             return {k.key for k in self.locks.scan() if getattr(k, "present", True)}
-        except TriageError:
+        except Exception:  # noqa: BLE001 - Redis going away mid-observation: judge by the mailbox alone
             return None
+
+
+def _scrub(ls: Any, text: str) -> str:
+    """Remove the Redis password from an unexpected error's text."""
+    scrub = getattr(getattr(ls, "settings", None), "scrub", None)
+    return scrub(text) if callable(scrub) else text
 
 
 # -- TLS probing --------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def _show(args: argparse.Namespace, ctx: Any) -> int:
             "credential": {"method": plan.method, "detail": plan.detail, "source": str(plan.source)},
             "settings": {spec.name: {"value": s.jsonable(spec.name), "source": str(s.source(spec.name)),
                                      "layer": s.source(spec.name).kind} for spec in SPECS},
-            "notes": s.notes,
+            "notes": _notes(s),
         })
         return 0
     where = "exists" if s.config_exists else "not found"
@@ -83,6 +83,14 @@ def _show(args: argparse.Namespace, ctx: Any) -> int:
     vwidth = min(40, max(len(v) for _, v, _ in rows))
     for name, value, source in rows:
         ctx.say(f"{name:<{width}}  {value:<{vwidth}}  {source}")
-    for note in s.notes:
+    for note in _notes(s):
         ctx.say(f"note: {note}")
     return 0
+
+
+def _notes(s: Any) -> list[str]:
+    out = list(s.notes)
+    if s.shared_with and (s["redis.url"] or s["redis.sentinels"]):
+        out.append(f"{', '.join(s.shared_with)} uses the same Redis and key prefix {s['redis.key_prefix']!r}: "
+                   "their delivered:<uid> keys collide with this mailbox's")
+    return out
