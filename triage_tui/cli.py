@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not verify the server certificate (loud: a warning, the UI and the audit journal)")
     g.add_argument("--allow-plaintext", **_on(),  # type: ignore[arg-type]
                    help="allow --security none to a host that is not loopback (config: require_tls = false)")
-    g.add_argument("--timeout", dest="imap_timeout", type=float,
+    g.add_argument("--timeout", dest="imap_timeout", type=float, metavar="SECONDS",
                    help="network timeout in seconds (default 30) [TRIAGE_IMAP_TIMEOUT]")
     t = p.add_argument_group("GitLab semantics")
     t.add_argument("--address",

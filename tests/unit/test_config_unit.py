@@ -431,3 +431,13 @@ def test_mask_url() -> None:
     assert mask_url("redis://:pw@host:6379/0") == "redis://:***@host:6379/0"
     assert mask_url("rediss://user:pw@host/1") == "rediss://user:***@host/1"
     assert mask_url("redis://host/0") == "redis://host/0"
+
+
+def test_a_profile_can_name_the_hosts_gitlab_files(tmp_path: Path) -> None:
+    (tmp_path / "gitlab.yml").write_text((CORPUS / "gitlab.yml").read_text())
+    p = write(tmp_path, '[profiles.gprd]\ngitlab.config = "gitlab.yml"\ngitlab.mailbox_source = "service_desk"\n'
+              '[profiles.gprd.imap]\nhost = "127.0.0.1"\n')
+    s = resolve(args("--config", str(p), "--profile", "gprd"), {})
+    assert s["gitlab.config"] == str(tmp_path / "gitlab.yml") and s.mailbox_source == "service_desk"
+    assert s["imap.host"] == "127.0.0.1" and s["imap.user"].startswith("contact@")  # file over import
+    assert s.source("gitlab.config").label == f"file {p}:2 [profiles.gprd.gitlab]"
