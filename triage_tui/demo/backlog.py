@@ -577,6 +577,7 @@ class _Gen:
         spoofed: bool = False,
         project: str | None = None,
         transport: Iterable[Header] = (),
+        signature: bool = True,
     ) -> _Draft:
         """One message, as it lands in the mailbox. ``rcpt`` is the envelope recipient written
         in Received ``for <...>`` (defaults to the address the key is in)."""
@@ -606,15 +607,16 @@ class _Gen:
             headers.append(("References", references))
         headers.extend(extra)
         if content is None:
-            content = self.body(text, html=html if html is not None else self.rng.random() < 0.45)
+            content = self.body(text, html=html if html is not None else self.rng.random() < 0.45,
+                                signature=signature)
         ctype, body = content
         if (self.now - arrive) < timedelta(hours=1):
             tg.add("fresh")
         return _Draft(headers=headers, content_type=ctype, body=body, arrive=arrive, kind=kind, key=key,
                       tags=tg, message_id=mid, project=project)
 
-    def body(self, text: str, html: bool) -> tuple[str, bytes]:
-        sig = "\n\n-- \nSent from my phone" if self.rng.random() < 0.2 else ""
+    def body(self, text: str, html: bool, signature: bool = True) -> tuple[str, bytes]:
+        sig = "\n\n-- \nSent from my phone" if signature and self.rng.random() < 0.2 else ""
         plain = (text + sig).replace("\n", "\r\n").encode("utf-8")
         if not html:
             return "text/plain; charset=utf-8; format=flowed", plain + b"\r\n"
@@ -750,7 +752,7 @@ class _Gen:
         text = ("FOO exporter: error fetching data from FOO (upstream timeout after 30s).\n"
                 "Check: foo_scrape_success == 0 for 5m\nSeverity: warning\n")
         return self.compose(sender=bot, arrive=arrive, to=incoming(key), subject="Error fetching data from FOO",
-                            text=text, kind="new_issue", key=key, tags={"bot-burst"}, html=False,
+                            text=text, kind="new_issue", key=key, tags={"bot-burst"}, html=False, signature=False,
                             extra=[("X-Mailer", "foo-alerter/2.3.1")], project=BURST_PROJECT.path)
 
     def auto_reply(self, arrive: datetime) -> _Draft:
@@ -1002,8 +1004,10 @@ def build_backlog(size: int = DEFAULT_SIZE, seed: int = DEFAULT_SEED, now: datet
         src.tags.add("duplicate-id")
         copies = 2 if i == 0 else 1
         for k in range(copies):
+            arrive = min(src.arrive + timedelta(seconds=rng.uniform(20, 900) * (k + 1)),
+                         now - timedelta(seconds=30 - k))  # never in the future
             dup = _Draft(headers=list(src.headers), content_type=src.content_type, body=src.body,
-                         arrive=src.arrive + timedelta(seconds=rng.uniform(20, 900) * (k + 1)), kind=src.kind,
+                         arrive=arrive, kind=src.kind,
                          key=src.key, tags=set(src.tags), message_id=src.message_id, project=src.project)
             dups.append(dup)
     drafts.extend(dup_sources + dups)
