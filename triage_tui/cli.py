@@ -135,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
                                 format="%(asctime)s %(name)s %(levelname)s %(message)s")
         ctx = Context(args)
+        if not getattr(args, "_lazy_settings", False):
+            # resolve now, so every subcommand (also those that read args.address directly) sees
+            # the resolved values; `config path` opts out to stay usable with a broken config file
+            _ = ctx.settings
         try:
             run = getattr(args, "_run", None)
             if run is None:

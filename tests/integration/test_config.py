@@ -274,3 +274,12 @@ def test_mail_room_import_drives_redis_checks(mailbox, cli, tmp_path, redis_serv
     assert steps["redis"]["status"] == "pass", steps["redis"]
     assert steps["redis"]["prefix"] == "mail_room:test:" and steps["redis"]["delivered"] == 1
     assert steps["mailbox"]["unseen"] == 2 and steps["address"]["status"] == "warn"  # mail_room has no address
+
+
+def test_settings_reach_commands_that_read_args_directly(cli, tmp_path):  # type: ignore[no-untyped-def]
+    """decode reads args.address: an address set only in the config file must reach it."""
+    _config(tmp_path, '[gitlab]\naddress = "incoming+%{key}@incoming.gitlab.example.com"\n')
+    r = cli(["decode", "--json", "incoming+gitlab-org-gitlab-278964-glimt-abc-issue@incoming.gitlab.example.com"])
+    assert r.code == 0, r.err
+    info = json.loads(r.lines[0])
+    assert info["kind"] == "new_issue" and info["project_id"] == 278964

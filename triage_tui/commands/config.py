@@ -27,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     show.add_argument("--json", action="store_true", help="one JSON object")
     path = sub.add_parser("path", help="where the config file, audit journal and state live")
     path.add_argument("--json", action="store_true", help="one JSON object")
+    path.set_defaults(_lazy_settings=True)  # must work even when the config file does not parse
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
