@@ -254,13 +254,20 @@ class ImapSession:
         except imap_exc.LoginError as e:
             self._drop()
             raise AuthenticationFailed(f"authentication failed for user {s.user} at {s.server}: "
-                                       f"{_server_text(e).replace(s.password.reveal() if s.password else '', '***')}") from None
+                                       f"{self._scrub(_server_text(e))}") from None
         except imap_exc.IMAPClientError as e:
             self._drop()
-            raise AuthenticationFailed(f"login to {s.server} failed: {_server_text(e)}") from None
+            raise AuthenticationFailed(f"login to {s.server} failed: {self._scrub(_server_text(e))}") from None
         except OSError as e:
             self._drop()
             raise ConnectionLost(f"connection to {s.server} lost during login: {e}") from None
+
+    def _scrub(self, text: str) -> str:
+        """Server text may echo what we sent: never let a password or token through."""
+        for secret in (self.settings.password, self.settings.oauth2_token):
+            if secret:
+                text = text.replace(secret.reveal(), "***")
+        return text
 
     @staticmethod
     def _tls_info(client: imapclient.IMAPClient, verified: bool) -> TlsInfo:
