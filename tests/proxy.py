@@ -34,6 +34,11 @@ class LatencyProxy:
     cut_after: int = 0
     cuts: int = 0
     _seen: int = 0
+    #: answer the first ``throttle_times`` commands containing ``throttle_pattern`` with Office 365's
+    #: throttling NO instead of forwarding them
+    throttle_pattern: bytes | None = None
+    throttle_times: int = 0
+    throttled: int = 0
 
     def start(self) -> LatencyProxy:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -82,6 +87,8 @@ class LatencyProxy:
                 if rec and self.record:
                     with self._lock:
                         self.sent += data
+                if rec and self.throttle_pattern is not None:
+                    data = self._throttle(data, src)
                 try:
                     dst.sendall(data)
                 except OSError:
@@ -132,6 +139,17 @@ class LatencyProxy:
                 cond.notify()
             if not data:
                 break
+
+    def _throttle(self, data: bytes, client: socket.socket) -> bytes:
+        out = []
+        for line in data.split(b"\r\n"):
+            if self.throttle_pattern and self.throttle_pattern in line and self.throttled < self.throttle_times:
+                self.throttled += 1
+                tag = line.split(b" ", 1)[0]
+                client.sendall(tag + b" NO Request is throttled. Suggested Backoff Time: 40 milliseconds\r\n")
+                continue
+            out.append(line)
+        return b"\r\n".join(out)
 
     def _should_cut(self, data: bytes) -> bool:
         if self.cut_pattern is None:

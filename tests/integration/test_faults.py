@@ -95,3 +95,16 @@ def test_server_line_limit_halves_commands(cli):  # type: ignore[no-untyped-def]
         assert r.code == 0 and len(r.lines) == len(mb.search("UNSEEN"))
     finally:
         server.stop()
+
+
+def test_throttling_answers_are_obeyed(mailbox):  # type: ignore[no-untyped-def]
+    """Office 365 answers "NO ... Suggested Backoff Time: N milliseconds" and does not run the command:
+    the engine waits, retries the same chunk and finishes with exactly the asked result."""
+    mailbox.seed(backlog(120, now=time.time()))
+    with LatencyProxy(mailbox.server.imap_port, throttle_pattern=b" UID STORE ", throttle_times=3) as proxy:
+        s, _ = _svc(mailbox, proxy, limits=Limits(max_count=20, window=4))
+        uidvalidity, unseen = s.search(View.UNSEEN)
+        result = s.execute(s.plan_flags("mark-seen", uidvalidity, unseen))
+    assert proxy.throttled == 3
+    assert result.ok and result.changed == unseen
+    assert mailbox.search("UNSEEN") == []

@@ -10,9 +10,11 @@ from __future__ import annotations
 import imaplib
 import ipaddress
 import logging
+import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +36,7 @@ from triage_tui.errors import (
 from triage_tui.services.imapwire import Completion, FetchRecord, Response, Wire, parse_fetch, parse_tokens
 
 log = logging.getLogger("triage_tui.imap")
+_BACKOFF = re.compile(r"Suggested Backoff Time: *(\d{1,7}) *milliseconds", re.IGNORECASE)
 
 SECURITY_CHOICES = ("ssl", "starttls", "none")
 
@@ -174,6 +177,7 @@ class ImapSession:
         # what the server showed it accepts: a BAD on a long command halves these for the session
         self.max_bytes = self.limits.max_bytes
         self.max_count = self.limits.max_count
+        self._throttle_hits = 0
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -334,6 +338,22 @@ class ImapSession:
         log.info("server refused a long command; now at most %d UIDs / %d bytes", self.max_count, self.max_bytes)
         return members[:half], members[half:]
 
+    def _throttled(self, done: Completion, members: list[int]) -> bool:
+        """A throttling answer (Office 365: "... Suggested Backoff Time: N milliseconds", or a
+        [THROTTLED]/[UNAVAILABLE] code): wait as told, halve future commands, and say "retry"."""
+        m = _BACKOFF.search(done.text)
+        if not m and done.code not in ("THROTTLED", "UNAVAILABLE", "LIMIT"):
+            return False
+        self._throttle_hits += 1
+        if self._throttle_hits > 20:
+            return False  # the server keeps saying no: report the chunk as failed
+        wait = int(m.group(1)) / 1000 if m else min(30.0, 0.5 * 2 ** min(self._throttle_hits, 6))
+        log.info("server asks to back off %.1f s", wait)
+        time.sleep(min(wait, 60.0))
+        if len(members) > 1:
+            self.max_count = max(1, min(self.max_count, len(members) // 2))
+        return True
+
     def _pieces(self, uids: Iterable[int]) -> Iterator[tuple[str, list[int]]]:
         return uidset.split(uids, max_bytes=self.max_bytes, max_count=self.max_count)
 
@@ -461,6 +481,7 @@ class ImapSession:
         _, wire = self._require()
         lim = self.limits
         with self.lock:
+            self._throttle_hits = 0  # per operation
             pipe = wire.pipeline(lim.window)
             for text, members in self._pieces(uids):
                 pipe.submit(f"UID FETCH {text} ({items})".encode("ascii"), members)
@@ -478,6 +499,9 @@ class ImapSession:
                     continue
                 members, done = ev
                 if not done.ok:
+                    if self._throttled(done, members):
+                        pipe.submit(f"UID FETCH {uidset.compress(members)} ({items})".encode("ascii"), members)
+                        continue
                     if done.status == "BAD" and len(members) > 1:
                         # "Too long argument" and friends: halve and retry
                         for part in self._shrink(members):
@@ -509,6 +533,7 @@ class ImapSession:
         mod = f" (UNCHANGEDSINCE {unchangedsince})" if unchangedsince is not None else ""
         result = StoreResult()
         with self.lock:
+            self._throttle_hits = 0  # per operation
             pipe = wire.pipeline(lim.window)
             for text, members in self._pieces(uids):
                 pipe.submit(f"UID STORE {text}{mod} {op} ({flag})".encode("ascii"), members)
@@ -524,6 +549,8 @@ class ImapSession:
                     result.modified.extend(sorted(modified & set(members)))
                     if progress:
                         progress(ok)
+                elif self._throttled(done, members):
+                    pipe.submit(f"UID STORE {uidset.compress(members)}{mod} {op} ({flag})".encode("ascii"), members)
                 elif done.status == "BAD" and len(members) > 1:
                     for part in self._shrink(members):
                         pipe.submit(f"UID STORE {uidset.compress(part)}{mod} {op} ({flag})".encode("ascii"), part)
@@ -539,6 +566,7 @@ class ImapSession:
         lim = self.limits
         result = StoreResult()
         with self.lock:
+            self._throttle_hits = 0  # per operation
             pipe = wire.pipeline(lim.window)
             for text, members in self._pieces(uids):
                 pipe.submit(f"UID EXPUNGE {text}".encode("ascii"), members)
@@ -551,6 +579,8 @@ class ImapSession:
                     result.done.extend(members)
                     if progress:
                         progress(members)
+                elif self._throttled(done, members):
+                    pipe.submit(f"UID EXPUNGE {uidset.compress(members)}".encode("ascii"), members)
                 elif done.status == "BAD" and len(members) > 1:
                     for part in self._shrink(members):
                         pipe.submit(f"UID EXPUNGE {uidset.compress(part)}".encode("ascii"), part)
