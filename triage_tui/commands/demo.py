@@ -148,6 +148,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
             tui_ctx.close()
     finally:
         servers.stop()
+        atexit.unregister(servers.stop)
 
 
 def _print_env(args: argparse.Namespace, ctx: Any) -> int:
@@ -205,6 +206,7 @@ def _print_env(args: argparse.Namespace, ctx: Any) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         servers.stop()
+        atexit.unregister(servers.stop)
         ctx.note("triage-tui demo: stopped")
 
 

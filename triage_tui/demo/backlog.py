@@ -33,6 +33,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
+from typing import TypeVar
+
+T = TypeVar("T")
 
 GITLAB_HOST = "gitlab.example.com"
 INCOMING_DOMAIN = "incoming.gitlab.example.com"
@@ -428,7 +431,7 @@ class _Gen:
 
     # -- small helpers ------------------------------------------------------------------------
 
-    def pick(self, seq: Sequence[object]) -> object:
+    def pick(self, seq: Sequence[T]) -> T:
         return seq[self.rng.randrange(len(seq))]
 
     def staffer(self) -> Person:
@@ -620,7 +623,7 @@ class _Gen:
         plain = (text + sig).replace("\n", "\r\n").encode("utf-8")
         if not html:
             return "text/plain; charset=utf-8; format=flowed", plain + b"\r\n"
-        boundary = str(self.pick(self._boundaries["alt"]))
+        boundary = self.pick(self._boundaries["alt"])
         html_part = ("<html><body><div dir=\"auto\">" + text.replace("&", "&amp;").replace("<", "&lt;")
                      .replace("\n", "<br>") + "</div></body></html>").encode("utf-8")
         parts = (f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
@@ -664,7 +667,7 @@ class _Gen:
         p, who = self.project(), self.staffer()
         assert who.token
         key = f"{p.path}+{who.token}" if legacy else f"{p.slug}-{p.id}-{who.token}-issue"
-        title = str(self.pick(_ISSUE_TITLES))
+        title = self.pick(_ISSUE_TITLES)
         text = f"Steps to reproduce:\n1. ...\n2. ...\n\nExpected: it works.\nActual: {title.lower()}."
         return self.compose(sender=who, arrive=arrive, to=incoming(key), subject=title, text=text, kind="new_issue",
                             key=key, tags={"legacy-key"} if legacy else (), project=p.path)
@@ -675,16 +678,16 @@ class _Gen:
         iid = self.iid(p)
         key = f"{p.slug}-{p.id}-{who.token}-issue-{iid}"
         return self.compose(sender=who, arrive=arrive, to=f"{_name(p.title)} <{incoming(key)}>",
-                            subject=f"Comment on #{iid}", text=str(self.pick(_REPLY_BODIES)), kind="note_on_issuable",
+                            subject=f"Comment on #{iid}", text=self.pick(_REPLY_BODIES), kind="note_on_issuable",
                             key=key, project=p.path)
 
     def new_mr(self, arrive: datetime, legacy: bool = False) -> _Draft:
         p, who = self.project(), self.staffer()
         assert who.token
         key = f"{p.path}+merge-request+{who.token}" if legacy else f"{p.slug}-{p.id}-{who.token}-merge-request"
-        title = str(self.pick(_MR_TITLES))
+        title = self.pick(_MR_TITLES)
         branch = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:40]
-        boundary = str(self.pick(self._boundaries["mr"]))
+        boundary = self.pick(self._boundaries["mr"])
         patch = (f"From {_b36(self.rng, 40)} Mon Sep 17 00:00:00 2001\nFrom: {who.name} <{who.addr}>\n"
                  f"Subject: [PATCH] {title}\n\n---\n lib/app.rb | 2 +-\n 1 file changed\n\n"
                  "--- a/lib/app.rb\n+++ b/lib/app.rb\n@@ -1 +1 @@\n-old\n+new\n")
@@ -703,7 +706,7 @@ class _Gen:
         p = SERVICE_DESK[0] if self.rng.random() < 0.8 else SERVICE_DESK[1]
         who = self.customer()
         key = p.path if legacy else f"{p.slug}-{p.id}-issue-"
-        subject = str(self.pick(_SD_SUBJECTS))
+        subject = self.pick(_SD_SUBJECTS)
         text = f"Hello,\n\n{subject}. Could you please help?\n\nBest regards,\n{who.name or who.addr}"
         tags = {"legacy-key"} if legacy else set()
         if variant == "delivered-to":
@@ -787,7 +790,7 @@ class _Gen:
         gmail = r.random() < 0.4
         daemon = (Person("Mail Delivery Subsystem", "mailer-daemon@example.com", 0) if gmail else
                   Person("Mail Delivery System", "MAILER-DAEMON@smtp.example.org", 0))
-        boundary = str(self.pick(self._boundaries["dsn"]))
+        boundary = self.pick(self._boundaries["dsn"])
         status = self.pick(("5.1.1", "5.2.2", "4.4.7", "5.7.1"))
         body = (f"This is a MIME-encapsulated message.\r\n\r\n--{boundary}\r\n"
                 "Content-Description: Notification\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
@@ -817,7 +820,7 @@ class _Gen:
             (Person("Status Page", "no-reply@status.example.com", 0), "[Resolved] Elevated API error rates"),
             (Person("Cloud Billing", "do-not-reply@billing.example.net", 0), "Your invoice is available"),
             (Person("Calendar", "notifications@calendar.example.com", 0), "Invitation: Incident review @ Thu 15:00"),
-        ))  # type: ignore[misc]
+        ))
         return self.compose(sender=sender, arrive=arrive, to=incoming(key), subject=subject,
                             text="This is an automated message, do not reply.", kind="new_issue", key=key,
                             tags={"noreply"}, project=p.path)
@@ -830,7 +833,7 @@ class _Gen:
              "<devops-weekly.lists.example.org>"),
             (Person("Example Cloud", "news@example.net", 0), "Save 30% on reserved instances this week", None),
             (Person("Conference Team", "hello@conf.example.com", 0), "Last chance: early-bird tickets", None),
-        ))  # type: ignore[misc]
+        ))
         extra: list[Header] = [("Precedence", "bulk"),
                                ("List-Unsubscribe", f"<mailto:unsubscribe@{sender.domain}?subject=unsubscribe>")]
         if list_id:
@@ -845,8 +848,8 @@ class _Gen:
                         f"postmaster@{INCOMING_DOMAIN}"))
         subject = self.pick(("Hello?", "Is anyone reading this?", "Re: your ticket", "Partnership proposal",
                              "Question about my account"))
-        addr = str(to).rpartition("<")[2].rstrip(">")
-        return self.compose(sender=who, arrive=arrive, to=str(to), subject=str(subject),
+        addr = to.rpartition("<")[2].rstrip(">")
+        return self.compose(sender=who, arrive=arrive, to=to, subject=subject,
                             text="I wrote to this address because it was in an old email.", kind="unknown",
                             key=None, tags={"no-key"}, rcpt=addr)
 

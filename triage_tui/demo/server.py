@@ -51,8 +51,8 @@ KEY_PREFIX = "mail_room:gitlab:"
 HOST = "127.0.0.1"
 START_TIMEOUT = 60.0
 
-_MISSING_HINT = ("the demo needs pymap and fakeredis[lua]: install them with "
-                 "`pip install 'pymap>=0.36' 'fakeredis[lua]>=2.20'` (or `pip install -e '.[demo]'`)")
+_MISSING_HINT = ("the demo needs pymap and fakeredis with Lua: "
+                 "`pip install 'pymap>=0.36.7,<0.37' 'fakeredis[lua]>=2.40,<3'`")
 
 
 def check_dependencies() -> None:
@@ -96,11 +96,11 @@ def _cached_mime_headers() -> Iterator[None]:
     from pymap.mime.parsed import ParsedHeaders  # noqa: PLC0415
 
     original = ParsedHeaders._registry
-    ParsedHeaders._registry = _CachingRegistry(original)  # type: ignore[misc]
+    ParsedHeaders._registry = _CachingRegistry(original)  # type: ignore[assignment]
     try:
         yield
     finally:
-        ParsedHeaders._registry = original  # type: ignore[misc]
+        ParsedHeaders._registry = original
 
 
 
@@ -158,7 +158,7 @@ class _ServerLog:
         self._propagate: dict[str, bool] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.thread_prefix and record.threadName.startswith(self.thread_prefix):
+        if self.thread_prefix and (record.threadName or "").startswith(self.thread_prefix):
             self.handler.handle(record)
             return False
         return True
@@ -306,7 +306,7 @@ class EmbeddedImap:
 # --- Redis -----------------------------------------------------------------------------------------
 
 
-def _keep_open_on_errors(handler_class: type) -> type:
+def _keep_open_on_errors(handler_class: Any) -> Any:
     """fakeredis 2.40's TCP handler closes the connection after any error reply (it sends the
     error from its ``except`` branch, then leaves its loop). Error replies are ordinary Redis
     traffic: redis-py's scripts run EVALSHA first and expect ``NOSCRIPT`` on the same connection
@@ -341,7 +341,8 @@ class EmbeddedRedis:
         self._log.install()
         self.server = TcpFakeServer((host, 0), server_type="redis")
         self.server.RequestHandlerClass = _keep_open_on_errors(self.server.RequestHandlerClass)
-        self.host, self.port = self.server.server_address[:2]
+        address = self.server.server_address
+        self.host, self.port = str(address[0]), int(address[1])
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="demo-redis", daemon=True)
         self._thread.start()
