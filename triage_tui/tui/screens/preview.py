@@ -1,0 +1,113 @@
+"""Header preview: the full header (fetched with BODY.PEEK, so \\Seen never changes) and its
+analysis: Received hops with delays and TLS, authentication results, transit vs waiting time,
+the GitLab key and the verdict reasons.
+
+Every line is made inert and shown as plain content: a header is attacker-controlled text.
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.content import Content
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from triage_tui.domain.model import Message
+from triage_tui.domain.text import inert
+
+_WARN_WORDS = ("PLAINTEXT", "CLOCK SKEW", "Warning:", "no key", "suspicious", "UNVERIFIED", "fail")
+
+
+def _styled_lines(lines: list[str]) -> Content:
+    """Plain lines; warnings get the ``$warning`` style through a component class, never through
+    markup in the text."""
+    parts: list[Content] = []
+    for line in lines:
+        text = inert(line)
+        c = Content(text)
+        if any(w in text for w in _WARN_WORDS):
+            c = c.stylize("bold")
+        parts.append(c)
+    return Content("\n").join(parts)
+
+
+class PreviewScreen(ModalScreen[None]):
+    BINDINGS = [
+        Binding("escape,q", "close", "Close", id="preview.close"),
+        Binding("c", "copy_uid", "Copy UID", id="preview.copy_uid"),
+        Binding("m", "copy_msgid", "Copy Message-ID", id="preview.copy_msgid"),
+        Binding("p", "pager", "Open in $PAGER", id="preview.pager"),
+        Binding("j,down", "scroll_down", "Down", show=False, id="preview.down"),
+        Binding("k,up", "scroll_up", "Up", show=False, id="preview.up"),
+        Binding("space,pagedown", "page_down", "Page down", show=False, id="preview.page_down"),
+        Binding("pageup", "page_up", "Page up", show=False, id="preview.page_up"),
+    ]
+
+    def __init__(self, uid: int, message: Message | None) -> None:
+        super().__init__()
+        self.uid = uid
+        self.message = message
+        self.header_text = ""
+        self.message_id = message.message_id if message else ""
+
+    def compose(self) -> ComposeResult:
+        m = self.message
+        title = f"UID {self.uid}"
+        if m is not None:
+            title += f" · {inert(m.sender)} · {inert(m.subject)}"
+        with Vertical(id="preview-box"):
+            yield Static(Content(title), id="preview-title", markup=False)
+            with VerticalScroll(id="preview-scroll"):
+                yield Static(Content("fetching the header with BODY.PEEK (\\Seen is not touched)…"),
+                             id="preview-analysis", markup=False)
+                yield Static(Content(""), id="preview-header", markup=False)
+            yield Static(Content("esc close · c copy UID · m copy Message-ID · p $PAGER · j/k scroll"),
+                         id="preview-keys", markup=False)
+
+    def on_mount(self) -> None:
+        self.query_one("#preview-scroll").focus()
+
+    def show_result(self, analysis_lines: list[str], header: str, message_id: str | None) -> None:
+        self.header_text = header
+        if message_id:
+            self.message_id = message_id
+        self.query_one("#preview-analysis", Static).update(_styled_lines(analysis_lines))
+        head = Content("Full header (BODY.PEEK):\n").stylize("bold")
+        self.query_one("#preview-header", Static).update(
+            head + Content("\n".join(inert(line) for line in header.splitlines())))
+
+    def show_error(self, text: str) -> None:
+        self.query_one("#preview-analysis", Static).update(Content("✗ " + inert(text)))
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+    def action_copy_uid(self) -> None:
+        self.app.copy_to_clipboard(str(self.uid))
+        self.notify(f"copied UID {self.uid} (OSC 52 clipboard)", timeout=3, markup=False)
+
+    def action_copy_msgid(self) -> None:
+        if not self.message_id:
+            self.notify("this message has no Message-ID", severity="warning", timeout=3, markup=False)
+            return
+        self.app.copy_to_clipboard(self.message_id)
+        self.notify("copied Message-ID " + inert(self.message_id), timeout=3, markup=False)
+
+    def action_pager(self) -> None:
+        opener = getattr(self.app, "open_in_pager", None)
+        if opener is not None:
+            opener(self.header_text or "(header not fetched yet)")
+
+    def action_scroll_down(self) -> None:
+        self.query_one("#preview-scroll", VerticalScroll).scroll_down(animate=False)
+
+    def action_scroll_up(self) -> None:
+        self.query_one("#preview-scroll", VerticalScroll).scroll_up(animate=False)
+
+    def action_page_down(self) -> None:
+        self.query_one("#preview-scroll", VerticalScroll).scroll_page_down(animate=False)
+
+    def action_page_up(self) -> None:
+        self.query_one("#preview-scroll", VerticalScroll).scroll_page_up(animate=False)

@@ -1,0 +1,59 @@
+"""One-line bars at the bottom: the status line (results and the one visible error) and the
+filter input."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.content import Content
+from textual.message import Message as TMessage
+from textual.widgets import Input, Static
+
+from triage_tui.domain.text import inert
+
+GLYPHS = {"error": "✗ ", "ok": "✓ ", "info": "", "warn": "! "}
+
+
+class StatusLine(Static):
+    """Where results and errors appear. An error stays until the next status or ``esc``: an
+    operator who looked away must still be able to read it."""
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+        super().__init__("", id=id, markup=False)
+        self.kind = "info"
+        self.text = ""
+
+    def show(self, text: str, kind: str = "info") -> None:
+        self.kind = kind
+        self.text = inert(text)
+        self.update(Content(GLYPHS.get(kind, "") + self.text))
+        for k in GLYPHS:
+            self.set_class(k == kind, f"-{k}")
+
+    def clear(self) -> None:
+        self.show("", "info")
+
+
+class FilterInput(Input):
+    """The ``/`` input. ``esc`` closes it (without changing the applied filter)."""
+
+    BINDINGS = [
+        Binding("escape", "close", "Close filter", show=False, id="filter.close"),
+    ]
+
+    class Closed(TMessage):
+        pass
+
+    def action_close(self) -> None:
+        self.post_message(self.Closed())
+
+
+class FilterBar(Horizontal):
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+        super().__init__(id=id)
+
+    def compose(self) -> ComposeResult:
+        yield Static(Content("/"), id="filter-prompt", markup=False)
+        yield FilterInput(placeholder="filter: age>2d bot from:noreply subject:\"Error\" !suspicious  (F1: syntax)",
+                          id="filter-input", select_on_focus=False)
