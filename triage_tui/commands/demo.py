@@ -124,6 +124,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     no_mouse = bool(getattr(args, "no_mouse", None))
     debug = bool(getattr(args, "debug", False))
     servers = _start(args, ctx)
+    previous = _exit_on_hangup()
     try:
         from triage_tui.commands import tui
         from triage_tui.context import Context
@@ -149,6 +150,28 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     finally:
         servers.stop()
         atexit.unregister(servers.stop)
+        _restore(previous)
+
+
+def _exit_on_hangup() -> dict[int, Any]:
+    """An SSH drop (SIGHUP) or a kill (SIGTERM) ends the demo through its ``finally``: the servers
+    stop and the temporary directory goes, instead of the default abrupt death."""
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            previous[sig] = signal.signal(sig, leave)
+    return previous
+
+
+def _restore(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def _print_env(args: argparse.Namespace, ctx: Any) -> int:
@@ -203,8 +226,7 @@ def _print_env(args: argparse.Namespace, ctx: Any) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        _restore(previous)
         servers.stop()
         atexit.unregister(servers.stop)
         ctx.note("triage-tui demo: stopped")
