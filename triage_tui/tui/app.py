@@ -68,6 +68,39 @@ HELP_SECTIONS = (
     ("open", "Preview"), ("filter.", "Filter"), ("refresh.", "Refresh"), ("app.", "Other"),
 )
 
+#: What each key does, for the ? help (the footer keeps the short descriptions).
+HELP_TEXT = {
+    "list.down": "next row", "list.up": "previous row", "list.page_down": "next page",
+    "list.page_up": "previous page", "list.top": "first row", "list.bottom": "last row",
+    "mark.toggle": "toggle the mark on the row (on a group: the whole group) and move down",
+    "mark.range": "range mark: first press sets the anchor, second marks every row in between",
+    "mark.invert": "invert the marks within the filtered set",
+    "mark.clear": "clear every mark",
+    "mark.all": "mark every message matching the filter (the whole set, not just the visible rows)",
+    "mark.stale": "mark every stale message (older than --stale-after) in the filtered set",
+    "mark.bots": "mark every bot message (auto-replies, bounces, noreply, bulk) in the filtered set",
+    "action.seen": "mark seen (unseen view): mail_room skips them; they stay in the mailbox",
+    "action.unseen": "mark unseen (seen-stuck view): mail_room ingests them again once their lock is free",
+    "action.expunge": "expunge (deleted view): remove \\Deleted messages for good; typed confirmation",
+    "action.undo": "undo the last flag change, from the audit journal",
+    "view.unseen": "unseen view: what mail_room still has to ingest",
+    "view.seen_stuck": "seen-stuck view: \\Seen but not \\Deleted (a crashed mail_room's leftovers)",
+    "view.deleted": "deleted view: \\Deleted, awaiting expunge",
+    "view.sort": "sort by the next column (age, sender, project, handler, subject, size, verdicts, lock, UID)",
+    "view.sort_reverse": "reverse the sort order",
+    "view.group": "group by project, handler, sender domain, age bucket, or nothing",
+    "view.fold_all": "expand or collapse every group",
+    "open": "open the header preview (on a group row: fold or unfold it)",
+    "filter.open": "filter (the language is below); enter applies, esc closes",
+    "refresh.pause": "pause or resume live refresh",
+    "refresh.reload": "full re-list of the view (marks kept for messages still there)",
+    "app.help": "this help", "app.back": "back out one level: filter box, filter, range anchor, message line",
+    "app.palette": "command palette: every action by name, 'mark seen older than 2d', 'filter bot'",
+    "app.quit": "log out of IMAP and quit",
+    "preview.close": "preview: close", "preview.copy_uid": "preview: copy the UID (OSC 52, works over SSH)",
+    "preview.copy_msgid": "preview: copy the Message-ID", "preview.pager": "preview: raw header in $PAGER",
+}
+
 FALLBACK_FILTER_HELP = "Filter: free text matches sender and subject."
 SYNC_SETTLE = 0.5  # seconds between a sync and the next one a change asked for meanwhile
 PROGRESS_EVERY = 0.1
@@ -203,6 +236,8 @@ class TriageApp(App[int]):
         if self.keymap:
             self.set_keymap(self.keymap)
         self.list.focus()
+        if self.is_headless:  # tests, snapshots and screenshots: no blinking cursor to race with
+            self.query_one("#filter-input", FilterInput).cursor_blink = False
         self.list.empty_text = f"connecting to {self.pulse_state.server or 'the server'}…"
         self._pulse()
         if self.read_only:
@@ -1021,8 +1056,10 @@ class TriageApp(App[int]):
             lines.append(f"Selection: {info['note']}.")
         if plan.skipped:
             lines.append(f"{plan.skipped:,} of the {plan.requested:,} selected need no change (already done or gone).")
-        lines.append(f"UIDVALIDITY {plan.uidvalidity} · {plan.commands} IMAP command(s) · recorded in the audit journal")
-        request = ConfirmRequest(title=title, lines=lines, sample=self._sample(plan.uids), more=max(0, n - 5),
+        lines.append(f"UIDVALIDITY {plan.uidvalidity} · {plan.commands} IMAP command(s) · audit-journaled")
+        shown = 5 if self.size.height >= 30 else 3
+        request = ConfirmRequest(title=title, lines=lines, sample=self._sample(plan.uids, shown),
+                                 more=max(0, n - shown),
                                  typed=typed, confirm_label=label, danger=danger)
 
         def done(ok: bool | None) -> None:
@@ -1033,6 +1070,7 @@ class TriageApp(App[int]):
                 self._busy = False
                 self.status("cancelled: nothing was changed")
 
+        self.status(f"{kind}: waiting for your confirmation (Cancel has focus)")
         self.push_screen(ConfirmScreen(request), done)
 
     @work(thread=True, exit_on_error=False, group="action")
@@ -1083,21 +1121,23 @@ class TriageApp(App[int]):
             shown.append(self.get_key_display(Binding(k, binding.action)))
         return "/".join(shown)
 
-    def help_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
+    def help_sections(self) -> list[tuple[str, list[tuple[str, str, str]]]]:
+        """(section, [(keys, what it does, binding id)]) from the live bindings and keymap."""
         bindings = list(MessageList.BINDINGS) + list(self.BINDINGS)
-        out: list[tuple[str, list[tuple[str, str]]]] = []
+        out: list[tuple[str, list[tuple[str, str, str]]]] = []
         for prefix, title in HELP_SECTIONS:
             rows = []
             for b in bindings:
                 if isinstance(b, Binding) and b.id and b.id.startswith(prefix):
-                    desc = b.description + (f": {b.tooltip}" if b.tooltip else "")
+                    desc = HELP_TEXT.get(b.id, b.description)
                     action = b.action.split("(")[0]
                     if action in MUTATING and self.check_action(action, ()) is not True:
-                        desc += f"  [disabled: {self._disabled_reason(action)}]"
-                    rows.append((self._key_for(b), desc))
+                        desc += f"  (disabled: {self._disabled_reason(action)})"
+                    rows.append((self._key_for(b), desc, b.id))
             if prefix == "open":
-                rows += [("esc/q", "preview: close"), ("c", "preview: copy the UID (OSC 52 clipboard)"),
-                         ("m", "preview: copy the Message-ID"), ("p", "preview: open the raw header in $PAGER")]
+                rows += [(self._key_for(b), HELP_TEXT.get(b.id or "", b.description), b.id or "")
+                         for b in PreviewScreen.BINDINGS if isinstance(b, Binding) and b.show is not False
+                         and b.id in ("preview.close", "preview.copy_uid", "preview.copy_msgid", "preview.pager")]
             if rows:
                 out.append((title, rows))
         return out

@@ -57,12 +57,14 @@ class ConfirmScreen(ModalScreen[bool]):
                              markup=False)
                 yield Input(placeholder=r.typed, id="confirm-typed")
             with Horizontal(id="confirm-buttons"):
-                yield Button("Cancel", id="cancel", variant="default")
+                yield Button("Cancel", id="cancel", variant="default", compact=True)
                 yield Button(r.confirm_label, id="confirm", variant="error" if r.danger else "primary",
-                             disabled=r.typed is not None)
+                             disabled=r.typed is not None, compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#cancel", Button).focus()
+        if self.app.is_headless and self.request.typed is not None:
+            self.query_one("#confirm-typed", Input).cursor_blink = False
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "confirm" and self.request.typed is not None:

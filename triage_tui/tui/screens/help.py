@@ -20,7 +20,8 @@ class HelpScreen(ModalScreen[None]):
         Binding("pageup", "page_up", "Page up", show=False, id="help.page_up"),
     ]
 
-    def __init__(self, sections: list[tuple[str, list[tuple[str, str]]]], notes: list[str], filter_help: str) -> None:
+    def __init__(self, sections: list[tuple[str, list[tuple[str, str, str]]]], notes: list[str],
+                 filter_help: str) -> None:
         super().__init__()
         self.sections = sections
         self.notes = notes
@@ -30,9 +31,12 @@ class HelpScreen(ModalScreen[None]):
         parts: list[Content] = []
         for title, rows in self.sections:
             parts.append(Content(title).stylize("bold"))
-            width = max((len(k) for k, _ in rows), default=4)
-            for keys, desc in rows:
-                parts.append(Content(f"  {keys.ljust(width)}  {desc}"))
+            width = max((len(k) for k, _, _ in rows), default=4)
+            for keys, desc, binding_id in rows:
+                line = Content.assemble(("  " + keys.ljust(width), "bold"), "  " + desc)
+                if binding_id:
+                    line = line + Content("  " + binding_id).stylize("dim")
+                parts.append(line)
             parts.append(Content(""))
         for note in self.notes:
             parts.append(Content(note))
