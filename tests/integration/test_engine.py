@@ -399,3 +399,33 @@ def test_password_file_permissions(mailbox, cli, tmp_path):  # type: ignore[no-u
     assert r.code == 2 and "chmod 600" in r.err
     pw.chmod(0o600)
     assert cli(["--password-file", str(pw), "list"], env=env).code == 0
+
+
+def test_two_pass_listing_with_keys_outside_to(mailbox):  # type: ignore[no-untyped-def]
+    """Messages whose key GitLab could find in Received (or later headers) are fetched a second
+    time with Received, after the first pass: more messages than one chunk, on one connection."""
+    from triage_tui.domain.analysis import AnalysisConfig
+
+    now = time.time()
+    key = "0123456789abcdef" * 2
+    msgs = []
+    for i in range(250):
+        if i % 3 == 0:  # key only in Cc
+            raw = message(subject=f"m{i}", to="b@example.com", extra={"Cc": f"incoming+{key}@example.com"})
+        elif i % 3 == 1:  # key only in Received "for <...>"
+            raw = message(subject=f"m{i}", to="b@example.com",
+                          extra={"Received": f"from x by y with ESMTPS for <incoming+{key}@example.com>; "
+                                             "Sat, 21 Nov 2026 10:00:00 +0000"})
+        else:
+            raw = message(subject=f"m{i}", to=f"incoming+{key}@example.com")
+        msgs.append((raw, now - 60, ""))
+    mailbox.seed(msgs)
+    s = svc(mailbox, limits=Limits(max_count=40, window=4),
+            analysis=AnalysisConfig(address="incoming+%{key}@example.com"))
+    listed = s.list(View.UNSEEN)
+    assert sorted(m.uid for m in listed) == list(range(1, 251))
+    by_uid = {m.uid: m for m in listed}
+    for uid, m in by_uid.items():
+        i = uid - 1
+        assert m.kind == "reply", (uid, m.kind, m.matched_header)
+        assert m.matched_header.lower() == ("cc", "received", "to")[i % 3], (uid, m.matched_header)

@@ -260,23 +260,44 @@ class TriageService:
 
     def iter_messages(self, uidvalidity: int, uids: list[int], *, headers: bool = True,
                       now: datetime | None = None) -> Iterator[list[Message]]:
-        """Fetch and build messages chunk by chunk. A lost connection is re-opened (backoff) and
-        the listing resumes with the UIDs not received yet; a UIDVALIDITY change meanwhile is
-        refused."""
+        """Fetch and build messages chunk by chunk.
+
+        With an address template, the first pass leaves out Received (the bulkiest field); the
+        few messages whose key GitLab could find in Received are held back and fetched again with
+        it once the first pass is done (one connection carries one pipeline at a time), so they
+        arrive in a last batch."""
         now = now or datetime.now(UTC)
         cfg = self.analysis
-        items = (FIRST_PASS_ITEMS if cfg.address else LIST_ITEMS) if headers else LIGHT_ITEMS
+        two_pass = headers and bool(cfg.address)
+        items = (FIRST_PASS_ITEMS if two_pass else LIST_ITEMS) if headers else LIGHT_ITEMS
+        held: list[int] = []
+        for records in self._resumable_fetch(uidvalidity, uids, items):
+            messages = self._build(records, uidvalidity, cfg, now)
+            if two_pass:
+                ready = []
+                for m in messages:
+                    if m.matched_header is None or m.matched_header.lower() in _AFTER_RECEIVED:
+                        held.append(m.uid)
+                    else:
+                        ready.append(m)
+                messages = ready
+            if messages:
+                yield messages
+        if held:
+            for records in self._resumable_fetch(uidvalidity, held, LIST_ITEMS):
+                yield self._build(records, uidvalidity, cfg, now)
+
+    def _resumable_fetch(self, uidvalidity: int, uids: list[int], items: str) -> Iterator[list[FetchRecord]]:
+        """``fetch_stream`` that survives a lost connection: reconnect (backoff), check
+        UIDVALIDITY, and go on with the UIDs not received yet."""
         remaining = uids
         received: set[int] = set()
         attempt = 0
         while True:
             try:
                 for batch in self.reader.fetch_stream(remaining, items):
-                    messages = self._build(batch, uidvalidity, cfg, now)
-                    if headers and cfg.address:
-                        self._second_pass(messages, uidvalidity, cfg, now)
-                    received.update(m.uid for m in messages)
-                    yield messages
+                    received.update(rec.uid for rec in batch if rec.uid is not None)
+                    yield batch
                 return
             except ConnectionFailed as e:
                 if isinstance(e, AuthenticationFailed) or (attempt == 0 and not isinstance(e, ConnectionLost)):
@@ -306,17 +327,6 @@ class TriageService:
         finally:
             if gc_was_enabled:
                 gc.enable()
-
-    def _second_pass(self, messages: list[Message], uidvalidity: int, cfg: AnalysisConfig, now: datetime) -> None:
-        """Re-decode with Received for messages whose key could come from it (GitLab's order)."""
-        redo = {m.uid: i for i, m in enumerate(messages)
-                if m.matched_header is None or m.matched_header.lower() in _AFTER_RECEIVED}
-        if not redo:
-            return
-        for batch in self.reader.fetch_stream(list(redo), LIST_ITEMS):
-            for rec in batch:
-                if rec.uid in redo:
-                    messages[redo[rec.uid]] = self._to_message(rec, uidvalidity, cfg, now)
 
     @staticmethod
     def _to_message(rec: FetchRecord, uidvalidity: int, cfg: AnalysisConfig, now: datetime) -> Message:
