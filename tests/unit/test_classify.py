@@ -276,3 +276,20 @@ def test_annotate_is_fast_enough_for_100k_messages() -> None:
         best = min(best, (time.perf_counter() - t) / n)
     assert m.kind == "new_issue" and m.stale
     assert best < 100e-6, f"{best * 1e6:.1f} µs per message"  # typically ~15 µs; generous for slow CI
+
+
+def test_issue_titles_about_passwords_are_not_signup_mail() -> None:
+    from datetime import UTC, datetime
+
+    from triage_tui.domain.analysis import AnalysisConfig, build_message
+
+    cfg = AnalysisConfig(address="incoming+%{key}@gitlab.example.com")
+    now = datetime.now(UTC)
+
+    def verdict(subject: str) -> bool:
+        raw = (f"From: Ann <ann@example.org>\r\nTo: incoming+group-proj-42-glimt-abc-issue@gitlab.example.com\r\n"
+               f"Subject: {subject}\r\n\r\n").encode()
+        return build_message(1, 1, (), now, 10, raw, cfg, now).suspicious
+
+    assert not verdict("Password reset link expires immediately")
+    assert verdict("Reset your password for Slack")

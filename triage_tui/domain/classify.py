@@ -55,7 +55,9 @@ _SIGNUP_RE = re.compile(
     r"|\bmagic\s+link|\bOTP\b"
     r"|\bcomplete\s+your\s+(?:registration|sign[- ]?up|account)"
     r"|\bwelcome\s+to\b|\bthanks?\s+(?:you\s+)?for\s+(?:signing\s+up|registering)"
-    r"|\b(?:reset|change)\s+(?:your\s+)?password|\bpassword\s+reset"
+    # "Reset your password" is a service writing to an account holder; "Password reset link
+    # expires" is an ordinary issue title: only the former is flagged
+    r"|\b(?:reset|change)\s+your\s+password|\byour\s+password\s+reset"
     r"|\binvited\s+you\s+to\s+join|\bjoin\s+\S.{0,40}\bon\s+slack",
     re.IGNORECASE,
 )
