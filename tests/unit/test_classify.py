@@ -293,3 +293,23 @@ def test_issue_titles_about_passwords_are_not_signup_mail() -> None:
 
     assert not verdict("Password reset link expires immediately")
     assert verdict("Reset your password for Slack")
+
+
+def test_automated_senders_are_bots() -> None:
+    from datetime import UTC, datetime
+
+    from triage_tui.domain.analysis import AnalysisConfig, build_message
+
+    cfg = AnalysisConfig(address="incoming+%{key}@gitlab.example.com")
+    now = datetime.now(UTC)
+
+    def bot(sender: str) -> bool:
+        raw = (f"From: {sender}\r\nTo: incoming+group-proj-42-glimt-abc-issue@gitlab.example.com\r\n"
+               "Subject: Error fetching data from FOO\r\n\r\n").encode()
+        return build_message(1, 1, (), now, 10, raw, cfg, now).bot
+
+    for s in ("FOO Monitoring <monitoring-bot@ops.example>", "alertmanager@ops.example", "jenkins@ci.example",
+              "dependabot[bot] <x@example.com>", "alerts+prod@example.com"):
+        assert bot(s), s
+    for s in ("Robert <robert@example.com>", "abbot@example.com", "Alice <alice@example.org>", "cinema@example.com"):
+        assert not bot(s), s

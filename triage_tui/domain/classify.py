@@ -45,6 +45,14 @@ _NOREPLY_RE = re.compile(
     r"|^(?:bounces?|notifications?|notify|auto[-_.]?reply|automailer|mailer|daemon)(?:[-+._].*)?$",
     re.IGNORECASE,
 )
+# The runbook's example: "bot responses from 3 weeks ago with a subject of 'Error fetching data
+# from FOO'". Alerting and CI systems rarely set Auto-Submitted, so GitLab ingests them.
+_AUTOMATION_RE = re.compile(
+    r"(?:^|[-_.+])bots?$|^bots?[-_.+]|\[bot\]"
+    r"|^(?:alerts?|alertmanager|alerting|monitoring|nagios|icinga|zabbix|prometheus|grafana|pagerduty"
+    r"|opsgenie|sentry|jenkins|ci|builds?|cron|root)(?:[-_.+].*)?$",
+    re.IGNORECASE,
+)
 _DSN_LOCALPARTS = frozenset({"mailer-daemon", "postmaster"})
 _DSN_NAME_RE = re.compile(r"mail delivery (?:sub)?system", re.IGNORECASE)
 _SIGNUP_RE = re.compile(
@@ -129,6 +137,8 @@ def bot_reasons(msg: Message, first: dict[str, str], rules: _Rules | None = None
         reasons.append("bulk mail (List-Unsubscribe)")
     if local and local not in _DSN_LOCALPARTS and _NOREPLY_RE.search(local[:_MAX_MATCH]):
         reasons.append(f"no-reply style sender {_cut(msg.from_addr)}")
+    elif (local and _AUTOMATION_RE.search(local[:_MAX_MATCH])) or "[bot]" in msg.from_name[:_MAX_MATCH].lower():
+        reasons.append(f"automated sender {_cut(msg.from_addr)} (monitoring, CI or a bot)")
     if rules is not None:
         addr, sender = msg.from_addr[:_MAX_MATCH], msg.sender[:_MAX_MATCH]
         for text, rx in rules.sender:
