@@ -22,8 +22,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="unseen (default): waiting for mail_room; seen-stuck: \\Seen but not \\Deleted "
                    "(a crashed mail_room's leftovers); deleted: awaiting expunge")
     p.add_argument("--filter", metavar="QUERY", help="only messages matching the filter language query")
+    p.add_argument("--help-filter", action=_FilterHelp, help="explain the filter language and exit")
     p.add_argument("--json", action="store_true", help="one JSON object per message per line")
     p.add_argument("--limit", type=int, metavar="N", help="stop after N messages")
+
+
+class _FilterHelp(argparse.Action):
+    def __init__(self, option_strings: list[str], dest: str, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, *a: Any, **kw: Any) -> None:
+        from triage_tui.domain.filter import FILTER_HELP  # noqa: PLC0415
+
+        print(FILTER_HELP)
+        parser.exit(0)
 
 
 def _trunc(text: str, width: int) -> str:
