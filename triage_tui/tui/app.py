@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import shlex
@@ -407,6 +408,11 @@ class TriageApp(App[int]):
             self._carry_marks = set()
         self._rebuild()
         self.stats["list_s"] = time.perf_counter() - self._load_started
+        if len(self.model) > 10_000:
+            # 100k long-lived Message objects make every full GC pass scan them all (100+ ms
+            # pauses mid-keypress); frozen, they are skipped. Refcounting still frees them.
+            gc.collect()
+            gc.freeze()
         self.pulse_state.refreshed = self.clock()
         if not self.model.messages:
             self.list.empty_text = f"the {self.view.value} view is empty"

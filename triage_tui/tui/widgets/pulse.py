@@ -5,9 +5,9 @@ Line 1 is the mailbox's health: RO/RW badge, UNSEEN and the oldest unseen age, s
 list's state: view, rows shown, the mark count (always visible), filter, sort, group, load
 or action progress, and what vanished since the last refresh.
 
-Every piece is its own one-line widget styled from the stylesheet (theme variables), and
-pieces that do not fit the width are hidden lowest priority first, so at 80 columns the
-important ones stay. States are words or glyphs, never colour alone.
+Pieces are styled from the stylesheet's component classes (theme variables), and pieces
+that do not fit the width are dropped lowest priority first, so at 80 columns the important
+ones stay. States are words or glyphs, never colour alone.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from rich.cells import cell_len
-from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from rich.segment import Segment
 from textual.content import Content
+from textual.strip import Strip
 from textual.widget import Widget
-from textual.widgets import Static
 
 from triage_tui.domain.text import inert
 from triage_tui.tui.columns import human_age
@@ -65,121 +64,113 @@ def _n(v: int | None) -> str:
     return "…" if v is None else f"{v:,}"
 
 
-class Piece(Static):
-    """One item of the pulse bar. Never parses markup (filters and names come from people)."""
-
-    def __init__(self, priority: int, *, id: str) -> None:  # noqa: A002
-        super().__init__("", id=id, markup=False)
-        self.priority = priority
-        self.text = ""
-
-    def set(self, text: str, *classes: str, on: bool = True) -> None:
-        self.text = text if on else ""
-        self.update(Content(self.text))
-        for c in ("-bad", "-warn", "-good", "-ro", "-rw", "-on"):
-            self.set_class(c in classes, c)
+Piece = tuple[int, str, str]  # (priority: lower stays longer, text, style name or "")
 
 
-class PulseRow(Horizontal):
-    def fit(self) -> None:
-        """Show the highest-priority pieces that fit the width; hide the rest."""
-        width = self.size.width or 80
-        pieces = [p for p in self.query(Piece)]
-        used = 0
-        keep: set[str] = set()
-        for p in sorted(pieces, key=lambda p: p.priority):
-            if not p.text:
-                continue
-            w = cell_len(p.text) + 2  # padding 0 1
-            if used + w <= width:
-                used += w
-                keep.add(p.id or "")
-        for p in pieces:
-            p.display = (p.id or "") in keep
+def pulse_lines(s: PulseState) -> tuple[list[Piece], list[Piece]]:
+    """The two lines as pieces, in display order. Pure, so it is cheap and testable."""
+    one: list[Piece] = []
+    two: list[Piece] = []
+    one.append((0, " RO read-only " if s.read_only else " RW ", "ro" if s.read_only else "rw"))
+    oldest = f" · oldest {human_age(s.oldest_unseen_age, True)}" if s.oldest_unseen_age is not None else ""
+    one.append((1, f"UNSEEN {_n(s.unseen)}{oldest}", "warn" if (s.unseen or 0) > 0 else "good"))
+    one.append((3, f"seen-stuck {_n(s.seen_stuck)}", "warn" if s.seen_stuck else ""))
+    one.append((4, f"\\Deleted {_n(s.deleted)}", ""))
+    if s.locks_configured:
+        if s.locks_error:
+            one.append((5, "locks: Redis unavailable", "bad"))
+        else:
+            one.append((5, f"locks {_n(s.locks_held)}", ""))
+    t = s.refreshed.strftime("%H:%M:%SZ") if s.refreshed else "--:--:--"
+    if not s.connected:
+        one.append((2, "connecting…", "warn"))
+    elif s.paused:
+        one.append((2, f"⏸ paused {t}", "warn"))
+    elif s.live.startswith("reconnecting"):
+        one.append((2, f"⟳ reconnecting {t}", "bad"))
+    elif s.live == "idle":
+        one.append((2, f"● live {t}", "good"))
+    elif s.live.startswith("poll"):
+        one.append((2, f"↻ {s.live} {t}", ""))
+    else:
+        one.append((2, f"refreshed {t}", ""))
+    one.append((6, s.tls_label + (" ✓" if s.tls_ok else ""), "good" if s.tls_ok else ("bad" if s.tls_ok is False else "")))
+    if s.server:
+        one.append((7, inert(f"{s.mailbox}@{s.server}"), ""))
 
-    def on_resize(self) -> None:
-        self.fit()
+    shown = f"{s.shown:,}" if s.shown == s.total else f"{s.shown:,}/{s.total:,}"
+    two.append((0, f"view {s.view} · {shown}", ""))
+    marks = f"{'●' if s.marks else '○'} {s.marks:,} marked"
+    if s.hidden_marks:
+        marks += f" ({s.hidden_marks:,} hidden by filter)"
+    two.append((1, marks, "on" if s.marks else ""))
+    if s.filter:
+        two.append((3, inert(f"filter: {s.filter}"), "on"))
+    if s.progress:
+        two.append((2, s.progress, "warn"))
+    elif s.loading is not None:
+        done, total = s.loading
+        two.append((2, f"loading {done:,}/{total:,}", "warn"))
+    vanished = []
+    if s.vanished:
+        word = {"unseen": "picked up", "deleted": "expunged"}.get(s.view, "left the view")
+        vanished.append(f"{s.vanished:,} {word} since last refresh")
+    if s.arrived:
+        vanished.append(f"{s.arrived:,} new")
+    if vanished:
+        two.append((4, " · ".join(vanished), "warn"))
+    two.append((6, f"sort {SORTS[s.sort][0]}{'↓' if s.reverse else '↑'}", ""))
+    if s.group:
+        two.append((5, f"group {GROUPS[s.group]}", ""))
+    return one, two
 
 
-class PulseBar(Vertical):
+def fit_pieces(pieces: list[Piece], width: int) -> list[Piece]:
+    """Keep the highest-priority pieces that fit (each is padded by one space a side)."""
+    used = 0
+    keep: set[int] = set()
+    for i, (_prio, text, _style) in sorted(enumerate(pieces), key=lambda x: x[1][0]):
+        w = cell_len(text) + 2
+        if used + w <= width:
+            used += w
+            keep.add(i)
+    return [p for i, p in enumerate(pieces) if i in keep]
+
+
+class PulseBar(Widget):
+    """Two lines drawn with the Line API: an update is a repaint of two lines, never a layout
+    pass (a keypress that changes the mark count must not re-layout the screen)."""
+
+    COMPONENT_CLASSES = {"pulse--ro", "pulse--rw", "pulse--warn", "pulse--bad", "pulse--good", "pulse--on"}
+    DEFAULT_CSS = "PulseBar { height: 2; }"
+
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
         super().__init__(id=id)
         self.state = PulseState()
-
-    def compose(self) -> ComposeResult:
-        with PulseRow(id="pulse-1"):
-            yield Piece(0, id="p-mode")
-            yield Piece(1, id="p-unseen")
-            yield Piece(3, id="p-stuck")
-            yield Piece(4, id="p-deleted")
-            yield Piece(5, id="p-locks")
-            yield Piece(2, id="p-live")
-            yield Piece(6, id="p-tls")
-            yield Piece(7, id="p-box")
-        with PulseRow(id="pulse-2"):
-            yield Piece(0, id="p-view")
-            yield Piece(1, id="p-marks")
-            yield Piece(3, id="p-filter")
-            yield Piece(2, id="p-progress")
-            yield Piece(4, id="p-vanished")
-            yield Piece(6, id="p-sort")
-            yield Piece(5, id="p-group")
+        self._lines: tuple[list[Piece], list[Piece]] = ([], [])
 
     def show(self, s: PulseState) -> None:
         self.state = s
-        q = self.query_one
-        q("#p-mode", Piece).set(" RO read-only " if s.read_only else " RW ", "-ro" if s.read_only else "-rw")
-        oldest = f" · oldest {human_age(s.oldest_unseen_age, True)}" if s.oldest_unseen_age is not None else ""
-        q("#p-unseen", Piece).set(f"UNSEEN {_n(s.unseen)}{oldest}",
-                                  "-warn" if (s.unseen or 0) > 0 else "-good")
-        q("#p-stuck", Piece).set(f"seen-stuck {_n(s.seen_stuck)}", "-warn" if s.seen_stuck else "")
-        q("#p-deleted", Piece).set(f"\\Deleted {_n(s.deleted)}")
-        if s.locks_error:
-            q("#p-locks", Piece).set("locks: Redis unavailable", "-bad", on=s.locks_configured)
-        else:
-            q("#p-locks", Piece).set(f"locks {_n(s.locks_held)}", on=s.locks_configured)
-        t = s.refreshed.strftime("%H:%M:%S") if s.refreshed else "--:--:--"
-        if not s.connected:
-            q("#p-live", Piece).set("connecting…", "-warn")
-        elif s.paused:
-            q("#p-live", Piece).set(f"⏸ paused {t}", "-warn")
-        elif s.live.startswith("reconnecting"):
-            q("#p-live", Piece).set(f"⟳ reconnecting {t}", "-bad")
-        elif s.live == "idle":
-            q("#p-live", Piece).set(f"● live {t}", "-good")
-        elif s.live.startswith("poll"):
-            q("#p-live", Piece).set(f"↻ {s.live} {t}")
-        else:
-            q("#p-live", Piece).set(f"refreshed {t}")
-        q("#p-tls", Piece).set(s.tls_label + (" ✓" if s.tls_ok else ""),
-                               "-good" if s.tls_ok else ("-bad" if s.tls_ok is False else ""))
-        q("#p-box", Piece).set(inert(f"{s.mailbox}@{s.server}") if s.server else "")
+        lines = pulse_lines(s)
+        if lines != self._lines:
+            self._lines = lines
+            self.refresh()
 
-        shown = f"{s.shown:,}" if s.shown == s.total else f"{s.shown:,}/{s.total:,}"
-        q("#p-view", Piece).set(f"view {s.view} · {shown}")
-        marks = f"{'●' if s.marks else '○'} {s.marks:,} marked"
-        if s.hidden_marks:
-            marks += f" ({s.hidden_marks:,} hidden by filter)"
-        q("#p-marks", Piece).set(marks, "-on" if s.marks else "")
-        q("#p-filter", Piece).set(inert(f"filter: {s.filter}"), "-on", on=bool(s.filter))
-        if s.progress:
-            q("#p-progress", Piece).set(s.progress, "-warn")
-        elif s.loading is not None:
-            done, total = s.loading
-            q("#p-progress", Piece).set(f"loading {done:,}/{total:,}", "-warn")
-        else:
-            q("#p-progress", Piece).set("", on=False)
-        vanished = []
-        if s.vanished:
-            word = {"unseen": "picked up", "deleted": "expunged"}.get(s.view, "left the view")
-            vanished.append(f"{s.vanished:,} {word} since last refresh")
-        if s.arrived:
-            vanished.append(f"{s.arrived:,} new")
-        q("#p-vanished", Piece).set(" · ".join(vanished), on=bool(vanished))
-        q("#p-sort", Piece).set(f"sort {SORTS[s.sort][0]}{'↓' if s.reverse else '↑'}")
-        q("#p-group", Piece).set(f"group {GROUPS[s.group]}" if s.group else "", on=bool(s.group))
-        for row in self.query(PulseRow):
-            row.fit()
+    def text_lines(self) -> list[str]:
+        """What the bar shows, as plain text (tests and the benchmark read it)."""
+        width = self.size.width or 80
+        return ["".join(f" {t} " for _, t, _ in fit_pieces(line, width)) for line in self._lines]
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = self.rich_style
+        if y > 1:
+            return Strip.blank(width, base)
+        segs = []
+        for _prio, text, style in fit_pieces(self._lines[y], width):
+            st = base + self.get_component_rich_style(f"pulse--{style}", partial=True) if style else base
+            segs.append(Segment(f" {text} ", st))
+        return Strip(segs).adjust_cell_length(width, base)
 
 
 class ColumnHeader(Widget):

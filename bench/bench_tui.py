@@ -1,0 +1,276 @@
+"""Benchmark of the TUI with 100k messages (not a test: prints figures).
+
+Part 1, real Dovecot (100k messages seeded, index warmed by one listing): time from the app's
+start to the first frame that shows rows, and to the end of the listing; RSS with 100k rows.
+
+Part 2, an in-memory service feeding the same app 100k messages, so the key figures measure
+the UI and nothing else:
+
+- keypress latency for down, page down and space (toggle mark), measured from the moment the
+  key event is posted to the moment the frame reflecting it is handed to the driver
+  (``App._display``, after the compositor has rendered the changed lines). Pilot's ``press``
+  is not used for timing: it waits for idle (>= 40 ms) by design.
+- mark-all-matching (``a``) on 100k, re-sort (``s``), as the time inside the action and as
+  key-to-frame.
+
+Targets (issue 4): first rows < 1 s after connect, key median < 16 ms and p95 < 50 ms,
+mark-all < 100 ms, re-sort < 300 ms, RSS < 400 MB.
+
+Run: ``.venv/bin/python bench/bench_tui.py [--n 100000] [--skip-dovecot]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from textual import events  # noqa: E402
+
+from tests.tui.fakes import FakeService, big_messages  # noqa: E402
+from triage_tui.tui.app import TriageApp  # noqa: E402
+
+FRAMES: list[float] = []
+
+
+class BenchApp(TriageApp):
+    """The real app; only records when a frame is handed to the driver."""
+
+    frame_hook: Any = None
+    connected_at: float | None = None
+
+    def on_connected(self, msg: Any) -> None:
+        # Textual calls the handler of every class in the MRO: TriageApp's runs too.
+        if self.connected_at is None:
+            self.connected_at = time.perf_counter()
+
+    def _display(self, screen: Any, renderable: Any) -> None:
+        if renderable is not None:
+            FRAMES.append(time.perf_counter())
+            if self.frame_hook is not None:
+                self.frame_hook()
+        super()._display(screen, renderable)
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))
+    return values[k]
+
+
+async def key_to_frame(app: TriageApp, key: str, char: str | None) -> float:
+    before = len(FRAMES)
+    t0 = time.perf_counter()
+    app.post_message(events.Key(key, char))
+    deadline = t0 + 5
+    while len(FRAMES) == before:
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"no frame after {key}")
+        await asyncio.sleep(0)
+    return FRAMES[before] - t0
+
+
+async def settle(pilot: Any) -> None:
+    await pilot.pause(0.03)
+
+
+def fmt_ms(s: float) -> str:
+    return f"{s * 1000:.1f} ms"
+
+
+# -- part 1: real Dovecot ----------------------------------------------------------------------
+
+
+def bench_dovecot(n: int) -> dict[str, float]:
+    from tests.mailgen import backlog
+    from tests.servers import PASSWORD, start_dovecot
+    from triage_tui.domain.analysis import AnalysisConfig
+    from triage_tui.services.imap import ConnectionSettings, Secret
+    from triage_tui.services.journal import AuditJournal
+    from triage_tui.services.triage import TriageService
+
+    server = start_dovecot()
+    try:
+        user = server.new_user("bench")
+        t0 = time.perf_counter()
+        server.seed(user, backlog(n))
+        print(f"  seeded {n:,} messages into Dovecot in {time.perf_counter() - t0:.1f} s")
+        settings = ConnectionSettings(host="127.0.0.1", port=server.imaps_port, user=user,
+                                      password=Secret(PASSWORD), ca_file=str(server.ca_file))
+        analysis = AnalysisConfig(address="incoming+%{key}@incoming.gitlab.example.com")
+        # Warm Dovecot's index and cache with one listing, in another process so that its
+        # memory does not count in the app's RSS.
+        warm = (
+            "import sys, time; sys.path.insert(0, sys.argv[1])\n"
+            "from triage_tui.services.imap import ConnectionSettings, Secret\n"
+            "from triage_tui.services.triage import TriageService\n"
+            "s = TriageService(ConnectionSettings(host='127.0.0.1', port=int(sys.argv[2]), user=sys.argv[3], "
+            "password=Secret(sys.argv[4]), ca_file=sys.argv[5]), read_only=True)\n"
+            "t0 = time.perf_counter(); n = sum(len(b) for b in s.iter_list()); s.close()\n"
+            "print(f'  warm-up listing (engine alone, no UI, other process): {n:,} in "
+            "{time.perf_counter() - t0:.2f} s')\n"
+        )
+        subprocess.run([sys.executable, "-c", warm, str(ROOT), str(server.imaps_port), user, PASSWORD,
+                        str(server.ca_file)], check=True)
+        gc.collect()
+
+        svc = TriageService(settings, read_only=True, journal=AuditJournal(Path("/tmp/bench-journal.jsonl")),
+                            analysis=analysis)
+        app = BenchApp(svc, watcher_factory=None)
+        marks: dict[str, float] = {}
+
+        def on_frame() -> None:
+            if "first_rows" not in marks and app.model.rows:
+                marks["first_rows"] = time.perf_counter()
+
+        app.frame_hook = on_frame
+
+        async def run() -> None:
+            marks["start"] = time.perf_counter()
+            async with app.run_test(size=(120, 36)) as pilot:
+                while app._loading or app._uidvalidity is None:
+                    await pilot.pause(0.01)
+                marks["listed"] = time.perf_counter()
+                await pilot.pause(0.2)
+                marks["rss"] = rss_mb()
+                marks["rows"] = len(app.model)
+                marks["connected"] = app.connected_at or float("nan")
+
+        asyncio.run(run())
+        out = {
+            "first_rows_from_start": marks["first_rows"] - marks["start"],
+            "first_rows_from_connect": marks["first_rows"] - marks["connected"],
+            "listed_from_start": marks["listed"] - marks["start"],
+            "rss_mb": marks["rss"],
+            "rows": marks["rows"],
+        }
+        return out
+    finally:
+        server.stop()
+
+
+# -- part 2: keys on 100k (in-memory service) --------------------------------------------------
+
+
+def bench_keys(n: int, presses: int) -> dict[str, Any]:
+    msgs = big_messages(n)
+    app = BenchApp(FakeService(msgs, chunk=1000), watcher_factory=None)
+    res: dict[str, Any] = {}
+
+    async def run() -> None:
+        t_start = time.perf_counter()
+        async with app.run_test(size=(120, 36)) as pilot:
+            while app._loading or app._uidvalidity is None:
+                await pilot.pause(0.01)
+            res["fake_listed"] = time.perf_counter() - t_start
+            await pilot.pause(0.3)
+            for name, key, char in (("down", "down", None), ("page down", "pagedown", None),
+                                    ("toggle mark", "space", " ")):
+                lat = []
+                for _ in range(presses):
+                    lat.append(await key_to_frame(app, key, char))
+                    await settle(pilot)
+                res[name] = lat
+            # mark all matching on the full 100k, then with a filter
+            app.action_clear_marks()
+            await settle(pilot)
+            t0 = time.perf_counter()
+            app.action_mark_all()
+            res["mark_all_action"] = time.perf_counter() - t0
+            app.action_clear_marks()
+            await settle(pilot)
+            res["mark_all_frame"] = await key_to_frame(app, "a", "a")
+            assert len(app.model.marks) == n
+            await settle(pilot)
+            # keys with 100k marks held
+            lat = []
+            for _ in range(presses // 2):
+                lat.append(await key_to_frame(app, "space", " "))
+                await settle(pilot)
+            res["toggle mark (100k marked)"] = lat
+            # re-sort
+            sorts = []
+            frames = []
+            for _ in range(6):
+                t0 = time.perf_counter()
+                app.action_sort_next()
+                sorts.append(time.perf_counter() - t0)
+                await settle(pilot)
+                frames.append(await key_to_frame(app, "s", "s"))
+                await settle(pilot)
+            res["resort_action"] = sorts
+            res["resort_frame"] = frames
+            t0 = time.perf_counter()
+            app.apply_filter_text("bot age>1d")
+            res["filter_100k"] = time.perf_counter() - t0
+            res["filter_matched"] = len(app.model.filtered)
+            t0 = time.perf_counter()
+            app.action_mark_all()
+            res["mark_all_filtered_action"] = time.perf_counter() - t0
+            await settle(pilot)
+            res["rss_mb"] = rss_mb()
+
+    asyncio.run(run())
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--presses", type=int, default=60)
+    ap.add_argument("--skip-dovecot", action="store_true")
+    ap.add_argument("--part", choices=("all", "keys", "dovecot"), default="all",
+                    help="each part runs in its own process, so RSS figures do not mix")
+    args = ap.parse_args()
+    if args.part == "all":
+        base = [sys.executable, __file__, "--n", str(args.n), "--presses", str(args.presses)]
+        print(f"triage-tui TUI benchmark, {args.n:,} messages")
+        subprocess.run([*base, "--part", "keys"], check=True)
+        if not args.skip_dovecot:
+            subprocess.run([*base, "--part", "dovecot"], check=True)
+        return 0
+
+    if args.part == "dovecot":
+        print("\nReal Dovecot (loopback, TLS, warm index), 120x36:")
+        d = bench_dovecot(args.n)
+        print(f"  first rows visible: {fmt_ms(d['first_rows_from_connect'])} after connect "
+              f"({fmt_ms(d['first_rows_from_start'])} after app start)")
+        print(f"  all {int(d['rows']):,} rows listed: {d['listed_from_start']:.2f} s after app start")
+        print(f"  RSS of the app process with {int(d['rows']):,} rows: {d['rss_mb']:.0f} MB")
+        return 0
+    keys = bench_keys(args.n, args.presses)
+    print("\nUI with an in-memory service (120x36):")
+    print(f"  all {args.n:,} messages listed {fmt_ms(keys['fake_listed'])} after app start")
+    for name in ("down", "page down", "toggle mark", "toggle mark (100k marked)"):
+        lat = keys[name]
+        print(f"  key {name:<26} median {fmt_ms(statistics.median(lat)):>9}  p95 {fmt_ms(pct(lat, 95)):>9}  "
+              f"max {fmt_ms(max(lat)):>9}  (n={len(lat)}, key posted -> frame rendered)")
+    print(f"  mark all matching (100k): action {fmt_ms(keys['mark_all_action'])}, "
+          f"key-to-frame {fmt_ms(keys['mark_all_frame'])}")
+    print(f"  re-sort (100k): action median {fmt_ms(statistics.median(keys['resort_action']))} "
+          f"max {fmt_ms(max(keys['resort_action']))}; key-to-frame median "
+          f"{fmt_ms(statistics.median(keys['resort_frame']))} max {fmt_ms(max(keys['resort_frame']))}")
+    print(f"  filter 'bot age>1d' over 100k: {fmt_ms(keys['filter_100k'])} ({keys['filter_matched']:,} match); "
+          f"mark all matching then: {fmt_ms(keys['mark_all_filtered_action'])}")
+    print(f"  RSS: {keys['rss_mb']:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
