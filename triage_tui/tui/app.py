@@ -896,8 +896,9 @@ class TriageApp(App[int]):
             peek = svc.peek(uid)
         now = self.clock()
         msg = self.model.messages.get(uid)
+        flags = " ".join(f for f in peek.flags if f != "\\Recent") or "(none)"  # \\Recent is per session
         lines: list[str] = [
-            f"UID {peek.uid} · UIDVALIDITY {peek.uidvalidity} · flags {' '.join(peek.flags) or '(none)'} · "
+            f"UID {peek.uid} · UIDVALIDITY {peek.uidvalidity} · flags {flags} · "
             f"{peek.size:,} bytes",
             f"INTERNALDATE {peek.internaldate.isoformat() if peek.internaldate else '?'} · in the mailbox for "
             f"{human_age((now - peek.internaldate).total_seconds(), False) if peek.internaldate else '?'}",

@@ -230,7 +230,7 @@ class MessageList(ScrollView, can_focus=True):
         row = rows[index]
         is_cursor = index == self.cursor
         if isinstance(row, Group):
-            segments = self._group_segments(row, width, base)
+            segments = self._group_segments(row, width, base, is_cursor)
         else:
             segments = self._message_segments(row, width, base, is_cursor)
         if is_cursor:
@@ -238,12 +238,12 @@ class MessageList(ScrollView, can_focus=True):
             segments = [Segment(t, (s or base) + cursor) for t, s, _ in segments]
         return Strip(segments, width)
 
-    def _group_segments(self, g: Group, width: int, base: Style) -> list[Segment]:
+    def _group_segments(self, g: Group, width: int, base: Style, is_cursor: bool) -> list[Segment]:
         model = self.model
         is_open = g.key in model.expanded
         age = C.human_age(g.oldest, True) if g.oldest is not None else "?"
         what = {"project": "project", "kind": "handler", "domain": "from", "age": "age"}.get(model.group_by or "", "")
-        head = f"{'▾' if is_open else '▸'} {what} {inert(g.label)}"
+        head = f"{CURSOR_GLYPH if is_cursor else ' '}{'▾' if is_open else '▸'} {what} {inert(g.label)}"
         n = len(g.uids)
         tail = f"  {n:,} message{'s' if n != 1 else ''} · oldest {age}"
         if g.bots:

@@ -1,0 +1,117 @@
+"""Pure UI behaviour on the in-memory service (no server decides anything here)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.tui.fakes import FakeService, fixed_clock, sample_messages
+from triage_tui.domain.model import View
+from triage_tui.tui.app import TriageApp
+from triage_tui.tui.listmodel import Group
+from triage_tui.tui.screens.confirm import ConfirmScreen
+from triage_tui.tui.screens.help import HelpScreen
+
+
+def make(**kw):  # type: ignore[no-untyped-def]
+    svc = FakeService(sample_messages(40), read_only=kw.pop("read_only", False))
+    return TriageApp(svc, clock=fixed_clock, watcher_factory=None, **kw), svc
+
+
+async def ready(pilot) -> None:  # type: ignore[no-untyped-def]
+    while pilot.app._loading or pilot.app._uidvalidity is None:
+        await pilot.pause(0.02)
+
+
+def test_palette_mark_seen_older_than() -> None:
+    app, svc = make()
+
+    async def go() -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await ready(pilot)
+            await pilot.press("colon", *"mark seen older than 2d")
+            await pilot.pause(0.3)
+            await pilot.press("enter")
+            for _ in range(100):
+                if isinstance(app.screen, ConfirmScreen):
+                    break
+                await pilot.pause(0.02)
+            assert isinstance(app.screen, ConfirmScreen)
+            old = {u for u, m in svc.messages.items() if (m.age_seconds(fixed_clock()) or 0) > 2 * 86400}
+            assert app.model.marks == old
+            await pilot.press("y")
+            for _ in range(100):
+                if not app._busy and not app._sync_running:
+                    break
+                await pilot.pause(0.02)
+            assert svc.executed and set(svc.executed[0].uids) == old
+
+    asyncio.run(go())
+
+
+def test_dimmed_keys_explain_themselves() -> None:
+    app, _ = make()
+
+    async def go() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await ready(pilot)
+            await pilot.press("X")  # expunge belongs to the deleted view
+            assert "deleted view" in app.status_line.text and "press 3" in app.status_line.text
+            assert not isinstance(app.screen, ConfirmScreen)
+
+    asyncio.run(go())
+
+
+def test_read_only_help_says_why() -> None:
+    app, _ = make(read_only=True)
+
+    async def go() -> None:
+        async with app.run_test(size=(100, 40)) as pilot:
+            await ready(pilot)
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, HelpScreen)
+            body = str(app.screen.query_one("#help-body").render())
+            assert "READ-ONLY" in body and "mark.toggle" in body and "age>2d" in body
+
+    asyncio.run(go())
+
+
+def test_space_on_a_group_marks_the_group_and_enter_folds() -> None:
+    app, _ = make()
+
+    async def go() -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await ready(pilot)
+            await pilot.press("z")  # group by project
+            first = app.list.current
+            assert isinstance(first, Group)
+            await pilot.press("enter")
+            assert app.model.rows[1] == first.uids[0]
+            await pilot.press("k", "space")
+            assert app.model.marks == set(first.uids)
+            await pilot.press("z", "z", "z", "z")  # back to the flat list
+            assert app.model.group_by is None and all(isinstance(r, int) for r in app.model.rows)
+
+    asyncio.run(go())
+
+
+def test_view_switch_and_range_mark() -> None:
+    app, svc = make()
+    for m in list(svc.messages.values())[:5]:
+        m.flags = ("\\Seen",)
+
+    async def go() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await ready(pilot)
+            await pilot.press("v", "down", "down", "v")
+            assert len(app.model.marks) == 3
+            await pilot.press("2")
+            await ready(pilot)
+            assert app.view == View.SEEN_STUCK and len(app.model) == 5 and not app.model.marks
+            assert app.check_action("mark_unseen", ()) is True and app.check_action("mark_seen", ()) is None
+
+    asyncio.run(go())
+
+
+def test_the_ui_needs_a_terminal(cli) -> None:  # type: ignore[no-untyped-def]
+    r = cli(["--host", "127.0.0.1", "--user", "u"], env={"TRIAGE_IMAP_PASSWORD": "x"})
+    assert r.code == 2 and "needs a terminal" in r.err
