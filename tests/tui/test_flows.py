@@ -130,13 +130,18 @@ def test_filter_narrows_and_esc_clears(mailbox, make_service):  # type: ignore[n
     async def go() -> None:
         async with app.run_test(size=(80, 24)) as pilot:
             await loaded(pilot)
-            await pilot.press("slash", *"subject:invoice", "enter")
+            await pilot.press("slash", *"subject:")  # typed keys reach the box; the rest set directly
+            box = app.query_one("#filter-input")
+            box.value += "invoice"
+            await pilot.press("enter")
             await wait_for(pilot, lambda: app.model.filter is not None)
             subjects = sorted(app.model.messages[u].subject for u in app.model.filtered)
             assert subjects == sorted(f"Invoice {i}" for i in range(0, 12, 3))
             await pilot.press("a")  # all matching, not just the visible rows
             assert len(app.model.marks) == 4
-            await pilot.press("slash", "ctrl+u", *"subject:(", "enter")  # a syntax error keeps the box open
+            await pilot.press("slash")
+            box.value = "subject:("
+            await pilot.press("enter")  # a syntax error keeps the box open
             await pilot.pause(0.05)
             assert app.status_line.kind == "error" and "position" in app.status_line.text
             await pilot.press("escape")  # closes the box

@@ -57,7 +57,7 @@ from triage_tui.tui.widgets.pulse import ColumnHeader, PulseBar, PulseState
 log = logging.getLogger("triage_tui.tui")
 
 #: Actions that change the server. Dimmed in read-only mode; the service refuses them too.
-MUTATING = frozenset({"mark_seen", "mark_unseen", "expunge", "expunge_all", "undo"})
+MUTATING = frozenset({"mark_seen", "mark_unseen", "expunge", "expunge_all", "undo", "reingest"})
 #: Which view each flag action belongs to (elsewhere it would be a no-op, so it is dimmed).
 ACTION_VIEW = {"mark_seen": View.UNSEEN, "mark_unseen": View.SEEN_STUCK, "expunge": View.DELETED}
 VIEW_KEYS = {View.UNSEEN: "1", View.SEEN_STUCK: "2", View.DELETED: "3"}
@@ -84,6 +84,8 @@ HELP_TEXT = {
     "action.unseen": "mark unseen (seen-stuck view): mail_room ingests them again once their lock is free",
     "action.expunge": "expunge (deleted view): remove \\Deleted messages for good; typed confirmation",
     "action.undo": "undo the last flag change, from the audit journal",
+    "action.reingest": "re-ingest: release mail_room's Redis locks of the selection now (TTL 0), so it picks "
+                       "them up on its next poll; in seen-stuck, mark them unseen first (needs --redis-url)",
     "view.unseen": "unseen view: what mail_room still has to ingest",
     "view.seen_stuck": "seen-stuck view: \\Seen but not \\Deleted (a crashed mail_room's leftovers)",
     "view.deleted": "deleted view: \\Deleted, awaiting expunge",
@@ -130,6 +132,8 @@ class TriageApp(App[int]):
                 tooltip="seen-stuck view: remove \\Seen so mail_room ingests them again"),
         Binding("X", "expunge", "Expunge", id="action.expunge", tooltip="deleted view: remove for good"),
         Binding("u", "undo", "Undo", id="action.undo", show=False, tooltip="undo the last flag change"),
+        Binding("I", "reingest", "Re-ingest", id="action.reingest", show=False,
+                tooltip="release mail_room's Redis locks now (seen-stuck: mark unseen first)"),
         Binding("v", "mark_range", "Range mark", show=False, id="mark.range",
                 tooltip="first press sets the anchor, second marks every row in between"),
         Binding("asterisk", "invert_marks", "Invert marks", show=False, id="mark.invert"),
@@ -593,6 +597,9 @@ class TriageApp(App[int]):
         if action in MUTATING:
             if self.read_only:
                 return None
+            if action == "reingest":
+                ok = self.lock_service is not None and self.view in (View.UNSEEN, View.SEEN_STUCK)
+                return True if ok else None
             view = ACTION_VIEW.get(action)
             if view is not None and view != self.view:
                 return None
@@ -605,6 +612,10 @@ class TriageApp(App[int]):
         if self.read_only:
             return (f"read-only mode: {name} is disabled, nothing on the server can change "
                     "(restart without --read-only to act)")
+        if action == "reingest":
+            if self.lock_service is None:
+                return "re-ingest needs mail_room's Redis: start with --redis-url (or --redis-sentinel)"
+            return "re-ingest applies to the unseen (1) and seen-stuck (2) views"
         view = ACTION_VIEW.get(action)
         if view is not None:
             return f"{name} applies to the {view.value} view: press {VIEW_KEYS[view]} to switch"
@@ -968,6 +979,9 @@ class TriageApp(App[int]):
     def action_expunge(self) -> None:
         self._plan_action("expunge")
 
+    def action_reingest(self) -> None:
+        self._plan_action("reingest")
+
     def action_expunge_all(self) -> None:
         if not self._begin():
             return
@@ -1005,6 +1019,10 @@ class TriageApp(App[int]):
             elif kind == "undo":
                 plan, record = svc.plan_undo()
                 info["record"] = record
+            elif kind == "reingest":
+                unseen_first = (svc.plan_flags("mark-unseen", uidvalidity, uids)
+                                if self.view == View.SEEN_STUCK else None)
+                plan = self.lock_service.plan_release(svc, uidvalidity, uids, ttl=0, mark_unseen=unseen_first)
             else:  # pragma: no cover
                 raise ValueError(kind)
         self.post_message(M.PlanReady(kind, plan, info))
@@ -1023,6 +1041,9 @@ class TriageApp(App[int]):
 
     def on_plan_ready(self, msg: M.PlanReady) -> None:
         plan, info, kind = msg.plan, msg.info, msg.kind
+        if kind == "reingest":
+            self._confirm_reingest(plan, info)
+            return
         n = plan.count
         if n == 0:
             self._busy = False
@@ -1079,6 +1100,74 @@ class TriageApp(App[int]):
 
         self.status(f"{kind}: waiting for your confirmation (Cancel has focus)")
         self.push_screen(ConfirmScreen(request), done)
+
+    def _confirm_reingest(self, plan: Any, info: dict[str, Any]) -> None:
+        """The re-ingest confirmation: keys released now (TTL 0), what is already free, what is
+        left alone, and how long waiting would take instead."""
+        keys, unseen_first = plan.count, plan.mark_unseen_count
+        if keys == 0 and unseen_first == 0:
+            self._busy = False
+            why = (f"{len(plan.unlocked):,} already free (mail_room takes them on its next poll)" if plan.unlocked
+                   else "no selected message is UNSEEN with a held lock")
+            self.status(f"nothing to release: {why}; nothing was changed", "warn")
+            return
+        lines = []
+        if unseen_first:
+            lines.append(f"First mark {unseen_first:,} seen-stuck message(s) unseen, so mail_room sees them again.")
+        lines.append(f"Release {keys:,} Redis lock(s) now (TTL 0): mail_room picks the messages up on its next poll.")
+        if plan.unlocked:
+            lines.append(f"{len(plan.unlocked):,} selected message(s) hold no lock: already free.")
+        if plan.not_unseen:
+            lines.append(f"{len(plan.not_unseen):,} selected message(s) are not UNSEEN: left alone (duplicates risk).")
+        natural = plan.natural_expiry_s
+        lines.append("Waiting instead: " + (f"the last lock expires by itself in {human_age(natural, False)}."
+                                            if natural is not None else "some locks never expire while mail_room "
+                                            "runs (pre-0.10 counters)."))
+        lines.extend(plan.warnings[:3])
+        lines.append(f"Selection: {info.get('note', '')}. Every key touched is audit-journaled; a release "
+                     "cannot be taken back once mail_room has re-claimed a key.")
+        typed = str(keys or unseen_first)
+        uids = [t.uid for t in plan.targets]
+        shown = 5 if self.size.height >= 30 else 3
+        request = ConfirmRequest(title=f"Re-ingest {keys or unseen_first:,} message(s)?", lines=lines,
+                                 sample=self._sample(uids, shown), more=max(0, len(uids) - shown), typed=typed,
+                                 confirm_label=f"Release {keys:,}", danger=True)
+
+        def done(ok: bool | None) -> None:
+            if ok:
+                self.status(f"re-ingest: releasing {keys:,} lock(s)…")
+                self._release_worker(plan)
+            else:
+                self._busy = False
+                self.status("cancelled: nothing was changed")
+
+        self.status("re-ingest: waiting for your confirmation (Cancel has focus)")
+        self.push_screen(ConfirmScreen(request), done)
+
+    @work(thread=True, exit_on_error=False, group="action")
+    def _release_worker(self, plan: Any) -> None:
+        def progress(done: int, total: int) -> None:
+            self.post_message(M.ActionProgress("release", done, total))
+
+        result = self.lock_service.release(plan, self.service, progress=progress)
+        self.post_message(M.ReleaseDone(result))
+
+    def on_release_done(self, msg: M.ReleaseDone) -> None:
+        r = msg.result
+        self._busy = False
+        self.pulse_state.progress = ""
+        text = f"re-ingest: {len(r.changed):,} lock(s) released · op {r.op_id}"
+        if r.not_unseen:
+            text += f" · {len(r.not_unseen):,} no longer UNSEEN, left alone"
+        if r.in_doubt:
+            text += f" · {len(r.in_doubt):,} in doubt (reply lost)"
+        if r.error:
+            text += f" · ERROR: {r.error}"
+        else:
+            text += " · watch the pickups in the pulse bar"
+        self.status(text, "ok" if r.ok else "error")
+        self.request_sync("after-release", force=True)
+        self._locks_all()
 
     @work(thread=True, exit_on_error=False, group="action")
     def _execute_worker(self, plan: Any) -> None:

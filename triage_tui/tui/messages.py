@@ -94,3 +94,9 @@ class WatchState(TMessage):
     def __init__(self, mode: str, detail: str) -> None:
         self.mode, self.detail = mode, detail
         super().__init__()
+
+
+class ReleaseDone(TMessage):
+    def __init__(self, result: Any) -> None:
+        self.result = result
+        super().__init__()

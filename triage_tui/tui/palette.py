@@ -54,6 +54,8 @@ class TriageCommands(Provider):
             ("Expunge all \\Deleted", "plain EXPUNGE of every \\Deleted message in the mailbox",
              partial(run, "expunge_all")),
             ("Undo last flag change", "from the audit journal", partial(run, "undo")),
+            ("Re-ingest (release Redis locks)", "mail_room picks the selection up on its next poll",
+             partial(run, "reingest")),
             ("Pause / resume live refresh", "", partial(run, "pause")),
             ("Full re-list", "drop the list and fetch the view again", partial(run, "reload")),
             ("Filter…", "open the / filter", partial(run, "filter")),

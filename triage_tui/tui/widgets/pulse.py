@@ -78,7 +78,7 @@ def pulse_lines(s: PulseState) -> tuple[list[Piece], list[Piece]]:
     one.append((4, f"\\Deleted {_n(s.deleted)}", ""))
     if s.locks_configured:
         if s.locks_error:
-            one.append((5, "locks: Redis unavailable", "bad"))
+            one.append((2, "locks: Redis unavailable", "bad"))  # worth more room than the counts
         else:
             one.append((5, f"locks {_n(s.locks_held)}", ""))
     t = s.refreshed.strftime("%H:%M:%SZ") if s.refreshed else "--:--:--"
