@@ -6,8 +6,10 @@ How it is put together (harlequin / dolphie / posting / k9s, see docs/style.md):
   or anything shaped like it, and optionally the Redis lock service), so tests hand in a
   service on a test mailbox or an in-memory fake.
 - Every blocking call runs in a thread worker (``@work(thread=True, exit_on_error=False)``)
-  that posts a message back; :meth:`on_worker_state_changed` is the one error handler: a
-  failure becomes one visible line, never a crash. Reads on the shared EXAMINE connection are
+  that posts a message back (each with a fixed ``description``: by default Textual builds one
+  from ``repr`` of the arguments, 1.4 s on the event loop for 100k messages);
+  :meth:`on_worker_state_changed` is the one error handler: a failure becomes one visible
+  line, never a crash. Reads on the shared EXAMINE connection are
   serialised by ``_io_lock`` (a cancelled thread worker keeps running).
 - The list is a Line-API widget over a UID-keyed model, updated by diff: marks and the cursor
   survive refreshes. After an action the list is re-synced from the server, not patched.
@@ -327,7 +329,7 @@ class TriageApp(App[int]):
         self._refresh_list()
         self._load_worker(self.view, self._gen, first)
 
-    @work(thread=True, exit_on_error=False, group="list")
+    @work(thread=True, exit_on_error=False, group="list", description="_load_worker")
     def _load_worker(self, view: View, gen: int, first: bool) -> None:
         svc = self.service
         worker = get_current_worker()
@@ -442,7 +444,7 @@ class TriageApp(App[int]):
         if self.lock_service is not None and self.model.messages:
             self._locks_worker(self._gen, list(self.model.messages.values()))
 
-    @work(thread=True, exit_on_error=False, group="locks", exclusive=True)
+    @work(thread=True, exit_on_error=False, group="locks", exclusive=True, description="_locks_worker")
     def _locks_worker(self, gen: int, messages: list[Message]) -> None:
         error = None
         try:
@@ -485,7 +487,7 @@ class TriageApp(App[int]):
                                 lambda mode, detail: self.post_message(M.WatchState(mode, detail)))
         self._watch_worker(self._watcher)
 
-    @work(thread=True, exit_on_error=False, group="watch")
+    @work(thread=True, exit_on_error=False, group="watch", description="_watch_worker")
     def _watch_worker(self, watcher: Any) -> None:
         watcher.run()
 
@@ -511,7 +513,7 @@ class TriageApp(App[int]):
         self._sync_running = True
         self._sync_worker(self._gen, self.view, set(self.model.messages), self._uidvalidity)
 
-    @work(thread=True, exit_on_error=False, group="sync")
+    @work(thread=True, exit_on_error=False, group="sync", description="_sync_worker")
     def _sync_worker(self, gen: int, view: View, known: set[int], uidvalidity: int) -> None:
         svc = self.service
         with self._io_lock:
@@ -900,7 +902,7 @@ class TriageApp(App[int]):
         self.push_screen(screen, closed)
         self._peek_worker(uid)
 
-    @work(thread=True, exit_on_error=False, group="peek", exclusive=True)
+    @work(thread=True, exit_on_error=False, group="peek", exclusive=True, description="_peek_worker")
     def _peek_worker(self, uid: int) -> None:
         svc = self.service
         with self._io_lock:
@@ -1005,7 +1007,7 @@ class TriageApp(App[int]):
         self.status(f"planning {kind} for {note}…")
         self._plan_worker(kind, self._uidvalidity, uids, note)
 
-    @work(thread=True, exit_on_error=False, group="action")
+    @work(thread=True, exit_on_error=False, group="action", description="_plan_worker")
     def _plan_worker(self, kind: str, uidvalidity: int | None, uids: list[int], note: str) -> None:
         svc = self.service
         info: dict[str, Any] = {"note": note, "requested": len(uids)}
@@ -1144,7 +1146,7 @@ class TriageApp(App[int]):
         self.status("re-ingest: waiting for your confirmation (Cancel has focus)")
         self.push_screen(ConfirmScreen(request), done)
 
-    @work(thread=True, exit_on_error=False, group="action")
+    @work(thread=True, exit_on_error=False, group="action", description="_release_worker")
     def _release_worker(self, plan: Any) -> None:
         def progress(done: int, total: int) -> None:
             self.post_message(M.ActionProgress("release", done, total))
@@ -1169,7 +1171,7 @@ class TriageApp(App[int]):
         self.request_sync("after-release", force=True)
         self._locks_all()
 
-    @work(thread=True, exit_on_error=False, group="action")
+    @work(thread=True, exit_on_error=False, group="action", description="_execute_worker")
     def _execute_worker(self, plan: Any) -> None:
         action = "undo" if plan.undoes else plan.action
 
