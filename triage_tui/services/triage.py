@@ -222,6 +222,17 @@ class TriageService:
                 self._reader.close()
                 self._reader = None
 
+    def abort(self) -> None:
+        """Shut the read connection's socket now, from any thread, without waiting for the session
+        lock (a listing in another thread then ends with ConnectionLost). For exits, after a
+        polite ``close()`` did not finish in time."""
+        reader = self._reader
+        if reader is not None and reader.client is not None:
+            try:
+                reader.client.shutdown()
+            except Exception:  # noqa: BLE001 - already broken is fine
+                pass
+
     # -- reading ------------------------------------------------------------------------------
 
     def counts(self) -> Counts:

@@ -1295,8 +1295,8 @@ class TriageApp(App[int]):
         t.start()
         t.join(timeout)
         if t.is_alive():
-            reader = getattr(self.service, "_reader", None)
-            client = getattr(reader, "client", None)
-            with contextlib.suppress(Exception):
-                client.shutdown()  # type: ignore[union-attr]
+            abort = getattr(self.service, "abort", None)
+            if abort is not None:
+                with contextlib.suppress(Exception):
+                    abort()
             t.join(0.5)
