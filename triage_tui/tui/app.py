@@ -414,11 +414,15 @@ class TriageApp(App[int]):
             self._carry_marks = set()
         self._rebuild()
         self.stats["list_s"] = time.perf_counter() - self._load_started
-        if len(self.model) > 10_000:
+        if len(self.model) > 10_000 or gc.get_freeze_count():
             # 100k long-lived Message objects make every full GC pass scan them all (100+ ms
-            # pauses mid-keypress); frozen, they are skipped. Refcounting still frees them.
+            # pauses mid-keypress); frozen, they are skipped. But a frozen object that becomes
+            # cyclic garbage is never collected: unfreeze first, or every earlier listing stays
+            # in memory (bench/soak.py: +20 MiB per re-list of 20k rows).
+            gc.unfreeze()
             gc.collect()
-            gc.freeze()
+            if len(self.model) > 10_000:
+                gc.freeze()
         self.pulse_state.refreshed = self.clock()
         if not self.model.messages:
             self.list.empty_text = f"the {self.view.value} view is empty"
