@@ -374,3 +374,14 @@ def test_exact_pushdowns_agree_exactly(q: str, msg: Message) -> None:
     crit = f.pushdown(NOW)
     if crit is not None:
         assert imap_search(crit, msg, UTC) == f.matches(msg, NOW), (q, crit)
+
+
+@pytest.mark.parametrize("q", ["!!!size:2000", "!size:2000", "size:2000 or bot", "!(size:2000 from:alice)"])
+def test_negated_compound_leaves_stay_one_search_key(q: str) -> None:
+    """size:N pushes two keys (LARGER/SMALLER): under NOT and OR they must be one parenthesised key."""
+    msg = Message(uid=1, uidvalidity=1, size=2001, subject="Build broken", from_addr="alice@example.org",
+                  internaldate=datetime(2026, 2, 20, tzinfo=UTC))
+    f = parse_filter(q)
+    crit = f.pushdown(datetime(2026, 3, 1, tzinfo=UTC))
+    if crit is not None and f.matches(msg, datetime(2026, 3, 1, tzinfo=UTC)):
+        assert imap_search(crit, msg, UTC), (q, crit)

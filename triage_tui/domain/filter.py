@@ -158,9 +158,9 @@ class Or(Node):
         pushed = [p.push(now) for p in self.parts]
         if any(c is None for c, _ in pushed):
             return None, False  # one side unbounded: the union is unbounded
-        crit = pushed[-1][0]
+        crit = _one(pushed[-1][0])
         for c, _ in reversed(pushed[:-1]):
-            crit = f"OR {c} {crit}"
+            crit = f"OR {_one(c)} {crit}"
         return crit, all(e for _, e in pushed)
 
 
@@ -175,7 +175,34 @@ class Not(Node):
         c, exact = self.inner.push(now)
         if c is None or not exact:
             return None, False  # NOT of a superset would be a subset: never push it
-        return f"NOT {c}", True
+        return f"NOT {_one(c)}", True
+
+
+def _one(crit: str | None) -> str:
+    """One IMAP search-key: NOT and OR take exactly one, and a leaf may be several
+    (``size:2000`` is ``LARGER 1999 SMALLER 2001``), so anything not already a single
+    parenthesised group is wrapped."""
+    assert crit is not None
+    if crit.startswith("(") and _balanced_group(crit):
+        return crit
+    if " " not in crit:
+        return crit
+    return f"({crit})"
+
+
+def _balanced_group(crit: str) -> bool:
+    depth = 0
+    quoted = False
+    for i, ch in enumerate(crit):
+        if ch == '"' and (i == 0 or crit[i - 1] != "\\"):
+            quoted = not quoted
+        elif not quoted and ch == "(":
+            depth += 1
+        elif not quoted and ch == ")":
+            depth -= 1
+            if depth == 0 and i != len(crit) - 1:
+                return False
+    return depth == 0
 
 
 def _text_matcher(value: str, regex: re.Pattern[str] | None) -> Callable[[str], bool]:
