@@ -18,6 +18,32 @@ from triage_tui.domain.model import Message
 from triage_tui.domain.text import inert
 
 _WARN_WORDS = ("PLAINTEXT", "CLOCK SKEW", "Warning:", "no key", "suspicious", "UNVERIFIED", "fail")
+#: What the preview lays out of a header. A widget wraps and measures every line it holds on
+#: the event loop: a 10 MB header took 15-18 s, a frozen UI (tests/faults/test_nasty.py). The
+#: whole header stays one key away (p, $PAGER).
+SHOWN_CHARS = 64 * 1024
+SHOWN_LINES = 2000
+SHOWN_LINE = 2000
+
+
+def shown_header(header: str) -> str:
+    """The part of ``header`` the preview shows: at most :data:`SHOWN_CHARS` characters in
+    :data:`SHOWN_LINES` lines, each cut at :data:`SHOWN_LINE`, inert, with a note saying what
+    was left out."""
+    out: list[str] = []
+    used = 0
+    lines = header.splitlines()
+    for i, line in enumerate(lines):
+        if used >= SHOWN_CHARS or i >= SHOWN_LINES:
+            rest = len(header) - sum(len(x) + 1 for x in lines[:i])
+            out.append(f"… {len(lines) - i:,} more line(s), {rest:,} more characters: p opens the whole "
+                       "header in $PAGER")
+            break
+        if len(line) > SHOWN_LINE:
+            line = line[:SHOWN_LINE] + f" … ({len(line) - SHOWN_LINE:,} more characters on this line)"
+        out.append(inert(line))
+        used += len(line) + 1
+    return "\n".join(out)
 
 
 def _styled_lines(lines: list[str]) -> Content:
@@ -75,8 +101,7 @@ class PreviewScreen(ModalScreen[None]):
             self.message_id = message_id
         self.query_one("#preview-analysis", Static).update(_styled_lines(analysis_lines))
         head = Content("Full header (BODY.PEEK):\n").stylize("bold")
-        self.query_one("#preview-header", Static).update(
-            head + Content("\n".join(inert(line) for line in header.splitlines())))
+        self.query_one("#preview-header", Static).update(head + Content(shown_header(header)))
 
     def show_error(self, text: str) -> None:
         self.query_one("#preview-analysis", Static).update(Content("✗ " + inert(text)))
