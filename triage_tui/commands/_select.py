@@ -54,7 +54,8 @@ def resolve(args: argparse.Namespace, ctx: Any, view: View, *, require: bool = T
     flt = compile_filter(getattr(args, "filter", None))
     age = parse_age(args.older_than) if getattr(args, "older_than", None) else None
     explicit = uidset.parse(args.uids) if getattr(args, "uids", None) else None
-    uidvalidity, found = svc.search(view)
+    narrow = flt.pushdown(datetime.now(UTC)) if flt is not None else None
+    uidvalidity, found = svc.search(view, narrow)
     if args.uidvalidity is not None and args.uidvalidity != uidvalidity:
         raise UidValidityChanged(f"UIDVALIDITY is {uidvalidity}, not {args.uidvalidity}: the mailbox changed "
                                  "since those UIDs were listed; list again")

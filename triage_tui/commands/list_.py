@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(a crashed mail_room's leftovers); deleted: awaiting expunge")
     p.add_argument("--filter", metavar="QUERY", help="only messages matching the filter language query")
     p.add_argument("--help-filter", action=_FilterHelp, help="explain the filter language and exit")
+    p.add_argument("--no-pushdown", action="store_true",
+                   help="evaluate the filter only locally (by default the server pre-selects a superset)")
     p.add_argument("--json", action="store_true", help="one JSON object per message per line")
     p.add_argument("--limit", type=int, metavar="N", help="stop after N messages")
 
@@ -69,7 +71,9 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         ctx.say(f"{'UID':>7} {'AGE':>4} {'FLG':4} {'FROM':26} {'PROJECT/KIND':22} SUBJECT")
     locks = ctx.lock_service()  # None when no Redis is configured
     lock_error: str | None = None
-    for batch in svc.iter_list(View(args.view), now=now):
+    # the server narrows first (a superset of the matches: dates, FROM, SUBJECT...), we decide
+    narrow = flt.pushdown(now) if flt is not None and not args.no_pushdown else None
+    for batch in svc.iter_list(View(args.view), now=now, narrow=narrow):
         if locks is not None:
             from triage_tui.services.locks import annotate_safely  # noqa: PLC0415 - keeps redis off the path
 

@@ -183,26 +183,11 @@ def _one(crit: str | None) -> str:
     (``size:2000`` is ``LARGER 1999 SMALLER 2001``), so anything not already a single
     parenthesised group is wrapped."""
     assert crit is not None
-    if crit.startswith("(") and _balanced_group(crit):
+    if crit.startswith("(") and _balanced_outer(crit):
         return crit
     if " " not in crit:
         return crit
     return f"({crit})"
-
-
-def _balanced_group(crit: str) -> bool:
-    depth = 0
-    quoted = False
-    for i, ch in enumerate(crit):
-        if ch == '"' and (i == 0 or crit[i - 1] != "\\"):
-            quoted = not quoted
-        elif not quoted and ch == "(":
-            depth += 1
-        elif not quoted and ch == ")":
-            depth -= 1
-            if depth == 0 and i != len(crit) - 1:
-                return False
-    return depth == 0
 
 
 def _text_matcher(value: str, regex: re.Pattern[str] | None) -> Callable[[str], bool]:

@@ -249,21 +249,25 @@ class TriageService:
         return Counts(unseen=len(unseen), seen_stuck=r.count("SEEN UNDELETED"), deleted=r.count("DELETED"),
                       exists=info.exists, oldest_unseen=oldest, uidvalidity=info.uidvalidity)
 
-    def search(self, view: View | str) -> tuple[int, list[int]]:
-        """(UIDVALIDITY, UIDs) of a view, from a fresh EXAMINE."""
-        return self._retrying("search", lambda: self._search(view))
+    def search(self, view: View | str, narrow: str | None = None) -> tuple[int, builtins.list[int]]:
+        """(UIDVALIDITY, UIDs) of a view, from a fresh EXAMINE. ``narrow`` is an extra SEARCH
+        criterion ANDed with the view's (a filter's pushdown: a superset of its matches)."""
+        return self._retrying("search", lambda: self._search(view, narrow))
 
-    def _search(self, view: View | str) -> tuple[int, list[int]]:
+    def _search(self, view: View | str, narrow: str | None = None) -> tuple[int, builtins.list[int]]:
         r = self.reader
         info = r.examine()
         criteria = View(view).search if isinstance(view, str) and view in View._value2member_map_ else (
             view.search if isinstance(view, View) else str(view))
+        if narrow:
+            criteria = f"{criteria} {narrow}"
         return info.uidvalidity, r.search(criteria)
 
     def iter_list(self, view: View = View.UNSEEN, *, headers: bool = True, uids: list[int] | None = None,
-                  now: datetime | None = None) -> Iterator[list[Message]]:
-        """Stream the view as batches of :class:`Message` while chunks arrive."""
-        uidvalidity, found = self.search(view)
+                  now: datetime | None = None, narrow: str | None = None) -> Iterator[list[Message]]:
+        """Stream the view as batches of :class:`Message` while chunks arrive. ``narrow``: see
+        :meth:`search`; callers still apply their filter to what comes back."""
+        uidvalidity, found = self.search(view, narrow)
         if uids is not None:
             wanted = set(uids)
             found = [u for u in found if u in wanted]
