@@ -115,3 +115,25 @@ def test_view_switch_and_range_mark() -> None:
 def test_the_ui_needs_a_terminal(cli) -> None:  # type: ignore[no-untyped-def]
     r = cli(["--host", "127.0.0.1", "--user", "u"], env={"TRIAGE_IMAP_PASSWORD": "x"})
     assert r.code == 2 and "needs a terminal" in r.err
+
+
+def test_a_typed_count_of_two_digits_reaches_the_box_whole() -> None:
+    """The first digit moves focus to the box; the second must not replace it (select-on-focus)."""
+    msgs = sample_messages(40)
+    for m in msgs[:12]:
+        m.flags = ("\\Seen", "\\Deleted")
+    svc = FakeService(msgs)
+    app = TriageApp(svc, clock=fixed_clock, watcher_factory=None, view=View.DELETED)
+
+    async def go() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await ready(pilot)
+            await pilot.press("a", "X", "1", "2", "enter")
+            for _ in range(100):
+                if svc.executed:
+                    break
+                await pilot.pause(0.02)
+            assert svc.executed and len(svc.executed[0].uids) == 12
+
+    asyncio.run(go())
+

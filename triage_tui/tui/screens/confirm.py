@@ -55,7 +55,9 @@ class ConfirmScreen(ModalScreen[bool]):
             if r.typed is not None:
                 yield Static(Content(f"Type {r.typed} and press Enter to confirm."), id="confirm-typed-help",
                              markup=False)
-                yield Input(placeholder=r.typed, id="confirm-typed")
+                # no select-on-focus: the first digit, typed while Cancel had focus, moves focus here
+                # and must not be selected (and replaced) by the second
+                yield Input(placeholder=r.typed, id="confirm-typed", select_on_focus=False)
             with Horizontal(id="confirm-buttons"):
                 yield Button("Cancel", id="cancel", variant="default", compact=True)
                 yield Button(r.confirm_label, id="confirm", variant="error" if r.danger else "primary",
