@@ -1079,6 +1079,7 @@ class LockService:
             self._fill_free_at(result, plan)
             return result
         script = self._release_script()
+        server_id = self._server_id()
         with self.guard.operation(ACTION, server=s.server, user=s.user, mailbox=s.mailbox, uidvalidity=uv,
                                   ttl_s=plan.ttl_s, waves=plan.waves, wave_interval_s=plan.wave_interval_s,
                                   planned=plan.count, count=len(todo), targets=uidset.compress(t.uid for t in todo),
@@ -1105,7 +1106,9 @@ class LockService:
                     else:
                         result.error = str(self._unavailable(e))
                     result.untouched = [t.uid for t in todo[start + len(chunk):]]
-                    self._settle_in_doubt(op, chunk, now_ms, result)
+                    if not self._settle_in_doubt(op, chunk, now_ms, result, server_id):
+                        result.error = (f"{result.error}; Redis restarted (or failed over) under the batch: "
+                                        "keys not found as planned are in doubt")
                     break
                 self._record_chunk(op, chunk, replies, result)
                 done += len(chunk)
@@ -1142,15 +1145,39 @@ class LockService:
         self.guard.progress(op, keys=touched, changed_uids=uidset.compress(changed),
                             skipped={r: uidset.compress(u) for r, u in skipped.items()}, **extra)
 
+    def _server_id(self) -> str | None:
+        """Redis's ``run_id``: it changes when the server restarts, and differs on another server
+        after a failover. None when INFO is refused (then restarts cannot be told apart)."""
+        try:
+            info = self.client.info("server")
+        except (redis.exceptions.RedisError, OSError, LockUnavailable):
+            return None
+        run_id = info.get("run_id") if isinstance(info, dict) else None
+        return str(run_id) if run_id else None
+
     def _settle_in_doubt(self, op: Any, chunk: Sequence[ReleaseTarget], sent_at_ms: int,
-                         result: ReleaseResult) -> None:
+                         result: ReleaseResult, server_id: str | None = None) -> bool:
         """The batch whose reply was lost ran entirely or not at all (a script is atomic). If Redis
-        answers again, read the keys back and decide which; otherwise they stay "in doubt"."""
+        answers again, read the keys back and decide which; otherwise they stay "in doubt".
+
+        Reading back only proves something on the same server: after a restart without
+        persistence (or a failover to a replica that lacks the keys) an absent key is not our
+        doing. So when the server's ``run_id`` changed, a key found exactly as planned is
+        untouched and every other one is in doubt. Returns False in that case."""
         try:
             states = self.read_keys([t.key for t in chunk])
         except LockUnavailable:
             result.in_doubt = [t.uid for t in chunk]
-            return
+            return True
+        now_id = self._server_id() if server_id is not None else None
+        if server_id is not None and now_id is not None and now_id != server_id:
+            for t, ks in zip(chunk, states, strict=True):
+                planned, exp = t.expires_at_ms, ks.expires_at_ms
+                same = ks.present and ((planned is None and exp is None) or (
+                    planned is not None and exp is not None and abs(exp - planned) <= RECLAIM_SLACK_MS))
+                (result.untouched if same else result.in_doubt).append(t.uid)
+            result.untouched.sort()
+            return False
         replies: list[tuple[int, ...]] = []
         settled: list[ReleaseTarget] = []
         for t, ks in zip(chunk, states, strict=True):
@@ -1182,6 +1209,7 @@ class LockService:
         if settled:
             self._record_chunk(op, settled, replies, result, verified_after_error=True)
         result.untouched.sort()
+        return True
 
     @staticmethod
     def _fill_free_at(result: ReleaseResult, plan: ReleasePlan) -> None:
