@@ -9,6 +9,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,6 +18,15 @@ from triage_tui.domain.analysis import AnalysisConfig
 from triage_tui.domain.model import Message, View
 from triage_tui.errors import ReadOnlyRefused, Refused
 from triage_tui.services.imap import ConnectionSettings, TlsInfo
+from triage_tui.services.journal import AuditJournal
+from triage_tui.services.locks import (
+    KeyChange,
+    LockService,
+    RedisSettings,
+    ReleasePlan,
+    ReleaseResult,
+    WatchStatus,
+)
 from triage_tui.services.triage import Counts, OpResult, Peek, Plan
 
 NOW = datetime(2025, 5, 14, 13, 2, 11, tzinfo=UTC)
@@ -211,3 +221,93 @@ def big_messages(n: int, *, now: datetime = NOW) -> list[Message]:
 
 def uids_text(uids: list[int]) -> str:
     return uidset.compress(uids)
+
+
+# -- Redis locks, in memory (snapshots and screenshots of the lock column and the re-ingest screen) --
+
+
+class FakeLocks(LockService):
+    """The real :class:`LockService` (so ``plan_release`` and ``describe()`` are the production
+    code) over an in-memory key table at a fixed server time. ``release`` changes the table;
+    ``watcher`` replays ``statuses``. What real Redis decides is tested against redis-server."""
+
+    def __init__(self, ttls: dict[int, int], *, read_only: bool = False,
+                 statuses: list[WatchStatus] | None = None) -> None:
+        super().__init__(RedisSettings(url="redis://redis.example.net:6379/0"), read_only=read_only,
+                         journal=AuditJournal(Path("/nonexistent/triage-fake/audit.jsonl")))
+        self.now_ms = int(NOW.timestamp() * 1000)
+        self.keys: dict[str, tuple[str, int]] = {self.key_for(u): ("1", ttl * 1000) for u, ttl in ttls.items()}
+        self.statuses = list(statuses or [])
+        self.released: list[ReleasePlan] = []
+
+    def _read_raw(self, keys: Any) -> Iterator[tuple[int, list[str], list[int], list[str | None]]]:
+        chunk = list(keys)
+        got = [self.keys.get(k) for k in chunk]
+        yield (self.now_ms, chunk, [g[1] if g else -2 for g in got], [g[0] if g else None for g in got])
+
+    def server_time_ms(self) -> int:
+        return self.now_ms
+
+    def release(self, plan: ReleasePlan, mailbox: Any, progress: Any = None) -> ReleaseResult:
+        self.guard.refuse_if_read_only("release-locks")
+        self.released.append(plan)
+        result = ReleaseResult(op_id="op-test", uidvalidity=plan.uidvalidity, released_at_ms=self.now_ms)
+        for t in plan.to_change:
+            old = self.keys.get(t.key, ("1", -2))[1]
+            if t.new_ttl_ms:
+                self.keys[t.key] = ("1", t.new_ttl_ms)
+            else:
+                self.keys.pop(t.key, None)
+            result.changed.append(KeyChange(t.uid, t.key, old, t.new_ttl_ms or 0))
+        if progress:
+            progress(len(result.changed), len(result.changed))
+        self._fill_free_at(result, plan)
+        return result
+
+    def watcher(self, mailbox: Any, plan: ReleasePlan, result: ReleaseResult | None = None, *,
+                poll_cycle: float = 60.0, timeout: float | None = None) -> Any:
+        return ScriptedWatcher(self.statuses, targets={t.uid: None for t in plan.targets} | dict.fromkeys(plan.unlocked))
+
+    def close(self) -> None:
+        pass
+
+
+class ScriptedWatcher:
+    """Answers each ``poll()`` with the next scripted status (the last one repeats)."""
+
+    def __init__(self, statuses: list[WatchStatus], targets: dict[int, Any]) -> None:
+        self.statuses = statuses
+        self.targets = targets
+        self.polls = 0
+
+    def poll(self) -> WatchStatus:
+        st = self.statuses[min(self.polls, len(self.statuses) - 1)]
+        self.polls += 1
+        return st
+
+
+class FakeConsumer:
+    """The demo's mail_room controller, without a mailbox: start/stop flip a flag."""
+
+    poll_interval = 2.0
+
+    def __init__(self, delivered: int = 0) -> None:
+        self.running = False
+        self.delivered = delivered
+
+    @property
+    def status(self) -> str:
+        if not self.running:
+            return f"mail_room: down{f', {self.delivered} delivered' if self.delivered else ''}"
+        return f"mail_room: running, {self.delivered} delivered"
+
+    def start(self) -> None:
+        self.running = True
+
+    def stop(self) -> None:
+        self.running = False
+
+
+def lock_ttls(messages: list[Message], every: int = 3) -> dict[int, int]:
+    """Held keys for every ``every``-th message, with TTLs spread over mail_room's 600 s."""
+    return {m.uid: 30 + (i * 97) % 570 for i, m in enumerate(messages) if i % every == 0}

@@ -1,5 +1,5 @@
 """The lock column and the pulse-bar lock count, against real Dovecot and real Redis; and the
-IMAP side keeps working when Redis is down."""
+IMAP side keeps working when Redis is down. The re-ingest screen is in test_reingest.py."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from tests.tui.conftest import loaded, wait_for
 from triage_tui.services.journal import AuditJournal
 from triage_tui.services.locks import LockService, RedisSettings
 from triage_tui.tui.app import TriageApp
-from triage_tui.tui.screens.confirm import ConfirmScreen
 
 NOW = time.time()
 
@@ -55,29 +54,3 @@ def test_redis_down_leaves_the_imap_side_working(mailbox, make_service):  # type
             assert app.status_line.kind == "warn"
 
     asyncio.run(go())
-
-
-def test_reingest_releases_the_held_locks_after_typed_confirmation(mailbox, make_service, redis_server,  # type: ignore[no-untyped-def]
-                                                                   redis_client):
-    mailbox.seed(backlog(4, now=NOW))
-    redis_client.set("mail_room:gitlab:delivered:1", "1", ex=540)
-    redis_client.set("mail_room:gitlab:delivered:3", "1", ex=540)
-    redis_client.set("mail_room:gitlab:delivered:999", "1", ex=540)  # not ours to touch
-    locks = LockService(RedisSettings(url=redis_server.url), read_only=False, journal=AuditJournal())
-    app = TriageApp(make_service(mailbox), lock_service=locks, watcher_factory=None)
-
-    async def go() -> None:
-        async with app.run_test(size=(100, 30)) as pilot:
-            await loaded(pilot)
-            await pilot.press("a", "I")  # everything; only the two held locks are released
-            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
-            assert "Release 2" in str(app.screen.query_one("#confirm-body").render())
-            await pilot.press("2", "enter")
-            await wait_for(pilot, lambda: not app._busy, what="the release")
-            assert app.status_line.kind == "ok" and "2 lock(s) released" in app.status_line.text
-
-    asyncio.run(go())
-    assert not redis_client.exists("mail_room:gitlab:delivered:1")
-    assert not redis_client.exists("mail_room:gitlab:delivered:3")
-    assert redis_client.ttl("mail_room:gitlab:delivered:999") > 500
-    assert mailbox.search("SEEN") == [], "releasing a lock never touches flags"

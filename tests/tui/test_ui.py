@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+from textual.widgets import Input
+
 from tests.tui.fakes import FakeService, fixed_clock, sample_messages
 from triage_tui.domain.model import View
 from triage_tui.tui.app import TriageApp
 from triage_tui.tui.listmodel import Group
 from triage_tui.tui.screens.confirm import ConfirmScreen
 from triage_tui.tui.screens.help import HelpScreen
+from triage_tui.tui.widgets.pulse import PulseState, fit_pieces, pulse_lines
 
 
 def make(**kw):  # type: ignore[no-untyped-def]
@@ -28,7 +31,8 @@ def test_palette_mark_seen_older_than() -> None:
     async def go() -> None:
         async with app.run_test(size=(100, 30)) as pilot:
             await ready(pilot)
-            await pilot.press("colon", *"mark seen older than 2d")
+            await pilot.press("colon", *"mark")  # typing goes through the palette's input…
+            app.screen.query_one(Input).value = "mark seen older than 2d"  # …the rest set at once (faster)
             await pilot.pause(0.3)
             await pilot.press("enter")
             for _ in range(100):
@@ -137,3 +141,33 @@ def test_a_typed_count_of_two_digits_reaches_the_box_whole() -> None:
 
     asyncio.run(go())
 
+
+def test_pulse_says_demo_and_the_tls_state_in_words() -> None:
+    def line(width: int = 200, **kw: object) -> str:
+        one, _ = pulse_lines(PulseState(connected=True, unseen=12_345, seen_stuck=40, deleted=300, **kw))  # type: ignore[arg-type]
+        return " ".join(t for _, t, _ in fit_pieces(one, width))
+
+    assert "DEMO" in line(demo=True)
+    assert "TLSv1.3 ✓ verified" in line(tls_version="TLSv1.3", tls_ok=True)
+    assert "TLS UNVERIFIED" in line(insecure=True)  # the policy is known before the handshake
+    assert "TLS UNVERIFIED" in line(tls_version="TLSv1.3", tls_ok=False)
+    assert "NO TLS" in line(tls_version=None) and "NO TLS" not in line(loopback=True)
+    assert "plaintext (loopback)" in line(loopback=True)
+    # the loud badges have the RW badge's priority: they survive 80 columns
+    narrow = line(80, demo=True, insecure=True, locks_configured=True, locks_held=1234)
+    assert "DEMO" in narrow and "TLS UNVERIFIED" in narrow and "UNSEEN 12,345" in narrow
+
+
+def test_the_tui_command_gives_mutations_the_insecure_tls_note(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from triage_tui.cli import build_parser
+    from triage_tui.commands import tui
+    from triage_tui.context import Context
+
+    monkeypatch.setenv("TRIAGE_IMAP_PASSWORD", "x")
+    args = build_parser().parse_args(["--host", "imap.example.com", "--user", "u", "--insecure-skip-verify",
+                                      "tui", "--keymap", '{"mark.toggle": "x"}', "--theme", "ansi-dark"])
+    ctx = Context(args)
+    svc = tui.build_service(ctx)
+    assert svc.guard.context["tls_verify"].startswith("SKIPPED")
+    assert ctx.keymap() == {"mark.toggle": "x"} and ctx.theme == "ansi-dark"
+    assert tui.demo_options(args)["demo"] is False

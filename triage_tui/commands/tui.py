@@ -8,12 +8,11 @@ inside :func:`run`, so the scriptable subcommands never pay for it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any
 
-from triage_tui.errors import ConfigError, UsageError
+from triage_tui.errors import UsageError
 
 NAME = "tui"
 HELP = "open the full-screen triage UI (the default when no subcommand is given)"
@@ -34,31 +33,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(ids are listed in the ? help) [TRIAGE_KEYMAP]")
 
 
-def _keymap(args: argparse.Namespace, ctx: Any) -> dict[str, str]:
-    """Key map from the config layer when it offers one, else --keymap / TRIAGE_KEYMAP (JSON)."""
-    from_ctx = getattr(ctx, "keymap", None)
-    if callable(from_ctx):
-        km = from_ctx()
-        if km:
-            return dict(km)
-    raw = getattr(args, "keymap", None) or os.environ.get("TRIAGE_KEYMAP")
-    if not raw:
-        return {}
-    try:
-        km = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--keymap is not valid JSON: {e}") from None
-    if not isinstance(km, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in km.items()):
-        raise ConfigError('--keymap must be a JSON object of binding id -> key, e.g. {"mark.toggle": "x"}')
-    return km
-
-
 def build_service(ctx: Any) -> Any:
-    """A TriageService from the context's settings, not yet connected."""
+    """A TriageService from the context's settings, not yet connected. Its mutations carry the
+    config layer's audit notes (e.g. that TLS verification was skipped), as the CLI's do."""
     from triage_tui.services.triage import TriageService
 
-    return TriageService(ctx.connection_settings(), read_only=ctx.read_only, journal=ctx.journal,
-                         limits=ctx.limits(), analysis=ctx.analysis())
+    svc = TriageService(ctx.connection_settings(), read_only=ctx.read_only, journal=ctx.journal,
+                        limits=ctx.limits(), analysis=ctx.analysis())
+    notes = getattr(ctx, "guard_notes", None)
+    if callable(notes):
+        svc.guard.context.update(notes())
+    return svc
+
+
+def demo_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``triage-tui demo`` hands the UI: the DEMO badge, its mail_room stand-in and the story.
+    ``TRIAGE_DEMO=1`` (from ``demo --print-env``) gives the badge alone: the stand-in lives in the
+    demo's own process there (``kill -USR1`` starts it)."""
+    demo = bool(getattr(args, "demo", False)) or os.environ.get("TRIAGE_DEMO") == "1"
+    return {"demo": demo, "demo_consumer": getattr(args, "demo_consumer", None),
+            "demo_story": getattr(args, "demo_story", None)}
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
@@ -67,11 +61,13 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     service = build_service(ctx)
     locks = ctx.lock_service()
     view = getattr(args, "view", None) or os.environ.get("TRIAGE_VIEW") or "unseen"
-    theme = getattr(args, "theme", None) or os.environ.get("TRIAGE_THEME") or getattr(ctx, "theme", None)
+    # key map and theme: file < TRIAGE_KEYMAP/TRIAGE_THEME < --keymap/--theme, all resolved (and
+    # validated, with the file and key named) by the config layer
+    theme = ctx.theme
     from triage_tui.tui.app import TriageApp
 
-    app = TriageApp(service, lock_service=locks, keymap=_keymap(args, ctx), theme=theme if isinstance(theme, str) else None,
-                    view=view)
+    app = TriageApp(service, lock_service=locks, keymap=ctx.keymap(), theme=theme if isinstance(theme, str) else None,
+                    view=view, **demo_options(args))
     try:
         code = app.run(mouse=not getattr(args, "no_mouse", False))
     finally:

@@ -16,13 +16,20 @@ How it is put together (harlequin / dolphie / posting / k9s, see docs/style.md):
 - Refresh: a watcher thread (IDLE, or STATUS polling) says "changed"; one sync runs at a
   time, and a change during a sync re-arms another when it finishes (never overlapping).
 - Read-only: mutating actions are dimmed (``check_action`` returns None) and a press says
-  why; the service refuses them anyway.
+  why; the service refuses them anyway. The re-ingest screen still opens there, as a plan:
+  its writing choices are dimmed and explained, and waiting (which touches nothing) can be watched.
+- Re-ingest (``I``): planning, the release and every look of the watch are thread workers; the
+  watch is re-armed when the previous look finishes (never overlapping) and lives here, not in
+  the screen, so it goes on in the pulse bar after the screen is closed.
+- The demo (``triage-tui demo``) says DEMO in the pulse bar and hands in its mail_room stand-in:
+  ``M`` starts or stops it, and it starts by itself after a re-ingest (the runbook's last step).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -52,6 +59,7 @@ from triage_tui.tui.palette import TriageCommands
 from triage_tui.tui.screens.confirm import ConfirmRequest, ConfirmScreen
 from triage_tui.tui.screens.help import HelpScreen
 from triage_tui.tui.screens.preview import PreviewScreen
+from triage_tui.tui.screens.reingest import ReingestRequest, ReingestScreen, ReingestWatch, watch_summary
 from triage_tui.tui.widgets.bars import FilterBar, FilterInput, StatusLine
 from triage_tui.tui.widgets.message_list import MessageList
 from triage_tui.tui.widgets.pulse import ColumnHeader, PulseBar, PulseState
@@ -68,7 +76,7 @@ VIEW_KEYS = {View.UNSEEN: "1", View.SEEN_STUCK: "2", View.DELETED: "3"}
 HELP_SECTIONS = (
     ("list.", "Move"), ("mark.", "Marks (bulk actions act on marks, or on the cursor row)"),
     ("action.", "Actions (each asks for confirmation)"), ("view.", "Views, sort, group"),
-    ("open", "Preview"), ("filter.", "Filter"), ("refresh.", "Refresh"), ("app.", "Other"),
+    ("open", "Preview"), ("filter.", "Filter"), ("refresh.", "Refresh"), ("demo.", "Demo"), ("app.", "Other"),
 )
 
 #: What each key does, for the ? help (the footer keeps the short descriptions).
@@ -86,8 +94,11 @@ HELP_TEXT = {
     "action.unseen": "mark unseen (seen-stuck view): mail_room ingests them again once their lock is free",
     "action.expunge": "expunge (deleted view): remove \\Deleted messages for good; typed confirmation",
     "action.undo": "undo the last flag change, from the audit journal",
-    "action.reingest": "re-ingest: release mail_room's Redis locks of the selection now (TTL 0), so it picks "
-                       "them up on its next poll; in seen-stuck, mark them unseen first (needs --redis-url)",
+    "action.reingest": "re-ingest: plan the release of the selection's mail_room locks, then release now, "
+                       "shorten the TTL, in waves, or just wait; type the count; watch the pickup live "
+                       "(seen-stuck: mark unseen first; read-only: plan and watch only; I again: the watch)",
+    "demo.consumer": "demo: start or stop the mail_room stand-in (down at start, as in the story; a re-ingest "
+                     "starts it)",
     "view.unseen": "unseen view: what mail_room still has to ingest",
     "view.seen_stuck": "seen-stuck view: \\Seen but not \\Deleted (a crashed mail_room's leftovers)",
     "view.deleted": "deleted view: \\Deleted, awaiting expunge",
@@ -109,10 +120,41 @@ HELP_TEXT = {
 FALLBACK_FILTER_HELP = "Filter: free text matches sender and subject."
 SYNC_SETTLE = 0.5  # seconds between a sync and the next one a change asked for meanwhile
 PROGRESS_EVERY = 0.1
+#: mail_room's longest gap between polls (its idle_timeout): no re-claim within two of them after
+#: the keys are free means nothing is consuming (the lock service's default)
+POLL_CYCLE = 60.0
+WATCH_INTERVAL = 2.0  # seconds between the end of one re-ingest watch look and the next
+WATCH_RETRY = 5.0  # after a failed look (Redis or IMAP hiccup)
+WATCH_LINGER = 60.0  # a finished watch stays in the pulse bar this long
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _while_running(handler: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+    """For handlers of what workers post back: an answer that arrives while the app shuts down
+    (its widgets already removed) is dropped, instead of raising NoMatches on the way out."""
+    @functools.wraps(handler)
+    def wrapper(self: Any, msg: Any) -> None:
+        if not self.is_running:
+            return None
+        return handler(self, msg)
+
+    return wrapper
+
+
+def _loopback(settings: Any) -> bool:
+    """Plaintext to loopback (the demo, a local test server) is not the loud case."""
+    host = getattr(settings, "host", None)
+    if not host:
+        return False
+    from triage_tui.services.imap import is_loopback
+
+    try:
+        return bool(is_loopback(host))
+    except Exception:  # noqa: BLE001 - a name that does not resolve is not loopback
+        return False
 
 
 class TriageApp(App[int]):
@@ -135,7 +177,9 @@ class TriageApp(App[int]):
         Binding("X", "expunge", "Expunge", id="action.expunge", tooltip="deleted view: remove for good"),
         Binding("u", "undo", "Undo", id="action.undo", show=False, tooltip="undo the last flag change"),
         Binding("I", "reingest", "Re-ingest", id="action.reingest", show=False,
-                tooltip="release mail_room's Redis locks now (seen-stuck: mark unseen first)"),
+                tooltip="plan, release and watch mail_room's Redis locks (seen-stuck: mark unseen first)"),
+        Binding("M", "demo_consumer", "mail_room", id="demo.consumer",
+                tooltip="demo: start or stop the mail_room stand-in"),
         Binding("v", "mark_range", "Range mark", show=False, id="mark.range",
                 tooltip="first press sets the anchor, second marks every row in between"),
         Binding("asterisk", "invert_marks", "Invert marks", show=False, id="mark.invert"),
@@ -171,10 +215,24 @@ class TriageApp(App[int]):
         view: View | str = View.UNSEEN,
         close_on_exit: bool = True,
         exit_when_orphaned: bool = True,
+        demo: bool = False,
+        demo_consumer: Any = None,
+        demo_story: str | None = None,
+        reingest_poll_cycle: float | None = None,
+        reingest_interval: float = WATCH_INTERVAL,
     ) -> None:
         super().__init__()
         self.service = service
         self.lock_service = lock_service
+        self.demo = bool(demo or demo_consumer is not None)
+        self.demo_consumer = demo_consumer  # start()/stop()/running/status: the demo's mail_room
+        self.demo_story = demo_story
+        if reingest_poll_cycle is None:
+            # the demo's stand-in polls every few seconds: its "two poll cycles" are short too
+            interval = getattr(demo_consumer, "poll_interval", None)
+            reingest_poll_cycle = max(5.0, 3 * float(interval)) if interval else POLL_CYCLE
+        self.reingest_poll_cycle = float(reingest_poll_cycle)
+        self.reingest_interval = reingest_interval
         self.read_only = bool(getattr(service, "read_only", False) or getattr(getattr(service, "guard", None),
                                                                                "read_only", False))
         self.clock = clock or _now
@@ -185,10 +243,12 @@ class TriageApp(App[int]):
         self.exit_when_orphaned = exit_when_orphaned
         self._watcher_factory = watcher_factory
         self.model = ListModel(clock=self.clock)
+        settings = getattr(service, "settings", None)
         self.pulse_state = PulseState(
-            mailbox=getattr(getattr(service, "settings", None), "mailbox", "") or "",
-            server=getattr(getattr(service, "settings", None), "server", "") or "",
-            read_only=self.read_only, locks_configured=lock_service is not None, view=self.view.value)
+            mailbox=getattr(settings, "mailbox", "") or "", server=getattr(settings, "server", "") or "",
+            read_only=self.read_only, locks_configured=lock_service is not None, view=self.view.value,
+            insecure=bool(getattr(settings, "insecure_skip_verify", False)), loopback=_loopback(settings),
+            demo=self.demo)
         self._io_lock = threading.RLock()
         self._gen = 0
         self._uidvalidity: int | None = None
@@ -210,6 +270,10 @@ class TriageApp(App[int]):
         self._ppid = os.getppid()
         self._preview: PreviewScreen | None = None
         self._last_progress = 0.0
+        self._reingest_screen: ReingestScreen | None = None
+        self.reingest_watch: ReingestWatch | None = None
+        self._watch_ids = 0
+        self._watch_timer: Any = None
         self.stats: dict[str, float] = {}  # timings for the benchmark and the debug log
 
     # -- layout ---------------------------------------------------------------------------------
@@ -250,6 +314,16 @@ class TriageApp(App[int]):
         if self.read_only:
             self.status("read-only review mode: mutating actions are disabled (dimmed); nothing on the "
                         "server can change", "warn")
+        elif self.pulse_state.insecure:
+            self.status("TLS certificate verification is OFF (--insecure-skip-verify): anyone on the path can read "
+                        "the password and the mail; every change is journaled with this note", "error")
+        elif self.demo:
+            self.status("DEMO: an incident to play (? tells the story and the keys)"
+                        + (": mail_room is down; M starts it, a re-ingest (I) starts it too"
+                           if self.demo_consumer is not None else ""), "warn")
+        if self.demo_consumer is not None:
+            self._demo_tick()
+            self.set_interval(1.0, self._demo_tick)
         if not self.is_headless:
             self._install_signal_handlers()
             if self.exit_when_orphaned:
@@ -343,9 +417,10 @@ class TriageApp(App[int]):
                 svc.connect()
             if first:
                 tls = svc.tls
+                version = getattr(tls, "version", None)
                 self.post_message(M.Connected(getattr(tls, "label", "?"),
-                                              bool(getattr(tls, "verified", False)) if getattr(tls, "version", None)
-                                              else False, frozenset(getattr(svc, "capabilities", ()) or ())))
+                                              bool(getattr(tls, "verified", False)) if version else False,
+                                              frozenset(getattr(svc, "capabilities", ()) or ()), version))
             started = time.perf_counter()
             uidvalidity, uids = svc.search(view)
             self.post_message(M.ListStarted(gen, uidvalidity, len(uids)))
@@ -368,11 +443,14 @@ class TriageApp(App[int]):
             counts = svc.counts()
         self.post_message(M.CountsReady(counts))
 
+    @_while_running
     def on_connected(self, msg: M.Connected) -> None:
         s = self.pulse_state
         s.connected = True
-        s.tls_label, s.tls_ok = msg.tls_label, msg.tls_ok
+        s.tls_label, s.tls_ok, s.tls_version = msg.tls_label, msg.tls_ok, msg.tls_version
+        self._pulse()
 
+    @_while_running
     def on_list_started(self, msg: M.ListStarted) -> None:
         if msg.gen != self._gen:
             return
@@ -382,6 +460,7 @@ class TriageApp(App[int]):
             self.list.empty_text = f"the {self.view.value} view is empty"
         self._pulse()
 
+    @_while_running
     def on_list_batch(self, msg: M.ListBatch) -> None:
         if msg.gen != self._gen:
             return
@@ -402,6 +481,7 @@ class TriageApp(App[int]):
         self.model.rebuild()
         self._refresh_list(keep)
 
+    @_while_running
     def on_list_done(self, msg: M.ListDone) -> None:
         if msg.gen != self._gen:
             return
@@ -434,6 +514,7 @@ class TriageApp(App[int]):
         if self._sync_pending:
             self.request_sync("pending")
 
+    @_while_running
     def on_counts_ready(self, msg: M.CountsReady) -> None:
         c = msg.counts
         s = self.pulse_state
@@ -457,6 +538,7 @@ class TriageApp(App[int]):
             error = str(e) or type(e).__name__
         self.post_message(M.LocksDone(gen, error))
 
+    @_while_running
     def on_locks_done(self, msg: M.LocksDone) -> None:
         s = self.pulse_state
         was = s.locks_error
@@ -499,9 +581,11 @@ class TriageApp(App[int]):
     def _watch_worker(self, watcher: Any) -> None:
         watcher.run()
 
+    @_while_running
     def on_watch_changed(self, msg: M.WatchChanged) -> None:
         self.request_sync(msg.reason)
 
+    @_while_running
     def on_watch_state(self, msg: M.WatchState) -> None:
         mode = msg.mode
         if mode == "poll":
@@ -545,6 +629,7 @@ class TriageApp(App[int]):
                 self.lock_service.annotate(new)
         self.post_message(M.SyncDone(gen, uv, gone, new, counts))
 
+    @_while_running
     def on_sync_done(self, msg: M.SyncDone) -> None:
         self._sync_running = False
         if msg.gen == self._gen:
@@ -571,6 +656,7 @@ class TriageApp(App[int]):
 
     # -- errors: the one handler ------------------------------------------------------------------
 
+    @_while_running
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
         if worker.state != WorkerState.ERROR:
@@ -598,18 +684,42 @@ class TriageApp(App[int]):
                 self.request_sync("after-error", force=True)
         elif group == "peek" and self._preview is not None:
             self._preview.show_error(text)
+        elif group in ("reingest-plan", "reingest"):
+            if group == "reingest":
+                self._busy = False
+                self.pulse_state.progress = ""
+                if self._uidvalidity is not None:
+                    self.request_sync("after-error", force=True)
+                    self._locks_all()
+            if self._reingest_screen is not None:
+                self._reingest_screen.show_error(text)
+        elif group == "reingest-watch":
+            w = self.reingest_watch
+            if w is not None and not w.finished:
+                # a Redis or IMAP hiccup must not end the watch: say so, look again a bit later
+                w.error = text
+                self._reingest_show(w)
+                self._watch_timer = self.set_timer(WATCH_RETRY, self._reingest_look)
+            self.status(f"re-ingest watch: {text} (looking again in {WATCH_RETRY:.0f} s)", "warn")
+            self._pulse()
+            return
         self.status(text, "error")
         self._pulse()
 
     # -- keys: read-only and "not here" explanations --------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "demo_consumer":
+            return self.demo_consumer is not None  # hidden outside the demo
+        if action == "reingest":
+            # also in read-only mode: the screen is then a plan whose writing choices are dimmed
+            if self.reingest_watch is not None and not self.reingest_watch.finished:
+                return True  # I shows the running watch again
+            ok = self.lock_service is not None and self.view in (View.UNSEEN, View.SEEN_STUCK)
+            return True if ok else None
         if action in MUTATING:
             if self.read_only:
                 return None
-            if action == "reingest":
-                ok = self.lock_service is not None and self.view in (View.UNSEEN, View.SEEN_STUCK)
-                return True if ok else None
             view = ACTION_VIEW.get(action)
             if view is not None and view != self.view:
                 return None
@@ -941,6 +1051,7 @@ class TriageApp(App[int]):
                 break
         self.post_message(M.PeekReady(uid, lines, header, message_id))
 
+    @_while_running
     def on_peek_ready(self, msg: M.PeekReady) -> None:
         if self._preview is not None and self._preview.uid == msg.uid:
             self._preview.show_result(msg.lines, msg.header, msg.message_id)
@@ -989,8 +1100,256 @@ class TriageApp(App[int]):
     def action_expunge(self) -> None:
         self._plan_action("expunge")
 
+    # -- re-ingest: plan, release, watch (the screen is in screens/reingest.py) -------------------------
+
     def action_reingest(self) -> None:
-        self._plan_action("reingest")
+        """Open the re-ingest screen for the marks (or the cursor row); while a watch runs, show it."""
+        w = self.reingest_watch
+        if w is not None and not w.finished:
+            self._push_reingest(ReingestScreen(None, watch=w))
+            return
+        if not self._begin():
+            return
+        uids, note = self._targets()
+        if not uids:
+            self.status("nothing selected: mark rows with space (or a for all matching), or put the cursor on one")
+            return
+        shown = 5 if self.size.height >= 30 else 3
+        request = ReingestRequest(uids=uids, note=note, view=self.view.value, read_only=self.read_only,
+                                  sample=self._sample(uids, shown), demo_note=self._demo_reingest_note(),
+                                  poll_cycle=self.reingest_poll_cycle)
+        self.status("re-ingest: planning (a dry run: nothing changes until you type the count)")
+        self._push_reingest(ReingestScreen(request))
+
+    def _push_reingest(self, screen: ReingestScreen) -> None:
+        self._reingest_screen = screen
+
+        def closed(_: None) -> None:
+            self._reingest_screen = None
+            w = self.reingest_watch
+            if w is not None and not w.finished:
+                self.status("re-ingest: the watch goes on in the pulse bar (I shows it again)")
+            elif screen.watching is None and not screen.executing:
+                self.status("re-ingest cancelled: nothing was changed")
+
+        self.push_screen(screen, closed)
+
+    def _demo_reingest_note(self) -> str | None:
+        c = self.demo_consumer
+        if c is None:
+            return None
+        if c.running:
+            return f"demo: {c.status}: it picks the messages up as soon as their keys are free."
+        return ("demo: mail_room (the stand-in) is down, as in the story. It starts by itself once you confirm, "
+                "like the runbook's last step (M starts or stops it any time).")
+
+    def reingest_plan(self, token: int, request: ReingestRequest, mode: str, ttl: int, waves: int,
+                      interval: float) -> None:
+        """Called by the screen: a dry run in a worker; the answer goes back to the screen."""
+        if self._uidvalidity is None or self.lock_service is None:
+            if self._reingest_screen is not None:
+                self._reingest_screen.show_error("the list is not loaded yet" if self.lock_service else
+                                                 "re-ingest needs mail_room's Redis: start with --redis-url")
+            return
+        view = View(request.view)
+        self._reingest_plan_worker(token, self._uidvalidity, list(request.uids), view, mode, ttl, waves, interval)
+
+    @work(thread=True, exit_on_error=False, group="reingest-plan", description="_reingest_plan_worker")
+    def _reingest_plan_worker(self, token: int, uidvalidity: int, uids: list[int], view: View, mode: str,
+                              ttl: int, waves: int, interval: float) -> None:
+        svc = self.service
+        try:
+            with self._io_lock:
+                mark = svc.plan_flags("mark-unseen", uidvalidity, uids) if view == View.SEEN_STUCK else None
+                plan = self.lock_service.plan_release(svc, uidvalidity, uids, ttl=ttl, natural=mode == "natural",
+                                                      waves=waves, wave_interval=interval, mark_unseen=mark)
+        except TriageError as e:  # Redis unavailable, UIDVALIDITY changed: for this request's screen
+            self.post_message(M.ReingestPlanned(token, None, str(e)))
+            return
+        self.post_message(M.ReingestPlanned(token, plan))
+
+    @_while_running
+    def on_reingest_planned(self, msg: M.ReingestPlanned) -> None:
+        screen = self._reingest_screen
+        if screen is None or msg.token != screen.token:
+            return  # an answer to a superseded choice
+        if msg.error is not None:
+            screen.show_error(msg.error)
+        else:
+            screen.show_plan(msg.token, msg.plan)
+
+    def reingest_execute(self, plan: Any) -> None:
+        """Called by the screen after the typed confirmation (or, for a plain wait, at once)."""
+        if self._busy:
+            if self._reingest_screen is not None:
+                self._reingest_screen.show_error("an action is still running: wait for it to finish")
+            return
+        writes = plan.count > 0 or plan.mark_unseen_count > 0
+        if writes:
+            self._busy = True
+            self.status(f"re-ingest: releasing {plan.count:,} key(s)…" if plan.count else
+                        f"re-ingest: marking {plan.mark_unseen_count:,} message(s) unseen…")
+        self._reingest_release_worker(plan, writes)
+
+    @work(thread=True, exit_on_error=False, group="reingest", description="_reingest_release_worker")
+    def _reingest_release_worker(self, plan: Any, writes: bool) -> None:
+        ls = self.lock_service
+        result = None
+        if writes:
+            def progress(done: int, total: int) -> None:
+                now = time.monotonic()
+                if done >= total or now - self._last_progress >= PROGRESS_EVERY:
+                    self._last_progress = now
+                    self.post_message(M.ActionProgress("release", done, total))
+
+            # release() searches on the shared read connection before and after the writes
+            with self._io_lock:
+                result = ls.release(plan, self.service, progress=progress)
+        watcher = ls.watcher(self.service, plan, result, poll_cycle=self.reingest_poll_cycle)
+        self.post_message(M.ReingestReleased(plan, result, watcher))
+
+    @_while_running
+    def on_reingest_released(self, msg: M.ReingestReleased) -> None:
+        self._busy = False
+        self.pulse_state.progress = ""
+        plan, r = msg.plan, msg.result
+        if self._watch_timer is not None:
+            self._watch_timer.stop()
+            self._watch_timer = None
+        self._watch_ids += 1
+        w = ReingestWatch(id=self._watch_ids, plan=plan, result=r, watcher=msg.watcher, started_at=self.clock(),
+                          poll_cycle=self.reingest_poll_cycle)
+        self.reingest_watch = w
+        if r is None:
+            text, kind = "re-ingest: nothing written in Redis; watching the keys expire", "ok"
+        else:
+            text = f"re-ingest: {len(r.changed):,} key(s) changed · op {r.op_id}" if r.op_id else "re-ingest:"
+            if r.mark_unseen is not None:
+                text += f" · {len(r.mark_unseen.changed):,} marked unseen"
+            if r.not_unseen:
+                text += f" · {len(r.not_unseen):,} no longer UNSEEN, left alone"
+            if r.in_doubt:
+                text += f" · {len(r.in_doubt):,} in doubt (reply lost)"
+            if r.error:
+                text += f" · ERROR: {r.error}"
+            kind = "ok" if r.ok else "error"
+        self.status(text, kind)
+        if self.demo_consumer is not None and not self.demo_consumer.running:
+            self._demo_consumer_worker(True, "started by itself after the re-ingest (the runbook's last step)")
+        if self._reingest_screen is not None:
+            self._reingest_screen.show_watch(w)
+        self._pulse_watch()
+        self._reingest_look()
+        if r is not None:
+            self.request_sync("after-release", force=True)
+            self._locks_all()
+
+    def _reingest_look(self) -> None:
+        """One look of the watch, in a worker; the next is armed when this one has answered."""
+        self._watch_timer = None
+        w = self.reingest_watch
+        if w is None or w.finished:
+            return
+        self._reingest_watch_worker(w.id, w.watcher)
+
+    @work(thread=True, exit_on_error=False, group="reingest-watch", description="_reingest_watch_worker")
+    def _reingest_watch_worker(self, watch_id: int, watcher: Any) -> None:
+        with self._io_lock:
+            status = watcher.poll()
+        self.post_message(M.ReingestStatus(watch_id, status))
+
+    @_while_running
+    def on_reingest_status(self, msg: M.ReingestStatus) -> None:
+        w = self.reingest_watch
+        if w is None or msg.watch_id != w.id or w.stopped:
+            return
+        w.status, w.error, w.polled_at = msg.status, None, time.monotonic()
+        self._reingest_show(w)
+        if w.finished:
+            w.finished_at = time.monotonic()
+            st = w.status
+            if st is not None and not st.failed:
+                self.status(f"re-ingest done: all {st.targeted:,} targeted message(s) picked up "
+                            f"({st.delivered:,} delivered)", "ok")
+                self.request_sync("reingest-done", force=True)
+            elif st is not None:
+                self.status(f"re-ingest: {st.diagnosis}", "error")
+            self.set_timer(WATCH_LINGER, self._pulse_watch)
+            return
+        if msg.status.failed and msg.status.diagnosis:
+            self.status(f"re-ingest: {msg.status.diagnosis}", "error")
+        self._watch_timer = self.set_timer(self.reingest_interval, self._reingest_look)
+
+    def _reingest_show(self, w: ReingestWatch) -> None:
+        self._pulse_watch()
+        if self._reingest_screen is not None and self._reingest_screen.watching is w:
+            self._reingest_screen.show_watch(w)
+
+    def _pulse_watch(self) -> None:
+        w = self.reingest_watch
+        s = self.pulse_state
+        if w is None or (w.finished_at is not None and time.monotonic() - w.finished_at >= WATCH_LINGER - 0.5):
+            s.reingest = ""
+        else:
+            s.reingest, s.reingest_style = watch_summary(w)
+        self._pulse()
+
+    def reingest_stop_watch(self) -> None:
+        w = self.reingest_watch
+        if w is None:
+            return
+        w.stopped = True
+        w.finished_at = time.monotonic()
+        if self._watch_timer is not None:
+            self._watch_timer.stop()
+            self._watch_timer = None
+        self.status("re-ingest: watch stopped (nothing on the servers changed by stopping it)")
+        self._pulse_watch()
+
+    # -- the demo's mail_room ------------------------------------------------------------------------
+
+    def action_demo_consumer(self) -> None:
+        c = self.demo_consumer
+        if c is None:
+            self.status("there is no mail_room to start here: this is not the demo", "warn")
+            return
+        start = not c.running
+        self.status("demo: starting mail_room…" if start else "demo: stopping mail_room…")
+        self._demo_consumer_worker(start, "started" if start else "stopped")
+
+    @work(thread=True, exit_on_error=False, group="demo", description="_demo_consumer_worker")
+    def _demo_consumer_worker(self, start: bool, why: str) -> None:
+        c = self.demo_consumer
+        if start:
+            c.start()
+        else:
+            c.stop()
+        self.post_message(M.DemoConsumerChanged(c.running, why))
+
+    @_while_running
+    def on_demo_consumer_changed(self, msg: M.DemoConsumerChanged) -> None:
+        self._demo_tick()
+        if msg.running:
+            interval = getattr(self.demo_consumer, "poll_interval", None)
+            every = f" every {interval:g} s" if interval else ""
+            self.status(f"demo: mail_room {msg.note}: it polls{every}, claims each UNSEEN message's key in Redis, "
+                        "fetches it and flags it \\Deleted (M stops it)", "ok")
+        else:
+            self.status(f"demo: mail_room {msg.note} (M starts it again)", "warn")
+        if self._reingest_screen is not None and self._reingest_screen.watching is not None:
+            self._reingest_screen.show_watch(self._reingest_screen.watching)
+
+    def _demo_tick(self) -> None:
+        """The demo's mail_room status line (in-memory counters: cheap enough for a 1 s timer)."""
+        c = self.demo_consumer
+        if c is None:
+            return
+        s = self.pulse_state
+        try:
+            s.consumer, s.consumer_running = str(c.status), bool(c.running)
+        except Exception as e:  # noqa: BLE001 - a status line must never break the UI
+            s.consumer, s.consumer_running = f"mail_room: ? ({type(e).__name__})", False
+        self._pulse()
 
     def action_expunge_all(self) -> None:
         if not self._begin():
@@ -1029,10 +1388,6 @@ class TriageApp(App[int]):
             elif kind == "undo":
                 plan, record = svc.plan_undo()
                 info["record"] = record
-            elif kind == "reingest":
-                unseen_first = (svc.plan_flags("mark-unseen", uidvalidity, uids)
-                                if self.view == View.SEEN_STUCK else None)
-                plan = self.lock_service.plan_release(svc, uidvalidity, uids, ttl=0, mark_unseen=unseen_first)
             else:  # pragma: no cover
                 raise ValueError(kind)
         self.post_message(M.PlanReady(kind, plan, info))
@@ -1049,11 +1404,9 @@ class TriageApp(App[int]):
                        f"{(m.from_addr or m.from_name)[:28]:<28}  {m.subject[:60]}")
         return out
 
+    @_while_running
     def on_plan_ready(self, msg: M.PlanReady) -> None:
         plan, info, kind = msg.plan, msg.info, msg.kind
-        if kind == "reingest":
-            self._confirm_reingest(plan, info)
-            return
         n = plan.count
         if n == 0:
             self._busy = False
@@ -1111,74 +1464,6 @@ class TriageApp(App[int]):
         self.status(f"{kind}: waiting for your confirmation (Cancel has focus)")
         self.push_screen(ConfirmScreen(request), done)
 
-    def _confirm_reingest(self, plan: Any, info: dict[str, Any]) -> None:
-        """The re-ingest confirmation: keys released now (TTL 0), what is already free, what is
-        left alone, and how long waiting would take instead."""
-        keys, unseen_first = plan.count, plan.mark_unseen_count
-        if keys == 0 and unseen_first == 0:
-            self._busy = False
-            why = (f"{len(plan.unlocked):,} already free (mail_room takes them on its next poll)" if plan.unlocked
-                   else "no selected message is UNSEEN with a held lock")
-            self.status(f"nothing to release: {why}; nothing was changed", "warn")
-            return
-        lines = []
-        if unseen_first:
-            lines.append(f"First mark {unseen_first:,} seen-stuck message(s) unseen, so mail_room sees them again.")
-        lines.append(f"Release {keys:,} Redis lock(s) now (TTL 0): mail_room picks the messages up on its next poll.")
-        if plan.unlocked:
-            lines.append(f"{len(plan.unlocked):,} selected message(s) hold no lock: already free.")
-        if plan.not_unseen:
-            lines.append(f"{len(plan.not_unseen):,} selected message(s) are not UNSEEN: left alone (duplicates risk).")
-        natural = plan.natural_expiry_s
-        lines.append("Waiting instead: " + (f"the last lock expires by itself in {human_age(natural, False)}."
-                                            if natural is not None else "some locks never expire while mail_room "
-                                            "runs (pre-0.10 counters)."))
-        lines.extend(plan.warnings[:3])
-        lines.append(f"Selection: {info.get('note', '')}. Every key touched is audit-journaled; a release "
-                     "cannot be taken back once mail_room has re-claimed a key.")
-        typed = str(keys or unseen_first)
-        uids = [t.uid for t in plan.targets]
-        shown = 5 if self.size.height >= 30 else 3
-        request = ConfirmRequest(title=f"Re-ingest {keys or unseen_first:,} message(s)?", lines=lines,
-                                 sample=self._sample(uids, shown), more=max(0, len(uids) - shown), typed=typed,
-                                 confirm_label=f"Release {keys:,}", danger=True)
-
-        def done(ok: bool | None) -> None:
-            if ok:
-                self.status(f"re-ingest: releasing {keys:,} lock(s)…")
-                self._release_worker(plan)
-            else:
-                self._busy = False
-                self.status("cancelled: nothing was changed")
-
-        self.status("re-ingest: waiting for your confirmation (Cancel has focus)")
-        self.push_screen(ConfirmScreen(request), done)
-
-    @work(thread=True, exit_on_error=False, group="action", description="_release_worker")
-    def _release_worker(self, plan: Any) -> None:
-        def progress(done: int, total: int) -> None:
-            self.post_message(M.ActionProgress("release", done, total))
-
-        result = self.lock_service.release(plan, self.service, progress=progress)
-        self.post_message(M.ReleaseDone(result))
-
-    def on_release_done(self, msg: M.ReleaseDone) -> None:
-        r = msg.result
-        self._busy = False
-        self.pulse_state.progress = ""
-        text = f"re-ingest: {len(r.changed):,} lock(s) released · op {r.op_id}"
-        if r.not_unseen:
-            text += f" · {len(r.not_unseen):,} no longer UNSEEN, left alone"
-        if r.in_doubt:
-            text += f" · {len(r.in_doubt):,} in doubt (reply lost)"
-        if r.error:
-            text += f" · ERROR: {r.error}"
-        else:
-            text += " · watch the pickups in the pulse bar"
-        self.status(text, "ok" if r.ok else "error")
-        self.request_sync("after-release", force=True)
-        self._locks_all()
-
     @work(thread=True, exit_on_error=False, group="action", description="_execute_worker")
     def _execute_worker(self, plan: Any) -> None:
         action = "undo" if plan.undoes else plan.action
@@ -1192,10 +1477,12 @@ class TriageApp(App[int]):
         result = self.service.execute(plan, progress=progress)
         self.post_message(M.ActionDone(result))
 
+    @_while_running
     def on_action_progress(self, msg: M.ActionProgress) -> None:
         self.pulse_state.progress = f"{msg.action} {msg.done:,}/{msg.total:,}"
         self._pulse()
 
+    @_while_running
     def on_action_done(self, msg: M.ActionDone) -> None:
         r = msg.result
         self._busy = False
@@ -1235,6 +1522,8 @@ class TriageApp(App[int]):
             rows = []
             for b in bindings:
                 if isinstance(b, Binding) and b.id and b.id.startswith(prefix):
+                    if b.id.startswith("demo.") and self.demo_consumer is None:
+                        continue
                     desc = HELP_TEXT.get(b.id, b.description)
                     action = b.action.split("(")[0]
                     if action in MUTATING and self.check_action(action, ()) is not True:
@@ -1259,7 +1548,14 @@ class TriageApp(App[int]):
         ]
         if self.read_only:
             notes.insert(0, "READ-ONLY review mode: mark seen/unseen, expunge and undo are disabled and the "
-                            "service refuses them too. Restart without --read-only to act.")
+                            "service refuses them too; re-ingest (I) shows the plan and can only watch keys "
+                            "expire. Restart without --read-only to act.")
+        if self.demo:
+            story = (self.demo_story or "").strip()
+            notes[:0] = ["DEMO: an embedded mailbox and Redis, nothing real is touched.", *story.splitlines(),
+                         "Keys for the runbook: b (mark bots) or / to filter, S mark seen, 2 then U (or I) for the "
+                         "crash trap, I re-ingest (plan, release, watch), M mail_room, 3 then a and X to expunge.",
+                         ""]
         self.push_screen(HelpScreen(self.help_sections(), notes, FILTER_HELP))
 
     # -- exit ------------------------------------------------------------------------------------

@@ -14,10 +14,12 @@ from triage_tui.domain.model import Message
 
 
 class Connected(TMessage):
-    def __init__(self, tls_label: str, tls_ok: bool | None, capabilities: frozenset[str]) -> None:
+    def __init__(self, tls_label: str, tls_ok: bool | None, capabilities: frozenset[str],
+                 tls_version: str | None = None) -> None:
         self.tls_label = tls_label
         self.tls_ok = tls_ok
         self.capabilities = capabilities
+        self.tls_version = tls_version
         super().__init__()
 
 
@@ -96,7 +98,29 @@ class WatchState(TMessage):
         super().__init__()
 
 
-class ReleaseDone(TMessage):
-    def __init__(self, result: Any) -> None:
-        self.result = result
+class ReingestPlanned(TMessage):
+    """A re-ingest dry run for the screen that asked (``token``: a newer request supersedes it)."""
+
+    def __init__(self, token: int, plan: Any, error: str | None = None) -> None:
+        self.token, self.plan, self.error = token, plan, error
+        super().__init__()
+
+
+class ReingestReleased(TMessage):
+    """The release ran (``result`` None: nothing was written, the watch just starts)."""
+
+    def __init__(self, plan: Any, result: Any, watcher: Any) -> None:
+        self.plan, self.result, self.watcher = plan, result, watcher
+        super().__init__()
+
+
+class ReingestStatus(TMessage):
+    def __init__(self, watch_id: int, status: Any) -> None:
+        self.watch_id, self.status = watch_id, status
+        super().__init__()
+
+
+class DemoConsumerChanged(TMessage):
+    def __init__(self, running: bool, note: str) -> None:
+        self.running, self.note = running, note
         super().__init__()

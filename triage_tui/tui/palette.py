@@ -54,8 +54,8 @@ class TriageCommands(Provider):
             ("Expunge all \\Deleted", "plain EXPUNGE of every \\Deleted message in the mailbox",
              partial(run, "expunge_all")),
             ("Undo last flag change", "from the audit journal", partial(run, "undo")),
-            ("Re-ingest (release Redis locks)", "mail_room picks the selection up on its next poll",
-             partial(run, "reingest")),
+            ("Re-ingest (release Redis locks)", "plan, release now / shorten TTL / waves / wait, then watch the "
+             "pickup", partial(run, "reingest")),
             ("Pause / resume live refresh", "", partial(run, "pause")),
             ("Full re-list", "drop the list and fetch the view again", partial(run, "reload")),
             ("Filter…", "open the / filter", partial(run, "filter")),
@@ -64,6 +64,9 @@ class TriageCommands(Provider):
             ("Help", "every key", partial(run, "help")),
             ("Quit", "log out of IMAP and exit", partial(run, "quit")),
         ]
+        if getattr(app, "demo_consumer", None) is not None:
+            cmds.append(("Start / stop mail_room (demo)", "the demo's mail_room stand-in (key M)",
+                         partial(run, "demo_consumer")))
         return cmds
 
     async def discover(self) -> Hits:

@@ -1,9 +1,11 @@
 """The pulse bar (two lines at the top) and the column header.
 
-Line 1 is the mailbox's health: RO/RW badge, UNSEEN and the oldest unseen age, seen-stuck,
-\\Deleted, Redis locks, live-refresh state and time, TLS, mailbox and server. Line 2 is the
-list's state: view, rows shown, the mark count (always visible), filter, sort, group, load
-or action progress, and what vanished since the last refresh.
+Line 1 is the mailbox's health: RO/RW badge, the DEMO badge, a loud "TLS UNVERIFIED" badge when
+certificate checks are off, UNSEEN and the oldest unseen age, seen-stuck, \\Deleted, Redis locks,
+live-refresh state and time, TLS version and whether the certificate was verified, mailbox and
+server. Line 2 is the list's state: view, rows shown, the mark count (always visible), the demo's
+mail_room, a running re-ingest watch, filter, sort, group, load or action progress, and what
+vanished since the last refresh.
 
 Pieces are styled from the stylesheet's component classes (theme variables), and pieces
 that do not fit the width are dropped lowest priority first, so at 80 columns the important
@@ -34,6 +36,11 @@ class PulseState:
     connected: bool = False
     tls_label: str = "connecting…"
     tls_ok: bool | None = None
+    tls_version: str | None = None
+    #: certificate verification is off (--insecure-skip-verify): known before connecting, shown loud
+    insecure: bool = False
+    loopback: bool = False
+    demo: bool = False
     unseen: int | None = None
     oldest_unseen_age: float | None = None
     seen_stuck: int | None = None
@@ -58,6 +65,10 @@ class PulseState:
     progress: str = ""
     vanished: int = 0
     arrived: int = 0
+    consumer: str = ""  # the demo's mail_room: "mail_room: running, 812 delivered"
+    consumer_running: bool = False
+    reingest: str = ""  # a re-ingest watch running behind the list: "re-ingest 5/12 · ETA 9 s"
+    reingest_style: str = "warn"
 
 
 def _n(v: int | None) -> str:
@@ -72,6 +83,13 @@ def pulse_lines(s: PulseState) -> tuple[list[Piece], list[Piece]]:
     one: list[Piece] = []
     two: list[Piece] = []
     one.append((0, " RO read-only " if s.read_only else " RW ", "ro" if s.read_only else "rw"))
+    if s.demo:
+        one.append((0, " DEMO ", "demo"))
+    if s.insecure or (s.tls_version and s.tls_ok is False):
+        # words, not a colour: an operator must not miss that the password went to an unverified peer
+        one.append((0, " TLS UNVERIFIED ", "insecure"))
+    elif s.connected and not s.tls_version and not s.loopback:
+        one.append((0, " NO TLS ", "insecure"))
     oldest = f" · oldest {human_age(s.oldest_unseen_age, True)}" if s.oldest_unseen_age is not None else ""
     one.append((1, f"UNSEEN {_n(s.unseen)}{oldest}", "warn" if (s.unseen or 0) > 0 else "good"))
     one.append((3, f"seen-stuck {_n(s.seen_stuck)}", "warn" if s.seen_stuck else ""))
@@ -94,7 +112,7 @@ def pulse_lines(s: PulseState) -> tuple[list[Piece], list[Piece]]:
         one.append((2, f"↻ {s.live} {t}", ""))
     else:
         one.append((2, f"refreshed {t}", ""))
-    one.append((6, s.tls_label + (" ✓" if s.tls_ok else ""), "good" if s.tls_ok else ("bad" if s.tls_ok is False else "")))
+    one.append(_tls_piece(s))
     if s.server:
         one.append((7, inert(f"{s.mailbox}@{s.server}"), ""))
 
@@ -104,6 +122,10 @@ def pulse_lines(s: PulseState) -> tuple[list[Piece], list[Piece]]:
     if s.hidden_marks:
         marks += f" ({s.hidden_marks:,} hidden by filter)"
     two.append((1, marks, "on" if s.marks else ""))
+    if s.reingest:  # a running watch outranks everything but the view and the marks
+        two.append((1, s.reingest, s.reingest_style))
+    if s.consumer:
+        two.append((2, s.consumer, "good" if s.consumer_running else "warn"))
     if s.filter:
         two.append((3, inert(f"filter: {s.filter}"), "on"))
     if s.progress:
@@ -125,6 +147,18 @@ def pulse_lines(s: PulseState) -> tuple[list[Piece], list[Piece]]:
     return one, two
 
 
+def _tls_piece(s: PulseState) -> Piece:
+    """The TLS version and whether the certificate was verified, in words (the loud badge for the
+    unverified case is a separate, top-priority piece)."""
+    if not s.connected:
+        return (6, "TLS …", "")
+    if not s.tls_version:
+        return (6, "plaintext (loopback)" if s.loopback else "plaintext", "" if s.loopback else "bad")
+    if s.tls_ok:
+        return (6, f"{s.tls_version} ✓ verified", "good")
+    return (6, f"{s.tls_version} not verified", "bad")
+
+
 def fit_pieces(pieces: list[Piece], width: int) -> list[Piece]:
     """Keep the highest-priority pieces that fit (each is padded by one space a side)."""
     used = 0
@@ -141,7 +175,8 @@ class PulseBar(Widget):
     """Two lines drawn with the Line API: an update is a repaint of two lines, never a layout
     pass (a keypress that changes the mark count must not re-layout the screen)."""
 
-    COMPONENT_CLASSES = {"pulse--ro", "pulse--rw", "pulse--warn", "pulse--bad", "pulse--good", "pulse--on"}
+    COMPONENT_CLASSES = {"pulse--ro", "pulse--rw", "pulse--warn", "pulse--bad", "pulse--good", "pulse--on",
+                         "pulse--demo", "pulse--insecure"}
     DEFAULT_CSS = "PulseBar { height: 2; }"
 
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
