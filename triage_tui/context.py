@@ -143,8 +143,11 @@ class Context:
         if self._service is None:
             from triage_tui.services.triage import TriageService  # noqa: PLC0415
 
+            # a reconnect is said on stderr: a listing or bulk change that pauses to reconnect
+            # must not look hung, and stdout stays clean for --json
             svc = TriageService(self.connection_settings(), read_only=self.read_only,
-                                journal=self.journal, limits=self.limits(), analysis=self.analysis())
+                                journal=self.journal, limits=self.limits(), analysis=self.analysis(),
+                                on_reconnect=lambda msg, attempt: self.note(f"{msg} (attempt {attempt})"))
             svc.guard.context.update(self.guard_notes())
             svc.connect()
             self._service = svc

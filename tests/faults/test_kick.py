@@ -8,6 +8,7 @@ After every run the server's state is read through a separate connection."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from tests.conftest import Mailbox
@@ -174,3 +175,53 @@ def test_tui_shows_the_idle_reconnect_and_never_freezes(mailbox: Mailbox) -> Non
     assert seen_states == ["reconnecting"]
     assert max(key_latency) < 2.0, key_latency
     assert mailbox.search("SEEN") == []
+
+
+def test_tui_says_so_when_an_action_reconnects(mailbox: Mailbox) -> None:
+    """Kick the sessions mid mark-seen started from the TUI: the status line says the
+    connection was lost and that it resumes; the action ends with every message \\Seen once."""
+    mailbox.seed(backlog(3000, now=time.time()))
+    svc = TriageService(mailbox.settings(), read_only=False, journal=AuditJournal(), retry=FAST_RETRY,
+                        limits=Limits(max_count=20, window=1), analysis=AnalysisConfig(address=ADDRESS))
+    app = TriageApp(svc, watcher_factory=None)
+    said: list[tuple[str, str]] = []
+    shown = app.status
+
+    def status(text: str, kind: str = "info") -> None:
+        said.append((text, kind))
+        shown(text, kind)
+
+    app.status = status  # type: ignore[method-assign]
+    kicker = Kicker(mailbox.server, mailbox.user, [10], "mark-seen")
+
+    async def go() -> None:
+        async with app.run_test(size=(120, 30)) as pilot:
+            await loaded(pilot)
+            await pilot.press("a", "S")
+            await wait_for(pilot, lambda: "Mark 3,000" in str(app.screen.query_one("#confirm-title").render()),
+                           what="the confirmation")
+            kicker.start()
+            await pilot.press("y")
+            await wait_for(pilot, lambda: not app._busy and "3,000 changed" in app.status_line.text, timeout=30,
+                           what="the action to finish")
+
+    asyncio.run(go())
+    kicker.stop()
+    assert kicker.kicked_at, "the action ended before the kick"
+    notices = [t for t, k in said if k == "warn" and "connection lost" in t]
+    assert notices and "reconnecting" in notices[0] and "resumes" in notices[0], said
+    assert mailbox.search("UNSEEN") == []
+
+
+def test_cli_says_so_when_it_reconnects(mailbox: Mailbox, cli) -> None:  # type: ignore[no-untyped-def]
+    """``list --json`` whose connection is cut mid-stream: stderr says it reconnects, stdout has
+    every message once (clean JSON)."""
+    mailbox.seed(backlog(400, now=time.time()))
+    with LatencyProxy(mailbox.server.imap_port, cut_pattern=b" UID FETCH ", cut_after=3) as proxy:
+        env = {**mailbox.env(), "TRIAGE_IMAP_PORT": str(proxy.port), "TRIAGE_IMAP_SECURITY": "none"}
+        r = cli(["--chunk", "25", "--pipeline", "2", "list", "--json"], env=env)
+    assert proxy.cuts == 1
+    assert r.code == 0, r.err
+    assert "connection lost" in r.err and "reconnecting" in r.err
+    uids = [json.loads(line)["uid"] for line in r.lines]
+    assert sorted(uids) == list(range(1, 401))

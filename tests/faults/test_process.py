@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import re
+import select
 import signal
 import struct
 import subprocess
@@ -52,13 +53,19 @@ class PtyApp:
         os.close(slave)
         self.master: int | None = master
         self.out = bytearray()
-        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._drain, args=(master,), daemon=True)
         self._reader.start()
 
-    def _drain(self) -> None:
-        while self.master is not None:
+    def _drain(self, fd: int) -> None:
+        # Never block in read(): a close() from another thread does not release a file that a
+        # read() is waiting on, so the terminal would not really vanish (no hangup, no SIGHUP).
+        while not self._closing.is_set():
+            ready, _, _ = select.select([fd], [], [], 0.05)
+            if not ready:
+                continue
             try:
-                data = os.read(self.master, 65536)
+                data = os.read(fd, 65536)
             except OSError:
                 return
             if not data:
@@ -78,6 +85,8 @@ class PtyApp:
         """The terminal goes away (an SSH session's pty is torn down)."""
         fd, self.master = self.master, None
         if fd is not None:
+            self._closing.set()
+            self._reader.join(2)
             os.close(fd)
 
     def wait(self, timeout: float) -> tuple[int, float]:

@@ -47,7 +47,7 @@ from textual import events, on, work
 from textual.app import App, ComposeResult, SuspendNotSupported
 from textual.binding import Binding
 from textual.widgets import Footer
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.worker import NoActiveWorker, Worker, WorkerState, get_current_worker
 
 from triage_tui.domain.model import Message, View
 from triage_tui.domain.text import inert
@@ -306,6 +306,8 @@ class TriageApp(App[int]):
                 self.status(f"unknown theme {self._theme_name!r}: using the default", "warn")
         if self.keymap:
             self.set_keymap(self.keymap)
+        if hasattr(self.service, "on_reconnect") and self.service.on_reconnect is None:
+            self.service.on_reconnect = self._service_reconnecting
         self.list.focus()
         if self.is_headless:  # tests, snapshots and screenshots: no blinking cursor to race with
             self.query_one("#filter-input", FilterInput).cursor_blink = False
@@ -366,6 +368,18 @@ class TriageApp(App[int]):
         except Exception:  # noqa: BLE001 - during shutdown the widget may be gone
             pass
 
+    def _service_reconnecting(self, message: str, attempt: int) -> None:
+        """The service lost its connection mid-listing or mid-action and is reconnecting (on a
+        worker thread, which waits for this): say so, or a resumed operation looks frozen. Not
+        for a background refresh: the watcher's state shows the link, and the line keeps the
+        result of the last action."""
+        try:
+            group = get_current_worker().group
+        except NoActiveWorker:
+            group = ""
+        if group != "sync":
+            self.call_from_thread(self.status, f"{message} (attempt {attempt}; it resumes where it was)", "warn")
+
     def _pulse(self) -> None:
         s = self.pulse_state
         m = self.model
@@ -393,6 +407,12 @@ class TriageApp(App[int]):
         self._gen += 1
         self._carry_marks = set(self.model.marks) if keep_marks else set()
         self.model.clear()
+        if gc.get_freeze_count():
+            # The previous listing was frozen (on_list_done): what of it is cyclic garbage can
+            # only go once unfrozen; collected now, it is not still in memory while the new
+            # listing loads (bench/soak.py re-lists 100k rows every few minutes).
+            gc.unfreeze()
+            gc.collect()
         self._uidvalidity = None
         self._loading = True
         self._load_started = time.perf_counter()
