@@ -178,7 +178,8 @@ class TriageApp(App[int]):
         Binding("u", "undo", "Undo", id="action.undo", show=False, tooltip="undo the last flag change"),
         Binding("I", "reingest", "Re-ingest", id="action.reingest", show=False,
                 tooltip="plan, release and watch mail_room's Redis locks (seen-stuck: mark unseen first)"),
-        Binding("M", "demo_consumer", "mail_room", id="demo.consumer",
+        # not in the footer (at 80 columns it would push Quit off); the pulse bar names the key
+        Binding("M", "demo_consumer", "mail_room", id="demo.consumer", show=False,
                 tooltip="demo: start or stop the mail_room stand-in"),
         Binding("v", "mark_range", "Range mark", show=False, id="mark.range",
                 tooltip="first press sets the anchor, second marks every row in between"),
@@ -320,9 +321,8 @@ class TriageApp(App[int]):
             self.status("TLS certificate verification is OFF (--insecure-skip-verify): anyone on the path can read "
                         "the password and the mail; every change is journaled with this note", "error")
         elif self.demo:
-            self.status("DEMO: an incident to play (? tells the story and the keys)"
-                        + (": mail_room is down; M starts it, a re-ingest (I) starts it too"
-                           if self.demo_consumer is not None else ""), "warn")
+            self.status("DEMO · mail_room is down: M starts it (a re-ingest, I, too) · ? the story"
+                        if self.demo_consumer is not None else "DEMO · ? the story", "warn")
         if self.demo_consumer is not None:
             self._demo_tick()
             self.set_interval(1.0, self._demo_tick)
@@ -668,6 +668,8 @@ class TriageApp(App[int]):
             s = self.pulse_state
             s.vanished, s.arrived = len(picked), len(msg.new)
             s.refreshed = self.clock()
+            if not self.model.messages:
+                self.list.empty_text = f"the {self.view.value} view is empty"
             self._refresh_list(keep)
             if msg.gone or msg.new:
                 self._locks_all()
@@ -1366,7 +1368,8 @@ class TriageApp(App[int]):
             return
         s = self.pulse_state
         try:
-            s.consumer, s.consumer_running = str(c.status), bool(c.running)
+            running = bool(c.running)
+            s.consumer, s.consumer_running = str(c.status) + ("" if running else " · M starts it"), running
         except Exception as e:  # noqa: BLE001 - a status line must never break the UI
             s.consumer, s.consumer_running = f"mail_room: ? ({type(e).__name__})", False
         self._pulse()
@@ -1570,13 +1573,18 @@ class TriageApp(App[int]):
             notes.insert(0, "READ-ONLY review mode: mark seen/unseen, expunge and undo are disabled and the "
                             "service refuses them too; re-ingest (I) shows the plan and can only watch keys "
                             "expire. Restart without --read-only to act.")
+        preface: list[str] = []
         if self.demo:
             story = (self.demo_story or "").strip()
-            notes[:0] = ["DEMO: an embedded mailbox and Redis, nothing real is touched.", *story.splitlines(),
-                         "Keys for the runbook: b (mark bots) or / to filter, S mark seen, 2 then U (or I) for the "
-                         "crash trap, I re-ingest (plan, release, watch), M mail_room, 3 then a and X to expunge.",
-                         ""]
-        self.push_screen(HelpScreen(self.help_sections(), notes, FILTER_HELP))
+            # the story is hard-wrapped for a terminal of its own: re-flow its paragraphs here
+            paragraphs = [" ".join(p.split()) for p in story.split("\n\n") if p.strip()]
+            preface = ["DEMO: an embedded mailbox and Redis; nothing real is touched.", ""]
+            for para in paragraphs:
+                preface += [para, ""]
+            preface.append("The runbook in keys: / filter (e.g. bot), a mark all matching, S mark seen; 2 seen-stuck, "
+                           "/ !bot, a, I (mark unseen + release); 1, a, I release the rest and watch mail_room "
+                           "pick them up (M starts or stops it); 3, a, X expunge the \\Deleted leftovers.")
+        self.push_screen(HelpScreen(self.help_sections(), notes, FILTER_HELP, preface))
 
     # -- exit ------------------------------------------------------------------------------------
 

@@ -21,14 +21,19 @@ class HelpScreen(ModalScreen[None]):
     ]
 
     def __init__(self, sections: list[tuple[str, list[tuple[str, str, str]]]], notes: list[str],
-                 filter_help: str) -> None:
+                 filter_help: str, preface: list[str] | None = None) -> None:
         super().__init__()
         self.sections = sections
         self.notes = notes
         self.filter_help = filter_help
+        self.preface = list(preface or [])  # first on screen: the demo's story and its keys
 
     def compose(self) -> ComposeResult:
         parts: list[Content] = []
+        for i, line in enumerate(self.preface):
+            parts.append(Content(line).stylize("bold") if i == 0 else Content(line))
+        if self.preface:
+            parts.append(Content(""))
         for title, rows in self.sections:
             parts.append(Content(title).stylize("bold"))
             width = max((len(k) for k, _, _ in rows), default=4)

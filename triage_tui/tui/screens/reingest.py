@@ -93,10 +93,16 @@ def _bar(done: int, total: int, width: int = 20) -> str:
     return "[" + "█" * full + "·" * (width - full) + "]"
 
 
-def _secs(s: float | None) -> str:
-    if s is None:
-        return "never (pre-0.10 counters: every mail_room poll refreshes them)"
+def _secs(s: float) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s:.0f} s ({human_age(s, False)})"
+
+
+def _last_expiry(st: Any, short: bool = False) -> str:
+    if st.countdown_s is None:
+        return "some never expire (pre-0.10 counters)" if short else (
+            "some never expire by themselves: pre-0.10 counters, refreshed by every poll of an old mail_room "
+            "(release them now)")
+    return f"the last expires in {_secs(st.countdown_s)}"
 
 
 def watch_summary(w: ReingestWatch) -> tuple[str, str]:
@@ -114,9 +120,21 @@ def watch_summary(w: ReingestWatch) -> tuple[str, str]:
             f"✗ {head}: {st.diagnosis or 'failed'}", "bad"
     if st.held and st.countdown_s is not None:
         return f"{head} · keys free in {st.countdown_s:.0f} s", "warn"
-    if st.eta_s is not None:
-        return f"{head} · ETA {st.eta_s:.0f} s", "warn"
-    return head, "warn"
+    eta = _eta(st)
+    return (f"{head} · ETA {eta}" if eta else head), "warn"
+
+
+def _eta(st: Any) -> str:
+    """The rate's ETA, but never sooner than the last held key expires: a message whose key is
+    still held cannot be picked up before then, however fast the others went."""
+    if st.done or st.eta_s is None:
+        return ""
+    eta = st.eta_s
+    if st.held:
+        if st.countdown_s is None:
+            return ""  # some keys never expire by themselves: no honest ETA
+        eta = max(eta, st.countdown_s)
+    return f"{eta:.0f} s"
 
 
 def watch_lines(w: ReingestWatch, consumer_status: str | None = None) -> list[tuple[str, str]]:
@@ -150,7 +168,7 @@ def watch_lines(w: ReingestWatch, consumer_status: str | None = None) -> list[tu
         elif st.failed:
             phase = (f"✗ {st.diagnosis or 'failed'}", "bad")
         elif st.held:
-            phase = (f"⏳ waiting for {st.held:,} key(s) to expire: the last in {_secs(st.countdown_s)}", "warn")
+            phase = (f"⏳ waiting for {st.held:,} key(s) to expire: {_last_expiry(st)}", "warn")
         elif st.picked_up:
             phase = ("▶ mail_room is picking them up", "warn")
         else:
@@ -164,13 +182,17 @@ def watch_lines(w: ReingestWatch, consumer_status: str | None = None) -> list[tu
             out.append((f"\\Seen only    {st.seen_only:,}  (fetched, not \\Deleted: delete_after_delivery off, "
                         "or a crash)", "warn"))
         if st.held:
-            out.append((f"keys held     {st.held:,}  · last expires in {_secs(st.countdown_s)}", ""))
-        rate = f"{st.rate_per_s:.1f}/s" if st.rate_per_s else "–"
-        eta = f"ETA {st.eta_s:.0f} s" if st.eta_s is not None and not st.done else ""
-        out.append((f"rate          {rate}{'  · ' + eta if eta else ''}", ""))
-        out.append((f"elapsed       {st.elapsed_s:.0f} s · looks every few seconds; no re-claim within two "
-                    f"poll cycles ({w.poll_cycle:.0f} s each) after the keys are free means mail_room "
-                    "is not consuming", "dim"))
+            out.append((f"keys held     {st.held:,}  · {_last_expiry(st, short=True)}", ""))
+        rate_s = st.rate_per_s or (st.picked_up / st.elapsed_s if st.done and st.elapsed_s > 0 else None)
+        rate = f"{rate_s:.1f}/s" if rate_s else "–"
+        eta = _eta(st)
+        out.append((f"rate          {rate}{'  · ETA ' + eta if eta else ''}", ""))
+        if st.done:
+            out.append((f"elapsed       {st.elapsed_s:.0f} s", "dim"))
+        else:
+            out.append((f"elapsed       {st.elapsed_s:.0f} s · looks every few seconds; no re-claim within two "
+                        f"poll cycles ({w.poll_cycle:.0f} s each) after the keys are free means mail_room "
+                        "is not consuming", "dim"))
     if w.error:
         out.append((f"! last look failed: {w.error} (trying again)", "warn"))
     if consumer_status:
@@ -231,6 +253,7 @@ class ReingestScreen(ModalScreen[None]):
         self.executing = False
         self.error: str | None = None
         self._replan_timer: Any = None
+        self._focus_typed = False
 
     # -- layout ------------------------------------------------------------------------------------
 
@@ -239,7 +262,8 @@ class ReingestScreen(ModalScreen[None]):
         title = "Re-ingest" if r is None else f"Re-ingest · {inert(r.note)} · {r.view} view"
         with Vertical(id="reingest-box"):
             yield Static(Content(title), id="ri-title", markup=False)
-            with VerticalScroll(id="ri-scroll"):
+            # not in the tab order: j/k scroll it from anywhere, and tab goes straight to the choice
+            with VerticalScroll(id="ri-scroll", can_focus=False):
                 yield Static(Content("planning: reading the keys and the mailbox (a dry run)…"), id="ri-plan",
                              markup=False)
             yield Static(Content(""), id="ri-note", markup=False)
@@ -342,8 +366,11 @@ class ReingestScreen(ModalScreen[None]):
         self.error = None
         r = self.request
         assert r is not None
+        # describe() is shared with the CLI: name the screen's choice instead of the CLI flag
+        described = [line.replace("use --now to free them", "choose 'release now' to free them")
+                     .replace("(release --now)", "('release now')") for line in plan.describe()]
         lines = [(line, "bold" if line.startswith(("action:", "after the action:", "step 1")) else
-                  ("warn" if line.startswith("warning") else "")) for line in plan.describe()]
+                  ("warn" if line.startswith("warning") else "")) for line in described]
         if r.sample:
             width = max(20, self.query_one("#ri-scroll").size.width - 2)
             lines.append(("", ""))
@@ -360,6 +387,11 @@ class ReingestScreen(ModalScreen[None]):
                           f"within two poll cycles ({r.poll_cycle:.0f} s each) after the keys are free.", "dim"))
         self.query_one("#ri-plan", Static).update(_content(lines))
         self._update_confirm()
+        if self._focus_typed:
+            self._focus_typed = False
+            box = self.query_one("#ri-typed", Input)
+            if box.display:
+                box.focus()
 
     def show_error(self, text: str) -> None:
         """A planning or release failure (Redis unreachable, UIDVALIDITY changed…): shown here; the
@@ -470,7 +502,9 @@ class ReingestScreen(ModalScreen[None]):
     def _keys_line(self) -> None:
         demo = self.request is not None and self.request.demo_note is not None or self.watching is not None
         if self.watching is None:
-            text = "esc cancel · tab: choice, TTL/waves, buttons · type the count, enter"
+            text = "esc cancel · tab: choice/TTL/buttons · type the count, enter"
+        elif self.watching.finished:
+            text = "esc back to the list · I there starts a new re-ingest · j/k scroll"
         else:
             text = "esc list (the watch goes on) · x stop watching · j/k scroll"
         if demo and getattr(self.app, "demo_consumer", None) is not None:
@@ -493,6 +527,16 @@ class ReingestScreen(ModalScreen[None]):
     def _param_changed(self) -> None:
         if self.mode in ("ttl", "waves"):
             self._schedule_replan()
+
+    @on(Input.Submitted, "#ri-ttl, #ri-waves, #ri-interval")
+    def _param_submitted(self) -> None:
+        """Enter in a number box: plan now and go to the confirmation box."""
+        if self._replan_timer is not None:
+            self._replan_timer.stop()
+            self._replan_timer = None
+        self._focus_typed = True  # once the new plan is in (the box shows only when typing is needed)
+        self.query_one("#ri-cancel", Button).focus()
+        self._request_plan()
 
     @on(Input.Changed, "#ri-typed")
     def _typed_changed(self) -> None:
@@ -548,7 +592,8 @@ class ReingestScreen(ModalScreen[None]):
             self.query_one("#ri-title", Static).update(Content(f"Re-ingest · watching {n:,} message(s)"))
             self.query_one("#ri-note", Static).update(Content(""))
             self._keys_line()
-            self.query_one("#ri-scroll").focus()
+            self.set_focus(None)  # the choice and the buttons are gone; the screen's keys remain
+        self._keys_line()
         consumer = getattr(self.app, "demo_consumer", None)
         lines = watch_lines(watch, consumer.status if consumer is not None else None)
         plan_box = self.query_one("#ri-plan", Static)

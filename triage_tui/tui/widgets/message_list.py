@@ -224,7 +224,11 @@ class MessageList(ScrollView, can_focus=True):
         rows = self.model.rows
         if index >= len(rows):
             if index == 0 and not rows:
-                text = C.fit("  " + self.empty_text, width)
+                empty = self.empty_text
+                if self.model.messages and self.model.filter_text:
+                    # the view has messages, the filter hides them all: say that, not "listing…"
+                    empty = f"no message of the {len(self.model.messages):,} in this view matches the filter (esc clears it)"
+                text = C.fit("  " + empty, width)
                 return Strip([Segment(text, base + self._style("empty"))], width)
             return Strip.blank(width, base)
         row = rows[index]
