@@ -318,8 +318,8 @@ class TriageApp(App[int]):
             self.status("read-only review mode: mutating actions are disabled (dimmed); nothing on the "
                         "server can change", "warn")
         elif self.pulse_state.insecure:
-            self.status("TLS certificate verification is OFF (--insecure-skip-verify): anyone on the path can read "
-                        "the password and the mail; every change is journaled with this note", "error")
+            # fits 80 columns: the CLI's longer warning went to stderr, under the alternate screen
+            self.status("TLS certificate NOT verified (--insecure-skip-verify): anyone may read this", "error")
         elif self.demo:
             self.status("DEMO · mail_room is down: M starts it (a re-ingest, I, too) · ? the story"
                         if self.demo_consumer is not None else "DEMO · ? the story", "warn")
