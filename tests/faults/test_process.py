@@ -272,3 +272,21 @@ def test_two_operators_marking_overlapping_sets_at_once(mailbox: Mailbox) -> Non
     # the view each operator re-lists afterwards is the same: the 400 UIDs outside both sets
     assert svcs[0].search(View.UNSEEN)[1] == list(range(2001, 2401))
     svcs[0].close()
+
+
+def test_second_operator_after_the_first_sees_the_overlap_as_done(mailbox: Mailbox) -> None:
+    """The usual case: B plans after A's change landed. B's plan already leaves the overlap out
+    (``skipped``: the confirmation says "400 of the 1,200 selected need no change"), B's run
+    changes only the rest, and B's journal names only that."""
+    mailbox.seed(backlog(2400, now=time.time()))
+    a, b = (TriageService(mailbox.settings(), read_only=False, journal=AuditJournal()) for _ in range(2))
+    uv = a.connect().uidvalidity
+    ra = a.execute(a.plan_flags("mark-seen", uv, range(1, 1201)))
+    plan_b = b.plan_flags("mark-seen", b.connect().uidvalidity, range(801, 2001))
+    assert (plan_b.requested, plan_b.count, plan_b.skipped) == (1200, 800, 400)
+    rb = b.execute(plan_b)
+    assert ra.changed == list(range(1, 1201)) and rb.changed == list(range(1201, 2001))
+    assert rb.vanished_or_done == 0 and rb.skipped_concurrent == []
+    assert mailbox.search("UNSEEN") == list(range(2001, 2401))
+    a.close()
+    b.close()
