@@ -28,6 +28,7 @@ How it is put together (harlequin / dolphie / posting / k9s, see docs/style.md):
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import functools
 import gc
@@ -550,7 +551,7 @@ class TriageApp(App[int]):
             self._locks_worker(self._gen, list(self.model.messages.values()))
 
     @work(thread=True, exit_on_error=False, group="locks", exclusive=True, description="_locks_worker")
-    def _locks_worker(self, gen: int, messages: list[Message]) -> None:
+    def _locks_worker(self, gen: int, messages: builtins.list[Message]) -> None:
         error = None
         try:
             self.lock_service.annotate(messages)
@@ -593,8 +594,13 @@ class TriageApp(App[int]):
 
             factory = make
         assert callable(factory)
-        self._watcher = factory(lambda reason: self.post_message(M.WatchChanged(reason)),
-                                lambda mode, detail: self.post_message(M.WatchState(mode, detail)))
+        def changed(reason: str) -> None:
+            self.post_message(M.WatchChanged(reason))
+
+        def state(mode: str, detail: str) -> None:
+            self.post_message(M.WatchState(mode, detail))
+
+        self._watcher = factory(changed, state)
         self._watch_worker(self._watcher)
 
     @work(thread=True, exit_on_error=False, group="watch", description="_watch_worker")
@@ -779,7 +785,7 @@ class TriageApp(App[int]):
 
     # -- marks -----------------------------------------------------------------------------------
 
-    def _after_marks(self, rows: list[int] | None = None) -> None:
+    def _after_marks(self, rows: builtins.list[int] | None = None) -> None:
         self.model.refresh_group_marks()
         lst = self.list
         if rows is None:
@@ -1002,7 +1008,7 @@ class TriageApp(App[int]):
     def action_clear_filter(self) -> None:
         self.apply_filter_text("")
 
-    def action_back(self) -> None:
+    def action_back(self) -> None:  # type: ignore[override]  # Textual runs sync and async actions alike
         """esc backs out one level: filter box, then the filter, then the range anchor, then
         the message line."""
         bar = self.query_one("#filterbar", FilterBar)
@@ -1091,7 +1097,7 @@ class TriageApp(App[int]):
 
     # -- actions on marks -------------------------------------------------------------------------
 
-    def _targets(self) -> tuple[list[int], str]:
+    def _targets(self) -> tuple[builtins.list[int], str]:
         m = self.model
         if m.marks:
             hidden = m.hidden_marks
@@ -1177,7 +1183,7 @@ class TriageApp(App[int]):
         self._reingest_plan_worker(token, self._uidvalidity, list(request.uids), view, mode, ttl, waves, interval)
 
     @work(thread=True, exit_on_error=False, group="reingest-plan", description="_reingest_plan_worker")
-    def _reingest_plan_worker(self, token: int, uidvalidity: int, uids: list[int], view: View, mode: str,
+    def _reingest_plan_worker(self, token: int, uidvalidity: int, uids: builtins.list[int], view: View, mode: str,
                               ttl: int, waves: int, interval: float) -> None:
         svc = self.service
         try:
@@ -1398,7 +1404,7 @@ class TriageApp(App[int]):
         self._plan_worker(kind, self._uidvalidity, uids, note)
 
     @work(thread=True, exit_on_error=False, group="action", description="_plan_worker")
-    def _plan_worker(self, kind: str, uidvalidity: int | None, uids: list[int], note: str) -> None:
+    def _plan_worker(self, kind: str, uidvalidity: int | None, uids: builtins.list[int], note: str) -> None:
         svc = self.service
         info: dict[str, Any] = {"note": note, "requested": len(uids)}
         with self._io_lock:
@@ -1415,7 +1421,7 @@ class TriageApp(App[int]):
                 raise ValueError(kind)
         self.post_message(M.PlanReady(kind, plan, info))
 
-    def _sample(self, uids: list[int], n: int = 5) -> list[str]:
+    def _sample(self, uids: builtins.list[int], n: int = 5) -> builtins.list[str]:
         now = self.clock()
         out = []
         for u in uids[:n]:
@@ -1537,7 +1543,7 @@ class TriageApp(App[int]):
             shown.append(self.get_key_display(Binding(k, binding.action)))
         return "/".join(shown)
 
-    def help_sections(self) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    def help_sections(self) -> builtins.list[tuple[str, builtins.list[tuple[str, str, str]]]]:
         """(section, [(keys, what it does, binding id)]) from the live bindings and keymap."""
         bindings = list(MessageList.BINDINGS) + list(self.BINDINGS)
         out: list[tuple[str, list[tuple[str, str, str]]]] = []

@@ -30,8 +30,8 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         parts: list[Content] = []
-        for i, line in enumerate(self.preface):
-            parts.append(Content(line).stylize("bold") if i == 0 else Content(line))
+        for i, text in enumerate(self.preface):
+            parts.append(Content(text).stylize("bold") if i == 0 else Content(text))
         if self.preface:
             parts.append(Content(""))
         for title, rows in self.sections:
