@@ -160,8 +160,8 @@ def test_read_only_plans_and_watches_but_never_releases(mailbox, make_service, r
             app.reingest_execute(plan)
             await wait_for(pilot, lambda: screen.error is not None, what="the refusal")
             assert "read-only" in screen.error
-            await pilot.press("escape")
-            screen = await open_plan(pilot)
+            screen._request_plan()  # what changing the choice does: plan again
+            await wait_for(pilot, lambda: screen.plan is not None and not screen.planning, what="the plan again")
             screen.query_one("#ri-go").focus()
             await pilot.press("enter")  # "Watch": nothing to type, nothing is written
             await wait_for(pilot, lambda: app.reingest_watch is not None and app.reingest_watch.status is not None,
