@@ -1379,9 +1379,10 @@ class ReleaseWatcher:
         if picked and self.first_pickup is not None and now - self.first_pickup > 0.5:
             rate = round(picked / (now - self.first_pickup), 2)
             eta = round(remaining / rate, 1) if rate else None
-            if eta is not None and held and countdown:
-                # messages still behind a held key cannot be picked up before it expires
-                eta = max(eta, round(countdown, 1))
+            if eta is not None and held:
+                # a message behind a held key cannot be picked up before the key expires; keys
+                # that never expire by themselves leave no honest ETA
+                eta = None if countdown is None else max(eta, round(countdown, 1))
         if held == 0 and self.free_since is None:
             self.free_since = now
         st = WatchStatus(elapsed, len(uids), remaining, delivered, seen_only, held, len(self.reclaimed),

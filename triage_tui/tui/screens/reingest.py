@@ -125,16 +125,11 @@ def watch_summary(w: ReingestWatch) -> tuple[str, str]:
 
 
 def _eta(st: Any) -> str:
-    """The rate's ETA, but never sooner than the last held key expires: a message whose key is
-    still held cannot be picked up before then, however fast the others went."""
+    """The watcher's ETA (never sooner than the last held key expires; none when a key never
+    expires by itself)."""
     if st.done or st.eta_s is None:
         return ""
-    eta = st.eta_s
-    if st.held:
-        if st.countdown_s is None:
-            return ""  # some keys never expire by themselves: no honest ETA
-        eta = max(eta, st.countdown_s)
-    return f"{eta:.0f} s"
+    return f"{st.eta_s:.0f} s"
 
 
 def watch_lines(w: ReingestWatch, consumer_status: str | None = None) -> list[tuple[str, str]]:
