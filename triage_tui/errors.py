@@ -40,6 +40,9 @@ class ConnectionLost(ConnectionFailed):
     """The server closed the connection (BYE) or the socket broke mid-command."""
 
     exit_code = 3
+    #: A bulk command's answers received before the loss (a ``StoreResult``), when there were
+    #: any: CONDSTORE skips and failures in them must survive the reconnect.
+    partial: object = None
 
 
 class Refused(TriageError):

@@ -537,25 +537,31 @@ class ImapSession:
             pipe = wire.pipeline(lim.window)
             for text, members in self._pieces(uids):
                 pipe.submit(f"UID STORE {text}{mod} {op} ({flag})".encode("ascii"), members)
-            for ev in pipe.events():
-                if isinstance(ev, Response):
-                    continue  # FETCH with MODSEQ etc.
-                members, done = ev
-                result.commands += 1
-                if done.ok:
-                    modified = set(uidset.parse(done.code_arg or "")) if done.code == "MODIFIED" else set()
-                    ok = [u for u in members if u not in modified]
-                    result.done.extend(ok)
-                    result.modified.extend(sorted(modified & set(members)))
-                    if progress:
-                        progress(ok)
-                elif self._throttled(done, members):
-                    pipe.submit(f"UID STORE {uidset.compress(members)}{mod} {op} ({flag})".encode("ascii"), members)
-                elif done.status == "BAD" and len(members) > 1:
-                    for part in self._shrink(members):
-                        pipe.submit(f"UID STORE {uidset.compress(part)}{mod} {op} ({flag})".encode("ascii"), part)
-                else:
-                    result.failed.append((members, str(done)))
+            try:
+                for ev in pipe.events():
+                    if isinstance(ev, Response):
+                        continue  # FETCH with MODSEQ etc.
+                    members, done = ev
+                    result.commands += 1
+                    if done.ok:
+                        modified = set(uidset.parse(done.code_arg or "")) if done.code == "MODIFIED" else set()
+                        ok = [u for u in members if u not in modified]
+                        result.done.extend(ok)
+                        result.modified.extend(sorted(modified & set(members)))
+                        if progress:
+                            progress(ok)
+                    elif self._throttled(done, members):
+                        pipe.submit(f"UID STORE {uidset.compress(members)}{mod} {op} ({flag})".encode("ascii"),
+                                    members)
+                    elif done.status == "BAD" and len(members) > 1:
+                        for part in self._shrink(members):
+                            pipe.submit(f"UID STORE {uidset.compress(part)}{mod} {op} ({flag})".encode("ascii"),
+                                        part)
+                    else:
+                        result.failed.append((members, str(done)))
+            except ConnectionLost as e:
+                e.partial = result  # what was answered before the loss: the caller resumes from it
+                raise
         return result
 
     def _uid_expunge(self, uids: list[int], progress: Callable[[list[int]], None] | None = None) -> StoreResult:
@@ -570,22 +576,26 @@ class ImapSession:
             pipe = wire.pipeline(lim.window)
             for text, members in self._pieces(uids):
                 pipe.submit(f"UID EXPUNGE {text}".encode("ascii"), members)
-            for ev in pipe.events():
-                if isinstance(ev, Response):
-                    continue
-                members, done = ev
-                result.commands += 1
-                if done.ok:
-                    result.done.extend(members)
-                    if progress:
-                        progress(members)
-                elif self._throttled(done, members):
-                    pipe.submit(f"UID EXPUNGE {uidset.compress(members)}".encode("ascii"), members)
-                elif done.status == "BAD" and len(members) > 1:
-                    for part in self._shrink(members):
-                        pipe.submit(f"UID EXPUNGE {uidset.compress(part)}".encode("ascii"), part)
-                else:
-                    result.failed.append((members, str(done)))
+            try:
+                for ev in pipe.events():
+                    if isinstance(ev, Response):
+                        continue
+                    members, done = ev
+                    result.commands += 1
+                    if done.ok:
+                        result.done.extend(members)
+                        if progress:
+                            progress(members)
+                    elif self._throttled(done, members):
+                        pipe.submit(f"UID EXPUNGE {uidset.compress(members)}".encode("ascii"), members)
+                    elif done.status == "BAD" and len(members) > 1:
+                        for part in self._shrink(members):
+                            pipe.submit(f"UID EXPUNGE {uidset.compress(part)}".encode("ascii"), part)
+                    else:
+                        result.failed.append((members, str(done)))
+            except ConnectionLost as e:
+                e.partial = result
+                raise
         return result
 
     def _expunge_all(self) -> int:

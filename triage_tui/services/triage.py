@@ -37,7 +37,14 @@ from triage_tui.errors import (
     UidValidityChanged,
 )
 from triage_tui.services.guard import MutationGuard
-from triage_tui.services.imap import ConnectionSettings, ImapSession, Limits, MailboxInfo, TlsInfo
+from triage_tui.services.imap import (
+    ConnectionSettings,
+    ImapSession,
+    Limits,
+    MailboxInfo,
+    StoreResult,
+    TlsInfo,
+)
 from triage_tui.services.imapwire import FetchRecord
 from triage_tui.services.journal import AuditJournal
 
@@ -516,16 +523,25 @@ class TriageService:
                     result.commands += r.commands
                     pending = []
                 except ConnectionLost as e:
+                    partial = e.partial if isinstance(e.partial, StoreResult) else None
+                    if partial is not None:
+                        # answered before the loss: a UID another client changed (CONDSTORE
+                        # MODIFIED) is theirs, and must not come back below as our "in flight"
+                        result.skipped_concurrent.extend(partial.modified)
+                        result.failed.extend(partial.failed)
+                        result.commands += partial.commands
                     attempt += 1
                     if attempt > self.retry.attempts:
                         raise
                     delay = self.retry.delay(attempt)
-                    self.guard.progress(op, event="reconnect", attempt=attempt, error=str(e), done_so_far=len(done))
+                    self.guard.progress(op, event="reconnect", attempt=attempt, error=str(e), done_so_far=len(done),
+                                        skipped_concurrent=uidset.compress(partial.modified if partial else []))
                     self._notify(f"{action}: connection lost ({e}); reconnecting in {delay:.1f} s", attempt)
                     w._drop()
                     time.sleep(delay)
                     w = self._open_writer(plan.uidvalidity, reconnecting=True)  # refuses if UIDVALIDITY moved
-                    rest = [u for u in pending if u not in done]
+                    settled = done | set(result.skipped_concurrent) | {u for us, _ in result.failed for u in us}
+                    rest = [u for u in pending if u not in settled]
                     still = self._narrow(w, rest, criteria)
                     stillset: set[int] = set(still)
                     in_flight = [u for u in rest if u not in stillset]

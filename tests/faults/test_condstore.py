@@ -1,0 +1,59 @@
+"""Two faults at once: a concurrent change that CONDSTORE catches (``[MODIFIED]``) and, in the
+same bulk STORE, a lost connection. What the other client changed must stay reported as
+skipped (changed by someone else), not be counted, journaled and undone as ours after the
+reconnect."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from tests.conftest import Mailbox
+from tests.faults.conftest import FAST_RETRY
+from tests.mailgen import backlog
+from tests.proxy import LatencyProxy
+from triage_tui.domain import uidset
+from triage_tui.domain.model import View
+from triage_tui.services.imap import Limits
+from triage_tui.services.journal import AuditJournal
+from triage_tui.services.triage import TriageService
+
+
+class RacingProxy(LatencyProxy):
+    """Just before the first ``UID STORE`` reaches Dovecot, another client (mail_room fetching)
+    sets \\Seen on ``racing``; then the proxy cuts the stream after the second STORE."""
+
+    racing: list[int]
+    mailbox: Mailbox
+    raced: bool = False
+
+    def _throttle(self, data: bytes, client: socket.socket) -> bytes:
+        if not self.raced and b" UID STORE " in data:
+            self.raced = True
+            c = self.mailbox.client()
+            c.select_folder("INBOX")
+            c.add_flags(self.racing, [b"\\Seen"], silent=True)
+            c.logout()
+        return data
+
+
+def test_condstore_skips_survive_a_reconnect(mailbox: Mailbox) -> None:
+    mailbox.seed(backlog(200, now=time.time()))
+    proxy = RacingProxy(mailbox.server.imap_port, cut_pattern=b" UID STORE ", cut_after=2,
+                        throttle_pattern=b" UID STORE ", throttle_times=0)
+    proxy.racing, proxy.mailbox = list(range(1, 11)), mailbox
+    with proxy:
+        svc = TriageService(mailbox.settings(port=proxy.port, security="none"), read_only=False,
+                            journal=AuditJournal(), retry=FAST_RETRY, limits=Limits(max_count=20, window=1))
+        uv, unseen = svc.search(View.UNSEEN)
+        result = svc.execute(svc.plan_flags("mark-seen", uv, unseen))
+        svc.close()
+    assert proxy.raced and proxy.cuts == 1
+    assert mailbox.search("UNSEEN") == []
+    assert result.ok
+    assert result.skipped_concurrent == list(range(1, 11)), result.to_json()
+    assert not set(result.changed) & set(range(1, 11)), "mail_room's change was counted as ours"
+    assert result.changed == list(range(11, 201))
+    end = [r for r in AuditJournal().records() if r.get("op") == result.op_id and r["phase"] == "end"][0]
+    assert uidset.parse(end["changed"]) == list(range(11, 201))
+    assert end["skipped_concurrent"] == "1:10"
