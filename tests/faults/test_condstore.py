@@ -57,3 +57,36 @@ def test_condstore_skips_survive_a_reconnect(mailbox: Mailbox) -> None:
     end = [r for r in AuditJournal().records() if r.get("op") == result.op_id and r["phase"] == "end"][0]
     assert uidset.parse(end["changed"]) == list(range(11, 201))
     assert end["skipped_concurrent"] == "1:10"
+
+
+def test_what_others_change_while_we_reconnect_is_not_ours(mailbox: Mailbox) -> None:
+    """The connection drops with one STORE unanswered; while we reconnect, mail_room fetches (sets
+    \\Seen on) messages further down our list that we never sent. After the reconnect they no
+    longer need the change, but only the unanswered command's UIDs can be ours: the others are
+    "no longer needed", and neither the result nor the journal (nor a later undo) claims them."""
+    mailbox.seed(backlog(200, now=time.time()))
+    theirs = list(range(150, 161))
+
+    def mail_room_meanwhile(message: str, attempt: int) -> None:
+        c = mailbox.client()
+        c.select_folder("INBOX")
+        c.add_flags(theirs, [b"\\Seen"], silent=True)
+        c.logout()
+
+    with LatencyProxy(mailbox.server.imap_port, cut_pattern=b" UID STORE ", cut_after=2) as proxy:
+        svc = TriageService(mailbox.settings(port=proxy.port, security="none"), read_only=False,
+                            journal=AuditJournal(), retry=FAST_RETRY, limits=Limits(max_count=20, window=1),
+                            on_reconnect=mail_room_meanwhile)
+        uv, unseen = svc.search(View.UNSEEN)
+        result = svc.execute(svc.plan_flags("mark-seen", uv, unseen))
+        undo, _ = svc.plan_undo()
+        svc.close()
+    assert proxy.cuts == 1
+    assert mailbox.search("UNSEEN") == []
+    assert result.ok and set(result.in_flight) <= set(range(21, 41)), result.to_json()
+    assert result.vanished_or_done == len(theirs)
+    assert result.changed == [u for u in range(1, 201) if u not in theirs]
+    recs = [r for r in AuditJournal().records() if r.get("op") == result.op_id]
+    assert any(r.get("done_by_others") == "150:160" for r in recs)
+    assert not set(uidset.parse(recs[-1]["changed"])) & set(theirs)
+    assert not set(undo.uids) & set(theirs), "undo would un-see what mail_room fetched"

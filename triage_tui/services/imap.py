@@ -126,6 +126,9 @@ class StoreResult:
     modified: list[int] = field(default_factory=list)  # skipped: changed since our MODSEQ
     failed: list[tuple[list[int], str]] = field(default_factory=list)
     commands: int = 0
+    #: after a lost connection: UIDs of commands sent but not answered (only these can have been
+    #: changed by us without our knowing)
+    unanswered: list[int] = field(default_factory=list)
 
 
 def is_loopback(host: str) -> bool:
@@ -560,7 +563,10 @@ class ImapSession:
                     else:
                         result.failed.append((members, str(done)))
             except ConnectionLost as e:
-                e.partial = result  # what was answered before the loss: the caller resumes from it
+                # what was answered before the loss, and what was sent unanswered: the caller
+                # resumes from it
+                result.unanswered = [u for p in pipe.inflight.values() for u in (p.context or [])]
+                e.partial = result
                 raise
         return result
 
@@ -594,6 +600,7 @@ class ImapSession:
                     else:
                         result.failed.append((members, str(done)))
             except ConnectionLost as e:
+                result.unanswered = [u for p in pipe.inflight.values() for u in (p.context or [])]
                 e.partial = result
                 raise
         return result

@@ -545,11 +545,18 @@ class TriageService:
                     still = self._narrow(w, rest, criteria)
                     stillset: set[int] = set(still)
                     in_flight = [u for u in rest if u not in stillset]
-                    if in_flight:
-                        # changed by a command whose answer was lost (or by someone else meanwhile)
+                    theirs: list[int] = []
+                    if partial is not None:
+                        # only a command that went out unanswered can have changed a UID for us;
+                        # the others were changed by someone else (mail_room) while we reconnected
+                        sent = set(partial.unanswered)
+                        theirs = [u for u in in_flight if u not in sent]
+                        in_flight = [u for u in in_flight if u in sent]
+                        result.vanished_or_done += len(theirs)
+                    if in_flight or theirs:
                         result.in_flight.extend(in_flight)
                         self.guard.progress(op, event="resumed", in_flight=uidset.compress(in_flight),
-                                            remaining=len(still))
+                                            done_by_others=uidset.compress(theirs), remaining=len(still))
                     pending = still
                     if condstore and w.mailbox is not None:
                         modseq = w.mailbox.highestmodseq
