@@ -90,3 +90,53 @@ def test_what_others_change_while_we_reconnect_is_not_ours(mailbox: Mailbox) -> 
     assert any(r.get("done_by_others") == "150:160" for r in recs)
     assert not set(uidset.parse(recs[-1]["changed"])) & set(theirs)
     assert not set(undo.uids) & set(theirs), "undo would un-see what mail_room fetched"
+
+
+class FlappingProxy(LatencyProxy):
+    """Cuts every connection at each step of ``steps`` in turn: (pattern, how many client lines
+    with it since the previous cut, whether to cut before the line reaches the server, so that
+    its answer can never arrive)."""
+
+    steps: list[tuple[bytes, int, bool]]
+
+    def _step(self, data: bytes, before: bool) -> bool:
+        with self._lock:
+            if not self.steps or self.steps[0][2] != before:
+                return False
+            pattern, after, _ = self.steps[0]
+            self._seen += data.count(pattern)
+            if self._seen < after:
+                return False
+            self.steps.pop(0)
+            self._seen = 0
+            self.cuts += 1
+            return True
+
+    def _should_cut(self, data: bytes) -> bool:
+        return self._step(data, before=False)
+
+    def _throttle(self, data: bytes, client: socket.socket) -> bytes:
+        if self._step(data, before=True):
+            self.cut()
+            return b""
+        return data
+
+
+def test_lost_again_while_resuming(mailbox: Mailbox) -> None:
+    """The link flaps: cut mid-STORE, then cut again during the SEARCH that finds out what the lost
+    command did. The operation reconnects a second time and still ends exactly as asked."""
+    mailbox.seed(backlog(200, now=time.time()))
+    proxy = FlappingProxy(mailbox.server.imap_port, throttle_pattern=b"", throttle_times=0)
+    proxy.steps = [(b" UID STORE ", 2, False), (b" UID SEARCH ", 1, True)]
+    with proxy:
+        svc = TriageService(mailbox.settings(port=proxy.port, security="none"), read_only=False,
+                            journal=AuditJournal(), retry=FAST_RETRY, limits=Limits(max_count=20, window=1))
+        uv, unseen = svc.search(View.UNSEEN)
+        result = svc.execute(svc.plan_flags("mark-seen", uv, unseen))
+        svc.close()
+    assert proxy.cuts == 2 and not proxy.steps
+    assert result.ok and result.changed == unseen
+    assert mailbox.search("UNSEEN") == []
+    recs = [r for r in AuditJournal().records() if r.get("op") == result.op_id]
+    assert sum(1 for r in recs if r.get("event") == "reconnect") == 2
+    assert recs[-1]["phase"] == "end" and recs[-1]["result"] == "ok"

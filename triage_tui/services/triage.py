@@ -537,12 +537,26 @@ class TriageService:
                     self.guard.progress(op, event="reconnect", attempt=attempt, error=str(e), done_so_far=len(done),
                                         skipped_concurrent=uidset.compress(partial.modified if partial else []))
                     self._notify(f"{action}: connection lost ({e}); reconnecting in {delay:.1f} s", attempt)
-                    w._drop()
-                    time.sleep(delay)
-                    w = self._open_writer(plan.uidvalidity, reconnecting=True)  # refuses if UIDVALIDITY moved
                     settled = done | set(result.skipped_concurrent) | {u for us, _ in result.failed for u in us}
                     rest = [u for u in pending if u not in settled]
-                    still = self._narrow(w, rest, criteria)
+                    while True:
+                        w._drop()
+                        time.sleep(delay)
+                        w = self._open_writer(plan.uidvalidity, reconnecting=True)  # refuses if UIDVALIDITY moved
+                        try:
+                            still = self._narrow(w, rest, criteria)
+                            break
+                        except ConnectionLost as again:
+                            # lost again while finding out where we are (a flapping link): nothing
+                            # was sent on this connection, so reconnect and ask again
+                            attempt += 1
+                            if attempt > self.retry.attempts:
+                                raise
+                            delay = self.retry.delay(attempt)
+                            self.guard.progress(op, event="reconnect", attempt=attempt, error=str(again),
+                                                done_so_far=len(done))
+                            self._notify(f"{action}: connection lost again ({again}); reconnecting in {delay:.1f} s",
+                                         attempt)
                     stillset: set[int] = set(still)
                     in_flight = [u for u in rest if u not in stillset]
                     theirs: list[int] = []
