@@ -13,9 +13,11 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from triage_tui import __version__
 from triage_tui.commands import COMMAND_MODULES
@@ -125,6 +127,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _cancel_on_signals(ctx: Context) -> dict[int, Any]:
+    """SIGTERM/SIGHUP during a bulk change: the first one stops sending (what is in flight
+    completes, the journal says "interrupted" with exactly what changed); a second one exits."""
+    def handler(signum: int, frame: object) -> None:
+        svc = getattr(ctx, "_service", None)
+        if svc is not None and not svc._cancel.is_set():
+            print(f"triage-tui: signal {signum}: stopping after the commands in flight", file=sys.stderr)
+            svc.cancel()
+            return
+        raise SystemExit(128 + signum)
+
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError):  # not the main thread (tests calling main() from a worker)
+            pass
+    return previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -139,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # resolve now, so every subcommand (also those that read args.address directly) sees
             # the resolved values; `config path` opts out to stay usable with a broken config file
             _ = ctx.settings
+        previous = _cancel_on_signals(ctx)
         try:
             run = getattr(args, "_run", None)
             if run is None:
@@ -148,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(run(args, ctx) or 0)
         finally:
             ctx.close()
+            for sig, old in previous.items():
+                signal.signal(sig, old)
     except TriageError as e:
         if debug:
             traceback.print_exc()

@@ -108,3 +108,55 @@ def test_throttling_answers_are_obeyed(mailbox):  # type: ignore[no-untyped-def]
     assert proxy.throttled == 3
     assert result.ok and result.changed == unseen
     assert mailbox.search("UNSEEN") == []
+
+
+def test_cancel_interrupts_a_bulk_change_cleanly(mailbox):  # type: ignore[no-untyped-def]
+    """cancel() (the UI quitting, SIGTERM): nothing more is sent, what was in flight completes, the
+    journal ends the operation as 'interrupted' with exactly what changed."""
+    mailbox.seed(backlog(600, now=time.time()))
+    with LatencyProxy(mailbox.server.imap_port, rtt=0.02) as proxy:
+        s, _ = _svc(mailbox, proxy, limits=Limits(max_count=10, window=1))
+        uidvalidity, unseen = s.search(View.UNSEEN)
+        plan = s.plan_flags("mark-seen", uidvalidity, unseen)
+
+        def progress(done: int, total: int) -> None:
+            if done >= 50:
+                s.cancel()
+
+        result = s.execute(plan, progress=progress)
+    assert not result.ok and result.interrupted
+    assert sorted(result.changed + result.interrupted) == unseen
+    assert mailbox.search("SEEN") == result.changed
+    end = [r for r in AuditJournal().records() if r.get("op") == result.op_id][-1]
+    assert end["phase"] == "end" and end["result"] == "interrupted"
+    assert uidset.parse(end["changed"]) == result.changed
+
+
+def test_sigterm_during_cli_mark_seen(mailbox):  # type: ignore[no-untyped-def]
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    mailbox.seed(backlog(800, now=time.time()))
+    with LatencyProxy(mailbox.server.imap_port, rtt=0.02) as proxy:
+        env = {**os.environ, **mailbox.env(), "TRIAGE_IMAP_PORT": str(proxy.port), "TRIAGE_IMAP_SECURITY": "none"}
+        proc = subprocess.Popen([sys.executable, "-m", "triage_tui", "--chunk", "10", "--pipeline", "1",
+                                 "mark-seen", "--all", "--yes", "--json"], env=env, cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        journal = AuditJournal()
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if sum(1 for r in journal.records() if r.get("phase") == "progress") >= 3:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, (out, err)
+    assert "stopping after the commands in flight" in err and "Traceback" not in err
+    end = [r for r in journal.records() if r.get("phase") == "end"][-1]
+    assert end["result"] == "interrupted"
+    changed = uidset.parse(end["changed"])
+    assert mailbox.search("SEEN") == changed and 0 < len(changed) < 800

@@ -71,6 +71,9 @@ def run_plan(args: argparse.Namespace, ctx: Any, plan: Any) -> int:
                 + (f", {len(result.skipped_concurrent)} skipped (changed concurrently)" if result.skipped_concurrent else "")
                 + (f", {result.vanished_or_done} no longer needed" if result.vanished_or_done else "")
                 + f" in {result.commands} command(s) (journal op {result.op_id})")
+        if result.interrupted:
+            ctx.say(f"INTERRUPTED: {len(result.interrupted)} message(s) never sent "
+                    f"{_short(uidset.compress(result.interrupted))}; run the command again to finish")
         for uids, err in result.failed:
             ctx.say(f"FAILED {len(uids)} message(s) {_short(uidset.compress(uids))}: {err}")
     return 0 if result.ok else 1

@@ -129,6 +129,8 @@ class StoreResult:
     #: after a lost connection: UIDs of commands sent but not answered (only these can have been
     #: changed by us without our knowing)
     unanswered: list[int] = field(default_factory=list)
+    #: after an interruption (``stop`` set): UIDs never sent
+    unsent: list[int] = field(default_factory=list)
 
 
 def is_loopback(host: str) -> bool:
@@ -528,7 +530,8 @@ class ImapSession:
     # -- writing (for services.triage only) -----------------------------------------------------
 
     def _store(self, uids: list[int], flag: str, add: bool, unchangedsince: int | None = None,
-               progress: Callable[[list[int]], None] | None = None) -> StoreResult:
+               progress: Callable[[list[int]], None] | None = None,
+               stop: threading.Event | None = None) -> StoreResult:
         """Silent ``UID STORE`` in compressed, split, pipelined chunks."""
         _, wire = self._require()
         lim = self.limits
@@ -537,7 +540,7 @@ class ImapSession:
         result = StoreResult()
         with self.lock:
             self._throttle_hits = 0  # per operation
-            pipe = wire.pipeline(lim.window)
+            pipe = wire.pipeline(lim.window, stop)
             for text, members in self._pieces(uids):
                 pipe.submit(f"UID STORE {text}{mod} {op} ({flag})".encode("ascii"), members)
             try:
@@ -568,9 +571,11 @@ class ImapSession:
                 result.unanswered = [u for p in pipe.inflight.values() for u in (p.context or [])]
                 e.partial = result
                 raise
+            result.unsent = [u for members in pipe.unsent for u in (members or [])]
         return result
 
-    def _uid_expunge(self, uids: list[int], progress: Callable[[list[int]], None] | None = None) -> StoreResult:
+    def _uid_expunge(self, uids: list[int], progress: Callable[[list[int]], None] | None = None,
+                     stop: threading.Event | None = None) -> StoreResult:
         if "UIDPLUS" not in self.capabilities:
             raise Refused("the server does not offer UIDPLUS, so an exact UID EXPUNGE is impossible; "
                           "use --all-deleted to expunge every \\Deleted message")
@@ -579,7 +584,7 @@ class ImapSession:
         result = StoreResult()
         with self.lock:
             self._throttle_hits = 0  # per operation
-            pipe = wire.pipeline(lim.window)
+            pipe = wire.pipeline(lim.window, stop)
             for text, members in self._pieces(uids):
                 pipe.submit(f"UID EXPUNGE {text}".encode("ascii"), members)
             try:
@@ -603,6 +608,7 @@ class ImapSession:
                 result.unanswered = [u for p in pipe.inflight.values() for u in (p.context or [])]
                 e.partial = result
                 raise
+            result.unsent = [u for members in pipe.unsent for u in (members or [])]
         return result
 
     def _expunge_all(self) -> int:

@@ -363,8 +363,8 @@ class Wire:
             log.debug("S: %s", segments[0][:200])
         return resp
 
-    def pipeline(self, window: int = 8) -> Pipeline:
-        return Pipeline(self, window)
+    def pipeline(self, window: int = 8, stop: Any = None) -> Pipeline:
+        return Pipeline(self, window, stop)
 
     def command(self, command: bytes) -> tuple[list[Response], Completion]:
         """Run one command and collect its untagged responses."""
@@ -386,16 +386,23 @@ class Pipeline:
     objects as they arrive and ``(context, Completion)`` pairs as commands finish; callers may
     ``submit`` more commands while iterating (e.g. to retry a halved chunk)."""
 
-    def __init__(self, wire: Wire, window: int) -> None:
+    def __init__(self, wire: Wire, window: int, stop: Any = None) -> None:
         self.wire = wire
         self.window = max(1, window)
         self.queue: deque[tuple[bytes, Any]] = deque()
         self.inflight: dict[bytes, _Pending] = {}
+        #: a threading.Event: once set, nothing more is sent; what is in flight still completes
+        self.stop = stop
+        self.unsent: list[Any] = []
 
     def submit(self, command: bytes, context: Any = None) -> None:
         self.queue.append((command, context))
 
     def _fill(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            self.unsent.extend(ctx for _, ctx in self.queue)
+            self.queue.clear()
+            return
         while self.queue and len(self.inflight) < self.window:
             command, ctx = self.queue.popleft()
             tag = self.wire.new_tag()

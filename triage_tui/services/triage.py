@@ -141,10 +141,11 @@ class OpResult:
     vanished_or_done: int = 0  # planned but no longer needing the change at execution time
     failed: list[tuple[list[int], str]] = field(default_factory=list)
     commands: int = 0
+    interrupted: list[int] = field(default_factory=list)  # never sent: the operation was cancelled
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.interrupted
 
     def to_json(self) -> dict[str, Any]:
         return {"action": self.action, "op": self.op_id, "uidvalidity": self.uidvalidity,
@@ -152,7 +153,7 @@ class OpResult:
                 "skipped_concurrent": uidset.compress(self.skipped_concurrent),
                 "vanished_or_done": self.vanished_or_done, "in_flight": uidset.compress(self.in_flight),
                 "failed": [{"uids": uidset.compress(u), "error": e} for u, e in self.failed],
-                "commands": self.commands, "ok": self.ok}
+                "commands": self.commands, "interrupted": uidset.compress(self.interrupted), "ok": self.ok}
 
 
 # The target state of each flag action: what SEARCH finds the UIDs that still need it.
@@ -176,6 +177,7 @@ class TriageService:
         on_reconnect: Callable[[str, int], None] | None = None,
     ) -> None:
         self.retry = retry or RetryPolicy()
+        self._cancel = threading.Event()
         self.on_reconnect = on_reconnect
         self.settings = settings
         self.read_only = read_only
@@ -460,10 +462,18 @@ class TriageService:
 
         return self._retrying("open a write connection", attempt, reconnecting=reconnecting)
 
+    def cancel(self) -> None:
+        """Interrupt a running bulk change from any thread (SIGTERM, SIGHUP, the UI quitting):
+        nothing more is sent, what is in flight completes, the journal records the operation as
+        ``interrupted`` with exactly what changed and what was never sent."""
+        self._cancel.set()
+
     def execute(self, plan: Plan, progress: Progress | None = None) -> OpResult:
         """Carry out a plan. Read-only mode refuses before anything is opened for writing."""
         action = "undo" if plan.undoes else plan.action
         self.guard.refuse_if_read_only(action)
+        if self._cancel.is_set():
+            raise Refused(f"{action} not started: the session is shutting down")
         w = self._open_writer(plan.uidvalidity)
         try:
             if plan.action == "expunge" and plan.all_deleted:
@@ -515,14 +525,18 @@ class TriageService:
             while pending:
                 try:
                     if plan.action == "expunge":
-                        r = w._uid_expunge(pending, progress=chunk_done)
+                        r = w._uid_expunge(pending, progress=chunk_done, stop=self._cancel)
                     else:
-                        r = w._store(pending, flag, add, unchangedsince=modseq, progress=chunk_done)
+                        r = w._store(pending, flag, add, unchangedsince=modseq, progress=chunk_done,
+                                     stop=self._cancel)
+                    result.interrupted.extend(r.unsent)
                     result.skipped_concurrent.extend(r.modified)
                     result.failed.extend(r.failed)
                     result.commands += r.commands
                     pending = []
                 except ConnectionLost as e:
+                    if self._cancel.is_set():
+                        raise  # shutting down: no reconnect; the journal ends this op as an error
                     partial = e.partial if isinstance(e.partial, StoreResult) else None
                     if partial is not None:
                         # answered before the loss: a UID another client changed (CONDSTORE
@@ -580,8 +594,11 @@ class TriageService:
                           "skipped_concurrent": uidset.compress(result.skipped_concurrent),
                           "in_flight": uidset.compress(result.in_flight), "reconnects": attempt,
                           "failed": uidset.compress(u for us, _ in result.failed for u in us),
-                          "commands": result.commands}
-            op.result = "ok" if not result.failed else ("partial" if result.changed else "failed")
+                          "commands": result.commands, "interrupted": uidset.compress(result.interrupted)}
+            if result.interrupted:
+                op.result = "interrupted"
+            else:
+                op.result = "ok" if not result.failed else ("partial" if result.changed else "failed")
         return result
 
     def _execute_expunge_all(self, w: ImapSession, plan: Plan, progress: Progress | None) -> OpResult:

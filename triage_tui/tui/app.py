@@ -1605,6 +1605,10 @@ class TriageApp(App[int]):
 
     def _stop_background(self) -> None:
         self._gen += 1  # a running listing stops at its next batch
+        cancel = getattr(self.service, "cancel", None)
+        if cancel is not None:  # a running bulk change sends nothing more and journals "interrupted"
+            with contextlib.suppress(Exception):
+                cancel()
         if self._watcher is not None:
             with contextlib.suppress(Exception):
                 self._watcher.stop()
