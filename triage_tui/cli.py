@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("GitLab semantics")
     t.add_argument("--address",
                    help="incoming address template, e.g. incoming+%%{key}@incoming.gitlab.example.com [TRIAGE_ADDRESS]")
+    t.add_argument("--gitlab-host", dest="gitlab_host_global", metavar="HOST",
+                   help="GitLab's host name, e.g. gitlab.example.com: GitLab only accepts reply-<key>@<host> "
+                   "in References [TRIAGE_GITLAB_HOST]")
     t.add_argument("--mailbox-kind", choices=("incoming", "service_desk"),
                    help="incoming_email (default) or service_desk_email: on the latter every key is service desk "
                    "[TRIAGE_MAILBOX_KIND]")

@@ -135,6 +135,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("imap.timeout", "float", 30.0, "TRIAGE_IMAP_TIMEOUT", "--timeout", "imap_timeout", minimum=0.1),
     # GitLab semantics and import
     Spec("gitlab.address", "str", None, "TRIAGE_ADDRESS", "--address", "address"),
+    Spec("gitlab.host", "str", None, "TRIAGE_GITLAB_HOST", "--gitlab-host", "gitlab_host_global",
+         help="GitLab's host name: only reply-<key>@<this host> counts in References"),
     Spec("gitlab.mailbox_kind", "choice", "incoming", "TRIAGE_MAILBOX_KIND", "--mailbox-kind", "mailbox_kind",
          choices=("incoming", "service_desk")),
     Spec("gitlab.config", "path", None, "TRIAGE_GITLAB_CONFIG", "--gitlab-config", "gitlab_config"),

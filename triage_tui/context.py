@@ -118,7 +118,7 @@ class Context:
                               bot_sender_patterns=tuple(s["triage.bot_senders"] or ()),
                               bot_subject_patterns=tuple(s["triage.bot_subjects"] or ()),
                               suspicious_patterns=tuple(s["triage.suspicious"] or ()),
-                              project_names=dict(s["projects"] or {}))
+                              project_names=dict(s["projects"] or {}), gitlab_host=s["gitlab.host"])
 
     def keymap(self) -> dict[str, str]:
         """TUI key remapping, binding id -> keys (file tables merged, then TRIAGE_KEYMAP, then --keymap)."""

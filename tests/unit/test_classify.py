@@ -313,3 +313,18 @@ def test_automated_senders_are_bots() -> None:
         assert bot(s), s
     for s in ("Robert <robert@example.com>", "abbot@example.com", "Alice <alice@example.org>", "cinema@example.com"):
         assert not bot(s), s
+
+
+def test_references_only_count_on_the_gitlab_host() -> None:
+    from datetime import UTC, datetime
+
+    from triage_tui.domain.analysis import AnalysisConfig, build_message
+
+    now = datetime.now(UTC)
+    raw = ("From: a@example.org\r\nTo: someone@example.org\r\n"
+           "References: <reply-0123456789abcdef0123456789abcdef@other.example>\r\nSubject: Re: x\r\n\r\n").encode()
+    base = dict(address="incoming+%{key}@incoming.gitlab.example.com")
+    anyhost = build_message(1, 1, (), now, 10, raw, AnalysisConfig(**base), now)
+    strict = build_message(1, 1, (), now, 10, raw, AnalysisConfig(**base, gitlab_host="gitlab.example.com"), now)
+    assert anyhost.kind == "reply" and anyhost.matched_header and anyhost.matched_header.lower() == "references"
+    assert strict.kind == "unknown" and strict.no_key
