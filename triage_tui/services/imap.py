@@ -532,76 +532,60 @@ class ImapSession:
     def _store(self, uids: list[int], flag: str, add: bool, unchangedsince: int | None = None,
                progress: Callable[[list[int]], None] | None = None,
                stop: threading.Event | None = None) -> StoreResult:
-        """Silent ``UID STORE`` in compressed, split, pipelined chunks."""
-        _, wire = self._require()
-        lim = self.limits
+        """Silent ``UID STORE`` in compressed, split, pipelined chunks. With ``unchangedsince``,
+        UIDs another client changed meanwhile come back in ``modified`` (CONDSTORE), not done."""
         op = "+FLAGS.SILENT" if add else "-FLAGS.SILENT"
         mod = f" (UNCHANGEDSINCE {unchangedsince})" if unchangedsince is not None else ""
-        result = StoreResult()
-        with self.lock:
-            self._throttle_hits = 0  # per operation
-            pipe = wire.pipeline(lim.window, stop)
-            for text, members in self._pieces(uids):
-                pipe.submit(f"UID STORE {text}{mod} {op} ({flag})".encode("ascii"), members)
-            try:
-                for ev in pipe.events():
-                    if isinstance(ev, Response):
-                        continue  # FETCH with MODSEQ etc.
-                    members, done = ev
-                    result.commands += 1
-                    if done.ok:
-                        modified = set(uidset.parse(done.code_arg or "")) if done.code == "MODIFIED" else set()
-                        ok = [u for u in members if u not in modified]
-                        result.done.extend(ok)
-                        result.modified.extend(sorted(modified & set(members)))
-                        if progress:
-                            progress(ok)
-                    elif self._throttled(done, members):
-                        pipe.submit(f"UID STORE {uidset.compress(members)}{mod} {op} ({flag})".encode("ascii"),
-                                    members)
-                    elif done.status == "BAD" and len(members) > 1:
-                        for part in self._shrink(members):
-                            pipe.submit(f"UID STORE {uidset.compress(part)}{mod} {op} ({flag})".encode("ascii"),
-                                        part)
-                    else:
-                        result.failed.append((members, str(done)))
-            except ConnectionLost as e:
-                # what was answered before the loss, and what was sent unanswered: the caller
-                # resumes from it
-                result.unanswered = [u for p in pipe.inflight.values() for u in (p.context or [])]
-                e.partial = result
-                raise
-            result.unsent = [u for members in pipe.unsent for u in (members or [])]
-        return result
+
+        def accept(members: list[int], done: Completion, result: StoreResult) -> list[int]:
+            modified = set(uidset.parse(done.code_arg or "")) if done.code == "MODIFIED" else set()
+            result.modified.extend(sorted(modified & set(members)))
+            return [u for u in members if u not in modified]
+
+        return self._chunked(uids, lambda s: f"UID STORE {s}{mod} {op} ({flag})", accept, progress, stop)
 
     def _uid_expunge(self, uids: list[int], progress: Callable[[list[int]], None] | None = None,
                      stop: threading.Event | None = None) -> StoreResult:
         if "UIDPLUS" not in self.capabilities:
             raise Refused("the server does not offer UIDPLUS, so an exact UID EXPUNGE is impossible; "
                           "use --all-deleted to expunge every \\Deleted message")
+        return self._chunked(uids, lambda s: f"UID EXPUNGE {s}", lambda members, _d, _r: members, progress, stop)
+
+    def _chunked(
+        self,
+        uids: list[int],
+        command: Callable[[str], str],
+        accept: Callable[[list[int], Completion, StoreResult], list[int]],
+        progress: Callable[[list[int]], None] | None,
+        stop: threading.Event | None,
+    ) -> StoreResult:
+        """One command per piece of the UID set, pipelined. A throttling answer waits and resends
+        the piece, a BAD halves it; ``stop`` ends sending (what is in flight completes). On a lost
+        connection the partial result travels on the exception: what was answered, and what was
+        sent unanswered (the only UIDs a resume cannot be sure about)."""
         _, wire = self._require()
-        lim = self.limits
         result = StoreResult()
         with self.lock:
             self._throttle_hits = 0  # per operation
-            pipe = wire.pipeline(lim.window, stop)
+            pipe = wire.pipeline(self.limits.window, stop)
             for text, members in self._pieces(uids):
-                pipe.submit(f"UID EXPUNGE {text}".encode("ascii"), members)
+                pipe.submit(command(text).encode("ascii"), members)
             try:
                 for ev in pipe.events():
                     if isinstance(ev, Response):
-                        continue
+                        continue  # untagged FETCH with MODSEQ, EXPUNGE counts...
                     members, done = ev
                     result.commands += 1
                     if done.ok:
-                        result.done.extend(members)
+                        ok = accept(members, done, result)
+                        result.done.extend(ok)
                         if progress:
-                            progress(members)
+                            progress(ok)
                     elif self._throttled(done, members):
-                        pipe.submit(f"UID EXPUNGE {uidset.compress(members)}".encode("ascii"), members)
+                        pipe.submit(command(uidset.compress(members)).encode("ascii"), members)
                     elif done.status == "BAD" and len(members) > 1:
                         for part in self._shrink(members):
-                            pipe.submit(f"UID EXPUNGE {uidset.compress(part)}".encode("ascii"), part)
+                            pipe.submit(command(uidset.compress(part)).encode("ascii"), part)
                     else:
                         result.failed.append((members, str(done)))
             except ConnectionLost as e:

@@ -324,15 +324,7 @@ class TriageService:
                     yield batch
                 return
             except ConnectionFailed as e:
-                if isinstance(e, AuthenticationFailed) or (attempt == 0 and not isinstance(e, ConnectionLost)):
-                    raise
-                attempt += 1
-                if attempt > self.retry.attempts:
-                    raise ConnectionLost(f"{e} (gave up after {self.retry.attempts} reconnects)") from e
-                delay = self.retry.delay(attempt)
-                self._notify(f"listing: connection lost ({e}); reconnecting in {delay:.1f} s", attempt)
-                self._drop_reader()
-                time.sleep(delay)
+                attempt = self._backoff(e, attempt, "listing")
                 try:
                     info = self.reader.mailbox
                 except ConnectionFailed:
@@ -640,16 +632,22 @@ class TriageService:
             try:
                 return fn()
             except ConnectionFailed as e:
-                if isinstance(e, AuthenticationFailed) or not (
-                        isinstance(e, ConnectionLost) or reconnecting or attempt > 0):
-                    raise
-                attempt += 1
-                if attempt > self.retry.attempts:
-                    raise ConnectionLost(f"{e} (gave up after {self.retry.attempts} reconnects)") from e
-                delay = self.retry.delay(attempt)
-                self._notify(f"{what}: connection lost ({e}); reconnecting in {delay:.1f} s", attempt)
-                self._drop_reader()
-                time.sleep(delay)
+                attempt = self._backoff(e, attempt, what, reconnecting)
+
+    def _backoff(self, e: ConnectionFailed, attempt: int, what: str, reconnecting: bool = False) -> int:
+        """After a failed step: re-raise what is not worth retrying (authentication; a first
+        connection that fails outright; too many attempts), else say so, drop the reader and
+        wait. Returns the attempt number."""
+        if isinstance(e, AuthenticationFailed) or not (isinstance(e, ConnectionLost) or reconnecting or attempt > 0):
+            raise e
+        attempt += 1
+        if attempt > self.retry.attempts:
+            raise ConnectionLost(f"{e} (gave up after {self.retry.attempts} reconnects)") from e
+        delay = self.retry.delay(attempt)
+        self._notify(f"{what}: connection lost ({e}); reconnecting in {delay:.1f} s", attempt)
+        self._drop_reader()
+        time.sleep(delay)
+        return attempt
 
 
 def older_than(messages: Iterable[Message], age: timedelta, now: datetime | None = None) -> list[int]:
