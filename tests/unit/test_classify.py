@@ -321,8 +321,8 @@ def test_references_only_count_on_the_gitlab_host() -> None:
     from triage_tui.domain.analysis import AnalysisConfig, build_message
 
     now = datetime.now(UTC)
-    raw = ("From: a@example.org\r\nTo: someone@example.org\r\n"
-           "References: <reply-0123456789abcdef0123456789abcdef@other.example>\r\nSubject: Re: x\r\n\r\n").encode()
+    raw = (b"From: a@example.org\r\nTo: someone@example.org\r\n"
+           b"References: <reply-0123456789abcdef0123456789abcdef@other.example>\r\nSubject: Re: x\r\n\r\n")
     base = dict(address="incoming+%{key}@incoming.gitlab.example.com")
     anyhost = build_message(1, 1, (), now, 10, raw, AnalysisConfig(**base), now)
     strict = build_message(1, 1, (), now, 10, raw, AnalysisConfig(**base, gitlab_host="gitlab.example.com"), now)
