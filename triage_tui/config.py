@@ -40,11 +40,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import platformdirs
 
 from triage_tui.domain.age import parse_age
+from triage_tui.domain.text import mask_url
 from triage_tui.errors import ConfigError, UsageError
 from triage_tui.services.imap import Secret
 
@@ -828,21 +829,6 @@ class Settings:
         if isinstance(v, tuple):
             return list(v)
         return v
-
-
-def mask_url(url: str) -> str:
-    """``redis://:secret@host/0`` -> ``redis://:***@host/0``: user names stay, passwords never show."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    except ValueError:
-        return "<unparseable URL>"
 
 
 def _validate_value(spec: Spec, value: Any, source: Source) -> Any:

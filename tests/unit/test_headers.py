@@ -65,3 +65,13 @@ def test_header_parser_never_raises(raw):
 def test_decode_and_inert_never_raise(text):
     out = inert(decode_words(text))
     assert "\x1b" not in out and "\x9b" not in out
+
+
+def test_mask_url_hides_passwords_only():
+    from triage_tui.domain.text import mask_url
+
+    assert mask_url("redis://:s3cret@redis.example:6380/2") == "redis://:***@redis.example:6380/2"
+    assert mask_url("rediss://user:pw@[::1]/0") == "rediss://user:***@[::1]/0"
+    assert mask_url("redis://host/0") == "redis://host/0"
+    assert mask_url(None) == ""
+    assert mask_url("redis://:x@[bad") == "<unparseable URL>"

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -48,6 +48,7 @@ from redis.retry import Retry
 
 from triage_tui.domain import uidset
 from triage_tui.domain.model import Message, View
+from triage_tui.domain.text import mask_url
 from triage_tui.errors import TriageError, UidValidityChanged, UsageError
 from triage_tui.services.guard import MutationGuard
 from triage_tui.services.imap import Secret
@@ -156,23 +157,6 @@ class LockUnavailable(TriageError):
 
 
 # -- settings ---------------------------------------------------------------------------------
-
-
-def mask_url(url: str | None) -> str:
-    """The URL with any password replaced by ``***`` (user names stay: they help debugging)."""
-    if not url:
-        return ""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable Redis URL>"
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 @dataclass
