@@ -61,6 +61,7 @@ regex on the hot path. Never raises: a failure yields ``unknown`` with the error
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,7 @@ from triage_tui.domain.headers import Headers
 from triage_tui.domain.keys import (
     HANDLER_NAMES,
     HEADER_ORDER,
+    MAX_SCAN,
     KeyInfo,
     _candidates,
     classify_key,
@@ -138,6 +140,10 @@ _NO_KEY_REASON = ("no incoming-email key in any header GitLab reads (To, Referen
                   "Envelope-To, Received, X-Original-To, X-Forwarded-To, Cc): GitLab rejects it "
                   "(UnknownIncomingEmail) and writes to the sender")
 _NO_FROM = "; there is no From, so the rejection mail goes nowhere"
+NO_KEY = Outcome(REJECTED, None, _NO_KEY_REASON, False, "no_key")
+NO_KEY_NO_FROM = Outcome(REJECTED, None, _NO_KEY_REASON + _NO_FROM, False, "no_key")
+X_AUTOREPLY = Outcome(DROPPED, None, "X-Autoreply: yes: GitLab ignores auto-replies, without a reply",
+                      False, "x_autoreply")
 
 _HANDLER_TEXT = {
     "create_note": ("reply key", "GitLab adds a comment if its database still has the sent notification "
@@ -178,11 +184,35 @@ def _handled(kind: str, header: str | None, host_unknown: bool, custom_suffix: b
     return out
 
 
+_auto_cache: dict[str, Outcome] = {}
+
+
+def _auto_submitted(value: str) -> Outcome:
+    """Auto-Submitted other than ``no``; the few real values (auto-replied, auto-generated...)
+    are cached, hostile ones are not."""
+    out = _auto_cache.get(value)
+    if out is None:
+        shown = _cut(value) if value else "(empty)"
+        out = Outcome(DROPPED, None, f"Auto-Submitted: {shown}: GitLab ignores auto-generated mail "
+                      "(anything but exactly 'no'), without a reply", False, "auto_submitted")
+        if len(value) <= 64 and len(_auto_cache) < 256:
+            _auto_cache[value] = out
+    return out
+
+
 # --- custom Service Desk e-mail addresses (resolved by GitLab's database) -------------------
+
+# A custom-email reply or verification address needs "+<reply key>@" or "+verify@" (reply keys are
+# lower-case base36 and '-', at least 27 characters): a cheap necessary condition, so the hot path
+# never splits address lists for "+0000" in a Received date.
+_PLUS_FORM = re.compile(r"\+(?:verify|[0-9a-z-]{27,})@")
+
 
 def _custom_reply_form(address: str) -> bool:
     """``support+<reply key>@acme.com`` (the gem's CustomEmail.reply_address_match) or
     ``support+verify@acme.com`` (a custom-email verification)."""
+    if _PLUS_FORM.search(address) is None:
+        return False
     base, plus, rest = address.partition("+")
     if not plus or not base or "@" in base:
         return False
@@ -210,7 +240,8 @@ def _custom_email_route(
 ) -> tuple[str, str, bool] | None:
     """The first candidate, in GitLab's order, that GitLab's database could take as a Service
     Desk custom e-mail before the template's key is reached: (header, address, configured).
-    Per candidate GitLab tries the template first, then its custom-email lookups."""
+    Per candidate GitLab tries the template first, then its custom-email lookups. With no
+    ``stop_header`` (no key anywhere) the template is known to match nothing and is not retried."""
     for header in HEADER_ORDER:
         name = header.lower()
         if name == "references":
@@ -218,9 +249,11 @@ def _custom_email_route(
                 return None
             continue  # message ids, not addresses
         values = grouped.get(name)
+        if values and not custom:  # only values that can hold a custom-email form are split
+            values = [v for v in values if _PLUS_FORM.search(v, 0, MAX_SCAN)]
         if values:
             for addr in _candidates(name, values):
-                if template and key_from_address(addr, template) is not None:
+                if stop_header and template and key_from_address(addr, template) is not None:
                     return None  # the template's key wins here
                 if custom and _custom_base(addr) in custom:
                     return header, addr, True
@@ -231,9 +264,9 @@ def _custom_email_route(
     return None
 
 
-def _has_plus(fields: list[tuple[str, str]]) -> bool:
-    """Cheap pre-check: a custom-email reply or verification form needs a '+' in an address."""
-    return any("+" in value for name, value in fields if name in _HEADER_LOWER and name != "references")
+def _has_plus_form(fields: list[tuple[str, str]]) -> bool:
+    return any(_PLUS_FORM.search(value, 0, MAX_SCAN) for name, value in fields
+               if name in _HEADER_LOWER and name != "references")
 
 
 def _group(fields: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -242,6 +275,43 @@ def _group(fields: list[tuple[str, str]]) -> dict[str, list[str]]:
         if name in _HEADER_LOWER:
             grouped.setdefault(name, []).append(value)
     return grouped
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    template: str | None
+    gitlab_host: str | None
+    size_limit: int | None
+    custom: frozenset[str]
+
+
+_last_settings: tuple[Any, Any, Any, _Settings] | None = None  # one entry, replaced whole (thread-safe)
+
+
+def _settings(config: Any, size_limit: int | None, custom_emails: Any) -> _Settings:
+    """What the prediction reads from the configuration, computed once per configuration (a
+    one-entry cache by identity: a listing uses one frozen config for 100k messages). Attributes
+    the config may not have yet (``sidekiq_job_size_limit``, ``service_desk_custom_emails``) are
+    optional."""
+    global _last_settings
+    last = _last_settings
+    if last is not None and last[0] is config and last[1] == size_limit and last[2] is custom_emails:
+        return last[3]
+    d = getattr(config, "__dict__", None)
+    if d is not None:
+        get = d.get
+    else:
+        def get(name: str, default: Any = None) -> Any:
+            return getattr(config, name, default)
+    limit = size_limit if size_limit is not None else get("sidekiq_job_size_limit", None)
+    emails = custom_emails if custom_emails else get("service_desk_custom_emails", None)
+    custom = frozenset(_custom_base(str(e)) for e in emails) if emails else frozenset()
+    template, host = get("address", None), get("gitlab_host", None)
+    out = _Settings(template if isinstance(template, str) and template else None,
+                    host if isinstance(host, str) and host else None,
+                    limit if isinstance(limit, int) and limit > 0 else None, custom)
+    _last_settings = (config, size_limit, custom_emails, out)
+    return out
 
 
 # --- the prediction --------------------------------------------------------------------------
@@ -306,13 +376,13 @@ def _predict(
     custom_emails: frozenset[str] | tuple[str, ...] | None,
 ) -> Outcome:
     fields = headers.fields
+    cfg = _settings(config, size_limit, custom_emails)
     # 0. the Sidekiq job size limit (GitLab's internal API, before the worker runs)
-    if size_limit is None:
-        size_limit = getattr(config, "sidekiq_job_size_limit", None)
-    if size_limit and size and size > size_limit:
+    limit = cfg.size_limit
+    if limit and size and size > limit:
         return Outcome(
             REJECTED, None,
-            f"{size:,} bytes, over the Sidekiq job size limit of {size_limit:,}: GitLab's mail_room API "
+            f"{size:,} bytes, over the Sidekiq job size limit of {limit:,}: GitLab's mail_room API "
             "refuses the job (EmailTooLarge) and writes to the sender, unless compression brings it under "
             "(webhook delivery only)", False, "too_large")
     # 1. blank raw mail
@@ -340,25 +410,18 @@ def _predict(
         return Outcome(DROPPED, None, f"Auto-Submitted appears {n_auto} times: GitLab's check fails on it "
                        "(an error in its log) and the mail is dropped without a reply", False, "auto_submitted_repeated")
     if auto is not None and auto != "no":
-        shown = _cut(auto) if auto else "(empty)"
-        return Outcome(DROPPED, None, f"Auto-Submitted: {shown}: GitLab ignores auto-generated mail "
-                       "(anything but exactly 'no'), without a reply", False, "auto_submitted")
+        return _auto_submitted(auto)
     if n_autoreply > 1:
         return Outcome(DROPPED, None, f"X-Autoreply appears {n_autoreply} times: GitLab's check fails on it "
                        "(an error in its log) and the mail is dropped without a reply", False, "x_autoreply_repeated")
     if autoreply == "yes":
-        return Outcome(DROPPED, None, "X-Autoreply: yes: GitLab ignores auto-replies, without a reply",
-                       False, "x_autoreply")
+        return X_AUTOREPLY
     # 3. the key and its handler
-    template = getattr(config, "address", None)
+    template = cfg.template
     if not template:
         return NO_TEMPLATE
-    custom = frozenset(_custom_base(a) for a in custom_emails) if custom_emails else frozenset()
-    if not custom:
-        configured = getattr(config, "service_desk_custom_emails", None)
-        if configured:
-            custom = frozenset(_custom_base(a) for a in configured)
-    if custom or (key is None and _has_plus(fields)):
+    custom = cfg.custom
+    if custom or (key is None and _has_plus_form(fields)):
         route = _custom_email_route(_group(fields), template, custom, header if key is not None else None)
         if route is not None:
             where, addr, known = route
@@ -369,7 +432,7 @@ def _predict(
                            "GitLab's database knows if it is one (then a ticket or a comment); if not, "
                            "GitLab rejects it and writes to the sender", True, "custom_email_form")
     if key is None:
-        return Outcome(REJECTED, None, _NO_KEY_REASON + ("" if has_from else _NO_FROM), False, "no_key")
+        return NO_KEY if has_from else NO_KEY_NO_FROM
     if kind not in HANDLER_FOR_KIND:
         return Outcome(REJECTED, None, f"key {_cut(key)!r} in {header or 'the headers'} matches no GitLab handler: "
                        "GitLab rejects it (UnknownIncomingEmail) and writes to the sender"
@@ -385,5 +448,5 @@ def _predict(
                        "path: GitLab finds no project and writes a rejection"
                        + ("" if has_from else _NO_FROM), False, "project_not_found")
     custom_suffix = kind == "service_desk" and project_id is None and project_path is None
-    host_unknown = header == "References" and not getattr(config, "gitlab_host", None)
+    host_unknown = header == "References" and cfg.gitlab_host is None
     return _handled(kind, header, host_unknown, custom_suffix)
