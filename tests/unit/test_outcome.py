@@ -407,3 +407,57 @@ def test_classify_key_is_reused_not_copied() -> None:
     # the reply-key check of a custom e-mail form is keys.classify_key's (partitioned keys included)
     assert classify_key("1-abcdefghijklmnopqrstuvwxy").kind == "reply"
     assert O._custom_reply_form("s+1-abcdefghijklmnopqrstuvwxy@acme.com")
+
+
+# --- custom e-mail: what GitLab's database would be asked, in GitLab's order --------------------
+
+CUSTOM = {"custom_emails": ("support@acme.com",)}
+
+
+def test_custom_email_reply_beats_the_service_desk_key_in_a_later_header() -> None:
+    # the custom e-mail reply flow: To is the customer-facing reply address, Delivered-To the
+    # project's Service Desk address it was forwarded to; GitLab asks its database about To first
+    lines = ("From: customer@example.org", f"To: support+{HEX}@acme.com",
+             "Delivered-To: incoming+acme-support-278964-issue-@incoming.gitlab.example.com")
+    o = outcome(*lines)
+    assert (o.verdict, o.handler, o.rule, o.needs_db) == ("handled", "create_note", "custom_email_form", True)
+    assert "Delivered-To decides (service_desk)" in o.reason
+    o = outcome(*lines, **CUSTOM)
+    assert (o.verdict, o.handler, o.rule) == ("handled", "create_note", "custom_email")
+
+
+def test_custom_email_form_before_an_unhandled_key() -> None:
+    o = outcome("From: a@example.org", f"To: support+{HEX}@acme.com",
+                "Cc: incoming+garbage@incoming.gitlab.example.com")
+    assert (o.verdict, o.rule) == ("unknown", "custom_email_form") and "matches no handler" in o.reason
+
+
+def test_custom_email_verification_goes_to_service_desk() -> None:
+    o = outcome("From: a@example.org", "To: support+verify@acme.com", **CUSTOM)
+    assert (o.verdict, o.handler, o.rule) == ("handled", "service_desk", "custom_email")
+    o = outcome("From: a@example.org", "To: support+verify@acme.com")
+    assert (o.verdict, o.handler, o.rule) == ("unknown", "service_desk", "custom_email_form")
+
+
+def test_other_sub_addresses_of_a_custom_email_are_not_it() -> None:
+    # key_from_settings only strips "+verify"; key_from_reply_address needs a reply key
+    assert outcome("From: a@example.org", "To: support+sales@acme.com", **CUSTOM).rule == "no_key"
+    assert outcome("From: a@example.org", "To: support@acme.org", **CUSTOM).rule == "no_key"
+
+
+def test_the_config_cache_follows_the_config() -> None:
+    h = Headers.parse(raw("From: a@example.org", f"To: {ISSUE}"))
+    a, b = AnalysisConfig(address=T), AnalysisConfig(address=None)
+    info = find_key(h, T)
+    for _ in range(2):
+        assert predict(h, info, 10, a).verdict == "handled"
+        assert predict(h, info, 10, b).verdict == "unknown"
+        assert predict(h, info, 10, a, size_limit=5).rule == "too_large"
+        assert predict(h, info, 10, a).verdict == "handled"
+
+
+@pytest.mark.parametrize("limit", [True, -5, "100", 1.5])
+def test_a_nonsense_size_limit_is_no_limit(limit: object) -> None:
+    cfg = SimpleNamespace(address=T, gitlab_host=HOST, sidekiq_job_size_limit=limit)
+    h = Headers.parse(raw("From: a@example.org", f"To: {ISSUE}"))
+    assert predict(h, find_key(h, T), 10**9, cfg).verdict == "handled"

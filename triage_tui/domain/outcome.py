@@ -225,11 +225,16 @@ def _custom_reply_form(address: str) -> bool:
 
 
 def _custom_base(address: str) -> str:
-    """The custom e-mail an address stands for (the gem's CustomEmail.base_address), lower-cased."""
-    base, plus, rest = address.strip().partition("+")
-    if plus and "@" in rest:
+    """The custom e-mail an address would be looked up as, lower-cased: a reply address without
+    its ``+<reply key>`` (CustomEmail.key_from_reply_address), anything else with its first
+    ``+verify`` removed (key_from_settings: ``email.sub('+verify', '')``). Other sub-addresses
+    stay, so ``support+x@acme.com`` is not ``support@acme.com``. (GitLab compares in its
+    database; lower-casing both sides here is an assumption, not read from its source.)"""
+    address = address.strip()
+    if _custom_reply_form(address) and not address.partition("+")[2].startswith("verify@"):
+        base, _, rest = address.partition("+")
         return (base + "@" + rest.partition("@")[2]).lower()
-    return address.strip().replace(_VERIFY, "", 1).lower()
+    return address.replace(_VERIFY, "", 1).lower()
 
 
 def _custom_email_route(
@@ -262,6 +267,30 @@ def _custom_email_route(
         if header == stop_header:
             return None
     return None
+
+
+def _custom_outcome(route: tuple[str, str, bool], key: str | None, kind: str, header: str | None) -> Outcome:
+    """A custom-email candidate GitLab's database looks up before the template's key: a reply
+    address (``+<reply key>@``) becomes a comment (create_note), the address itself or its
+    ``+verify`` form the project's Service Desk."""
+    where, addr, known = route
+    reply = _custom_reply_form(addr) and not addr.partition("+")[2].startswith("verify@")
+    handler = "create_note" if reply else "service_desk"
+    what = "a reply address of" if reply else "the address of"
+    then = "a comment on its ticket" if reply else "a Service Desk ticket"
+    if known:
+        return Outcome(HANDLED, handler, f"{where} has {_cut(addr)}, {what} a configured Service Desk custom e-mail: "
+                       f"{then}, if GitLab's database still has it", True, "custom_email")
+    if key is None:
+        return Outcome(UNKNOWN, handler, f"{where} has {_cut(addr)}, {what} a Service Desk custom e-mail form: if "
+                       f"GitLab's database knows it, {then}; if not, GitLab rejects the mail and writes to the "
+                       "sender", True, "custom_email_form")
+    fallback = HANDLER_FOR_KIND.get(kind)
+    otherwise = (f"the key in {header} decides ({fallback})" if fallback
+                 else f"the key in {header} matches no handler (a rejection)")
+    return Outcome(HANDLED if fallback else UNKNOWN, handler,
+                   f"{where} has {_cut(addr)}, {what} a Service Desk custom e-mail form: if GitLab's database knows "
+                   f"it, {then}; if not, {otherwise}", True, "custom_email_form")
 
 
 def _has_plus_form(fields: list[tuple[str, str]]) -> bool:
@@ -309,7 +338,7 @@ def _settings(config: Any, size_limit: int | None, custom_emails: Any) -> _Setti
     template, host = get("address", None), get("gitlab_host", None)
     out = _Settings(template if isinstance(template, str) and template else None,
                     host if isinstance(host, str) and host else None,
-                    limit if isinstance(limit, int) and limit > 0 else None, custom)
+                    limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None, custom)
     _last_settings = (config, size_limit, custom_emails, out)
     return out
 
@@ -421,16 +450,10 @@ def _predict(
     if not template:
         return NO_TEMPLATE
     custom = cfg.custom
-    if custom or (key is None and _has_plus_form(fields)):
+    if custom or _has_plus_form(fields):
         route = _custom_email_route(_group(fields), template, custom, header if key is not None else None)
         if route is not None:
-            where, addr, known = route
-            if known:
-                return Outcome(HANDLED, "service_desk", f"Service Desk custom e-mail {_cut(addr)} in {where}: GitLab "
-                               "opens or updates a ticket if the project still has it", True, "custom_email")
-            return Outcome(UNKNOWN, None, f"{where} has {_cut(addr)}, a Service Desk custom e-mail form: only "
-                           "GitLab's database knows if it is one (then a ticket or a comment); if not, "
-                           "GitLab rejects it and writes to the sender", True, "custom_email_form")
+            return _custom_outcome(route, key, kind, header)
     if key is None:
         return NO_KEY if has_from else NO_KEY_NO_FROM
     if kind not in HANDLER_FOR_KIND:
