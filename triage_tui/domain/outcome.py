@@ -70,6 +70,7 @@ from triage_tui.domain.keys import (
     HANDLER_NAMES,
     HEADER_ORDER,
     MAX_SCAN,
+    WILDCARD_PLACEHOLDER,
     KeyInfo,
     _candidates,
     classify_key,
@@ -293,9 +294,29 @@ def _custom_outcome(route: tuple[str, str, bool], key: str | None, kind: str, he
                    f"it, {then}; if not, {otherwise}", True, "custom_email_form")
 
 
-def _has_plus_form(fields: list[tuple[str, str]]) -> bool:
-    return any(_PLUS_FORM.search(value, 0, MAX_SCAN) for name, value in fields
-               if name in _HEADER_LOWER and name != "references")
+#: For each header GitLab reads, the address headers it reads up to and including it (References
+#: holds message ids, not addresses): where a custom e-mail could come before that header's key.
+_UP_TO: dict[str | None, frozenset[str]] = {
+    h: frozenset(x.lower() for x in HEADER_ORDER[: i + 1] if x != "References") for i, h in enumerate(HEADER_ORDER)
+}
+_UP_TO[None] = _UP_TO[HEADER_ORDER[-1]]
+
+
+def _may_hold_custom_form(fields: list[tuple[str, str]], names: frozenset[str], prefix: str | None,
+                          suffix: str | None) -> bool:
+    """Cheap necessary condition for :func:`_custom_email_route`: a ``+verify@`` or
+    ``+<reply key>@`` in an address header that is not the template's own address (a sub-addressed
+    template such as ``incoming+%{key}@host`` looks just like a custom-email reply address)."""
+    for name, value in fields:
+        if name in names and "+" in value:
+            if prefix and suffix and value.count("+") == value.count(prefix) == value.count(suffix):
+                continue  # every '+' opens one of the template's own addresses (the usual To)
+            for m in _PLUS_FORM.finditer(value, 0, MAX_SCAN):
+                at = m.end() - 1
+                if prefix is None or suffix is None or not (
+                        value.startswith(suffix, at) and value.endswith(prefix, 0, m.start() + 1)):
+                    return True
+    return False
 
 
 def _group(fields: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -312,6 +333,8 @@ class _Settings:
     gitlab_host: str | None
     size_limit: int | None
     custom: frozenset[str]
+    prefix: str | None  # the template around %{key}, for the cheap custom-form pre-check
+    suffix: str | None
 
 
 _last_settings: tuple[Any, Any, Any, _Settings] | None = None  # one entry, replaced whole (thread-safe)
@@ -336,9 +359,13 @@ def _settings(config: Any, size_limit: int | None, custom_emails: Any) -> _Setti
     emails = custom_emails if custom_emails else get("service_desk_custom_emails", None)
     custom = frozenset(_custom_base(str(e)) for e in emails) if emails else frozenset()
     template, host = get("address", None), get("gitlab_host", None)
-    out = _Settings(template if isinstance(template, str) and template else None,
-                    host if isinstance(host, str) and host else None,
-                    limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None, custom)
+    template = template if isinstance(template, str) and template else None
+    prefix = suffix = None
+    if template and WILDCARD_PLACEHOLDER in template:
+        prefix, _, suffix = template.partition(WILDCARD_PLACEHOLDER)
+    out = _Settings(template, host if isinstance(host, str) and host else None,
+                    limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None, custom,
+                    prefix, suffix)
     _last_settings = (config, size_limit, custom_emails, out)
     return out
 
@@ -450,7 +477,7 @@ def _predict(
     if not template:
         return NO_TEMPLATE
     custom = cfg.custom
-    if custom or _has_plus_form(fields):
+    if custom or _may_hold_custom_form(fields, _UP_TO.get(header, _UP_TO[None]), cfg.prefix, cfg.suffix):
         route = _custom_email_route(_group(fields), template, custom, header if key is not None else None)
         if route is not None:
             return _custom_outcome(route, key, kind, header)
