@@ -31,11 +31,17 @@ what ``Gitlab::Email::Receiver#execute`` and ``EmailReceiverWorker`` would do, i
 
 Service Desk custom addresses: a custom suffix (``<slug>-<key>`` on the service_desk_email
 mailbox) is resolved only by ``Project.with_service_desk_key`` (handled, ``needs_db``). Custom
-e-mail addresses (``support@acme.com``) are looked up per candidate address in GitLab's database
-(``ServiceDesk::CustomEmail.key_from_reply_address`` / ``key_from_settings``): configured ones can
-be passed in (``custom_emails``); without them, a keyless message carrying a custom-email *reply*
-address (``support+<reply key>@acme.com``) or a ``+verify`` address is ``unknown`` (needs GitLab's
-database), not ``rejected``.
+e-mail addresses (``support@acme.com``) are looked up in GitLab's database per candidate address,
+in MailKey.each_candidate's order (``ServiceDesk::CustomEmail.key_from_reply_address``: a
+``+<reply key>`` sub-address, a comment; ``key_from_settings``: the address or its ``+verify``
+form, a ticket). The gem says the application layers these lookups on each candidate; that the
+template is tried before them *within* one candidate is this module's reading, not a quote.
+Configured custom e-mails can be passed in (``custom_emails``, or a config attribute
+``service_desk_custom_emails``); without them a custom-email reply or ``+verify`` form seen before
+the template's key makes the verdict depend on GitLab's database: ``unknown`` when there is no key
+(it may be rejected), ``handled`` with that handler when a key follows (the custom e-mail reply
+flow: ``To: support+<reply key>@acme.com`` forwarded to the Service Desk address is a comment, not
+a new ticket).
 
 Not predictable offline (headers only): a whitespace-only body (blank) with a non-empty size;
 ``EmailUnparsableError`` (an encoding error in Mail::Message.new: silent); Mail only parses the
@@ -55,8 +61,11 @@ lib/gitlab/email/service_desk/custom_email.rb; gems/gitlab-email_handler (mail_k
 each_candidate, identifier.rb, custom_email.rb, matchers/service_desk.rb); mikel/mail
 lib/mail/header.rb (``#[]`` returns an Array for repeated fields; 1,000-field limit).
 
-Cheap by design: one pass over the header fields, cached reasons for the common verdicts, no
-regex on the hot path. Never raises: a failure yields ``unknown`` with the error named.
+Cheap by design: the configuration is read once per config object, one pass over the header
+fields, shared Outcome objects for the common verdicts, and the custom-form regex only where a
+``+`` is not the template's own address: about 1-2 us per message with the key already decoded
+(3.5 us for keyless mail with dated Received lines), against 30-85 us for parsing and
+annotating the same message. Never raises: a failure yields ``unknown`` with the error named.
 """
 
 from __future__ import annotations
