@@ -369,7 +369,7 @@ class MailboxSnapshot:
             raise UidValidityChanged(f"UIDVALIDITY changed while reading ({uv1} → {uv3}): try again")
         info = triage.reader.mailbox
         s = triage.settings
-        return cls(server=s.server, user=s.user, mailbox=s.mailbox, uidvalidity=uv3,
+        return cls(server=mask_host(s.server), user=s.user, mailbox=s.mailbox, uidvalidity=uv3,
                    uidnext=info.uidnext if info is not None else None,
                    all=set(all_), unseen=set(unseen), deleted=set(deleted))
 
@@ -1083,7 +1083,7 @@ class LockService:
             return result
         script = self._release_script()
         server_id = self._server_id()
-        with self.guard.operation(ACTION, server=s.server, user=s.user, mailbox=s.mailbox, uidvalidity=uv,
+        with self.guard.operation(ACTION, server=mask_host(s.server), user=s.user, mailbox=s.mailbox, uidvalidity=uv,
                                   ttl_s=plan.ttl_s, waves=plan.waves, wave_interval_s=plan.wave_interval_s,
                                   planned=plan.count, count=len(todo), targets=uidset.compress(t.uid for t in todo),
                                   not_unseen=uidset.compress(gone_from_unseen),
