@@ -63,7 +63,7 @@ def test_no_password_survives_mask_url(tail: str) -> None:
     pw = "ZQX" + tail
     for url in (f"redis://:{pw}@host/0", f"redis://:{quote(pw, safe='')}@host/0", f"redis://u:{pw}@h",
                 f"redis://h/0?password={pw}", f"unix:///s?password={quote(pw, safe='')}", f"redis//:{pw}@h",
-                f"rediss://{pw}@h:6379"):
+                f"rediss://{pw.replace(':', '')}@h:6379"):  # a bare userinfo: before a ':' is a user name
         assert "ZQX" not in mask_url(url).upper(), url
         assert "ZQX" not in RedisSettings(url=url).display.upper(), url
 

@@ -25,6 +25,7 @@ from imapclient import exceptions as imap_exc
 
 from triage_tui.domain import uidset
 from triage_tui.domain.redact import scrub as scrub_secrets
+from triage_tui.domain.text import inert
 from triage_tui.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -272,11 +273,11 @@ class ImapSession:
         except UnicodeError:
             # never str(e): a codec error quotes the character and its position in the secret
             self._drop()
-            raise AuthenticationFailed(f"authentication failed for user {s.user} at {s.server}: the user name or "
+            raise AuthenticationFailed(f"authentication failed for user {inert(s.user)} at {s.server}: the user name or "
                                        "password is not ASCII and the server took no UTF-8 login") from None
         except imap_exc.LoginError as e:
             self._drop()
-            raise AuthenticationFailed(f"authentication failed for user {s.user} at {s.server}: "
+            raise AuthenticationFailed(f"authentication failed for user {inert(s.user)} at {s.server}: "
                                        f"{self._scrub(_server_text(e))}") from None
         except imap_exc.IMAPClientError as e:
             self._drop()
@@ -295,12 +296,12 @@ class ImapSession:
         s = self.settings
         user = s.user
         if "\0" in user + password:
-            raise AuthenticationFailed(f"authentication failed for user {user} at {s.server}: the user name or "
+            raise AuthenticationFailed(f"authentication failed for user {inert(user)} at {s.server}: the user name or "
                                        "password contains a NUL character, which no IMAP login can carry")
         try:
             (user + password).encode("utf-8")
         except UnicodeError:
-            raise AuthenticationFailed(f"authentication failed for user {user} at {s.server}: the user name or "
+            raise AuthenticationFailed(f"authentication failed for user {inert(user)} at {s.server}: the user name or "
                                        "password is not valid UTF-8 text (undecodable bytes where it came from)"
                                        ) from None
         imap = client._imap
