@@ -534,6 +534,10 @@ class ImportedMailbox:
         v = self.values.get(name)
         return v[0] if v else None
 
+    def __repr__(self) -> str:
+        shown = {k: _shown(k, v[0]) for k, v in self.values.items()}
+        return f"ImportedMailbox(which={self.which!r}, values={shown!r}, files={self.files!r})"
+
 
 SECTION_OF = {"incoming": "incoming_email", "service_desk": "service_desk_email"}
 #: GitLab's own defaults for a mailbox section (Gitlab::MailRoom::DEFAULT_CONFIG).
@@ -767,6 +771,12 @@ class Settings:
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
 
+    def __repr__(self) -> str:
+        """A debugger, a log line or a traceback with locals sees what ``config show`` shows."""
+        shown = {k: _shown(k, v) for k, v in self.values.items()}
+        return (f"Settings(values={shown!r}, config_path={self.config_path!r}, profile={self.profile!r}, "
+                f"imported={self.imported!r})")
+
     def get(self, name: str, default: Any = None) -> Any:
         v = self.values.get(name)
         return default if v is None else v
@@ -829,6 +839,14 @@ class Settings:
         if isinstance(v, tuple):
             return list(v)
         return v
+
+
+def _shown(name: str, value: Any) -> Any:
+    if isinstance(value, Secret):
+        return value
+    if name in _MASKED and value:
+        return _MASKED[name](value)
+    return value
 
 
 #: values shown by ``config show`` (text and JSON) through a mask: a URL's or host's credentials

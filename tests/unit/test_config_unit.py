@@ -562,3 +562,13 @@ def test_sentinel_address_with_credentials_refused_without_echo() -> None:
     with pytest.raises(ConfigError) as e:
         resolve(args("--redis-sentinel", "redis://:CANARY3@s1:26379", "--redis-master", "m"), {})
     assert "CANARY3" not in str(e.value) and "expected HOST:PORT" in str(e.value)
+
+
+def test_settings_repr_shows_what_config_show_shows() -> None:
+    """A log line, a debugger or a traceback with locals that prints the settings sees no secret."""
+    s = resolve(args("--redis-url", "redis://h/0?password=CANARY4", "--mail-room-config",
+                     str(CORPUS / "mail_room.yml")), {})
+    text = repr(s)
+    for secret in ("CANARY4", "redis-pass", "sentinel-pass", "imap-pass-from-mail-room"):
+        assert secret not in text, secret
+    assert "password=***" in text and "gitlab-redis" in text
