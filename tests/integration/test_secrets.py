@@ -416,3 +416,21 @@ def test_no_redis_or_sentinel_password_anywhere(mailbox, cli, tmp_path, caplog, 
                          "mail_room:gitlab:delivered:3") == 0  # the releases did happen
     _assert_nothing_leaked(everything, [CANARY_REDIS, CANARY_REDIS_WRONG, CANARY_SENTINEL, PASSWORD], mailbox.user)
     assert not any(os.fspath(p).count(CANARY_REDIS) for p in files)
+
+
+def test_unexpected_error_quoting_a_secret_is_scrubbed(mailbox, cli, monkeypatch):  # type: ignore[no-untyped-def]
+    """The last line of defence: an exception nobody foresaw that quotes the password (or the Redis
+    URL's) does not print it, neither as the one-line internal error nor in the --debug traceback."""
+    from triage_tui.services.imap import ImapSession
+
+    mailbox.seed(backlog(1, now=time.time()))
+
+    def boom(self, *a, **kw):  # type: ignore[no-untyped-def]
+        raise RuntimeError(f"unexpected: {PASSWORD!r} {PASSWORD.upper()} {quote(CANARY_REDIS)}")
+
+    monkeypatch.setattr(ImapSession, "examine", boom)
+    env = mailbox.env() | {"TRIAGE_REDIS_URL": f"redis://:{CANARY_REDIS}@127.0.0.1:1/0"}
+    for argv in (["list"], ["--debug", "list"], ["--debug", "locks"]):
+        r = cli(argv, env=env)
+        assert r.code == 1 and "internal error: RuntimeError: unexpected: '***' ***" in r.err, r.err
+        _assert_nothing_leaked(r.out + r.err, [PASSWORD, CANARY_REDIS], mailbox.user)

@@ -137,3 +137,12 @@ def test_redis_password_reads_the_query_too() -> None:
 def test_sentinel_addresses_with_credentials_are_hidden() -> None:
     rs = RedisSettings(sentinels=[("redis://:s-pw@s1", 26379), ("s2", 26380)], master="m")
     assert "s-pw" not in rs.display and "s-pw" not in repr(rs) and "s2:26380" in rs.display
+
+
+def test_registered_secrets_are_the_last_line_of_defence() -> None:
+    from triage_tui.domain.redact import register, scrub_registered
+
+    Secret("CANARY-registered-51")
+    register("ab", None, "")  # too short to scrub everywhere: left to the targeted scrubbers
+    out = scrub_registered("boom: 'CANARY-registered-51' canary-registered-51 Q0FOQVJZLXJlZ2lzdGVyZWQtNTE= ab")
+    assert out == "boom: '***' *** *** ab"

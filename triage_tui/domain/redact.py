@@ -161,6 +161,40 @@ def scrub(text: str, secrets: Iterable[str | None], *, user: str | None = None) 
     return re.sub(pattern, MASK, text, flags=re.IGNORECASE)
 
 
+#: Every secret this process has used (see :class:`triage_tui.services.imap.Secret` and the Redis
+#: connection): the last line of defence scrubs them out of text nobody wrote for people (an
+#: unexpected exception, a ``--debug`` traceback). Very short values are left to the targeted
+#: scrubbers (they would mangle every message), and the set is bounded.
+_REGISTERED: dict[str, None] = {}
+_REGISTER_MIN = 4
+_REGISTER_MAX = 32
+_registered_pattern: re.Pattern[str] | None = None
+
+
+def register(*secrets: str | None) -> None:
+    global _registered_pattern
+    for secret in secrets:
+        if secret and len(secret) >= _REGISTER_MIN and secret not in _REGISTERED:
+            if len(_REGISTERED) >= _REGISTER_MAX:
+                _REGISTERED.pop(next(iter(_REGISTERED)))
+            _REGISTERED[secret] = None
+            _registered_pattern = None
+
+
+def scrub_registered(text: str) -> str:
+    """``text`` without any secret this process used, in any of its spellings."""
+    global _registered_pattern
+    if not _REGISTERED or not text:
+        return text
+    if _registered_pattern is None:
+        forms: set[str] = set()
+        for secret in _REGISTERED:
+            forms |= secret_forms(secret)
+        _registered_pattern = re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)),
+                                         re.IGNORECASE)
+    return _registered_pattern.sub(MASK, text)
+
+
 def looks_like_base64_of(text: str, secret: str) -> bool:
     """Whether some base64 run in ``text`` decodes to bytes containing ``secret`` (test helper)."""
     needle = secret.encode("utf-8", "surrogatepass")
@@ -175,5 +209,5 @@ def looks_like_base64_of(text: str, secret: str) -> bool:
     return False
 
 
-__all__ = ["HIDDEN_HOST", "HIDDEN_URL", "MASK", "looks_like_base64_of", "mask_host", "mask_url", "scrub",
-           "secret_forms"]
+__all__ = ["HIDDEN_HOST", "HIDDEN_URL", "MASK", "looks_like_base64_of", "mask_host", "mask_url", "register",
+           "scrub", "scrub_registered", "secret_forms"]

@@ -24,6 +24,7 @@ import imapclient
 from imapclient import exceptions as imap_exc
 
 from triage_tui.domain import uidset
+from triage_tui.domain.redact import register
 from triage_tui.domain.redact import scrub as scrub_secrets
 from triage_tui.domain.text import inert
 from triage_tui.errors import (
@@ -50,6 +51,7 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         self._value = value
+        register(value)
 
     def reveal(self) -> str:
         return self._value

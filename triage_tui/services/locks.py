@@ -48,7 +48,7 @@ from redis.retry import Retry
 
 from triage_tui.domain import uidset
 from triage_tui.domain.model import Message, View
-from triage_tui.domain.redact import mask_host, mask_url
+from triage_tui.domain.redact import mask_host, mask_url, register
 from triage_tui.domain.redact import scrub as scrub_secrets
 from triage_tui.errors import TriageError, UidValidityChanged, UsageError
 from triage_tui.services.guard import MutationGuard
@@ -181,6 +181,7 @@ class RedisSettings:
         if isinstance(self.sentinel_password, str):
             self.sentinel_password = Secret(self.sentinel_password) if self.sentinel_password else None
         self.shared_with = tuple(self.shared_with or ())
+        register(*self._secrets())
 
     @property
     def prefix(self) -> str:
@@ -725,6 +726,7 @@ class LockService:
 
     def _connect(self) -> Any:
         s = self.settings
+        register(*s._secrets())  # the last line of defence (cli) knows them from now on
         common: dict[str, Any] = {
             "socket_timeout": s.timeout, "socket_connect_timeout": s.timeout,
             # No silent retries: a release must know whether its command ran, and a dead Redis
