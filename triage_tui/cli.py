@@ -22,13 +22,13 @@ from typing import Any
 from triage_tui import __version__
 from triage_tui.commands import COMMAND_MODULES
 from triage_tui.context import Context
-from triage_tui.domain.redact import scrub_registered
+from triage_tui.domain.redact import mask_urls_in, scrub_registered
 from triage_tui.errors import TriageError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message} (see {self.prog} --help)")
+        raise UsageError(f"{mask_urls_in(message)} (see {self.prog} --help)")  # it may quote a typed URL
 
 
 def _on() -> dict[str, object]:

@@ -146,3 +146,23 @@ def test_registered_secrets_are_the_last_line_of_defence() -> None:
     register("ab", None, "")  # too short to scrub everywhere: left to the targeted scrubbers
     out = scrub_registered("boom: 'CANARY-registered-51' canary-registered-51 Q0FOQVJZLXJlZ2lzdGVyZWQtNTE= ab")
     assert out == "boom: '***' *** *** ab"
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("invalid choice: 'redis://:pw-CANARY@h/0' (choose", "invalid choice: 'redis://:***@h/0' (choose"),
+    ("unrecognized arguments: redis://h/0?password=pw-CANARY x", "unrecognized arguments: redis://h/0?password=*** x"),
+    ("unrecognized arguments: redis//:pw-CANARY@h", f"unrecognized arguments: {HIDDEN_URL}"),
+    ("mail a@b.example and http://x/y?q=1 at 10:30", "mail a@b.example and http://x/y?q=1 at 10:30"),
+])
+def test_urls_quoted_in_free_text_are_masked(text: str, shown: str) -> None:
+    from triage_tui.domain.redact import mask_urls_in
+
+    assert mask_urls_in(text) == shown
+
+
+def test_a_mistyped_flag_does_not_echo_the_redis_password(capsys: pytest.CaptureFixture[str]) -> None:
+    from triage_tui.cli import main
+
+    assert main(["--redis-uri", "redis://:pw-CANARY-typo@h/0", "locks"]) == 2
+    err = capsys.readouterr().err
+    assert "pw-CANARY-typo" not in err and "redis://:***@h/0" in err

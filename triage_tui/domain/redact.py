@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 from collections.abc import Iterable
@@ -83,6 +82,16 @@ def mask_url(url: str | None) -> str:
     if hash_:
         out += "#" + (MASK if fragment else "")
     return out
+
+
+_URL_TOKEN = re.compile(r"[^\s'\"]*:[^\s'\"]*@[^\s'\"]*|[^\s'\"]*[?&][^\s'\"=]*(?:pass|pwd|secret|token)[^\s'\"=]*=[^\s'\"]*",
+                        re.IGNORECASE)
+
+
+def mask_urls_in(text: str) -> str:
+    """Every URL-like word of free text that carries a credential (``scheme://user:pw@host``,
+    ``...?password=...``), masked: for messages that quote what was typed (argparse errors)."""
+    return _URL_TOKEN.sub(lambda m: mask_url(m.group(0)), text) if text else text
 
 
 def mask_host(host: str | None) -> str:
@@ -174,7 +183,7 @@ _registered_pattern: re.Pattern[str] | None = None
 def register(*secrets: str | None) -> None:
     global _registered_pattern
     for secret in secrets:
-        if secret and len(secret) >= _REGISTER_MIN and secret not in _REGISTERED:
+        if isinstance(secret, str) and len(secret) >= _REGISTER_MIN and secret not in _REGISTERED:
             if len(_REGISTERED) >= _REGISTER_MAX:
                 _REGISTERED.pop(next(iter(_REGISTERED)))
             _REGISTERED[secret] = None
@@ -195,19 +204,5 @@ def scrub_registered(text: str) -> str:
     return _registered_pattern.sub(MASK, text)
 
 
-def looks_like_base64_of(text: str, secret: str) -> bool:
-    """Whether some base64 run in ``text`` decodes to bytes containing ``secret`` (test helper)."""
-    needle = secret.encode("utf-8", "surrogatepass")
-    for run in re.findall(r"[A-Za-z0-9+/=_\-]{8,}", text):
-        padded = run + "=" * (-len(run) % 4)
-        for decoder in (base64.b64decode, base64.urlsafe_b64decode):
-            try:
-                if needle in decoder(padded):
-                    return True
-            except (binascii.Error, ValueError):
-                continue
-    return False
-
-
-__all__ = ["HIDDEN_HOST", "HIDDEN_URL", "MASK", "looks_like_base64_of", "mask_host", "mask_url", "register",
-           "scrub", "scrub_registered", "secret_forms"]
+__all__ = ["HIDDEN_HOST", "HIDDEN_URL", "MASK", "mask_host", "mask_url", "mask_urls_in", "register", "scrub",
+           "scrub_registered", "secret_forms"]
