@@ -23,6 +23,9 @@ from pathlib import Path
 MAIL_UID = 65534  # nobody: Dovecot refuses to own mail as root
 MAIL_GID = 65534  # nogroup
 PASSWORD = "s3cret-test-pass"
+#: One user whose password is not ASCII (passwd-file, compared as UTF-8 bytes): the UTF-8 login path.
+UTF8_USER = "utf8user"
+UTF8_PASSWORD = "pässwörd-€-Пароль"
 
 
 def free_port() -> int:
@@ -98,6 +101,10 @@ maildir_very_dirty_syncs = no
 passdb {{
   driver = static
   args = password={password}
+}}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {base}/passwd
 }}
 userdb {{
   driver = static
@@ -215,6 +222,8 @@ def start_dovecot(*, tls: bool = True, max_line_length: int = 65536, starttls_of
         base=base, ssl="yes" if use_tls else "no", ssl_files=ssl_files, uid=MAIL_UID, gid=MAIL_GID,
         password=PASSWORD, imap_port=imap_port, imaps_port=imaps_port if use_tls else 0,
         imaps_ssl="yes" if use_tls else "no", max_line=max_line_length))
+    (base / "passwd").write_text(f"{UTF8_USER}:{{PLAIN}}{UTF8_PASSWORD}::::::\n", encoding="utf-8")
+    (base / "passwd").chmod(0o644)
     (base / "dovecot.log").touch()
     proc = subprocess.Popen([binary, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=open(base / "stderr.log", "wb"), start_new_session=True)  # noqa: SIM115

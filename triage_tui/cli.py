@@ -22,12 +22,13 @@ from typing import Any
 from triage_tui import __version__
 from triage_tui.commands import COMMAND_MODULES
 from triage_tui.context import Context
+from triage_tui.domain.redact import mask_urls_in, scrub_registered
 from triage_tui.errors import TriageError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message} (see {self.prog} --help)")
+        raise UsageError(f"{mask_urls_in(message)} (see {self.prog} --help)")  # it may quote a typed URL
 
 
 def _on() -> dict[str, object]:
@@ -178,8 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 signal.signal(sig, old)
     except TriageError as e:
         if debug:
-            traceback.print_exc()
-        print(f"triage-tui: error: {e}", file=sys.stderr)
+            print(scrub_registered(traceback.format_exc()), end="", file=sys.stderr)
+        print(f"triage-tui: error: {scrub_registered(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("triage-tui: interrupted", file=sys.stderr)
@@ -193,8 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as e:  # noqa: BLE001 - the last line of defence: never a traceback by default
         if debug:
-            traceback.print_exc()
-        print(f"triage-tui: internal error: {type(e).__name__}: {e} (run with --debug for details)",
+            print(scrub_registered(traceback.format_exc()), end="", file=sys.stderr)
+        print(f"triage-tui: internal error: {type(e).__name__}: {scrub_registered(str(e))} "
+              "(run with --debug for details)",
               file=sys.stderr)
         return 1
 

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from triage_tui.domain.age import parse_age
-from triage_tui.domain.text import mask_url
+from triage_tui.domain.redact import mask_host, mask_url
 from triage_tui.errors import ConfigError, UsageError
 from triage_tui.services.imap import Secret
 
@@ -534,6 +534,10 @@ class ImportedMailbox:
         v = self.values.get(name)
         return v[0] if v else None
 
+    def __repr__(self) -> str:
+        shown = {k: _shown(k, v[0]) for k, v in self.values.items()}
+        return f"ImportedMailbox(which={self.which!r}, values={shown!r}, files={self.files!r})"
+
 
 SECTION_OF = {"incoming": "incoming_email", "service_desk": "service_desk_email"}
 #: GitLab's own defaults for a mailbox section (Gitlab::MailRoom::DEFAULT_CONFIG).
@@ -767,6 +771,12 @@ class Settings:
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
 
+    def __repr__(self) -> str:
+        """A debugger, a log line or a traceback with locals sees what ``config show`` shows."""
+        shown = {k: _shown(k, v) for k, v in self.values.items()}
+        return (f"Settings(values={shown!r}, config_path={self.config_path!r}, profile={self.profile!r}, "
+                f"imported={self.imported!r})")
+
     def get(self, name: str, default: Any = None) -> Any:
         v = self.values.get(name)
         return default if v is None else v
@@ -810,8 +820,8 @@ class Settings:
             return "auto (993 for ssl, 143 otherwise)" if name == "imap.port" else "-"
         if isinstance(v, Secret):
             return MASK
-        if name == "redis.url":
-            return mask_url(str(v))
+        if name in _MASKED:
+            v = _MASKED[name](v)
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, list | tuple):
@@ -824,11 +834,27 @@ class Settings:
         v = self.values.get(name)
         if isinstance(v, Secret):
             return MASK
-        if name == "redis.url" and v:
-            return mask_url(str(v))
+        if name in _MASKED and v:
+            return _MASKED[name](v)
         if isinstance(v, tuple):
             return list(v)
         return v
+
+
+def _shown(name: str, value: Any) -> Any:
+    if isinstance(value, Secret):
+        return value
+    if name in _MASKED and value:
+        return _MASKED[name](value)
+    return value
+
+
+#: values shown by ``config show`` (text and JSON) through a mask: a URL's or host's credentials
+_MASKED: dict[str, Callable[[Any], Any]] = {
+    "redis.url": lambda v: mask_url(str(v)),
+    "imap.host": lambda v: mask_host(str(v)),
+    "redis.sentinels": lambda v: [mask_host(str(x)) for x in v],
+}
 
 
 def _validate_value(spec: Spec, value: Any, source: Source) -> Any:
@@ -862,8 +888,9 @@ def _validate_value(spec: Spec, value: Any, source: Source) -> Any:
     if spec.type == "strlist":
         for item in value:
             host, _, port = str(item).rpartition(":")
-            if spec.name == "redis.sentinels" and (not host or not port.isdigit()):
-                raise ConfigError(f"invalid Sentinel address {item!r} ({where}): expected HOST:PORT")
+            if spec.name == "redis.sentinels" and (not host or not port.isdigit() or mask_host(host) != host):
+                raise ConfigError(f"invalid Sentinel address {mask_host(str(item))!r} ({where}): expected HOST:PORT "
+                                  "(the Sentinel password goes in redis.sentinel_password, not in the address)")
         return list(value)
     if spec.type == "projects":
         return {int(k): str(v) for k, v in value.items()}
@@ -1064,25 +1091,85 @@ def run_secret_command(command: str, *, what: str, source: Source, timeout: floa
     if proc.returncode != 0:
         raise ConfigError(f"{what} ({source}) failed with exit status {proc.returncode} "
                           "(its output is not shown: it may hold the secret; run it yourself to see why)")
-    first = proc.stdout.decode("utf-8", "replace").split("\n", 1)[0].rstrip("\r")
-    if not first:
-        raise ConfigError(f"{what} ({source}) printed nothing on its first line")
-    return Secret(first)
+    return Secret(_first_line(proc.stdout, f"the output of {what} ({source})",
+                              empty=f"{what} ({source}) printed nothing on its first line"))
 
 
-def read_password_file(path: str) -> Secret:
-    """The first line of a file only its owner can read: anything looser is refused, with the fix."""
+#: a password file, or a command's answer, longer than this on its first line is not a password
+SECRET_MAX_BYTES = 64 * 1024
+
+
+def _first_line(data: bytes, where: str, *, empty: str | None = None) -> str:
+    """The first line of a secret source, its line ending (LF, CRLF) and a UTF-8 BOM removed and
+    nothing else: spaces are part of a password. Never quotes the content in an error."""
+    line = data.split(b"\n", 1)[0]
+    if len(line) > SECRET_MAX_BYTES:
+        raise ConfigError(f"{where}: the first line is longer than {SECRET_MAX_BYTES // 1024} KiB: not a password")
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    if line.startswith(b"\xef\xbb\xbf"):
+        line = line[3:]
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: the first line is not UTF-8 text (content not shown)") from None
+    if not text:
+        raise ConfigError(empty or f"{where} is empty on its first line (the secret goes on the first line)")
+    _check_secret(text, where)
+    return text
+
+
+def _check_secret(value: str, where: str) -> None:
+    """A secret that no IMAP login can carry is a configuration error, said without showing it."""
+    if "\0" in value:
+        raise ConfigError(f"{where}: the secret contains a NUL character, which no IMAP login can carry")
+    try:
+        value.encode("utf-8")
+    except UnicodeError:
+        raise ConfigError(f"{where}: the secret holds bytes that are not UTF-8 text (content not shown)") from None
+
+
+def read_password_file(path: str, *, what: str = "password file") -> Secret:
+    """The first line of a regular file only its owner can read: anything looser is refused, with
+    the fix. A FIFO, socket, device or directory is refused before it is opened (a FIFO would
+    block forever), and the file is opened non-blocking and checked again once open."""
     p = Path(path).expanduser()
     try:
         st = p.stat()
     except OSError as e:
-        raise ConfigError(f"cannot read password file {p}: {e.strerror}") from None
+        raise ConfigError(f"cannot read {what} {p}: {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{what} {p} is a directory: give the path of the file holding the password")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a file")
+        raise ConfigError(f"{what} {p} is {kind}, not a regular file: give the path of a file holding the password")
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"password file {p} is readable by group or others: run `chmod 600 {p}`")
+        raise ConfigError(f"{what} {p} is readable by group or others: run `chmod 600 {p}`")
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        return Secret(p.read_text(encoding="utf-8").rstrip("\r\n"))
+        fd = os.open(p, flags)
     except OSError as e:
-        raise ConfigError(f"cannot read password file {p}: {e.strerror}") from None
+        raise ConfigError(f"cannot read {what} {p}: {e.strerror}") from None
+    try:
+        now = os.fstat(fd)
+        if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise ConfigError(f"{what} {p} was replaced while being opened: try again")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= SECRET_MAX_BYTES:
+            chunk = os.read(fd, SECRET_MAX_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if b"\n" in chunk:
+                break
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {p}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    return Secret(_first_line(b"".join(chunks), f"{what} {p}"))
 
 
 @dataclass
@@ -1102,6 +1189,7 @@ def obtain_credentials(settings: Settings, *, stdin: TextIO, user: str, server: 
         v = _nonempty(env, name)
         if v is None:
             raise UsageError(f"no OAuth2 token: environment variable {name} ({plan.source}) is not set")
+        _check_secret(v, f"environment variable {name} ({plan.source})")
         return Credentials(oauth2_token=Secret(v), plan=plan)
     if plan.method == "oauth2_token_command":
         return Credentials(oauth2_token=run_secret_command(s["imap.oauth2_token_command"], what="oauth2_token_command",
@@ -1116,8 +1204,10 @@ def obtain_credentials(settings: Settings, *, stdin: TextIO, user: str, server: 
         v = _nonempty(env, name)
         if v is None:
             raise UsageError(f"no IMAP password: environment variable {name} ({plan.source}) is not set")
+        _check_secret(v, f"environment variable {name} ({plan.source})")
         return Credentials(password=Secret(v), plan=plan)
     if plan.method == "password":
+        _check_secret(s["imap.password"].reveal(), f"the password ({plan.source})")
         return Credentials(password=s["imap.password"], plan=plan)
     if plan.method == "prompt":
         try:
@@ -1126,6 +1216,7 @@ def obtain_credentials(settings: Settings, *, stdin: TextIO, user: str, server: 
             value = ""
         if not value:
             raise UsageError("no IMAP password entered")
+        _check_secret(value, "the password entered")
         return Credentials(password=Secret(value), plan=plan)
     raise UsageError(f"no IMAP password: set {s['imap.password_env']}, or give --password-file, --password-command "
                      "(or password_command in the config file), or an OAuth2 token with --oauth2-token-command")

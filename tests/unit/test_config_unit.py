@@ -441,3 +441,134 @@ def test_a_profile_can_name_the_hosts_gitlab_files(tmp_path: Path) -> None:
     assert s["gitlab.config"] == str(tmp_path / "gitlab.yml") and s.mailbox_source == "service_desk"
     assert s["imap.host"] == "127.0.0.1" and s["imap.user"].startswith("contact@")  # file over import
     assert s.source("gitlab.config").label == f"file {p}:2 [profiles.gprd.gitlab]"
+
+
+# -- secret files and commands (guarantee 3) -----------------------------------------------------
+
+
+def _pwbytes(tmp_path: Path, data: bytes, name: str = "pw") -> Path:
+    p = tmp_path / name
+    p.write_bytes(data)
+    p.chmod(0o600)
+    return p
+
+
+@pytest.mark.parametrize(("data", "password"), [
+    (b"first\nsecond\n", "first"),  # first line only
+    (b"crlf\r\nsecond\r\n", "crlf"),  # the line ending only
+    (b"  spaced pw \t\n", "  spaced pw \t"),  # spaces are part of a password
+    (b"no-newline", "no-newline"),
+    (b"\xef\xbb\xbfwith-bom\n", "with-bom"),  # an editor's UTF-8 BOM
+    ("p\u00e4ss-\u20ac\n".encode(), "p\u00e4ss-\u20ac"),  # UTF-8
+    (b"a\rb\n", "a\rb"),  # a CR inside is the password's business (AUTHENTICATE PLAIN carries it)
+])
+def test_password_file_first_line_exactly(tmp_path: Path, data: bytes, password: str) -> None:
+    assert read_password_file(str(_pwbytes(tmp_path, data))).reveal() == password
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"", "is empty on its first line"),
+    (b"\n", "is empty on its first line"),
+    (b"\r\nsecond\n", "is empty on its first line"),
+    (b"p\xe4ss-CANARY\n", "the first line is not UTF-8 text (content not shown)"),  # Latin-1, not UTF-8
+    (b"\xff\xfep\x00w\x00\n", "not UTF-8 text"),  # UTF-16
+    (b"pw\x00CANARY\n", "contains a NUL character"),
+    (b"x" * (70 * 1024), "longer than 64 KiB"),
+])
+def test_password_file_bad_content_is_a_config_error_without_content(tmp_path: Path, data: bytes,
+                                                                     message: str) -> None:
+    p = _pwbytes(tmp_path, data)
+    with pytest.raises(ConfigError) as e:
+        read_password_file(str(p))
+    text = str(e.value)
+    assert message in text and str(p) in text and "CANARY" not in text and "\\x" not in text and "\n" not in text
+
+
+def test_password_file_must_be_a_regular_file(tmp_path: Path) -> None:
+    """A FIFO hung forever (nobody writes to it): refused before opening, as are directories,
+    devices and sockets, also behind a symlink."""
+    import os
+    import socket
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(ConfigError, match=f"password file {fifo} is a FIFO, not a regular file"):
+        read_password_file(str(fifo))
+    link = tmp_path / "link"
+    link.symlink_to(fifo)
+    with pytest.raises(ConfigError, match="is a FIFO, not a regular file"):
+        read_password_file(str(link))
+    d = tmp_path / "dir"
+    d.mkdir(mode=0o700)
+    with pytest.raises(ConfigError, match=f"password file {d} is a directory"):
+        read_password_file(str(d))
+    with pytest.raises(ConfigError, match="/dev/null is a device, not a regular file"):
+        read_password_file("/dev/null")
+    sock_path = tmp_path / "s.sock"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(sock_path))
+        os.chmod(sock_path, 0o600)
+        with pytest.raises(ConfigError, match="is a socket, not a regular file"):
+            read_password_file(str(sock_path))
+
+
+def test_password_file_unreadable_says_why_not_what(tmp_path: Path) -> None:
+    p = _pwbytes(tmp_path, b"CANARY-unreadable\n")
+    with pytest.raises(ConfigError, match="cannot read password file .*: No such file"):
+        read_password_file(str(tmp_path / "absent"))
+    p.chmod(0o604)
+    with pytest.raises(ConfigError, match="readable by group or others"):
+        read_password_file(str(p))
+
+
+@pytest.mark.parametrize(("script", "message"), [
+    ("import sys; sys.stdout.buffer.write(b'p\\xe4ss-CANARY\\n')", "is not UTF-8 text (content not shown)"),
+    ("import sys; sys.stdout.buffer.write(b'pw\\x00CANARY\\n')", "contains a NUL character"),
+    ("print('')", "printed nothing on its first line"),
+])
+def test_secret_command_output_checked_like_a_file(script: str, message: str) -> None:
+    from triage_tui.config import DEFAULT
+
+    with pytest.raises(ConfigError) as e:
+        run_secret_command(f"{sys.executable} -c \"{script}\"", what="password_command", source=DEFAULT, timeout=10)
+    assert message in str(e.value) and "CANARY" not in str(e.value).replace(script, "")
+
+
+def test_secret_command_keeps_the_first_line_exactly() -> None:
+    from triage_tui.config import DEFAULT
+
+    out = run_secret_command(f"{sys.executable} -c \"import sys; sys.stdout.buffer.write(b' p\\xc3\\xa4ss \\r\\nx')\"",
+                             what="password_command", source=DEFAULT, timeout=10)
+    assert out.reveal() == " p\u00e4ss "
+
+
+def test_env_password_with_undecodable_bytes_is_a_config_error() -> None:
+    s = resolve(args("--host", "h", "--user", "u"), {"TRIAGE_IMAP_PASSWORD": "p\udce4ss-CANARY"})
+    with pytest.raises(ConfigError) as e:
+        obtain_credentials(s, stdin=_Tty(False), user="u", server="h:993")  # type: ignore[arg-type]
+    assert "not UTF-8 text" in str(e.value) and "TRIAGE_IMAP_PASSWORD" in str(e.value) and "CANARY" not in str(e.value)
+
+
+def test_config_show_masks_every_credential_form(tmp_path: Path) -> None:
+    for url in ("redis://h/0?password=CANARY1", "redis://u:CANARY1@h/0", "redis//:CANARY1@h",
+                "unix:///r.sock?password=CANARY1"):
+        s = resolve(args("--redis-url", url), {})
+        assert "CANARY1" not in s.display("redis.url") and "CANARY1" not in str(s.jsonable("redis.url"))
+    s = resolve(args("--host", "u:CANARY2@imap.example.com"), {})
+    assert "CANARY2" not in s.display("imap.host") and "CANARY2" not in str(s.jsonable("imap.host"))
+
+
+def test_sentinel_address_with_credentials_refused_without_echo() -> None:
+    with pytest.raises(ConfigError) as e:
+        resolve(args("--redis-sentinel", "redis://:CANARY3@s1:26379", "--redis-master", "m"), {})
+    assert "CANARY3" not in str(e.value) and "expected HOST:PORT" in str(e.value)
+
+
+def test_settings_repr_shows_what_config_show_shows() -> None:
+    """A log line, a debugger or a traceback with locals that prints the settings sees no secret."""
+    s = resolve(args("--redis-url", "redis://h/0?password=CANARY4", "--mail-room-config",
+                     str(CORPUS / "mail_room.yml")), {})
+    text = repr(s)
+    for secret in ("CANARY4", "redis-pass", "sentinel-pass", "imap-pass-from-mail-room"):
+        assert secret not in text, secret
+    assert "password=***" in text and "gitlab-redis" in text

@@ -8,7 +8,8 @@ Rich/Textual markup is handled in the UI by never parsing mail text as markup.
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+
+from triage_tui.domain.redact import mask_url as mask_url  # moved: re-exported for old imports
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
@@ -27,21 +28,3 @@ def inert(text: str | None) -> str:
         return ""
     text = text.replace("\t", " ")
     return _CONTROL.sub(_visible, text)
-
-
-def mask_url(url: str | None) -> str:
-    """``redis://:secret@host/0`` -> ``redis://:***@host/0``: user names stay, passwords never show
-    (in messages, ``config show``, the audit journal)."""
-    if not url:
-        return ""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    except ValueError:
-        return "<unparseable URL>"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

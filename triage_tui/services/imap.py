@@ -24,6 +24,9 @@ import imapclient
 from imapclient import exceptions as imap_exc
 
 from triage_tui.domain import uidset
+from triage_tui.domain.redact import register
+from triage_tui.domain.redact import scrub as scrub_secrets
+from triage_tui.domain.text import inert
 from triage_tui.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -48,6 +51,7 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         self._value = value
+        register(value)
 
     def reveal(self) -> str:
         return self._value
@@ -159,6 +163,11 @@ def make_ssl_context(settings: ConnectionSettings) -> ssl.SSLContext:
         raise UsageError(f"cannot read CA file {settings.ca_file}: {e}") from e
 
 
+def _plain_ascii(text: str) -> bool:
+    """Printable ASCII only: safe inside an IMAP quoted string."""
+    return text.isascii() and text.isprintable()
+
+
 def _server_text(e: BaseException) -> str:
     text = str(e)
     for prefix in ("b'", 'b"'):
@@ -259,10 +268,18 @@ class ImapSession:
             else:
                 if s.password is None:
                     raise UsageError("no IMAP password: set TRIAGE_IMAP_PASSWORD, --password-env or --password-file")
-                client.login(s.user, s.password.reveal())
+                self._password_login(client, s.password.reveal())
+        except AuthenticationFailed:
+            self._drop()
+            raise
+        except UnicodeError:
+            # never str(e): a codec error quotes the character and its position in the secret
+            self._drop()
+            raise AuthenticationFailed(f"authentication failed for user {inert(s.user)} at {s.server}: the user name or "
+                                       "password is not ASCII and the server took no UTF-8 login") from None
         except imap_exc.LoginError as e:
             self._drop()
-            raise AuthenticationFailed(f"authentication failed for user {s.user} at {s.server}: "
+            raise AuthenticationFailed(f"authentication failed for user {inert(s.user)} at {s.server}: "
                                        f"{self._scrub(_server_text(e))}") from None
         except imap_exc.IMAPClientError as e:
             self._drop()
@@ -271,12 +288,57 @@ class ImapSession:
             self._drop()
             raise ConnectionLost(f"connection to {s.server} lost during login: {e}") from None
 
+    def _password_login(self, client: imapclient.IMAPClient, password: str) -> None:
+        """LOGIN with both arguments quoted (imaplib sends the user name raw: a space or a CRLF in it
+        would break or inject a command). A user name or password that is not plain printable
+        ASCII goes as UTF-8: AUTHENTICATE PLAIN (RFC 4616 is UTF-8 by definition) when the server
+        offers it, else LOGIN with the password as a literal (8-bit data is allowed in literals;
+        the server decides whether it matches). imaplib would encode it as ASCII and fail on our
+        side with an error that quotes the password's characters."""
+        s = self.settings
+        user = s.user
+        if "\0" in user + password:
+            raise AuthenticationFailed(f"authentication failed for user {inert(user)} at {s.server}: the user name or "
+                                       "password contains a NUL character, which no IMAP login can carry")
+        try:
+            (user + password).encode("utf-8")
+        except UnicodeError:
+            raise AuthenticationFailed(f"authentication failed for user {inert(user)} at {s.server}: the user name or "
+                                       "password is not valid UTF-8 text (undecodable bytes where it came from)"
+                                       ) from None
+        imap = client._imap
+        if _plain_ascii(user) and _plain_ascii(password) and not client.has_capability("LOGINDISABLED"):
+            self._login_command(imap, imap._quote(user), imap._quote(password))
+        elif client.has_capability("AUTH=PLAIN"):
+            client.plain_login(user, password)
+        elif not _plain_ascii(user):
+            raise AuthenticationFailed(f"authentication failed at {s.server}: the user name is not plain ASCII and "
+                                       "the server offers no AUTHENTICATE PLAIN to send it as UTF-8")
+        else:
+            imap.literal = password.encode("utf-8")
+            try:
+                self._login_command(imap, imap._quote(user))
+            finally:
+                imap.literal = None
+
+    @staticmethod
+    def _login_command(imap: imaplib.IMAP4, *args: str) -> None:
+        try:
+            typ, data = imap._simple_command("LOGIN", *args)
+        except imaplib.IMAP4.abort:
+            raise  # the connection broke: reported as such by _login
+        except imaplib.IMAP4.error as e:
+            raise imap_exc.LoginError(str(e)) from None
+        if typ != "OK":
+            last = data[-1] if data else b""
+            raise imap_exc.LoginError(last.decode("utf-8", "replace") if isinstance(last, bytes) else str(last))
+        imap.state = "AUTH"
+
     def _scrub(self, text: str) -> str:
-        """Server text may echo what we sent: never let a password or token through."""
-        for secret in (self.settings.password, self.settings.oauth2_token):
-            if secret:
-                text = text.replace(secret.reveal(), "***")
-        return text
+        """Server text may echo what we sent: never let a password or token through, in any
+        spelling (quoted, escaped, percent- or base64-encoded, case-folded)."""
+        s = self.settings
+        return scrub_secrets(text, [x.reveal() for x in (s.password, s.oauth2_token) if x], user=s.user)
 
     @staticmethod
     def _tls_info(client: imapclient.IMAPClient, verified: bool) -> TlsInfo:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -48,7 +48,8 @@ from redis.retry import Retry
 
 from triage_tui.domain import uidset
 from triage_tui.domain.model import Message, View
-from triage_tui.domain.text import mask_url
+from triage_tui.domain.redact import mask_host, mask_url, register
+from triage_tui.domain.redact import scrub as scrub_secrets
 from triage_tui.errors import TriageError, UidValidityChanged, UsageError
 from triage_tui.services.guard import MutationGuard
 from triage_tui.services.imap import Secret
@@ -180,6 +181,7 @@ class RedisSettings:
         if isinstance(self.sentinel_password, str):
             self.sentinel_password = Secret(self.sentinel_password) if self.sentinel_password else None
         self.shared_with = tuple(self.shared_with or ())
+        register(*self._secrets())
 
     @property
     def prefix(self) -> str:
@@ -187,12 +189,33 @@ class RedisSettings:
 
     @property
     def password(self) -> str | None:
+        """The password redis-py will send: the URL's userinfo, else its ``?password=``."""
         if not self.url:
             return None
         try:
-            return urlsplit(self.url).password
+            return redis.connection.parse_url(self.url).get("password")
         except ValueError:
             return None
+
+    def _secrets(self) -> list[str]:
+        """Every credential the URL or the settings carry, raw and decoded: a URL that redis-py
+        refuses may still hold one (``redis//:pw@host``), so its userinfo and query are read
+        leniently too."""
+        sp = self.sentinel_password
+        out = [sp.reveal() if isinstance(sp, Secret) else sp]
+        if self.url:
+            out.append(self.password)
+            try:
+                parts = urlsplit(self.url)
+                userinfo = parts.netloc.rpartition("@")[0] or parts.path.rpartition("@")[0].lstrip("/")
+                user, has_pw, pw = userinfo.partition(":")
+                out += [pw, unquote(pw)] if has_pw else [user, unquote(user)]
+                for name, value in parse_qsl(parts.query, keep_blank_values=True):
+                    if "pass" in name.lower() or "user" in name.lower() or "token" in name.lower():
+                        out.append(value)
+            except ValueError:
+                pass
+        return [x for x in out if x]
 
     @property
     def db(self) -> int:
@@ -207,7 +230,7 @@ class RedisSettings:
     def display(self) -> str:
         """Where, for people: never contains the password."""
         if self.sentinels:
-            where = ",".join(f"{h}:{p}" for h, p in self.sentinels)
+            where = ",".join(mask_host(f"{h}:{p}") for h, p in self.sentinels)
             return f"sentinel master {self.master} via {where} db {self.db}"
         return mask_url(self.url)
 
@@ -224,16 +247,13 @@ class RedisSettings:
 
     def scrub(self, text: str) -> str:
         """Remove secrets from a message that may quote them (URLs, AUTH errors)."""
-        sp = self.sentinel_password
-        for secret in (self.password, sp.reveal() if isinstance(sp, Secret) else sp):
-            if secret:
-                text = text.replace(secret, "***")
         if self.url:
             text = text.replace(self.url, self.display)
-        return " ".join(text.split())
+        return " ".join(scrub_secrets(text, self._secrets()).split())
 
     def __repr__(self) -> str:
-        return (f"RedisSettings(url={mask_url(self.url)!r}, sentinels={self.sentinels!r}, master={self.master!r}, "
+        sentinels = [mask_host(f"{h}:{p}") for h, p in self.sentinels]
+        return (f"RedisSettings(url={mask_url(self.url)!r}, sentinels={sentinels!r}, master={self.master!r}, "
                 f"key_prefix={self.key_prefix!r}, ca_file={self.ca_file!r})")
 
 
@@ -350,7 +370,7 @@ class MailboxSnapshot:
             raise UidValidityChanged(f"UIDVALIDITY changed while reading ({uv1} → {uv3}): try again")
         info = triage.reader.mailbox
         s = triage.settings
-        return cls(server=s.server, user=s.user, mailbox=s.mailbox, uidvalidity=uv3,
+        return cls(server=mask_host(s.server), user=s.user, mailbox=s.mailbox, uidvalidity=uv3,
                    uidnext=info.uidnext if info is not None else None,
                    all=set(all_), unseen=set(unseen), deleted=set(deleted))
 
@@ -706,6 +726,7 @@ class LockService:
 
     def _connect(self) -> Any:
         s = self.settings
+        register(*s._secrets())  # the last line of defence (cli) knows them from now on
         common: dict[str, Any] = {
             "socket_timeout": s.timeout, "socket_connect_timeout": s.timeout,
             # No silent retries: a release must know whether its command ran, and a dead Redis
@@ -720,7 +741,7 @@ class LockService:
                 try:
                     parsed = redis.connection.parse_url(s.url)
                 except ValueError as e:
-                    raise UsageError(f"invalid --redis-url {mask_url(s.url)}: {e}") from None
+                    raise UsageError(f"invalid --redis-url {mask_url(s.url)}: {s.scrub(str(e))}") from None
                 kw = {k: parsed[k] for k in ("db", "username", "password") if k in parsed}
                 if s.url.startswith("rediss://"):
                     kw["ssl"] = True
@@ -1064,7 +1085,7 @@ class LockService:
             return result
         script = self._release_script()
         server_id = self._server_id()
-        with self.guard.operation(ACTION, server=s.server, user=s.user, mailbox=s.mailbox, uidvalidity=uv,
+        with self.guard.operation(ACTION, server=mask_host(s.server), user=s.user, mailbox=s.mailbox, uidvalidity=uv,
                                   ttl_s=plan.ttl_s, waves=plan.waves, wave_interval_s=plan.wave_interval_s,
                                   planned=plan.count, count=len(todo), targets=uidset.compress(t.uid for t in todo),
                                   not_unseen=uidset.compress(gone_from_unseen),

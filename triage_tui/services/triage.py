@@ -28,6 +28,7 @@ from triage_tui.domain import uidset
 from triage_tui.domain.analysis import AnalysisConfig, build_message
 from triage_tui.domain.classify import mark_duplicates
 from triage_tui.domain.model import LIST_HEADER_FIELDS, Message, View
+from triage_tui.domain.redact import mask_host
 from triage_tui.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -188,7 +189,7 @@ class TriageService:
         self._reader: ImapSession | None = None
         self._lock = threading.RLock()
         self.guard = MutationGuard(read_only=read_only, journal=self.journal, context={
-            "server": settings.server, "user": settings.user, "mailbox": settings.mailbox})
+            "server": mask_host(settings.server), "user": settings.user, "mailbox": settings.mailbox})
 
     # -- connection -----------------------------------------------------------------------------
 

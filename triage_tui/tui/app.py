@@ -205,6 +205,22 @@ class TriageApp(App[int]):
         Binding("q", "quit", "Quit", id="app.quit", tooltip="log out of IMAP and exit"),
     ]
 
+    def _fatal_error(self) -> None:
+        """Textual's crash report shows every frame's locals: a password or a Redis URL held in a
+        local would reach the terminal. The same report, without locals (guarantee 3)."""
+        import rich.traceback  # noqa: PLC0415
+
+        real = rich.traceback.Traceback
+
+        def without_locals(*args: Any, **kwargs: Any) -> Any:
+            return real(*args, **{**kwargs, "show_locals": False})
+
+        rich.traceback.Traceback = without_locals  # type: ignore[misc]
+        try:
+            super()._fatal_error()
+        finally:
+            rich.traceback.Traceback = real  # type: ignore[misc]
+
     def __init__(
         self,
         service: Any,
