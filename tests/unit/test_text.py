@@ -123,3 +123,51 @@ def test_output_is_clean_and_idempotent(text: str) -> None:
     out.encode("utf-8")  # lone surrogates never reach a stream (would raise UnicodeEncodeError)
     multi = inert(text, multiline=True)
     assert _clean(multi.replace("\n", "")) and multi.count("\n") == text.count("\n")
+
+
+# -- the clipboard -----------------------------------------------------------------------------------
+
+from triage_tui.domain.text import clipboard_refusal  # noqa: E402
+
+
+@pytest.mark.parametrize("value", ["<a@b>", "<CAF=x+y_z-1.2@mail.gmail.com>", "<!#$%&'*+-/=?^_`{|}~@x>",
+                                   "<no-at-sign>"])
+def test_a_message_id_of_printable_ascii_may_be_copied(value: str) -> None:
+    assert clipboard_refusal(value, "Message-ID") is None
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    ("<x\x1b[201~; rm -rf ~@evil>", "the Message-ID contains control characters (shown as \\x1b)"),
+    ("<a@b>\n", "the Message-ID contains control characters (shown as \\n)"),
+    ("<a\x00@b>", "the Message-ID contains control characters (shown as \\x00)"),
+    ("<a\x9b@b>", "the Message-ID contains control characters (shown as \\x9b)"),
+    ("<a\u202eb@c>", "the Message-ID contains invisible or bidi characters (shown as \\u202e)"),
+    ("<a\u200b@b>", "the Message-ID contains invisible or bidi characters (shown as \\u200b)"),
+    ("<a\U000e0041@b>", "the Message-ID contains invisible or bidi characters (shown as \\U000e0041)"),
+    ("<a\udcff@b>", "the Message-ID contains invisible or bidi characters (shown as \\udcff)"),
+    ("<é@x>", "the Message-ID contains non-ASCII characters (é)"),
+    ("<a b@c>", "the Message-ID contains spaces"),
+    ("a@b", "the Message-ID is not of the form <...>"),
+    ("<a<b@c>", "the Message-ID is not of the form <...>"),
+    ("<a@b><c@d>", "the Message-ID is not of the form <...>"),
+    ("<>", "the Message-ID is not of the form <...>"),
+    ("", "the Message-ID is empty"),
+    ("<" + "x" * 5000 + ">", "the Message-ID is 5,002 characters long"),
+])
+def test_a_hostile_message_id_is_refused_with_the_reason(value: str, reason: str) -> None:
+    got = clipboard_refusal(value, "Message-ID")
+    assert got is not None and got.startswith(reason), got
+    assert _clean(got) and "\n" not in got
+
+
+@pytest.mark.parametrize(("value", "ok"), [("1", True), ("4294967295", True), ("0", False), ("4294967296", False),
+                                           ("-1", False), ("1\x1b", False), ("١", False), ("01", False)])
+def test_a_uid_is_digits(value: str, ok: bool) -> None:
+    assert (clipboard_refusal(value, "UID") is None) is ok
+
+
+@given(st.text(max_size=60))
+def test_whatever_passes_the_gate_is_printable_ascii(value: str) -> None:
+    for what in ("Message-ID", "UID", "text"):
+        if clipboard_refusal(value, what) is None:
+            assert value.isascii() and value.isprintable() and value

@@ -71,6 +71,47 @@ def inert(text: object, *, multiline: bool = False, limit: int | None = None) ->
     return text.translate(_TABLE_BUT_LF if multiline else _TABLE)
 
 
+#: What may go to the clipboard: a Message-ID is ``<`` printable ASCII without space, ``<`` or
+#: ``>`` ``>`` (RFC 5322's msg-id shape, at most a header line long); a UID is 1..2**32-1.
+_MESSAGE_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]{1,996}>")
+_UID = re.compile(r"[1-9][0-9]{0,9}")
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]{1,4096}")
+
+
+def clipboard_refusal(value: str | None, what: str = "text") -> str | None:
+    """Why ``value`` must not be copied to the clipboard (one line, the offending characters
+    shown inert), or None when it may. ``what`` is ``"Message-ID"``, ``"UID"`` or anything else
+    (then: printable ASCII, no more than 4096 characters).
+
+    The clipboard is pasted into shells: a value with ESC (``ESC[201~`` ends bracketed paste),
+    a newline, a bidi or an invisible character would run or hide a command, so only a value of
+    the expected shape leaves."""
+    if not value:
+        return f"the {what} is empty"
+    if len(value) > 4096:
+        return f"the {what} is {len(value):,} characters long"
+    odd = sorted({ch for ch in value if _UNSAFE.match(ch)})
+    if odd:
+        kind = "control characters" if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in odd) \
+            else "invisible or bidi characters"
+        shown = " ".join(dict.fromkeys(inert(c) if c not in "\t\n\r" else repr(c)[1:-1] for c in odd))
+        return f"the {what} contains {kind} (shown as {shown})"
+    if not value.isascii():
+        extra = "".join(dict.fromkeys(c for c in value if not c.isascii()))[:8]
+        return f"the {what} contains non-ASCII characters ({extra})"
+    if what == "Message-ID":
+        if " " in value:
+            return "the Message-ID contains spaces"
+        if not _MESSAGE_ID.fullmatch(value):
+            return "the Message-ID is not of the form <...> (printable ASCII inside one pair of angle brackets)"
+    elif what == "UID":
+        if not _UID.fullmatch(value) or int(value) >= 2**32:
+            return "the UID is not a number from 1 to 4294967295"
+    elif not _PRINTABLE_ASCII.fullmatch(value):
+        return f"the {what} is not printable ASCII"
+    return None
+
+
 def mask_url(url: str | None) -> str:
     """``redis://:secret@host/0`` -> ``redis://:***@host/0``: user names stay, passwords never show
     (in messages, ``config show``, the audit journal)."""
