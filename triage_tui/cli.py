@@ -203,17 +203,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-class _InertFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return inert(super().format(record), multiline=True)
+class _InertStderr(logging.Handler):
+    """Log records on stderr, inert (they quote server replies). ``sys.stderr`` is looked up
+    per record, so a redirected stderr is honoured."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _error_line(self.format(record))
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
 
 
 def _inert_handler(level: int, fmt: str = "%(message)s") -> logging.Handler:
-    """A stderr handler whose lines are made inert (a handler looks sys.stderr up when created:
-    it is made per run, so a redirected stderr is honoured)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setLevel(level)
-    handler.setFormatter(_InertFormatter(fmt))
+    handler = _InertStderr(level)
+    handler.setFormatter(logging.Formatter(fmt))
     return handler
 
 

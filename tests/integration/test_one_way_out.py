@@ -69,7 +69,8 @@ def check(args: list[str], env: dict[str, str], *, code: int | tuple[int, ...] =
     assert p.returncode in codes, (args, p.returncode, p.stderr[-2000:])
     out = assert_inert_bytes(p.stdout, f"{args} stdout")
     err = assert_inert_bytes(p.stderr, f"{args} stderr")
-    assert "Traceback" not in err and "internal error" not in err, err
+    assert "internal error" not in err, err
+    assert "Traceback" not in err or "--debug" in args, err
     if os.environ.get("SHOW_OUT"):
         print("\n$", args, p.returncode, "\n", out[:1500], "\n--stderr--\n", err[:1500])
     return out, err
@@ -216,6 +217,9 @@ def test_server_reply_text_in_error_lines(tmp_path):  # type: ignore[no-untyped-
         check(["list", "--json"], env, code=(1, 3))
         check(["check"], env, code=(1, 2, 3))
         check(["check", "--json"], env, code=(1, 2, 3))
+        # --debug: log records and the traceback quote the reply too
+        _, err = check(["--debug", "list"], env, code=(1, 3))
+        assert "Traceback" in err and "\\x1b]52;c;" in err
 
 
 def test_mailbox_names_from_the_server_in_a_missing_mailbox_error(mailbox, tmp_path):  # type: ignore[no-untyped-def]

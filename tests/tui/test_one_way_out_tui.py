@@ -93,3 +93,26 @@ def test_status_line_pulse_and_toasts_show_server_text_inert() -> None:
             assert "\\x1b]52;c;" in first and _clean(first), first
 
     asyncio.run(go())
+
+
+def test_text_pasted_into_the_filter_input_is_echoed_inert() -> None:
+    from textual import events
+
+    from triage_tui.tui.widgets.bars import FilterInput
+
+    app = TriageApp(FakeService(sample_messages(5)), watcher_factory=None)
+
+    async def go() -> None:
+        async with app.run_test(size=(140, 30)) as pilot:
+            await wait_for(pilot, lambda: app._uidvalidity is not None, what="the list")
+            await pilot.press("slash")
+            box = app.query_one(FilterInput)
+            await wait_for(pilot, lambda: box.has_focus, what="the filter input")
+            box.post_message(events.Paste(f"subject:x{TITLE}\u202e\x1b[201~; rm -rf ~"))
+            await pilot.pause(0.1)
+            assert box.value == "subject:x\\x1b]0;pwned\\x07\\u202e\\x1b[201~; rm -rf ~", box.value
+            assert box.cursor_position == len(box.value)
+            box.value = f"set {OSC52}"
+            assert box.value == "set \\x1b]52;c;ZWNobyBwd25lZA==\\x07"
+
+    asyncio.run(go())
