@@ -125,6 +125,8 @@ def test_mail_text_in_list_peek_and_decode(mailbox, tmp_path):  # type: ignore[n
         message(subject="=?utf-8?q?enc=1B]52;c;ZXZpbA=3D=3D=07_=E2=80=AE=E2=80=8B_end?=",
                 from_="=?utf-8?b?G10wO3B3bmVkBw==?= <b@evil.example>"),
         b"Subject: raw 8-bit \xff\x9b2J\x1b[31m \xe2\x80\xae\r\nMessage-ID: <\x1b]52;c;eA==\x07@x>\r\n\r\nbody\r\n",
+        # a header that would forge lines of its own if split with str.splitlines()
+        b"Subject: hi\xc2\x85X-Forged-1: yes\x0cX-Forged-2: yes\xe2\x80\xa8X-Forged-3: yes\r\n\r\nb\r\n",
         message(key=None, to=f"incoming+grp-1-{TITLE}\u202e-issue@incoming.gitlab.example.com",
                 extra={"References": f"<reply-{OSC52}@incoming.gitlab.example.com>", "Cc": f"x{CSI}@y"}),
     ]
@@ -133,9 +135,11 @@ def test_mail_text_in_list_peek_and_decode(mailbox, tmp_path):  # type: ignore[n
     out, _ = check(["list"], env)
     assert "\\x1b]52;c;" in out
     check(["list", "--json"], env)
-    for uid in ("1", "2", "3", "4"):
+    for uid in ("1", "2", "3", "4", "5"):
         out, _ = check(["peek", uid], env)
         check(["peek", uid, "--json"], env)
+    out, _ = check(["peek", "4"], env)
+    assert not [line for line in out.split("\n") if line.startswith("X-Forged")], out
     out, _ = check(["peek", "1"], env)
     assert "Message-ID: <x\\x1b[201~; rm -rf ~\\x1b]52;c;" in out
     template = "incoming+%{key}@incoming.gitlab.example.com"

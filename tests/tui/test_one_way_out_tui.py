@@ -116,3 +116,11 @@ def test_text_pasted_into_the_filter_input_is_echoed_inert() -> None:
             assert box.value == "set \\x1b]52;c;ZWNobyBwd25lZA==\\x07"
 
     asyncio.run(go())
+
+
+def test_the_preview_header_ends_lines_at_lf_only() -> None:
+    from triage_tui.tui.screens.preview import shown_header
+
+    header = "Subject: hi\x85X-Forged-1: y\x0cX-Forged-2: y\u2028X-Forged-3: y\r\nTo: a@b\r\n\r\n"
+    lines = shown_header(header).split("\n")
+    assert lines == ["Subject: hi\\x85X-Forged-1: y\\x0cX-Forged-2: y\\u2028X-Forged-3: y", "To: a@b", ""]

@@ -93,6 +93,11 @@ def test_whitespace() -> None:
     assert inert("one\ntwo\tx\r", multiline=True) == "one\ntwo x "
     assert inert("a\x1b\nb\u202e", multiline=True) == "a\\x1b\nb\\u202e"
     assert inert("\x0b\x0c", multiline=True) == "\\x0b\\x0c"  # VT / FF are not line breaks here
+    assert inert("a\r\nb\r\n", multiline=True) == "a\nb\n"  # CRLF ends a line
+    # only LF ends a line: what str.splitlines() would also break at is shown, so a header
+    # cannot forge a line of its own
+    forged = "Subject: hi\x85X-Verdict: clean\u2028X-A: 1\x0cX-B: 2\x1cX-C\x1d\x1e\u2029"
+    assert inert(forged, multiline=True).count("\n") == 0 and len(forged.splitlines()) == 7
 
 
 def test_none_empty_and_non_strings() -> None:

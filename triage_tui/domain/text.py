@@ -52,7 +52,8 @@ def inert(text: object, *, multiline: bool = False, limit: int | None = None) ->
 
     Control characters (C0, DEL, C1), bidi controls, invisible format characters and lone
     surrogates are shown as ``\\xNN`` / ``\\uNNNN`` / ``\\UNNNNNNNN``; tab, CR and LF become a
-    space (with ``multiline``, LF is kept: each line is made inert on its own). ``limit`` cuts
+    space (with ``multiline``, LF and CRLF end a line, and nothing else does: ``str.splitlines``
+    would also break at NEL, VT, FF, U+2028..., letting a header forge a line). ``limit`` cuts
     the text to that many characters (``…`` marks the cut) *before* escaping, so the cost is
     bounded for a 1 MB header. Combining marks, CJK, emoji and U+FFFD stay as they are. The
     result is idempotent: ``inert(inert(x)) == inert(x)``. ``None`` gives ``""``; anything else
@@ -64,6 +65,8 @@ def inert(text: object, *, multiline: bool = False, limit: int | None = None) ->
         text = str(text)
     if limit is not None and len(text) > limit:
         text = text[: max(0, limit - 1)] + "…"
+    if multiline and "\r\n" in text:
+        text = text.replace("\r\n", "\n")
     if text.isascii() and text.isprintable():  # the common case: nothing to do, no copy
         return text
     if _UNSAFE.search(text) is None:  # printable non-ASCII (accents, CJK, emoji): nothing to do either

@@ -1111,7 +1111,7 @@ class TriageApp(App[int]):
 
     def open_in_pager(self, text: str) -> None:
         pager = os.environ.get("PAGER") or "less"
-        safe = "\n".join(inert(line) for line in text.splitlines()) + "\n"
+        safe = inert(text, multiline=True).removesuffix("\n") + "\n"  # lines end at LF only
         try:
             with self.suspend():
                 subprocess.run(shlex.split(pager), input=safe.encode("utf-8"), check=False)

@@ -32,7 +32,9 @@ def shown_header(header: str) -> str:
     was left out."""
     out: list[str] = []
     used = 0
-    lines = header.splitlines()
+    # lines end at LF only: splitlines() also breaks at NEL, VT, FF, U+2028..., which would let
+    # a header forge a line of its own (inert shows them)
+    lines = header.replace("\r\n", "\n").removesuffix("\n").split("\n") if header else []
     for i, line in enumerate(lines):
         if used >= SHOWN_CHARS or i >= SHOWN_LINES:
             rest = len(header) - sum(len(x) + 1 for x in lines[:i])
