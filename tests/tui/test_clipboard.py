@@ -110,12 +110,16 @@ def test_the_app_gate_refuses_any_unsafe_clipboard_value_and_notifications_are_i
         async with app.run_test(size=(120, 30)) as pilot:
             await pilot.pause(0.1)
             written = _record_writes(app)
-            for bad in ("rm -rf ~\n", "\x1b[201~", "a\u202eb", "zero\u200bwidth", "\x9b1m", "é", "x" * 5000):
+            for bad in ("rm -rf ~\r", "\x1b[201~", "a\u202eb", "zero\u200bwidth", "\x9b1m", "nul\x00",
+                        "x" * 100_001):
                 app.copy_to_clipboard(bad)
             await pilot.pause(0.05)
             assert app.clipboard == "" and "\x1b]52;" not in "".join(written)
             refusals = [n for n in _notes(app) if n.startswith("not copied:")]
             assert len(refusals) == 7, refusals
+            # a selection made on screen (already inert) may span lines
+            app.copy_to_clipboard("UID 3\tcafé\nUID 4")
+            assert app.clipboard == "UID 3\tcafé\nUID 4"
             app.notify("[bold]server[/] said \x1b]0;title\x07 \u202e", title="\x1b[2J[i]t[/i]")
             await pilot.pause(0.05)
             n = list(app._notifications)[-1]

@@ -25,7 +25,7 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("commands/list_.py", "_FilterHelp.__call__"): {"print"},
     ("commands/demo.py", "_print_env"): {".out.write"},
     # the clipboard: the app's gate (printable ASCII only) and the preview's validated copy
-    ("tui/app.py", "TriageApp.copy_to_clipboard"): {"copy_to_clipboard"},
+    ("tui/app.py", "TriageApp.copy_to_clipboard"): {"copy_to_clipboard"},  # also Textual's selection copy
     ("tui/screens/preview.py", "PreviewScreen._copy"): {"copy_to_clipboard"},
 }
 

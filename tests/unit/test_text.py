@@ -158,6 +158,7 @@ def test_a_message_id_of_printable_ascii_may_be_copied(value: str) -> None:
     ("<>", "the Message-ID is not of the form <...>"),
     ("", "the Message-ID is empty"),
     ("<" + "x" * 5000 + ">", "the Message-ID is 5,002 characters long"),
+    ("<a@b>\t", "the Message-ID contains control characters (shown as \\t)"),
 ])
 def test_a_hostile_message_id_is_refused_with_the_reason(value: str, reason: str) -> None:
     got = clipboard_refusal(value, "Message-ID")
@@ -171,8 +172,18 @@ def test_a_uid_is_digits(value: str, ok: bool) -> None:
     assert (clipboard_refusal(value, "UID") is None) is ok
 
 
+def test_other_text_may_hold_line_feeds_tabs_and_unicode_but_nothing_invisible() -> None:
+    assert clipboard_refusal("UID 12\tcafé 日本\nnext line") is None
+    assert clipboard_refusal("a\x1b[201~b") == "the text contains control characters (shown as \\x1b)"
+    assert clipboard_refusal("a\rb") == "the text contains control characters (shown as \\r)"
+    assert clipboard_refusal("a\u202eb") == "the text contains invisible or bidi characters (shown as \\u202e)"
+    assert clipboard_refusal("x" * 100_001) == "the text is 100,001 characters long"
+
+
 @given(st.text(max_size=60))
-def test_whatever_passes_the_gate_is_printable_ascii(value: str) -> None:
-    for what in ("Message-ID", "UID", "text"):
+def test_whatever_passes_the_gate_is_clean(value: str) -> None:
+    for what in ("Message-ID", "UID"):
         if clipboard_refusal(value, what) is None:
             assert value.isascii() and value.isprintable() and value
+    if clipboard_refusal(value) is None:
+        assert value and inert(value, multiline=True) == value.replace("\t", " ")

@@ -78,27 +78,33 @@ def inert(text: object, *, multiline: bool = False, limit: int | None = None) ->
 #: ``>`` ``>`` (RFC 5322's msg-id shape, at most a header line long); a UID is 1..2**32-1.
 _MESSAGE_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]{1,996}>")
 _UID = re.compile(r"[1-9][0-9]{0,9}")
-_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]{1,4096}")
+#: Anything else (text the operator selected on screen): no more than this many characters.
+CLIPBOARD_TEXT_MAX = 100_000
 
 
 def clipboard_refusal(value: str | None, what: str = "text") -> str | None:
     """Why ``value`` must not be copied to the clipboard (one line, the offending characters
-    shown inert), or None when it may. ``what`` is ``"Message-ID"``, ``"UID"`` or anything else
-    (then: printable ASCII, no more than 4096 characters).
+    shown inert), or None when it may.
 
     The clipboard is pasted into shells: a value with ESC (``ESC[201~`` ends bracketed paste),
-    a newline, a bidi or an invisible character would run or hide a command, so only a value of
-    the expected shape leaves."""
+    a bidi or an invisible character would run or hide a command. A ``"Message-ID"`` must be
+    ``<printable ASCII without spaces>``, a ``"UID"`` digits; any other text (a selection made
+    on screen, where everything from mail is already inert) may hold line feeds and tabs, and
+    no other control, bidi or invisible character."""
     if not value:
         return f"the {what} is empty"
-    if len(value) > 4096:
+    strict = what in ("Message-ID", "UID")
+    longest = 998 if strict else CLIPBOARD_TEXT_MAX
+    if len(value) > longest:
         return f"the {what} is {len(value):,} characters long"
-    odd = sorted({ch for ch in value if _UNSAFE.match(ch)})
+    odd = sorted({ch for ch in value if _UNSAFE.match(ch) and (strict or ch not in "\n\t")})
     if odd:
         kind = "control characters" if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in odd) \
             else "invisible or bidi characters"
-        shown = " ".join(dict.fromkeys(inert(c) if c not in "\t\n\r" else repr(c)[1:-1] for c in odd))
+        shown = " ".join(inert(c) if c not in "\t\n\r" else repr(c)[1:-1] for c in odd)
         return f"the {what} contains {kind} (shown as {shown})"
+    if not strict:
+        return None
     if not value.isascii():
         extra = "".join(dict.fromkeys(c for c in value if not c.isascii()))[:8]
         return f"the {what} contains non-ASCII characters ({extra})"
@@ -107,11 +113,8 @@ def clipboard_refusal(value: str | None, what: str = "text") -> str | None:
             return "the Message-ID contains spaces"
         if not _MESSAGE_ID.fullmatch(value):
             return "the Message-ID is not of the form <...> (printable ASCII inside one pair of angle brackets)"
-    elif what == "UID":
-        if not _UID.fullmatch(value) or int(value) >= 2**32:
-            return "the UID is not a number from 1 to 4294967295"
-    elif not _PRINTABLE_ASCII.fullmatch(value):
-        return f"the {what} is not printable ASCII"
+    elif not _UID.fullmatch(value) or int(value) >= 2**32:
+        return "the UID is not a number from 1 to 4294967295"
     return None
 
 

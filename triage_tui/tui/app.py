@@ -385,9 +385,10 @@ class TriageApp(App[int]):
         return inert(super().validate_sub_title(sub_title), limit=500)
 
     def copy_to_clipboard(self, text: str) -> None:
-        """The only way to the clipboard (OSC 52): printable ASCII only, else refused with a
-        notification saying why. Callers validate the shape first (a Message-ID, a UID) to give
-        a precise reason; this is the gate a forgotten call site cannot pass."""
+        """The only way to the clipboard (OSC 52), also for Textual's own copy of a selection:
+        no control (but line feed and tab), bidi or invisible character, else refused with a
+        notification saying why. Callers copying a value validate its shape first (a
+        Message-ID, a UID); this is the gate a forgotten call site cannot pass."""
         reason = clipboard_refusal(text)
         if reason is not None:
             self.notify(f"not copied: {reason}", severity="warning", timeout=6)
