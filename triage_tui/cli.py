@@ -23,6 +23,7 @@ from triage_tui import __version__
 from triage_tui.commands import COMMAND_MODULES
 from triage_tui.context import Context
 from triage_tui.domain.redact import mask_urls_in, scrub_registered
+from triage_tui.domain.text import inert
 from triage_tui.errors import TriageError, UsageError
 
 
@@ -137,7 +138,7 @@ def _cancel_on_signals(ctx: Context) -> dict[int, Any]:
     def handler(signum: int, frame: object) -> None:
         svc = getattr(ctx, "_service", None)
         if svc is not None and not svc._cancel.is_set():
-            print(f"triage-tui: signal {signum}: stopping after the commands in flight", file=sys.stderr)
+            _error_line(f"triage-tui: signal {signum}: stopping after the commands in flight")
             svc.cancel()
             return
         raise SystemExit(128 + signum)
@@ -154,12 +155,15 @@ def _cancel_on_signals(ctx: Context) -> dict[int, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    # a library's warning with no handler configured goes to logging's last resort: inert too
+    logging.lastResort = _inert_handler(logging.WARNING)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
         if args.debug:
-            logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
-                                format="%(asctime)s %(name)s %(levelname)s %(message)s")
+            # log records quote server replies: inert too
+            logging.basicConfig(level=logging.DEBUG, handlers=[_inert_handler(
+                logging.DEBUG, "%(asctime)s %(name)s %(levelname)s %(message)s")])
         ctx = Context(args)
         if not getattr(args, "_lazy_settings", False):
             # resolve now, so every subcommand (also those that read args.address directly) sees
@@ -179,11 +183,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 signal.signal(sig, old)
     except TriageError as e:
         if debug:
-            print(scrub_registered(traceback.format_exc()), end="", file=sys.stderr)
-        print(f"triage-tui: error: {scrub_registered(str(e))}", file=sys.stderr)
+            _print_traceback()
+        # one line, inert: an error often quotes a server reply, a mailbox name or mail text
+        _error_line(f"triage-tui: error: {e}")
         return e.exit_code
     except KeyboardInterrupt:
-        print("triage-tui: interrupted", file=sys.stderr)
+        _error_line("triage-tui: interrupted")
         return 130
     except BrokenPipeError:
         # e.g. `triage-tui list | head`: not an error worth a traceback
@@ -194,11 +199,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as e:  # noqa: BLE001 - the last line of defence: never a traceback by default
         if debug:
-            print(scrub_registered(traceback.format_exc()), end="", file=sys.stderr)
-        print(f"triage-tui: internal error: {type(e).__name__}: {scrub_registered(str(e))} "
-              "(run with --debug for details)",
-              file=sys.stderr)
+            _print_traceback()
+        _error_line(f"triage-tui: internal error: {type(e).__name__}: {e} (run with --debug for details)")
         return 1
+
+
+class _InertStderr(logging.Handler):
+    """Log records on stderr, inert (they quote server replies). ``sys.stderr`` is looked up
+    per record, so a redirected stderr is honoured."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _error_line(self.format(record))
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+def _inert_handler(level: int, fmt: str = "%(message)s") -> logging.Handler:
+    handler = _InertStderr(level)
+    handler.setFormatter(logging.Formatter(fmt))
+    return handler
+
+
+def _error_line(text: str) -> None:
+    """The last line a failing command prints, made inert (multi-line messages keep their lines)."""
+    sys.stderr.write(inert(scrub_registered(text), multiline=True) + "\n")
+    sys.stderr.flush()
+
+
+def _print_traceback() -> None:
+    """``--debug``: the traceback, inert too (its last line repeats the exception's text)."""
+    sys.stderr.write(inert(scrub_registered(traceback.format_exc()), multiline=True))
 
 
 if __name__ == "__main__":

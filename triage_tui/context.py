@@ -13,12 +13,15 @@ from triage_tui.config import Credentials, Settings, obtain_credentials, resolve
 from triage_tui.config import read_password_file as read_password_file  # re-exported: public since 0.1
 from triage_tui.domain.age import parse_age
 from triage_tui.domain.analysis import AnalysisConfig
+from triage_tui.domain.text import inert
 from triage_tui.errors import Refused, UsageError
 from triage_tui.services.imap import ConnectionSettings, Limits
 from triage_tui.services.journal import AuditJournal
 
 # one encoder for every line (json.dumps with options builds a new one per call);
-# ensure_ascii: text from mail may hold C1 controls or bidi overrides, escaped they are inert
+# ensure_ascii: text from mail may hold C0/C1 controls, bidi or invisible format characters,
+# lone surrogates: every one leaves as a JSON escape (\u001b, \u202e, \udcff), exact and inert.
+# (ensure_ascii=False would let them out raw: tests/integration/test_one_way_out.py checks the bytes.)
 _JSON = json.JSONEncoder(ensure_ascii=True, default=str)
 
 INSECURE_WARNING = ("triage-tui: WARNING: TLS certificate verification is OFF (--insecure-skip-verify): "
@@ -199,14 +202,20 @@ class Context:
 
     # -- output ---------------------------------------------------------------------------------
 
+    # The CLI's only ways out. Whatever a subcommand passes (mail text, Redis key names and
+    # values, server replies, journal fields) is made inert here, line by line, so a call site
+    # that forgot :func:`inert` cannot leak an escape sequence. (inert is idempotent: text
+    # already made inert is unchanged.)
+
     def emit_json(self, obj: Any) -> None:
-        self.out.write(_JSON.encode(obj) + "\n")
+        self.out.write(_JSON.encode(obj) + "\n")  # pure ASCII: see _JSON
 
     def say(self, text: str = "") -> None:
-        self.out.write(text + "\n")
+        self.out.write(inert(text, multiline=True) + "\n")
 
     def note(self, text: str) -> None:
-        print(text, file=sys.stderr)
+        sys.stderr.write(inert(text, multiline=True) + "\n")
+        sys.stderr.flush()
 
     # -- confirmation ---------------------------------------------------------------------------
 
@@ -216,6 +225,7 @@ class Context:
             return
         if not self.stdin.isatty():
             raise Refused("confirmation missing: stdin is not interactive; add --yes to act (or --dry-run to look)")
+        question = inert(question, multiline=True)  # a plan may name a mailbox or a journal field
         if typed:
             answer = input(f"{question}\nType {typed!r} to proceed: ").strip()
             if answer != typed:

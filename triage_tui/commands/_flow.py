@@ -7,11 +7,14 @@ import sys
 from typing import Any
 
 from triage_tui.domain import uidset
+from triage_tui.domain.text import inert
 
 
 def _progress_printer(label: str) -> Any:
     if not sys.stderr.isatty():
         return None
+
+    label = inert(label)
 
     def show(done: int, total: int) -> None:
         sys.stderr.write(f"\r{label}: {done}/{total}")

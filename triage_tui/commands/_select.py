@@ -8,7 +8,6 @@ touches everything by accident.
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,8 +63,7 @@ def resolve(args: argparse.Namespace, ctx: Any, view: View, *, require: bool = T
         candidates = [u for u in found if u in wanted]
         missing = len(wanted) - len(candidates)
         if missing:
-            print(f"note: {missing} of the given UIDs are not in the {view.value} view (gone or already changed)",
-                  file=sys.stderr)
+            ctx.note(f"note: {missing} of the given UIDs are not in the {view.value} view (gone or already changed)")
     else:
         candidates = found
     if not (age or flt or args.stale or getattr(args, "bots", False)):

@@ -41,7 +41,7 @@ class _FilterHelp(argparse.Action):
 
 
 def _trunc(text: str, width: int) -> str:
-    text = inert(text)
+    text = inert(text, limit=width + 1)  # cut before escaping: a 1 MB subject costs a line
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 

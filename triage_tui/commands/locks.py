@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from triage_tui.domain import uidset
+from triage_tui.domain.text import inert
 from triage_tui.errors import UsageError
 from triage_tui.services.locks import COUNTER_NOTE, STATES, ttl_distribution
 
@@ -63,10 +64,11 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     if rows:
         ctx.say(f"{'UID':>8} {'TTL':>6} {'VALUE':>6} STATE")
         for e in rows:
-            value = (e.value or "")[:6]
+            value = inert(e.value, limit=7)  # a value is anything a Redis client wrote: shown visibly, cut
+            value = value if len(value) <= 6 else value[:5] + "…"
             ctx.say(f"{e.uid if e.uid is not None else '-':>8} {_ttl(e.pttl_ms):>6} {value:>6} {e.state}"
                     + ("  counter (pre-0.10)" if e.counter else "")
-                    + (f"  {e.key}" if e.state == "other" else ""))
+                    + (f"  {inert(e.key)}" if e.state == "other" else ""))
         if len(rows) < len(report.entries):
             ctx.say(f"... {len(report.entries) - len(rows)} more (--limit 0 or --json for all)")
     if stuck:

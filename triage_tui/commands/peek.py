@@ -45,8 +45,9 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     ctx.say(f"UID {peek.uid}  UIDVALIDITY {peek.uidvalidity}  flags {' '.join(peek.flags) or '(none)'}  "
             f"size {peek.size}  received {peek.internaldate.isoformat() if peek.internaldate else '?'}")
     ctx.say("")
-    for line in bytes_to_text(peek.header).splitlines():
-        ctx.say(inert(line))
+    # lines end at LF only (splitlines() also breaks at NEL, VT, FF, U+2028...: a header could
+    # forge a line of its own); inert shows those characters
+    ctx.say(inert(bytes_to_text(peek.header), multiline=True).removesuffix("\n"))
     if analysis is not None and hasattr(analysis, "render_text"):
         ctx.say("")
         for line in analysis.render_text():

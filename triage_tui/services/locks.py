@@ -732,6 +732,9 @@ class LockService:
             # No silent retries: a release must know whether its command ran, and a dead Redis
             # should be reported in one timeout, not ten.
             "retry": Retry(NoBackoff(), 0), "client_name": "triage-tui",
+            # SCAN decodes key names with surrogateescape: a name that is not UTF-8 must encode
+            # back to its own bytes when it is read (strict would fail the whole listing)
+            "encoding_errors": "surrogateescape",
         }
         if s.sentinels:
             if not s.master:

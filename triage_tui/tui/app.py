@@ -51,7 +51,7 @@ from textual.widgets import Footer
 from textual.worker import NoActiveWorker, Worker, WorkerState, get_current_worker
 
 from triage_tui.domain.model import Message, View
-from triage_tui.domain.text import inert
+from triage_tui.domain.text import clipboard_refusal, inert
 from triage_tui.errors import ConnectionFailed, TriageError
 from triage_tui.tui import messages as M
 from triage_tui.tui.columns import human_age
@@ -384,6 +384,32 @@ class TriageApp(App[int]):
             self.status_line.show(text, kind)
         except Exception:  # noqa: BLE001 - during shutdown the widget may be gone
             pass
+
+    # -- the app's own ways out: every notification, title and clipboard write passes here ---------
+
+    def notify(self, message: str, *, title: str = "", severity: Any = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        """Every toast (``Widget.notify`` lands here too): inert, and never parsed as markup, so
+        a mailbox name, a server reply or a subject in a message shows as itself."""
+        super().notify(inert(message, multiline=True, limit=2000), title=inert(title, limit=200),
+                       severity=severity, timeout=timeout, markup=False)
+
+    def validate_title(self, title: Any) -> str:
+        return inert(super().validate_title(title), limit=500)
+
+    def validate_sub_title(self, sub_title: Any) -> str:
+        return inert(super().validate_sub_title(sub_title), limit=500)
+
+    def copy_to_clipboard(self, text: str) -> None:
+        """The only way to the clipboard (OSC 52), also for Textual's own copy of a selection:
+        no control (but line feed and tab), bidi or invisible character, else refused with a
+        notification saying why. Callers copying a value validate its shape first (a
+        Message-ID, a UID); this is the gate a forgotten call site cannot pass."""
+        reason = clipboard_refusal(text)
+        if reason is not None:
+            self.notify(f"not copied: {reason}", severity="warning", timeout=6)
+            return
+        super().copy_to_clipboard(text)
 
     def _service_reconnecting(self, message: str, attempt: int) -> None:
         """The service lost its connection mid-listing or mid-action and is reconnecting (on a
@@ -1102,7 +1128,7 @@ class TriageApp(App[int]):
 
     def open_in_pager(self, text: str) -> None:
         pager = os.environ.get("PAGER") or "less"
-        safe = "\n".join(inert(line) for line in text.splitlines()) + "\n"
+        safe = inert(text, multiline=True).removesuffix("\n") + "\n"  # lines end at LF only
         try:
             with self.suspend():
                 subprocess.run(shlex.split(pager), input=safe.encode("utf-8"), check=False)

@@ -18,6 +18,9 @@ from triage_tui.tui.listmodel import project_label
 
 #: Below this width the compact layout is used (80×24 over SSH is the design minimum).
 WIDE = 110
+#: A cell never shows more than this many characters of a header: a 1 MB hostile subject costs
+#: what a long one does (inert cuts before it escapes), on every repaint of its row.
+CELL_CHARS = 1024
 
 
 @dataclass(frozen=True)
@@ -162,16 +165,16 @@ def cell(col: str, m: Message, now: datetime, compact: bool) -> str:
     if col == "verdict":
         return verdict_glyphs(m)
     if col == "sender":
-        return inert(m.from_addr or m.from_name)
+        return inert(m.from_addr or m.from_name, limit=CELL_CHARS)
     if col == "project":
         label = project_label(m)
         if m.issue_iid is not None:
             label += f" #{m.issue_iid}"
-        return inert(label)
+        return inert(label, limit=CELL_CHARS)
     if col == "kind":
         return KIND_LABELS.get(m.kind, inert(m.kind))
     if col == "subject":
-        return inert(m.subject) or "(no subject)"
+        return inert(m.subject, limit=CELL_CHARS) or "(no subject)"
     if col == "size":
         return human_size(m.size)
     if col == "lock":

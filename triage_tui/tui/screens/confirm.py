@@ -45,7 +45,7 @@ class ConfirmScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         r = self.request
         with Vertical(id="confirm-dialog", classes="-danger" if r.danger else ""):
-            yield Static(Content(r.title), id="confirm-title", markup=False)
+            yield Static(Content(inert(r.title)), id="confirm-title", markup=False)  # may quote the journal
             yield Static(Content("\n".join(inert(x) for x in r.lines)), id="confirm-body", markup=False)
             if r.sample:
                 sample = "\n".join(inert(x) for x in r.sample)

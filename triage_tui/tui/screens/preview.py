@@ -15,7 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from triage_tui.domain.model import Message
-from triage_tui.domain.text import inert
+from triage_tui.domain.text import clipboard_refusal, inert
 
 _WARN_WORDS = ("PLAINTEXT", "CLOCK SKEW", "Warning:", "no key", "suspicious", "UNVERIFIED", "fail")
 #: What the preview lays out of a header. A widget wraps and measures every line it holds on
@@ -32,7 +32,9 @@ def shown_header(header: str) -> str:
     was left out."""
     out: list[str] = []
     used = 0
-    lines = header.splitlines()
+    # lines end at LF only: splitlines() also breaks at NEL, VT, FF, U+2028..., which would let
+    # a header forge a line of its own (inert shows them)
+    lines = header.replace("\r\n", "\n").removesuffix("\n").split("\n") if header else []
     for i, line in enumerate(lines):
         if used >= SHOWN_CHARS or i >= SHOWN_LINES:
             rest = len(header) - sum(len(x) + 1 for x in lines[:i])
@@ -82,7 +84,7 @@ class PreviewScreen(ModalScreen[None]):
         m = self.message
         title = f"UID {self.uid}"
         if m is not None:
-            title += f" · {inert(m.sender)} · {inert(m.subject)}"
+            title += f" · {inert(m.sender, limit=200)} · {inert(m.subject, limit=500)}"
         with Vertical(id="preview-box"):
             yield Static(Content(title), id="preview-title", markup=False)
             with VerticalScroll(id="preview-scroll"):
@@ -110,15 +112,23 @@ class PreviewScreen(ModalScreen[None]):
         self.dismiss(None)
 
     def action_copy_uid(self) -> None:
-        self.app.copy_to_clipboard(str(self.uid))
-        self.notify(f"copied UID {self.uid} (OSC 52 clipboard)", timeout=3, markup=False)
+        self._copy(str(self.uid), "UID")
 
     def action_copy_msgid(self) -> None:
         if not self.message_id:
-            self.notify("this message has no Message-ID", severity="warning", timeout=3, markup=False)
+            self.notify("not copied: this message has no Message-ID", severity="warning", timeout=3, markup=False)
             return
-        self.app.copy_to_clipboard(self.message_id)
-        self.notify("copied Message-ID " + inert(self.message_id), timeout=3, markup=False)
+        self._copy(self.message_id, "Message-ID")
+
+    def _copy(self, value: str, what: str) -> None:
+        """Only a value of the expected shape reaches the clipboard (it is pasted into shells);
+        anything else is refused, with the reason, in one line."""
+        reason = clipboard_refusal(value, what)
+        if reason is not None:
+            self.notify(f"not copied: {reason}", severity="warning", timeout=6, markup=False)
+            return
+        self.app.copy_to_clipboard(value)
+        self.notify(f"copied {what} {value} (OSC 52 clipboard)", timeout=3, markup=False)
 
     def action_pager(self) -> None:
         opener = getattr(self.app, "open_in_pager", None)

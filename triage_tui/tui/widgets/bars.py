@@ -48,6 +48,15 @@ class FilterInput(Input):
     def action_close(self) -> None:
         self.post_message(self.Closed())
 
+    # Pasted text is echoed by the input: a clipboard holding ESC, BEL or bidi characters must
+    # not reach the terminal through it (Textual draws an ESC as is). They are kept visibly
+    # (``\x1b``), like everywhere else; the filter then looks for that text.
+    def replace(self, text: str, start: int, end: int) -> None:
+        super().replace(inert(text), start, end)
+
+    def validate_value(self, value: str) -> str:
+        return inert(value)
+
 
 class FilterBar(Horizontal):
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002

@@ -228,7 +228,7 @@ class MessageList(ScrollView, can_focus=True):
                 if self.model.messages and self.model.filter_text:
                     # the view has messages, the filter hides them all: say that, not "listing…"
                     empty = f"no message of the {len(self.model.messages):,} in this view matches the filter (esc clears it)"
-                text = C.fit("  " + empty, width)
+                text = C.fit("  " + inert(empty, limit=2000), width)  # may quote a server reply
                 return Strip([Segment(text, base + self._style("empty"))], width)
             return Strip.blank(width, base)
         row = rows[index]

@@ -144,7 +144,9 @@ def pulse_lines(s: PulseState) -> tuple[list[Piece], list[Piece]]:
     two.append((6, f"sort {SORTS[s.sort][0]}{'↓' if s.reverse else '↑'}", ""))
     if s.group:
         two.append((5, f"group {GROUPS[s.group]}", ""))
-    return one, two
+    # every piece, inert: the server name, a reconnect reason or a watch diagnosis may quote a
+    # server reply (the ones that carry mail or config text are also made inert where built)
+    return [(p, inert(t), st) for p, t, st in one], [(p, inert(t), st) for p, t, st in two]
 
 
 def _tls_piece(s: PulseState) -> Piece:
