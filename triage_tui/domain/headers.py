@@ -157,7 +157,7 @@ def _parse_date(value: str) -> datetime | None:
     if m:  # RFC 5322's usual shape; anything else goes to the stdlib's lenient parser
         day, mon, year, hh, mi, ss, sign, oh, om = m.groups()
         month = _MONTHS.get(mon.lower())
-        if not month or oh >= "24":  # timezone() refuses offsets of a day or more (+2400, -9999)
+        if not month or oh >= "24" or om >= "60":  # timezone() refuses a day or more (+2400, -9999)
             return None
         key = sign + oh + om
         tz = _TZS.get(key)
@@ -178,7 +178,7 @@ def _parse_date(value: str) -> datetime | None:
 
 #: What an address looks like inside a display name or a comment (after look-alike '@'s and
 #: invisible characters are normalised away).
-_ADDR_IN_TEXT = re.compile(r"[^\s<>()\[\]\"',;:@]+@[^\s<>()\[\]\"',;:@]+")
+_ADDR_IN_TEXT = re.compile(r"[^\s<>()\"',;:@]+@[^\s<>()\"',;:@]+")
 _ADDR_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|\\.?|[(),:;<>]|[^"\\(),:;<>]+', re.DOTALL)
 _WS = re.compile(r"\s+")
 MAX_ADDRESS_FIELD = 16 * 1024  # a From value is read this far (a 1 MB From is not a sender)
