@@ -183,7 +183,7 @@ def mutate_value(rng: random.Random, field: str, value: str) -> tuple[str, str]:
     if kind == 0:
         what, date = _date(rng)
         if field.lower() == "received":
-            return f"received {what}", f"from a.example by b.example with ESMTPS id x for <x@y>; {date}"
+            return f"received date: {what}", f"from a.example by b.example with ESMTPS id x for <x@y>; {date}"
         return what, date
     if kind == 1:
         what, word = _encoded_word(rng)
