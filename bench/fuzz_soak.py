@@ -29,7 +29,6 @@ sys.path.insert(0, str(ROOT))
 
 from tests import mutations as M  # noqa: E402
 
-
 _KINDS = ("received date", "date", "encoded word", "1 MB", "charset name", "8-bit", "unbalanced", "control",
           "bidi", "address", "empty", "continuation", "numbers")
 
