@@ -296,6 +296,8 @@ def impersonated_address(name: str, addr: str) -> str | None:
             return None
         candidates = [name]
     else:
+        if "@" not in name and "\uff20" not in name and "\ufe6b" not in name:  # all that NFKC makes '@'
+            return None
         seen = _visible_form(name[:MAX_ADDRESS_FIELD])
         if "@" not in seen:
             return None
