@@ -291,3 +291,12 @@ def test_keys_scan_of_punctuation_only_lists_is_cheap() -> None:
     assert keys.split_addresses("; , ;" * 10_000) == []
     assert keys.decode_address("; ,; <incoming+group-project-42-glimt-abc123-issue@incoming.gitlab.example.com>",
                                T).project_id == 42
+
+
+def test_punycode_words_are_read_as_utf8() -> None:
+    """Python's punycode decoder is quadratic on crafted input (a 1 MB word: minutes per row)."""
+    import base64
+
+    word = "ab" + "".join(chr(0x100 + i % 0x2000) for i in range(300))
+    payload = word.encode("punycode")
+    assert decode_words(f"=?punycode?B?{base64.b64encode(payload).decode()}?=") == payload.decode()
