@@ -42,7 +42,7 @@ class _FilterHelp(argparse.Action):
 
 
 def _trunc(text: str, width: int) -> str:
-    text = inert(text)
+    text = inert(text[: width + 1])  # inert never shortens: a longer value still gets its "…"
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 

@@ -16,6 +16,9 @@ from triage_tui.domain.model import Message
 from triage_tui.domain.text import inert
 from triage_tui.tui.listmodel import project_label
 
+#: Characters of a value a cell looks at: no column is this wide, and a 1 MB subject (zero-width
+#: spaces, say) cost ~100 ms of measuring on every repaint of its row.
+CELL_CHARS = 1024
 #: Below this width the compact layout is used (80×24 over SSH is the design minimum).
 WIDE = 110
 
@@ -174,16 +177,16 @@ def _cell(col: str, m: Message, now: datetime, compact: bool) -> str:
     if col == "verdict":
         return verdict_glyphs(m)
     if col == "sender":
-        return inert(m.from_addr or m.from_name)
+        return inert((m.from_addr or m.from_name)[:CELL_CHARS])
     if col == "project":
-        label = project_label(m)
+        label = project_label(m)[:CELL_CHARS]
         if m.issue_iid is not None:
             label += f" #{m.issue_iid}"
         return inert(label)
     if col == "kind":
-        return KIND_LABELS.get(m.kind, inert(m.kind))
+        return KIND_LABELS.get(m.kind) or inert(m.kind[:CELL_CHARS])
     if col == "subject":
-        return inert(m.subject) or "(no subject)"
+        return inert(m.subject[:CELL_CHARS]) or "(no subject)"
     if col == "size":
         return human_size(m.size)
     if col == "lock":
