@@ -24,7 +24,7 @@ from triage_tui.domain.keys import (
     template_regex,
 )
 from triage_tui.domain.text import inert
-from triage_tui.errors import UsageError
+from triage_tui.errors import OperationFailed, UsageError
 
 NAME = "decode"
 HELP = "decode GitLab incoming-email addresses or a message's headers offline (no IMAP needed)"
@@ -109,7 +109,11 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
             raise UsageError("no address template: give --address TEMPLATE or set TRIAGE_ADDRESS "
                              "(e.g. incoming+%{key}@incoming.gitlab.example.com)")
         headers = Headers.parse(_read_message(args.message, ctx))
-        info = find_key(headers, template, kind, args.gitlab_host)
+        try:
+            info = find_key(headers, template, kind, args.gitlab_host)
+        except Exception as exc:  # noqa: BLE001 - hostile headers: one clear line, never a traceback
+            raise OperationFailed(f"cannot decode this message's key ({type(exc).__name__}): "
+                                  "its recipient headers could not be read") from None
         if args.json:
             ctx.emit_json(_json(info))
         else:

@@ -10,6 +10,7 @@ from typing import Any
 from triage_tui.commands._select import compile_filter
 from triage_tui.domain.age import format_age
 from triage_tui.domain.classify import mark_duplicates
+from triage_tui.domain.headers import impersonated_address
 from triage_tui.domain.model import Message, View
 from triage_tui.domain.text import inert
 
@@ -56,7 +57,32 @@ def _project(m: Message) -> str:
 
 
 def _glyphs(m: Message) -> str:
-    return "".join(g if on else "." for g, on in (("B", m.bot), ("S", m.stale), ("!", m.suspicious), ("?", m.no_key)))
+    return "".join(g if on else "." for g, on in (("B", m.bot), ("S", m.stale), ("!", m.suspicious), ("?", m.no_key),
+                                                  ("~", m.problems)))
+
+
+def _sender(m: Message) -> str:
+    """``Name <address>``; the bare address when the display name shows another address (the
+    cut would keep the fake and drop the real one)."""
+    if m.suspicious and m.from_name and impersonated_address(m.from_name, m.from_addr):
+        return m.from_addr or "(no address)"
+    return m.sender
+
+
+def _row(m: Message, now: datetime, subj_w: int) -> str:
+    age = m.age_seconds(now)
+    return (f"{m.uid:>7} {format_age(age) if age is not None else '?':>4} {_glyphs(m):5} "
+            f"{_trunc(_sender(m), 26):26} {_trunc(_project(m) + ' ' + m.kind, 22):22} "
+            f"{_trunc(m.subject, subj_w)}")
+
+
+def _broken_row(m: Message, exc: Exception, as_json: bool) -> Any:
+    """What is written for a message whose row could not be made: its UID and why."""
+    uid = getattr(m, "uid", 0)
+    why = f"row not shown ({type(exc).__name__}): peek {uid} shows the header"
+    if as_json:
+        return {"uid": uid, "problems": [why]}
+    return f"{uid:>7} {'?':>4} {'....~':5} {why}"
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
@@ -64,11 +90,11 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     flt = compile_filter(args.filter)
     now = datetime.now(UTC)
     width = shutil.get_terminal_size((120, 24)).columns
-    subj_w = max(10, width - 7 - 5 - 5 - 26 - 22 - 8)
+    subj_w = max(10, width - 7 - 5 - 6 - 26 - 22 - 8)
     shown = 0
     first_uid: dict[str, int] = {}  # streaming: a later copy of a Message-ID is flagged
     if not args.json:
-        ctx.say(f"{'UID':>7} {'AGE':>4} {'FLG':4} {'FROM':26} {'PROJECT/KIND':22} SUBJECT")
+        ctx.say(f"{'UID':>7} {'AGE':>4} {'FLAGS':5} {'FROM':26} {'PROJECT/KIND':22} SUBJECT")
     locks = ctx.lock_service()  # None when no Redis is configured
     lock_error: str | None = None
     # the server narrows first (a superset of the matches: dates, FROM, SUBJECT...), we decide
@@ -82,24 +108,26 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
                 lock_error = err
                 ctx.note(err)  # "Redis unavailable: <reason>", once: the IMAP side keeps working
         for m in batch:
-            mid = m.message_id.strip()
-            if mid:
-                uid0 = first_uid.setdefault(mid, m.uid)
-                if uid0 != m.uid:
-                    mark_duplicates([Message(uid=uid0, uidvalidity=m.uidvalidity, message_id=mid), m])
-            if flt is not None and not flt.matches(m, now):
-                continue
+            try:
+                mid = m.message_id.strip()
+                if mid:
+                    uid0 = first_uid.setdefault(mid, m.uid)
+                    if uid0 != m.uid:
+                        mark_duplicates([Message(uid=uid0, uidvalidity=m.uidvalidity, message_id=mid), m])
+                if flt is not None and not flt.matches(m, now):
+                    continue
+                out: Any = m.to_json(now) if args.json else _row(m, now, subj_w)
+            except Exception as exc:  # noqa: BLE001 - one bad message costs its own row, never the listing
+                out = _broken_row(m, exc, args.json)
             if args.json:
-                ctx.emit_json(m.to_json(now))
+                ctx.emit_json(out)
             else:
-                age = m.age_seconds(now)
-                ctx.say(f"{m.uid:>7} {format_age(age) if age is not None else '?':>4} {_glyphs(m):4} "
-                        f"{_trunc(m.sender, 26):26} {_trunc(_project(m) + ' ' + m.kind, 22):22} "
-                        f"{_trunc(m.subject, subj_w)}")
+                ctx.say(out)
             shown += 1
             if args.limit and shown >= args.limit:
                 return 0
     if not args.json:
         ctx.note(f"{shown} message(s) in view {args.view} of {svc.settings.mailbox} "
-                 f"(flags: B bot, S stale, ! suspicious, ? no key)")
+                 f"(flags: B bot, S stale, ! suspicious, ? no key, "
+                 f"~ a header field could not be read: peek UID says which)")
     return 0

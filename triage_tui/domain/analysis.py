@@ -2,6 +2,18 @@
 
 ``build_message`` parses the header block with the light parser, fills the basic fields, then
 ``annotate`` adds the GitLab key decoding and the verdicts.
+
+One bad message never costs more than its own row: every field is computed in its own guarded
+step, and a field that cannot be read is degraded (left empty, or kept raw) with a short reason
+in :attr:`Message.problems`; a last-resort guard around the whole build returns a minimal row
+(UID, flags, size, INTERNALDATE) with a note. A ``try`` that does not raise costs nothing on
+Python 3.11, so the guards stay off the list path's profile.
+
+Dates: age, ``stale``, ``age>`` and the age sort and groups always count from INTERNALDATE (what
+the server recorded on delivery). The ``Date`` header is the sender's claim: kept as sent when it
+parses, noted as a problem when it does not (``+2400``, year 0) or when it is implausible (before
+1980, or more than a day after delivery): it is only shown, and used for the transit time in
+``peek``.
 """
 
 from __future__ import annotations
@@ -11,6 +23,12 @@ from datetime import UTC, datetime, timedelta
 
 from triage_tui.domain.headers import Headers, decode_words, first_address, parse_date
 from triage_tui.domain.model import Message
+
+#: A Date before this is a broken clock or a forgery, not a send time.
+PLAUSIBLE_DATE_FROM = datetime(1980, 1, 1, tzinfo=UTC)
+#: A Date this far after delivery (INTERNALDATE, else now) is a clock running ahead.
+FUTURE_DATE_SLACK = timedelta(days=1)
+_SHOWN = 60  # characters of a header value quoted in a problem
 
 
 @dataclass(frozen=True)
@@ -27,6 +45,19 @@ class AnalysisConfig:
     gitlab_host: str | None = None  # GitLab only accepts reply-<key>@<this host> in References
 
 
+def shown(value: str | None, n: int = _SHOWN) -> str:
+    """A header value as quoted in a problem: whitespace collapsed, cut to ``n`` characters
+    (not yet inert: every output path makes it so)."""
+    if not value:
+        return "(empty)"
+    value = " ".join(value[: n * 4].split())
+    return value if len(value) <= n else value[: n - 1] + "…"
+
+
+def problem(what: str, value: str | None, exc: BaseException) -> str:
+    return f"unreadable {what} ({type(exc).__name__}): {shown(value)}"
+
+
 def build_message(
     uid: int,
     uidvalidity: int,
@@ -37,8 +68,94 @@ def build_message(
     config: AnalysisConfig,
     now: datetime | None = None,
 ) -> Message:
-    headers = Headers.parse(header)
-    name, addr = first_address(headers.get("from"))
+    """One row from one header block. Never raises (see the module docstring)."""
+    try:
+        return _build(uid, uidvalidity, flags, internaldate, size, header, config, now or datetime.now(UTC))
+    except Exception as exc:  # noqa: BLE001 - the last resort: a row with what the server said
+        return minimal_message(uid, uidvalidity, flags, internaldate, size, config, now, exc)
+
+
+def minimal_message(
+    uid: int,
+    uidvalidity: int,
+    flags: tuple[str, ...],
+    internaldate: datetime | None,
+    size: int,
+    config: AnalysisConfig,
+    now: datetime | None,
+    exc: BaseException,
+) -> Message:
+    """The row of a message whose header could not be analysed at all: what the server said
+    (UID, flags, size, INTERNALDATE, and so age and ``stale``) and why the rest is missing."""
+    if not (isinstance(internaldate, datetime) and internaldate.utcoffset() is not None):
+        internaldate = None
+    msg = Message(
+        uid=uid if isinstance(uid, int) else 0,
+        uidvalidity=uidvalidity if isinstance(uidvalidity, int) else 0,
+        flags=tuple(f for f in flags or () if isinstance(f, str)),
+        internaldate=internaldate,
+        size=size if isinstance(size, int) else 0,
+        problems=(f"header not analysed ({type(exc).__name__}): only UID, flags, size and delivery time "
+                  "are shown",),
+    )
+    try:
+        age = msg.age_seconds(now or datetime.now(UTC))
+        msg.stale = age is not None and age > config.stale_after.total_seconds()
+    except Exception:  # noqa: BLE001, S110 - stale stays False
+        pass
+    return msg
+
+
+def _build(
+    uid: int,
+    uidvalidity: int,
+    flags: tuple[str, ...],
+    internaldate: datetime | None,
+    size: int,
+    header: bytes | None,
+    config: AnalysisConfig,
+    now: datetime,
+) -> Message:
+    problems: list[str] = []
+    if internaldate is not None and internaldate.tzinfo is None:
+        internaldate = internaldate.replace(tzinfo=UTC)  # a naive time would break every age
+    try:
+        headers = Headers.parse(header)
+    except Exception as exc:  # noqa: BLE001
+        headers = Headers([])
+        problems.append(f"unreadable header block ({type(exc).__name__})")
+    get = headers.get
+    value = get("from")
+    try:
+        name, addr = first_address(value)
+    except Exception as exc:  # noqa: BLE001
+        name, addr = value or "", ""  # shown raw
+        problems.append(problem("From", value, exc))
+    to, cc, subject = get("to"), get("cc"), get("subject")
+    try:
+        to = decode_words(to) if to else ""
+    except Exception as exc:  # noqa: BLE001 - shown raw
+        problems.append(problem("To", to, exc))
+    try:
+        cc = decode_words(cc) if cc else ""
+    except Exception as exc:  # noqa: BLE001
+        problems.append(problem("Cc", cc, exc))
+    try:
+        subject = decode_words(subject) if subject else ""
+    except Exception as exc:  # noqa: BLE001
+        problems.append(problem("Subject", subject, exc))
+    value = get("date")
+    date = None
+    if value:
+        try:
+            date = parse_date(value)
+            if date is None:
+                problems.append(f"unparseable Date: {shown(value)}")
+            elif date < PLAUSIBLE_DATE_FROM or date - (internaldate or now) > FUTURE_DATE_SLACK:
+                problems.append(f"implausible Date: {shown(value)} (age counts from delivery)")
+        except Exception as exc:  # noqa: BLE001
+            date = None
+            problems.append(problem("Date", value, exc))
     msg = Message(
         uid=uid,
         uidvalidity=uidvalidity,
@@ -47,13 +164,15 @@ def build_message(
         size=size,
         from_name=name,
         from_addr=addr,
-        to=decode_words(headers.get("to") or ""),
-        cc=decode_words(headers.get("cc") or ""),
-        subject=decode_words(headers.get("subject") or ""),
-        date=parse_date(headers.get("date")),
-        message_id=(headers.get("message-id") or "").strip(),
+        to=to or "",
+        cc=cc or "",
+        subject=subject or "",
+        date=date,
+        message_id=(get("message-id") or "").strip(),
     )
-    annotate(msg, headers, config, now or datetime.now(UTC))
+    if problems:
+        msg.problems = tuple(problems)
+    annotate(msg, headers, config, now)
     return msg
 
 
@@ -66,5 +185,5 @@ def annotate(msg: Message, headers: Headers, config: AnalysisConfig, now: dateti
     if classify is not None and hasattr(classify, "annotate"):
         classify.annotate(msg, headers, config, now)
         return
-    age = msg.age_seconds(now)
-    msg.stale = age is not None and age > config.stale_after.total_seconds()
+    age = msg.age_seconds(now)  # pragma: no cover
+    msg.stale = age is not None and age > config.stale_after.total_seconds()  # pragma: no cover

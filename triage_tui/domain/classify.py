@@ -26,7 +26,7 @@ from datetime import datetime
 from functools import lru_cache
 
 from triage_tui.domain.analysis import AnalysisConfig
-from triage_tui.domain.headers import Headers
+from triage_tui.domain.headers import Headers, impersonated_address
 from triage_tui.domain.keys import UNKNOWN, find_key_grouped
 from triage_tui.domain.model import Message
 
@@ -105,8 +105,11 @@ def _local_part(addr: str) -> str:
     return addr.rpartition("@")[0] if "@" in addr else addr
 
 
-def bot_reasons(msg: Message, first: dict[str, str], rules: _Rules | None = None) -> list[str]:
-    """Why a message looks machine-sent, most consequential first."""
+def bot_reasons(msg: Message, first: dict[str, str], rules: _Rules | None = None,
+                impersonates: str | None = None) -> list[str]:
+    """Why a message looks machine-sent, most consequential first. A sender whose display name
+    ``impersonates`` another address is never taken for a bot by who it says it is: only the
+    headers that make GitLab drop it (Auto-Submitted...) and its real address count."""
     reasons: list[str] = []
     auto = first.get("auto-submitted")
     if auto is not None and auto.strip() != "no":  # GitLab compares exactly, after strip
@@ -121,10 +124,10 @@ def bot_reasons(msg: Message, first: dict[str, str], rules: _Rules | None = None
     rpath = first.get("return-path")
     if rpath is not None and rpath.replace(" ", "").replace("\t", "") == "<>":
         dsn.append("Return-Path <>")
-    local = _local_part(msg.from_addr).lower()
+    local = "" if impersonates else _local_part(msg.from_addr).lower()
     if local in _DSN_LOCALPARTS:
         dsn.append(f"from {local.upper() if local == 'mailer-daemon' else local}")
-    elif _DSN_NAME_RE.search(msg.from_name[:_MAX_MATCH]):
+    elif not impersonates and _DSN_NAME_RE.search(msg.from_name[:_MAX_MATCH]):
         dsn.append("from a mail delivery system")
     if dsn:
         reasons.append(f"delivery status notification ({', '.join(dsn)}): reply-loop risk")
@@ -137,10 +140,12 @@ def bot_reasons(msg: Message, first: dict[str, str], rules: _Rules | None = None
         reasons.append("bulk mail (List-Unsubscribe)")
     if local and local not in _DSN_LOCALPARTS and _NOREPLY_RE.search(local[:_MAX_MATCH]):
         reasons.append(f"no-reply style sender {_cut(msg.from_addr)}")
-    elif (local and _AUTOMATION_RE.search(local[:_MAX_MATCH])) or "[bot]" in msg.from_name[:_MAX_MATCH].lower():
+    elif (local and _AUTOMATION_RE.search(local[:_MAX_MATCH])) or (
+            not impersonates and "[bot]" in msg.from_name[:_MAX_MATCH].lower()):
         reasons.append(f"automated sender {_cut(msg.from_addr)} (monitoring, CI or a bot)")
     if rules is not None:
-        addr, sender = msg.from_addr[:_MAX_MATCH], msg.sender[:_MAX_MATCH]
+        addr = msg.from_addr[:_MAX_MATCH]
+        sender = addr if impersonates else msg.sender[:_MAX_MATCH]
         for text, rx in rules.sender:
             if rx.search(addr) or rx.search(sender):
                 reasons.append(f"sender matches configured pattern {_cut(text)!r}")
@@ -153,9 +158,13 @@ def bot_reasons(msg: Message, first: dict[str, str], rules: _Rules | None = None
     return reasons
 
 
-def suspicious_reasons(msg: Message, rules: _Rules | None = None) -> list[str]:
-    """Signs of an account-hijack attempt through a project address (seed 001)."""
+def suspicious_reasons(msg: Message, rules: _Rules | None = None, impersonates: str | None = None) -> list[str]:
+    """Signs of an account-hijack attempt through a project address (seed 001), and of phishing:
+    a display name showing an address that is not the sender's (``impersonates``)."""
     reasons: list[str] = []
+    if impersonates:
+        reasons.append(f"display name impersonates {_cut(impersonates)} "
+                       f"(the sender is {_cut(msg.from_addr) if msg.from_addr else 'no address at all'})")
     subject = msg.subject[:_MAX_MATCH]
     if msg.kind in SIGNUP_TARGET_KINDS and _SIGNUP_RE.search(subject):
         reasons.append(
@@ -185,41 +194,66 @@ def _group(headers: Headers) -> tuple[dict[str, list[str]], dict[str, str]]:
 
 
 def annotate(msg: Message, headers: Headers, config: AnalysisConfig, now: datetime) -> None:
-    """Fill the key decoding and the verdicts of ``msg``. Never raises."""
+    """Fill the key decoding and the verdicts of ``msg``. Never raises: each verdict is its own
+    step, and one that fails keeps its default and adds a reason to ``msg.problems``."""
+    problems: list[str] = []
     try:
-        _annotate(msg, headers, config, now)
+        grouped, first = _group(headers)
     except Exception as exc:  # noqa: BLE001 - one hostile message must not break a listing
-        msg.extra["analysis_error"] = type(exc).__name__
-
-
-def _annotate(msg: Message, headers: Headers, config: AnalysisConfig, now: datetime) -> None:
-    grouped, first = _group(headers)
-    # Without the template nothing can be decoded: "unknown", never claimed as keyless.
-    info = (find_key_grouped(grouped, config.address, config.mailbox_kind, getattr(config, "gitlab_host", None))
-            if config.address else UNKNOWN)
+        grouped, first = {}, {}
+        problems.append(f"header fields unreadable ({type(exc).__name__})")
+    try:
+        # Without the template nothing can be decoded: "unknown", never claimed as keyless.
+        info = (find_key_grouped(grouped, config.address, config.mailbox_kind, getattr(config, "gitlab_host", None))
+                if config.address else UNKNOWN)
+    except Exception as exc:  # noqa: BLE001
+        info = UNKNOWN
+        problems.append(f"GitLab key could not be decoded ({type(exc).__name__}): handler unknown")
     msg.kind, msg.key = info.kind, info.key
     msg.project_id, msg.project_slug, msg.project_path = info.project_id, info.project_slug, info.project_path
     msg.issue_iid, msg.reply_key, msg.namespace_id = info.issue_iid, info.reply_key, info.namespace_id
     msg.matched_header = info.matched_header
-    msg.no_key = bool(config.address) and info.key is None
+    msg.no_key = bool(config.address) and info.key is None and not problems
 
-    age = msg.age_seconds(now)
-    msg.stale = age is not None and age > config.stale_after.total_seconds()
+    try:
+        age = msg.age_seconds(now)
+        msg.stale = age is not None and age > config.stale_after.total_seconds()
+    except Exception as exc:  # noqa: BLE001
+        msg.stale = False
+        problems.append(f"age unknown ({type(exc).__name__})")
 
+    try:
+        imp = impersonated_address(msg.from_name, msg.from_addr)
+    except Exception as exc:  # noqa: BLE001
+        imp = None
+        problems.append(f"display name not checked ({type(exc).__name__})")
     rules = None
-    if config.bot_sender_patterns or config.bot_subject_patterns or config.suspicious_patterns:
-        rules = _rules(tuple(config.bot_sender_patterns), tuple(config.bot_subject_patterns),
-                       tuple(config.suspicious_patterns))
-    bots = bot_reasons(msg, first, rules)
+    try:
+        if config.bot_sender_patterns or config.bot_subject_patterns or config.suspicious_patterns:
+            rules = _rules(tuple(config.bot_sender_patterns), tuple(config.bot_subject_patterns),
+                           tuple(config.suspicious_patterns))
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"configured patterns not applied ({type(exc).__name__})")
+    try:
+        bots = bot_reasons(msg, first, rules, imp)
+    except Exception as exc:  # noqa: BLE001
+        bots = []
+        problems.append(f"bot verdict unknown ({type(exc).__name__})")
     msg.bot = bool(bots)
     msg.bot_reason = "; ".join(bots) if bots else None
-    sus = suspicious_reasons(msg, rules)
+    try:
+        sus = suspicious_reasons(msg, rules, imp)
+    except Exception as exc:  # noqa: BLE001
+        sus = []
+        problems.append(f"suspicious verdict unknown ({type(exc).__name__})")
     # keep a duplicate verdict set earlier by mark_duplicates (re-annotation must not drop it)
     dup = _dup_part(msg.suspicious_reason)
     if dup:
         sus.append(dup)
     msg.suspicious = bool(sus)
     msg.suspicious_reason = "; ".join(sus) if sus else None
+    if problems:  # re-annotation must not repeat them
+        msg.problems = tuple(dict.fromkeys((*msg.problems, *problems)))
 
 
 # --- duplicates ------------------------------------------------------------------------------

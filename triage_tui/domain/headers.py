@@ -12,6 +12,7 @@ import binascii
 import codecs
 import email.utils
 import re
+import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 
 _ENCODED_WORD = re.compile(r"=\?([^?\s]{1,40})\?([bBqQ])\?([^?\s]*)\?=")
@@ -21,6 +22,13 @@ _Q_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
 # "From " line, garbage) are skipped, never raised on
 _FIELD = re.compile(r"^([!-9;-~]+)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.MULTILINE)
 _FOLD = re.compile(r"[ \t]*\n[ \t]*")
+#: charset name (as written) -> the codec it decodes with; bounded (hostile mail names thousands)
+_TEXT_CODECS: dict[str, str] = {}
+#: Codecs that are no MIME charset and decode crafted input in quadratic time (a 100 KB
+#: punycode word took 0.3 s, a megabyte minutes): read as UTF-8 instead.
+_SLOW_CODECS = frozenset({"punycode"})
+_SURROGATE_FREE = frozenset({"utf-8", "ascii", "latin-1", "iso8859-1", "cp1252", "iso8859-15"})
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _SIMPLE_ADDR = re.compile(r'^\s*(?:"([^"\\]*)"|([^"<>,;:()\\@]*?))\s*<([^<>\s,;:()"\\@]+@[^<>\s,;:()"\\@]+)>\s*$'
                           r'|^\s*([^<>\s,;:()"\\@]+@[^<>\s,;:()"\\@]+)\s*$')
 
@@ -35,12 +43,29 @@ def bytes_to_text(raw: bytes) -> str:
 
 
 def _charset_decode(data: bytes, charset: str) -> str:
+    """Bytes of an encoded word as text, never raising and never yielding a lone surrogate: an
+    unknown charset, a codec that is not a text encoding (``zlib``, ``rot13``, ``base64``...), one
+    that refuses ``errors="replace"`` (``idna``), fails anyway (``undefined``) or is quadratic
+    (``punycode``) falls back to UTF-8; surrogates a codec lets through (``utf-7``,
+    ``unicode_escape``) become U+FFFD."""
     charset = charset.split("*", 1)[0].strip().lower()  # RFC 2231 language suffix
+    codec = _TEXT_CODECS.get(charset)
+    if codec is None:
+        try:
+            info = codecs.lookup(charset)
+            codec = info.name if getattr(info, "_is_text_encoding", True) and info.name not in _SLOW_CODECS \
+                else "utf-8"
+        except (LookupError, ValueError, TypeError):  # ValueError: a NUL in the name
+            codec = "utf-8"
+        if len(_TEXT_CODECS) < 512:
+            _TEXT_CODECS[charset] = codec
     try:
-        codecs.lookup(charset)
-    except LookupError:
-        charset = "utf-8"
-    return data.decode(charset, errors="replace")
+        text = data.decode(codec, errors="replace")
+    except Exception:  # noqa: BLE001 - codecs that refuse 'replace' or fail on their own terms
+        text = data.decode("utf-8", errors="replace")
+    if codec not in _SURROGATE_FREE and _SURROGATE.search(text):
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
 
 
 def _decode_word(m: re.Match[str]) -> str:
@@ -122,27 +147,33 @@ _TZS: dict[str, timezone] = {}
 
 
 def parse_date(value: str | None) -> datetime | None:
-    """A Date header as an aware datetime, or None when missing or unparseable."""
+    """A Date header as an aware datetime, or None when missing or unparseable (offsets of 24 h
+    or more, years 0 or 10000, day 99...: whatever a header says, this never raises)."""
     if not value:
         return None
+    try:
+        return _parse_date(value)
+    except Exception:  # noqa: BLE001 - last resort: the stdlib parser has raised on hostile input
+        return None
+
+
+def _parse_date(value: str) -> datetime | None:
     m = _DATE_FAST.match(value)
     if m:  # RFC 5322's usual shape; anything else goes to the stdlib's lenient parser
         day, mon, year, hh, mi, ss, sign, oh, om = m.groups()
         month = _MONTHS.get(mon.lower())
+        if not month or oh >= "24" or om >= "60":  # timezone() refuses a day or more (+2400, -9999)
+            return None
         key = sign + oh + om
         tz = _TZS.get(key)
         if tz is None:
             off = timedelta(hours=int(oh), minutes=int(om))
             tz = _TZS.setdefault(key, timezone(off if sign == "+" else -off))
-        if month:
-            try:
-                return datetime(int(year), month, int(day), int(hh), int(mi), int(ss or 0), tzinfo=tz)
-            except ValueError:
-                return None
-    try:
-        dt = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
+        try:
+            return datetime(int(year), month, int(day), int(hh), int(mi), int(ss or 0), tzinfo=tz)
+        except ValueError:
+            return None
+    dt = email.utils.parsedate_to_datetime(value)
     if dt is None:
         return None
     if dt.tzinfo is None:
@@ -150,20 +181,138 @@ def parse_date(value: str | None) -> datetime | None:
     return dt
 
 
+#: What an address looks like inside a display name or a comment (after look-alike '@'s and
+#: invisible characters are normalised away).
+_ADDR_IN_TEXT = re.compile(r"[^\s<>()\"',;:@]+@[^\s<>()\"',;:@]+")
+_ADDR_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|\\.?|[(),:;<>]|[^"\\(),:;<>]+', re.DOTALL)
+_WS = re.compile(r"\s+")
+MAX_ADDRESS_FIELD = 16 * 1024  # a From value is read this far (a 1 MB From is not a sender)
+
+
+def _unquote(tok: str) -> str:
+    if tok.startswith('"'):
+        tok = tok[1:-1] if len(tok) > 1 and tok.endswith('"') else tok[1:]
+        if "\\" in tok:
+            tok = re.sub(r"\\(.)", r"\1", tok, flags=re.DOTALL)
+    return tok
+
+
 def first_address(value: str | None) -> tuple[str, str]:
-    """(display name decoded, address) of the first address in a header value."""
+    """(display name decoded, address) of the first mailbox in a header value.
+
+    The address is what is in angle brackets (the last pair, as GitLab's Mail gem reads it);
+    everything else of that mailbox (phrase, comments, earlier angle brackets) is the display
+    name, shown literally: ``noreply@github.com <attacker@evil.example>`` is attacker@evil.example
+    with the display name "noreply@github.com" (Python's getaddresses returned the display
+    name's address there: a phishing shape). Linear, never raises."""
     if not value:
         return "", ""
     m = _SIMPLE_ADDR.match(value)
-    if m:  # "Name <a@b>", "\"Name\" <a@b>" or "a@b": the common cases, without the stdlib parser
+    if m:  # "Name <a@b>", "\"Name\" <a@b>" or "a@b": the common cases, without the tokenizer
         if m.group(4):
             return "", m.group(4)
         return decode_words((m.group(1) if m.group(1) is not None else m.group(2) or "").strip()), m.group(3)
-    try:
-        pairs = email.utils.getaddresses([value])
-    except Exception:  # noqa: BLE001 - the stdlib parser has raised on hostile input before
-        return decode_words(value), ""
-    for name, addr in pairs:
-        if addr or name:
-            return decode_words(name), addr
-    return decode_words(value), ""
+    return _first_mailbox(value[:MAX_ADDRESS_FIELD])
+
+
+def _first_mailbox(value: str) -> tuple[str, str]:
+    phrase: list[str] = []  # outside comments and angle brackets
+    comments: list[str] = []
+    angles: list[list[str]] = []  # each <...>, in order
+    angle: list[str] | None = None  # the open one
+    comment: list[str] = []
+    depth = 0
+    for mt in _ADDR_TOKEN.finditer(value):
+        tok = mt.group(0)
+        if depth:
+            if tok == "(":
+                depth += 1
+            elif tok == ")":
+                depth -= 1
+                if depth == 0:
+                    comments.append("".join(comment))
+                    comment = []
+                    continue
+            comment.append(tok)
+            continue
+        if tok == "(":
+            depth = 1
+        elif angle is not None:
+            if tok == ">":
+                angles.append(angle)
+                angle = None
+            elif tok != "<":
+                angle.append(tok)
+        elif tok == "<":
+            angle = []
+        elif tok == ",":
+            if phrase or angles or comments:
+                break  # the first mailbox is complete
+        elif tok == ":":
+            phrase, comments, angles = [], [], []  # a group's display name
+        elif tok == ";":
+            if phrase or angles:
+                break
+        elif tok not in (">", ")"):
+            phrase.append(tok)
+    if comment:
+        comments.append("".join(comment))  # an unclosed comment
+    if angle is not None:
+        angles.append(angle)  # an unclosed angle bracket
+    comment_text = " ".join(" ".join(c.split()) for c in comments if c.strip())
+    if angles:
+        addr = "".join(t if t.startswith('"') else _WS.sub("", t) for t in angles[-1])
+        words = [_unquote(t) for t in phrase]
+        words += [f"<{''.join(a).strip()}>" for a in angles[:-1]]  # earlier brackets: shown, not used
+        name = " ".join("".join(words).split())
+    elif any("@" in t for t in phrase if not t.startswith('"')):
+        # a bare addr-spec (its comments are its display name); quoted local parts keep their spaces
+        addr = "".join(t if t.startswith('"') else _WS.sub("", t) for t in phrase)
+        name = ""
+    else:
+        addr = ""
+        name = " ".join("".join(_unquote(t) for t in phrase).split())
+    if comment_text:
+        name = f"{name} ({comment_text})" if name else comment_text
+    return decode_words(name), addr
+
+
+#: Characters that look like '@' or '.' without being them (NFKC leaves these alone).
+_LOOKALIKE = str.maketrans({"\u3002": ".", "\uff61": ".", "\u2024": ".", "\ufe52": "."})
+_BIDI_REVERSING = ("\u202e", "\u202b", "\u2067")
+
+
+def _visible_form(text: str) -> str:
+    """What a reader sees: compatibility forms folded (U+FF20 FULLWIDTH '@' is '@'), invisible
+    format characters (U+200B, U+200D, U+FEFF, U+00AD, tags...) dropped."""
+    text = unicodedata.normalize("NFKC", text).translate(_LOOKALIKE)
+    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+
+
+def impersonated_address(name: str, addr: str) -> str | None:
+    """The address a display name (or comment) shows when it is not the sender's real address:
+    ``noreply@github.com <attacker@evil.example>`` -> ``noreply@github.com``. None when the name
+    shows no address or only the real one (``"a@b.org" <a@b.org>``). Look-alike '@' (U+FF20,
+    U+FE6B), invisible characters and a right-to-left override are seen through."""
+    if not name:
+        return None
+    if name.isascii():
+        if "@" not in name:
+            return None
+        candidates = [name]
+    else:
+        if "@" not in name and "\uff20" not in name and "\ufe6b" not in name:  # all that NFKC makes '@'
+            return None
+        seen = _visible_form(name[:MAX_ADDRESS_FIELD])
+        if "@" not in seen:
+            return None
+        candidates = [seen]
+        if any(c in name for c in _BIDI_REVERSING):  # "\u202emoc.buhtig@ylperon" reads noreply@github.com
+            candidates.insert(0, seen[::-1])
+    real = _visible_form(addr).lower().strip("<>") if addr else ""
+    for text in candidates:
+        for found in _ADDR_IN_TEXT.findall(text):
+            found = found.strip(".")
+            if found.lower() != real:
+                return found
+    return None

@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from triage_tui.domain.analysis import AnalysisConfig, build_message
+from triage_tui.domain.analysis import AnalysisConfig, build_message, shown
 from triage_tui.domain.headers import Headers, parse_date
-from triage_tui.domain.keys import KeyInfo, find_key
+from triage_tui.domain.keys import UNKNOWN, KeyInfo, find_key
 
 MAX_HOPS = 100
 MAX_VALUE = 8192  # characters of one Received / Authentication-Results value that are parsed
@@ -66,6 +66,8 @@ class Hop:
     clock_skew: bool = False
     plaintext: bool = False
     raw: str = ""
+    bad_time: str | None = None  # the date text after ';' when it could not be read
+    unreadable: str | None = None  # why this Received value could not be parsed at all
 
     def to_json(self) -> dict[str, Any]:
         names = {"from_host": "from", "with_": "with", "for_": "for"}
@@ -145,6 +147,9 @@ class HeaderAnalysis:
         if c.get("suspicious"):
             verdicts.append(f"suspicious: {c.get('suspicious_reason')}")
         lines.append("Verdicts: " + ("; ".join(verdicts) if verdicts else "none"))
+        problems = c.get("problems") or ()
+        if problems:
+            lines.append("Problems: " + "; ".join(problems))
         lines.append(
             f"Transit: {_dur(self.transit_seconds)} (Date → last hop {_dur(self.date_to_last_hop_seconds)}, "
             f"last hop → mailbox {_dur(self.last_hop_to_internaldate_seconds)}); "
@@ -207,20 +212,23 @@ def describe_key(k: KeyInfo) -> str:
 
 # --- Received -------------------------------------------------------------------------------
 
-def _split_date(value: str) -> tuple[str, datetime | None]:
-    """(clauses, time): the date follows the last ';' — or, when a server forgot the ';', is
-    recognised at the end of the value."""
+def _split_date(value: str) -> tuple[str, datetime | None, str | None]:
+    """(clauses, time, unreadable date text): the date follows the last ';' — or, when a server
+    forgot the ';', is recognised at the end of the value."""
     head, semi, tail = value.rpartition(";")
-    if semi:
-        dt = parse_date(tail.strip())
+    tail = tail.strip() if semi else ""
+    if tail:
+        dt = parse_date(tail)
         if dt is not None:
-            return head, dt
+            return head, dt, None
     m = _DATE_TAIL_RE.search(value, max(0, len(value) - 120))
     if m:
         dt = parse_date(m.group(0).strip())
         if dt is not None:
-            return value[: m.start()], dt
-    return (head if semi else value), None
+            return value[: m.start()], dt, None
+        if not semi:
+            return value[: m.start()], None, m.group(0).strip()
+    return (head if semi else value), None, (tail or None)
 
 
 def _tokens(text: str) -> list[tuple[str, int]]:
@@ -253,8 +261,8 @@ def _tokens(text: str) -> list[tuple[str, int]]:
 def parse_received(value: str, index: int = 0) -> Hop:
     """One Received value (Postfix, Exim, Sendmail, qmail, Exchange, Gmail...). Never raises."""
     raw = value[:MAX_VALUE]
-    clauses_text, when = _split_date(raw)
-    hop = Hop(index=index, time=when, raw=" ".join(raw.split()))
+    clauses_text, when, bad = _split_date(raw)
+    hop = Hop(index=index, time=when, raw=" ".join(raw.split()), bad_time=bad)
     current: str | None = None
     values: dict[str, list[str]] = {}
     comments: dict[str, list[str]] = {}
@@ -302,7 +310,12 @@ def parse_hops(received: list[str], date: datetime | None = None) -> list[Hop]:
     """Received values as listed in the header (newest first) → hops oldest first, with delays
     (the first measured from ``date``) and shares."""
     values = received[:MAX_HOPS]
-    hops = [parse_received(v) for v in reversed(values)]
+    hops = []
+    for v in reversed(values):
+        try:
+            hops.append(parse_received(v))
+        except Exception as exc:  # noqa: BLE001 - one bad hop never hides the others
+            hops.append(Hop(index=0, raw=" ".join(v[:200].split()), unreadable=type(exc).__name__))
     prev = date
     for i, hop in enumerate(hops, start=1):
         hop.index = i
@@ -368,19 +381,54 @@ def analyze_header(
     now: datetime | None,
     config: AnalysisConfig,
 ) -> HeaderAnalysis:
-    """Everything ``peek`` shows about one message, from its full header and INTERNALDATE."""
+    """Everything ``peek`` shows about one message, from its full header and INTERNALDATE.
+    Never raises: each part is its own guarded step (a part that fails is left out with a
+    warning), and a last-resort guard returns the bare analysis with the reason."""
     now = now or datetime.now(UTC)
+    try:
+        return _analyze(raw_header, internaldate, now, config)
+    except Exception as exc:  # noqa: BLE001 - the preview and peek must show something
+        return HeaderAnalysis(
+            date=None, internaldate=internaldate, now=now, hops=[], auth=[], key=UNKNOWN,
+            transit_seconds=None, date_to_last_hop_seconds=None, last_hop_to_internaldate_seconds=None,
+            waiting_seconds=None, classification={"kind": "unknown", "problems": [
+                f"header not analysed ({type(exc).__name__}): the full header is below"]},
+            summary={}, warnings=[f"the header could not be analysed ({type(exc).__name__})"])
+
+
+def _analyze(
+    raw_header: bytes | str | None,
+    internaldate: datetime | None,
+    now: datetime,
+    config: AnalysisConfig,
+) -> HeaderAnalysis:
+    if internaldate is not None and internaldate.tzinfo is None:
+        internaldate = internaldate.replace(tzinfo=UTC)
     raw = raw_header.encode("utf-8", "surrogateescape") if isinstance(raw_header, str) else (raw_header or b"")
+    warnings: list[str] = []
     headers = Headers.parse(raw)
-    msg = build_message(0, 0, (), internaldate, len(raw), raw, config, now)
+    msg = build_message(0, 0, (), internaldate, len(raw), raw, config, now)  # never raises
     date = msg.date
-    hops = parse_hops(headers.get_all("received"), date)
-    auth = [parse_auth_results(v) for v in headers.get_all("authentication-results")[:MAX_AUTH]]
-    key = find_key(headers, config.address, config.mailbox_kind, getattr(config, "gitlab_host", None))
+    received = headers.get_all("received")
+    try:
+        hops = parse_hops(received, date)
+    except Exception as exc:  # noqa: BLE001
+        hops = []
+        warnings.append(f"the Received hops could not be analysed ({type(exc).__name__})")
+    auth: list[AuthResult] = []
+    for v in headers.get_all("authentication-results")[:MAX_AUTH]:
+        try:
+            auth.append(parse_auth_results(v))
+        except Exception as exc:  # noqa: BLE001
+            warnings.append(f"an Authentication-Results header could not be read ({type(exc).__name__})")
+    try:
+        key = find_key(headers, config.address, config.mailbox_kind, getattr(config, "gitlab_host", None))
+    except Exception as exc:  # noqa: BLE001
+        key = UNKNOWN
+        warnings.append(f"the GitLab key could not be decoded ({type(exc).__name__})")
 
     last_time = next((h.time for h in reversed(hops) if h.time is not None), None)
     last_to_internal = _secs(last_time, internaldate)
-    warnings: list[str] = []
     if internaldate is not None and last_time is not None and last_to_internal is not None:
         # the mailbox delivery is the last segment of the transit
         positive = sum(h.delay_seconds for h in hops if h.delay_seconds and h.delay_seconds > 0)
@@ -396,7 +444,11 @@ def analyze_header(
             warnings.append(f"clock skew at hop {h.index}: {-h.delay_seconds:.0f}s before the previous point")
         if h.plaintext:
             warnings.append(f"hop {h.index} ({h.by or '?'}) was plaintext {h.with_}")
-    if len(headers.get_all("received")) > MAX_HOPS:
+        if h.bad_time is not None:
+            warnings.append(f"hop {h.index}: unparseable date {shown(h.bad_time)}")
+        if h.unreadable is not None:
+            warnings.append(f"hop {h.index}: Received could not be parsed ({h.unreadable}): {shown(h.raw)}")
+    if len(received) > MAX_HOPS:
         warnings.append(f"only the first {MAX_HOPS} Received headers were analysed")
     if config.address is None:
         warnings.append("no incoming address template configured: the key cannot be decoded")
@@ -415,7 +467,7 @@ def analyze_header(
         classification={
             "kind": msg.kind, "no_key": msg.no_key, "stale": msg.stale, "bot": msg.bot,
             "bot_reason": msg.bot_reason, "suspicious": msg.suspicious,
-            "suspicious_reason": msg.suspicious_reason,
+            "suspicious_reason": msg.suspicious_reason, "problems": list(msg.problems),
         },
         summary={
             "from": msg.sender, "to": msg.to, "cc": msg.cc, "subject": msg.subject,

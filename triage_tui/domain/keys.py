@@ -177,15 +177,14 @@ def split_addresses(value: str | None) -> list[str]:
                 angle.append(tok)
         elif tok == "<":
             in_angle, angle = True, []
-        elif tok == ",":
-            flush()
+        elif tok == "," or tok == ";":  # noqa: PLR1714
+            if outside or angle is not None:  # ", , , ;;;" (hostile lists) costs no flush
+                flush()
         elif tok == ":":
             outside, angle = [], None  # a group's display name
-        elif tok == ";":
-            flush()
         elif tok in (">", ")"):
             continue
-        else:
+        elif not tok.isspace():  # whitespace outside quotes is dropped from an addr-spec anyway
             outside.append(tok)
     if in_angle or angle is not None or outside:
         flush()
@@ -374,9 +373,11 @@ def decode_address(value: str, template: str | None, mailbox_kind: str = "incomi
     return UNKNOWN
 
 
-def _candidates(name: str, values: list[str]) -> list[str]:
+def _candidates(name: str, values: list[str], at: bool = False) -> list[str]:
+    """``at``: only addresses with an '@' can match (the template has one): a value without any
+    (a megabyte of ``; ;`` or parentheses) is not tokenized at all."""
     if name in ("to", "cc"):
-        return [a for v in values for a in split_addresses(v)]
+        return [a for v in values if not at or "@" in v for a in split_addresses(v)]
     if name == "received":
         out = []
         for v in values:
@@ -430,7 +431,7 @@ def find_key_grouped(
                     if key is not None:
                         return classify_key(key, mailbox_kind).with_header(header)
             continue
-        for addr in _candidates(name, values):
+        for addr in _candidates(name, values, "@" in template):
             key = key_from_address(addr, template)
             if key is not None:
                 return classify_key(key, mailbox_kind).with_header(header)

@@ -69,6 +69,9 @@ class Message:
     suspicious: bool = False
     suspicious_reason: str | None = None
     no_key: bool = False
+    #: fields that could not be read and were degraded, each with a short reason ("unparseable
+    #: Date: …"); the row is still listed, filtered and acted on by what could be read
+    problems: tuple[str, ...] = ()
     # mail_room arbitration lock (filled by the lock service when Redis is configured)
     lock: str | None = None
     lock_ttl: int | None = None

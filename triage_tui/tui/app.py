@@ -1614,7 +1614,8 @@ class TriageApp(App[int]):
         except ImportError:  # pragma: no cover
             FILTER_HELP = FALLBACK_FILTER_HELP  # noqa: N806
         notes = [
-            "Glyphs: ▶ cursor · ● marked · verdicts B bot, S stale, ! suspicious, ? no GitLab key.",
+            "Glyphs: ▶ cursor · ● marked · verdicts B bot, S stale, ! suspicious, ? no GitLab key, "
+            "~ a header field could not be read (the preview says which).",
             "Every key can be remapped by binding id (shown in the key map config, e.g. mark.toggle).",
         ]
         if self.read_only:

@@ -64,11 +64,15 @@ KIND_LABELS = {
     "new_merge_request": "new MR", "service_desk": "service desk", "unknown": "no key",
 }
 
-VERDICTS = (("B", "bot"), ("S", "stale"), ("!", "suspicious"), ("?", "no_key"))
+#: ``~``: a header field could not be read (or is implausible) and the row shows what could;
+#: the preview and ``peek`` say which (``Message.problems``).
+VERDICTS = (("B", "bot"), ("S", "stale"), ("!", "suspicious"), ("?", "no_key"), ("~", "problems"))
+VERDICT_TITLE = "".join(g for g, _ in VERDICTS)
 
 
 def verdict_glyphs(m: Message) -> str:
-    """Bot / stale / suspicious / no-key as letters (never colour alone); ``·`` when not set."""
+    """Bot / stale / suspicious / no-key / damaged as glyphs (never colour alone); ``·`` when
+    not set. Always :data:`VERDICT_TITLE` long (the widget draws one segment per glyph)."""
     return "".join(g if getattr(m, attr) else "·" for g, attr in VERDICTS)
 
 
@@ -87,7 +91,7 @@ def layout(width: int, locks: bool) -> list[Column]:
         cols = [
             Column("mark", "", 2),
             Column("age", "AGE", 4, right=True, sort="age"),
-            Column("verdict", "BS!?", 4, sort="verdict"),
+            Column("verdict", VERDICT_TITLE, len(VERDICTS), sort="verdict"),
             Column("sender", "FROM", 20 if width >= 90 else 17, sort="sender"),
             Column("project", "PROJECT", 18 if width >= 90 else 15, sort="project"),
         ]
@@ -102,7 +106,7 @@ def layout(width: int, locks: bool) -> list[Column]:
     if width >= 150:
         cols.append(Column("received", "RCVD (UTC)", 11, sort="age"))
     cols += [
-        Column("verdict", "BS!?", 4, sort="verdict"),
+        Column("verdict", VERDICT_TITLE, len(VERDICTS), sort="verdict"),
         Column("sender", "FROM", 26 if width >= 150 else 20, sort="sender"),
         Column("project", "PROJECT", 26 if width >= 150 else 21, sort="project"),
         Column("kind", "HANDLER", 12, sort="kind"),
@@ -157,22 +161,30 @@ def project_tail(m: Message) -> str:
 
 
 def cell(col: str, m: Message, now: datetime, compact: bool) -> str:
-    """One cell's plain text (already inert)."""
+    """One cell's plain text (already inert). Never raises: a value that cannot be drawn (a
+    time at the edge of the calendar, say) is drawn as ``?``, and the row stays."""
+    try:
+        return _cell(col, m, now, compact)
+    except Exception:  # noqa: BLE001 - one bad value must not take the list's rendering down
+        return "?"
+
+
+def _cell(col: str, m: Message, now: datetime, compact: bool) -> str:
     if col == "age":
         return human_age(m.age_seconds(now), compact)
     if col == "received":
-        return m.internaldate.astimezone(UTC).strftime("%m-%d %H:%M") if m.internaldate else "?"
+        return _received(m.internaldate)
     if col == "verdict":
         return verdict_glyphs(m)
     if col == "sender":
         return inert(m.from_addr or m.from_name, limit=CELL_CHARS)
     if col == "project":
-        label = project_label(m)
+        label = project_label(m)[:CELL_CHARS]
         if m.issue_iid is not None:
             label += f" #{m.issue_iid}"
         return inert(label, limit=CELL_CHARS)
     if col == "kind":
-        return KIND_LABELS.get(m.kind, inert(m.kind))
+        return KIND_LABELS.get(m.kind) or inert(m.kind[:CELL_CHARS])
     if col == "subject":
         return inert(m.subject, limit=CELL_CHARS) or "(no subject)"
     if col == "size":
@@ -182,3 +194,13 @@ def cell(col: str, m: Message, now: datetime, compact: bool) -> str:
     if col == "uid":
         return str(m.uid)
     return ""
+
+
+def _received(when: datetime | None) -> str:
+    if when is None:
+        return "?"
+    try:
+        when = when.astimezone(UTC)
+    except (OverflowError, ValueError):  # 9999-12-31 23:00 -0500 is past the calendar in UTC
+        pass
+    return when.strftime("%m-%d %H:%M")
