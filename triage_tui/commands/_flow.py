@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from triage_tui.domain import uidset
+from triage_tui.services.triage import left_alone_lines
 
 
 def _progress_printer(label: str) -> Any:
@@ -24,13 +25,6 @@ def _progress_printer(label: str) -> Any:
 
 def _short(ranges: str, limit: int = 200) -> str:
     return ranges if len(ranges) <= limit else ranges[:limit] + "..."
-
-
-def left_alone_lines(left: Any, future: bool = False) -> list[str]:
-    """``left 3 alone: <why> (UIDs 40:42)``, one line per reason (undo)."""
-    verb = "will leave" if future else "left"
-    return [f"{verb} {len(uids):,} alone: {reason} (UIDs {_short(uidset.compress(uids))})"
-            for reason, uids in left or [] if uids]
 
 
 def describe(plan: Any) -> str:

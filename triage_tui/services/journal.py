@@ -143,7 +143,8 @@ class AuditJournal:
                 continue
             op_id, action, phase = rec.get("op"), rec.get("action"), rec.get("phase")
             if not isinstance(op_id, str):
-                continue
+                # a damaged id: keep the record (undo refuses it with the reason), never merge it
+                op_id = "\0" + json.dumps(op_id, default=str)
             if action == "undo":
                 target = rec.get("undoes")
                 if not isinstance(target, str):
@@ -191,7 +192,7 @@ class AuditJournal:
                 unconfirmed = ",".join(st["intent"])
             if not changed:
                 continue
-            out.update(op=op_id, changed=changed, chunks=st["done"], unconfirmed=unconfirmed,
+            out.update(op=base.get("op"), changed=changed, chunks=st["done"], unconfirmed=unconfirmed,
                        undone=",".join(undo_done.get(op_id, [])), ended=end is not None)
             out.setdefault("action", (st["begin"] or {}).get("action"))
             return out

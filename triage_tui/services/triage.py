@@ -63,8 +63,8 @@ Progress = Callable[[int, int], None]  # (done, total)
 
 #: What un-seeing does while mail_room runs: the one wording for the CLI plan, the TUI's
 #: mark-unseen and undo dialogs.
-REINGEST_WARNING = ("mail_room will ingest them again once their Redis lock is free (up to 10 minutes): "
-                    "un-seeing while mail_room runs creates issues/notes from them again.")
+REINGEST_WARNING = ("mail_room will ingest them again once their Redis lock is free (up to 10 minutes), "
+                    "and GitLab acts on each one again.")
 
 # Why an undo leaves a message alone (the one wording for CLI, JSON, journal and TUI).
 LEFT_CHANGED = "changed by another client since our change"
@@ -171,6 +171,20 @@ class Plan:
 
 def left_alone_json(left: Iterable[tuple[str, builtins.list[int]]]) -> builtins.list[dict[str, Any]]:
     return [{"reason": r, "count": len(u), "uids": uidset.compress(u)} for r, u in left if u]
+
+
+def left_alone_lines(left: Iterable[tuple[str, builtins.list[int]]] | None, future: bool = False,
+                     limit: int = 200) -> builtins.list[str]:
+    """``left 3 alone: <why> (UIDs 40:42)``, one line per reason: the undo's account of every
+    message it does not restore, for the CLI and the TUI alike."""
+    verb = "will leave" if future else "left"
+    out = []
+    for reason, uids in left or []:
+        if uids:
+            ranges = uidset.compress(uids)
+            ranges = ranges if len(ranges) <= limit else ranges[:limit] + "..."
+            out.append(f"{verb} {len(uids):,} alone: {reason} (UIDs {ranges})")
+    return out
 
 
 def merge_left_alone(*parts: Iterable[tuple[str, builtins.list[int]]]) -> builtins.list[tuple[str, builtins.list[int]]]:
