@@ -724,12 +724,16 @@ class TriageService:
     @staticmethod
     def _next_batch(w: ImapSession, pending: builtins.list[int]) -> tuple[builtins.list[int], builtins.list[int]]:
         """The UIDs of the next ``window`` commands (one pipeline's worth), and the rest."""
-        n = 0
-        for i, (_, members) in enumerate(uidset.split(pending, max_bytes=w.max_bytes, max_count=w.max_count)):
-            if i >= max(1, w.limits.window):
+        window = max(1, w.limits.window)
+        k = window * max(1, w.max_count)  # no piece holds more: the rest is not looked at
+        head = pending[:k]
+        batch: list[int] = []
+        for i, (_, members) in enumerate(uidset.split(head, max_bytes=w.max_bytes, max_count=w.max_count)):
+            if i >= window:
                 break
-            n += len(members)
-        return pending[:n], pending[n:]
+            batch.extend(members)
+        taken = set(batch)
+        return batch, [u for u in head if u not in taken] + pending[k:]
 
     def _execute_resumable(self, w: ImapSession, plan: Plan, progress: Progress | None) -> OpResult:
         """STORE or UID EXPUNGE in chunks, journaled ahead; a lost connection is re-opened and
