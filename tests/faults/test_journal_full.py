@@ -175,3 +175,20 @@ def test_the_journal_directory_unwritable_sends_nothing(mb: Mailbox, tmp_path: P
     line = one_error_line(r)
     assert "the audit journal could not be written (Not a directory); nothing was sent" in line, line
     assert mb.search("SEEN") == []
+
+
+def test_disk_full_mid_expunge_stops_before_the_next_uid_expunge(mailbox: Mailbox) -> None:
+    mailbox.seed(backlog(100, now=1_700_000_000.0, deleted_every=1))
+    r = run_cli(mailbox, "expunge", "--yes")
+    assert r.returncode == 0, r.stderr
+    path = AuditJournal().path
+    records, pos = [], 0
+    for raw in path.read_bytes().splitlines(keepends=True):
+        records.append((pos, len(raw), json.loads(raw)))
+        pos += len(raw)
+    path.unlink()
+    mailbox.seed(backlog(100, now=1_700_000_000.0, deleted_every=1))  # UIDs 101..200
+    r = run_cli(mailbox, "expunge", "--yes", fsize=cut_inside(records, "intent", 2))
+    line = one_error_line(r)
+    assert line.endswith("40 of 100 message(s) were expunged (UIDs 101:140), nothing else was sent"), line
+    assert mailbox.search("ALL") == list(range(141, 201))

@@ -21,7 +21,7 @@ from tests.conftest import Mailbox
 from tests.mailgen import backlog
 from triage_tui.domain import uidset
 from triage_tui.services.journal import AuditJournal
-from triage_tui.services.triage import LEFT_CHANGED, LEFT_GONE, REINGEST_WARNING
+from triage_tui.services.triage import LEFT_CHANGED, LEFT_GONE, LEFT_NO_MODSEQ_DELETED, REINGEST_WARNING
 
 NOW = time.time()
 
@@ -193,6 +193,40 @@ def test_undo_refuses_damaged_chunk_records(mailbox: Mailbox, cli: Any) -> None:
     r = cli(["undo", "--yes"], env=mailbox.env())
     assert r.code == 4 and "modseq is not a positive number" in r.err and "internal error" not in r.err
     assert mailbox.search("SEEN") == [1, 2, 3]
+
+
+def test_an_end_that_changed_something_but_not_what_is_refused(mailbox: Mailbox, cli: Any) -> None:
+    mailbox.seed(backlog(3, now=NOW, seen_every=1))
+    _record(mailbox, changed=...)
+    r = cli(["undo", "--yes"], env=mailbox.env())
+    assert r.code == 4 and "changed is missing" in r.err, r.err
+    assert mailbox.search("SEEN") == [1, 2, 3]
+
+
+def test_a_done_record_of_the_wrong_type_is_refused(mailbox: Mailbox, cli: Any) -> None:
+    mailbox.seed(backlog(3, now=NOW, seen_every=1))
+    s = mailbox.settings()
+    base = {"op": "00000000000000bb", "action": "mark-seen", "server": s.server, "user": s.user, "mailbox": "INBOX"}
+    j = AuditJournal()
+    j.append({**base, "phase": "begin", "uidvalidity": mailbox.uidvalidity()})
+    j.append({**base, "phase": "progress", "done": "1:2", "count": 2, "modseq": 3})
+    j.append({**base, "phase": "progress", "done": [3], "count": 1, "modseq": 4})
+    r = cli(["undo", "--yes"], env=mailbox.env())
+    assert r.code == 4 and "is not a UID set" in r.err and "internal error" not in r.err, r.err
+    assert mailbox.search("SEEN") == [1, 2, 3]
+
+
+def test_a_journal_without_modseq_leaves_deleted_messages_alone_and_says_why(mailbox: Mailbox, cli: Any) -> None:
+    """A record from before MODSEQs were journaled: whether a \\Deleted message was \\Deleted
+    before our change can not be told, so it stays \\Seen, named with that reason."""
+    mailbox.seed(backlog(6, now=NOW, seen_every=1, deleted_every=3))  # 1 and 4 \Seen \Deleted
+    _record(mailbox, changed="1:6")
+    r = cli(["undo", "--yes", "--json"], env=mailbox.env())
+    assert r.code == 0, r.err
+    out = json.loads(r.out)
+    assert out["changed"] == 4
+    assert out["left_alone"] == [{"reason": LEFT_NO_MODSEQ_DELETED, "count": 2, "uids": "1,4"}]
+    assert mailbox.search("SEEN") == [1, 4]
 
 
 def test_a_record_of_another_mailbox_is_never_undone_here(mailbox: Mailbox, cli: Any) -> None:

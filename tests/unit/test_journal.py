@@ -174,3 +174,16 @@ def test_records_of_other_mailboxes_servers_and_users_never_match(tmp_path: Path
     for other in ({"mailbox": "Archive"}, {"server": "other:993"}, {"user": "x"}, {"mailbox": None}):
         j.append({"op": "zz", "action": "mark-seen", **CTX, **other, "phase": "end", "changed": "1", "uidvalidity": 1})
     assert j.last_undoable(**CTX) is None
+
+
+def test_many_small_chunks_are_merged_into_bounded_groups() -> None:
+    from triage_tui.services.triage import _merged
+
+    chunks: list[tuple[list[int], int | None]] = [([i], 10 + i) for i in range(1, 1001)]
+    groups = _merged(chunks, 256)
+    assert len(groups) <= 256
+    assert [u for g, _ in groups for u in g] == list(range(1, 1001))
+    assert groups[0] == ([1, 2, 3, 4], 14)  # the newest MODSEQ of the group
+    chunks[1] = ([2], None)
+    assert _merged(chunks, 256)[0][1] is None  # a chunk without MODSEQ: the whole group has none
+    assert _merged(chunks[:5], 256) == chunks[:5]

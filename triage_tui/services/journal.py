@@ -168,10 +168,9 @@ class AuditJournal:
                 st["end"] = rec
             elif phase == "intent" and isinstance(rec.get("uids"), str):
                 st["intent"].append(rec["uids"])
-            elif phase == "progress" and isinstance(rec.get("done"), str):
-                st["done"].append((rec["done"], rec.get("modseq")))
-            elif phase == "progress" and rec.get("event") == "resumed" and isinstance(rec.get("in_flight"), str) \
-                    and rec["in_flight"]:
+            elif phase == "progress" and "done" in rec:
+                st["done"].append((rec["done"], rec.get("modseq")))  # validated by the undo planner
+            elif phase == "progress" and rec.get("event") == "resumed" and rec.get("in_flight"):
                 st["done"].append((rec["in_flight"], rec.get("modseq")))
         for op_id in reversed(order):
             if op_id in fully_undone:
@@ -182,15 +181,21 @@ class AuditJournal:
                 continue
             out = dict(base)
             end = st["end"]
+            unconfirmed = ""
             if end is not None and "changed" in end:
                 changed = end["changed"]
-                unconfirmed = ""
+            elif end is not None and end.get("result") in ("ok", "partial", "interrupted"):
+                changed = None  # an end that says it changed something, but not what: damaged
             else:
-                # no end record (the journal or the process stopped): the confirmed chunks changed,
-                # the announced but unconfirmed ones may have
-                changed = ",".join(u for u, _ in st["done"] if u)
+                # no end record (the journal or the process stopped), or an error ended it before it
+                # could say: the confirmed chunks changed, the announced but unconfirmed ones may have
+                parts = [u for u, _ in st["done"]]
+                bad = [u for u in parts if not isinstance(u, str)]
+                changed = bad[0] if bad else ",".join(u for u in parts if u)
                 unconfirmed = ",".join(st["intent"])
-            if not changed:
+                if not changed and not bad:
+                    continue
+            if changed == "":
                 continue
             out.update(op=base.get("op"), changed=changed, chunks=st["done"], unconfirmed=unconfirmed,
                        undone=",".join(undo_done.get(op_id, [])), ended=end is not None)

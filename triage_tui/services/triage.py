@@ -83,6 +83,7 @@ _UIDSET = re.compile(r"\d{1,10}(?::\d{1,10})?(?:,\d{1,10}(?::\d{1,10})?)*\Z")
 _OP_ID = re.compile(r"[0-9a-f]{1,64}\Z")
 MAX_UID = 4_294_967_295
 MAX_MODSEQ = 2**63 - 1
+MAX_UNDO_GROUPS = 256  # SEARCHes an undo plan may send to tell what changed since
 MAX_JOURNAL_UIDS = 2_000_000  # an undo of more than this is a damaged record, not an operation
 
 
@@ -255,6 +256,24 @@ def _plain(value: Any, limit: int = 80) -> str:
     return _lit(value)
 
 
+def _merged(chunks: builtins.list[tuple[builtins.list[int], int | None]],
+            limit: int) -> builtins.list[tuple[builtins.list[int], int | None]]:
+    """At most ``limit`` groups of consecutive chunks (one SEARCH and one segment of STOREs each):
+    a group is restored UNCHANGEDSINCE its newest MODSEQ (None if any chunk has none). Only an
+    operation of very many small chunks is merged, and then only a change another client made
+    *during* it can go unnoticed."""
+    if len(chunks) <= limit:
+        return chunks
+    size = -(-len(chunks) // limit)
+    out: builtins.list[tuple[builtins.list[int], int | None]] = []
+    for i in range(0, len(chunks), size):
+        part = chunks[i:i + size]
+        seqs = [m for _, m in part]
+        modseq = None if any(m is None for m in seqs) else max(m for m in seqs if m is not None)
+        out.append(([u for g, _ in part for u in g], modseq))
+    return out
+
+
 class DamagedRecord(Refused):
     """A journal record undo can not trust: wrong types, impossible values."""
 
@@ -309,6 +328,8 @@ class _UndoRecord:
                 out.extend(range(lo, hi + 1))
             return sorted(set(out))
 
+        if rec.get("changed") is None:
+            raise bad("changed is missing")
         changed = uids("changed", rec.get("changed"))
         chunks_raw = rec.get("chunks", [])
         if not isinstance(chunks_raw, list):
@@ -628,7 +649,7 @@ class TriageService:
         since: list[int] = []
         deleted_unknown: list[int] = []
         covered: set[int] = set()
-        for uids, modseq in v.chunks:
+        for uids, modseq in _merged(v.chunks, MAX_UNDO_GROUPS):
             mine = [u for u in uids if u in still and u not in covered]
             covered.update(mine)
             if not mine:
