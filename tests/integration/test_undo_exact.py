@@ -301,3 +301,14 @@ def test_exact_expunge_removes_only_the_confirmed_count(mailbox: Mailbox, cli: A
     assert r.code == 0, r.err
     assert mailbox.search("ALL") == list(range(21, 41)), "only the 20 confirmed are gone"
     assert mailbox.search("DELETED") == list(range(21, 36))
+
+
+def test_an_unreadable_journal_is_one_line(mailbox: Mailbox, cli: Any) -> None:
+    mailbox.seed(backlog(2, now=NOW))
+    AuditJournal().path.mkdir(parents=True)  # something that is not a file where the journal should be
+    r = cli(["undo", "--yes"], env=mailbox.env())
+    assert r.code == 1 and "the audit journal" in r.err and "can not be read (Is a directory)" in r.err, r.err
+    assert len(r.err.strip().splitlines()) == 1
+    r = cli(["mark-seen", "--all", "--yes"], env=mailbox.env())  # no journal, no change
+    assert r.code == 1 and "could not be written (Is a directory); nothing was sent" in r.err, r.err
+    assert mailbox.search("SEEN") == []

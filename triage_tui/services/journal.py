@@ -79,6 +79,7 @@ class AuditJournal:
         with self._lock:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                created = not self.path.exists()
                 fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
             except OSError as e:
                 raise JournalWriteFailed(_reason(e)) from e
@@ -92,6 +93,8 @@ class AuditJournal:
                     line = b"#\n" + (json.dumps(fence, ensure_ascii=True) + "\n").encode("ascii") + line
                 write_all(fd, line)
                 os.fsync(fd)
+                if created:
+                    _fsync_dir(self.path.parent)  # a new file's name must survive a crash too
             except OSError as e:
                 raise JournalWriteFailed(_reason(e)) from e
             finally:
@@ -218,6 +221,20 @@ def write_all(fd: int, data: bytes, write: Any = None) -> None:
         if not isinstance(n, int) or n <= 0:
             raise OSError(errno.EIO, f"short write: {len(data) - len(view)} of {len(data)} bytes written")
         view = view[n:]
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        dfd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(dfd)
 
 
 def _torn_tail(fd: int) -> int:

@@ -623,7 +623,11 @@ class TriageService:
     def _plan_undo(self) -> tuple[Plan, dict[str, Any]]:
         s = self.settings
         server = self.guard.context.get("server", s.server)
-        rec = self.journal.last_undoable(server, s.user, s.mailbox)
+        try:
+            rec = self.journal.last_undoable(server, s.user, s.mailbox)
+        except OSError as e:
+            raise OperationFailed(f"cannot undo: the audit journal ({self.journal.path}) can not be read "
+                                  f"({e.strerror or type(e).__name__}); nothing was changed") from None
         damaged = self.journal.skipped_lines
         if rec is None:
             raise Refused(f"nothing to undo: the journal ({self.journal.path}) has no flag change on "
