@@ -135,8 +135,8 @@ class Plan:
     all_deleted: bool = False
     undoes: str | None = None
     limits: Limits = field(default_factory=Limits)
-    #: undo: ``(uids, modseq)`` per chunk of the change, restored ``UNCHANGEDSINCE modseq``
-    #: (None: the journal has no MODSEQ for them)
+    #: undo: ``(uids, modseq)`` restored ``UNCHANGEDSINCE modseq`` (the plan's HIGHESTMODSEQ;
+    #: None: the journal has no MODSEQ for them, so the old rule applies)
     groups: list[tuple[list[int], int | None]] = field(default_factory=list)
     #: undo: ``(reason, uids)`` the undo leaves alone
     left_alone: list[tuple[str, list[int]]] = field(default_factory=list)
@@ -614,10 +614,12 @@ class TriageService:
         """The undo of the newest flag change on this mailbox not undone yet, and its journal
         record (validated: a damaged or wrongly typed record is refused with the reason).
 
-        Undo restores exactly what is unchanged since our change: each chunk of it is restored
-        ``UNCHANGEDSINCE`` the MODSEQ the server gave our change, so what another client changed
-        since (mail_room fetching or deleting it, a person flagging it) is left alone, and named.
-        A message that was \\Deleted before our change is restored like any other."""
+        Undo restores exactly what is unchanged since our change, using the MODSEQ the server
+        gave each chunk of it: what another client changed since (mail_room fetching or deleting
+        it, a person flagging it) is found by ``SEARCH MODSEQ <ours + 1>`` and left alone, and
+        named; what changes after this plan the server itself leaves alone (``UNCHANGEDSINCE``
+        the plan's HIGHESTMODSEQ). A message that was \\Deleted before our change is restored
+        like any other."""
         return self._retrying("plan", self._plan_undo)
 
     def _plan_undo(self) -> tuple[Plan, dict[str, Any]]:
@@ -679,6 +681,15 @@ class TriageService:
                         deleted_unknown.extend(u for u in uids if u in dele)
                         groups[i] = ([u for u in uids if u not in dele], None)
             groups = [(u, m) for u, m in groups if u]
+        # What changed between our change and now was found above (SEARCH MODSEQ <ours + 1>); what
+        # changes from now on the server refuses: one STORE UNCHANGEDSINCE this plan's
+        # HIGHESTMODSEQ (read before those SEARCHes) covers every chunk at once, pipelined.
+        known = sorted(u for g, m in groups if m is not None for u in g)
+        unknown = sorted(u for g, m in groups if m is None for u in g)
+        groups = ([(known, info.highestmodseq)] if known and info.highestmodseq is not None else []) + \
+                 ([(unknown, None)] if unknown else [])
+        if known and info.highestmodseq is None:
+            groups.insert(0, (known, None))
         uids = sorted(u for g, _ in groups for u in g)
         left = merge_left_alone([(LEFT_CHANGED, sorted(since + moved)), (LEFT_GONE, gone),
                                  (LEFT_NO_MODSEQ_DELETED, deleted_unknown), (LEFT_UNCONFIRMED, unconfirmed),
