@@ -248,7 +248,7 @@ def test_mark_unseen_combined_step_for_seen_stuck_messages(mailbox, redis_server
     assert sorted(live.stats.delivered) == [2, 3, 4]
     assert len(queued_jobs(redis_client)) == 3
     assert mailbox.search("SEEN UNDELETED") == [1]
-    assert [r["phase"] for r in journal_ops("mark-unseen")] == ["begin", "progress", "end"]
+    assert [r["phase"] for r in journal_ops("mark-unseen")] == ["begin", "intent", "progress", "end"]  # written ahead
 
 
 def test_natural_wait_touches_nothing(mailbox, redis_server, redis_client, cli):  # type: ignore[no-untyped-def]

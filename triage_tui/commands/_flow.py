@@ -8,6 +8,7 @@ from typing import Any
 
 from triage_tui.domain import uidset
 from triage_tui.domain.text import inert
+from triage_tui.services.triage import left_alone_lines
 
 
 def _progress_printer(label: str) -> Any:
@@ -31,15 +32,19 @@ def _short(ranges: str, limit: int = 200) -> str:
 
 def describe(plan: Any) -> str:
     verb = {"mark-seen": "mark \\Seen (mail_room will skip them; they stay in the mailbox)",
-            "mark-unseen": "remove \\Seen (mail_room will ingest them again once their lock is free)",
+            "mark-unseen": "remove \\Seen",
             "expunge": "expunge (permanently remove)"}[plan.action]
     lines = [f"{plan.count} message(s) to {verb}"]
+    if getattr(plan, "warning", None):
+        lines.append(plan.warning)
     if plan.undoes:
         lines[0] = f"undo of operation {plan.undoes}: " + lines[0]
+        lines.extend(getattr(plan, "notes", []))
+        lines.extend(left_alone_lines(getattr(plan, "left_alone", []), future=True))
     if plan.all_deleted:
         lines.append(f"plain EXPUNGE: removes every \\Deleted message, including {plan.others_deleted} "
                      "outside your selection")
-    if plan.skipped:
+    if plan.skipped and not plan.undoes:
         lines.append(f"{plan.skipped} selected message(s) need no change (already done or gone)")
     lines.append(f"UIDVALIDITY {plan.uidvalidity}; UIDs {_short(plan.ranges) or '-'}; {plan.commands} IMAP command(s)")
     return "\n".join(lines)
@@ -61,6 +66,8 @@ def run_plan(args: argparse.Namespace, ctx: Any, plan: Any) -> int:
             ctx.emit_json({"nothing_to_do": True, **plan.to_json()})
         else:
             ctx.say("nothing to do: no selected message needs this change")
+            for line in left_alone_lines(getattr(plan, "left_alone", [])):
+                ctx.say(line)
         return 0
     if plan.action == "expunge":
         ctx.confirm(describe(plan) + "\nThis cannot be undone.", yes=args.yes, typed=str(plan.count))
@@ -70,13 +77,20 @@ def run_plan(args: argparse.Namespace, ctx: Any, plan: Any) -> int:
     if args.json:
         ctx.emit_json(result.to_json())
     else:
-        ctx.say(f"{action}: {len(result.changed)} changed"
-                + (f", {len(result.skipped_concurrent)} skipped (changed concurrently)" if result.skipped_concurrent else "")
-                + (f", {result.vanished_or_done} no longer needed" if result.vanished_or_done else "")
-                + f" in {result.commands} command(s) (journal op {result.op_id})")
+        if plan.undoes:  # what it left alone, and why, follows line by line
+            ctx.say(f"undo: {len(result.changed)} of {result.requested} restored in {result.commands} "
+                    f"command(s) (journal op {result.op_id})")
+        else:
+            ctx.say(f"{action}: {len(result.changed)} changed"
+                    + (f", {len(result.skipped_concurrent)} skipped (changed concurrently)"
+                       if result.skipped_concurrent else "")
+                    + (f", {result.vanished_or_done} no longer needed" if result.vanished_or_done else "")
+                    + f" in {result.commands} command(s) (journal op {result.op_id})")
         if result.interrupted:
             ctx.say(f"INTERRUPTED: {len(result.interrupted)} message(s) never sent "
                     f"{_short(uidset.compress(result.interrupted))}; run the command again to finish")
         for uids, err in result.failed:
             ctx.say(f"FAILED {len(uids)} message(s) {_short(uidset.compress(uids))}: {err}")
+        for line in left_alone_lines(getattr(result, "left_alone", [])):
+            ctx.say(line)
     return 0 if result.ok else 1

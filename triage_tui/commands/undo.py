@@ -1,4 +1,9 @@
-"""undo: revert the last flag change recorded in the audit journal."""
+"""undo: revert the last flag change recorded in the audit journal, exactly.
+
+Each chunk of the change is restored ``UNCHANGEDSINCE`` the MODSEQ the server gave it, so a
+message another client changed since (mail_room fetched or deleted it) is left alone; every
+message left alone is named with the reason, here, in ``--json`` and in the journal.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
-    plan, record = ctx.service().plan_undo()
+    plan, record = ctx.service().plan_undo()  # validated: every field shown here is plain text
     if not args.json:
-        ctx.say(f"last change: {record.get('action')} of {record.get('changed_count', '?')} message(s) "
-                f"at {record.get('time')} by {record.get('os_user')}@{record.get('host')} (op {record.get('op')})")
+        ctx.say(f"last change: {record['action']} of {record['changed_count']} message(s) "
+                f"at {record['time']} by {record['os_user']}@{record['host']} (op {record['op']})")
     return run_plan(args, ctx, plan)

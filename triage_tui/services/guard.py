@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from triage_tui.errors import ReadOnlyRefused
-from triage_tui.services.journal import AuditJournal
+from triage_tui.services.journal import AuditJournal, JournalWriteFailed
 
 
 @dataclass
@@ -20,7 +20,7 @@ class Operation:
     id: str
     action: str
     outcome: dict[str, Any] = field(default_factory=dict)
-    result: str = "ok"  # ok | partial | failed | nothing
+    result: str = "ok"  # ok | partial | failed | nothing | interrupted | stopped (journal failed)
 
 
 class MutationGuard:
@@ -36,15 +36,21 @@ class MutationGuard:
 
     @contextlib.contextmanager
     def operation(self, action: str, **fields: Any) -> Iterator[Operation]:
-        """Refuse in read-only mode; journal ``begin`` before and ``end`` after (also on error)."""
+        """Refuse in read-only mode; journal ``begin`` before and ``end`` after (also on error).
+
+        Write-ahead: if ``begin`` can not be written, :class:`JournalWriteFailed` is raised and
+        the body never runs. If the body fails and the ``end`` record can not be written either,
+        the body's error is the one raised (the journal then shows the op without an end)."""
         self.refuse_if_read_only(action)
         op = Operation(self.journal.new_op_id(), action)
         self.journal.append({"phase": "begin", "op": op.id, "action": action, **self.context, **fields})
         try:
             yield op
         except BaseException as e:
-            self.journal.append({"phase": "end", "op": op.id, "action": action, **self.context, **fields,
-                                 **op.outcome, "result": "error", "error": str(e) or type(e).__name__})
+            with contextlib.suppress(JournalWriteFailed):
+                self.journal.append({"phase": "end", "op": op.id, "action": action, **self.context, **fields,
+                                     **op.outcome, "result": op.result if op.result == "stopped" else "error",
+                                     "error": str(e) or type(e).__name__})
             raise
         self.journal.append({"phase": "end", "op": op.id, "action": action, **self.context, **fields,
                              **op.outcome, "result": op.result})

@@ -593,9 +593,11 @@ class ImapSession:
 
     def _store(self, uids: list[int], flag: str, add: bool, unchangedsince: int | None = None,
                progress: Callable[[list[int]], None] | None = None,
-               stop: threading.Event | None = None) -> StoreResult:
+               stop: threading.Event | None = None,
+               on_untagged: Callable[[Response], None] | None = None) -> StoreResult:
         """Silent ``UID STORE`` in compressed, split, pipelined chunks. With ``unchangedsince``,
-        UIDs another client changed meanwhile come back in ``modified`` (CONDSTORE), not done."""
+        UIDs another client changed meanwhile come back in ``modified`` (CONDSTORE), not done.
+        ``on_untagged`` sees the untagged answers (the FETCH ... MODSEQ of each change)."""
         op = "+FLAGS.SILENT" if add else "-FLAGS.SILENT"
         mod = f" (UNCHANGEDSINCE {unchangedsince})" if unchangedsince is not None else ""
 
@@ -604,7 +606,8 @@ class ImapSession:
             result.modified.extend(sorted(modified & set(members)))
             return [u for u in members if u not in modified]
 
-        return self._chunked(uids, lambda s: f"UID STORE {s}{mod} {op} ({flag})", accept, progress, stop)
+        return self._chunked(uids, lambda s: f"UID STORE {s}{mod} {op} ({flag})", accept, progress, stop,
+                             on_untagged)
 
     def _uid_expunge(self, uids: list[int], progress: Callable[[list[int]], None] | None = None,
                      stop: threading.Event | None = None) -> StoreResult:
@@ -620,6 +623,7 @@ class ImapSession:
         accept: Callable[[list[int], Completion, StoreResult], list[int]],
         progress: Callable[[list[int]], None] | None,
         stop: threading.Event | None,
+        on_untagged: Callable[[Response], None] | None = None,
     ) -> StoreResult:
         """One command per piece of the UID set, pipelined. A throttling answer waits and resends
         the piece, a BAD halves it; ``stop`` ends sending (what is in flight completes). On a lost
@@ -635,7 +639,9 @@ class ImapSession:
             try:
                 for ev in pipe.events():
                     if isinstance(ev, Response):
-                        continue  # untagged FETCH with MODSEQ, EXPUNGE counts...
+                        if on_untagged is not None:
+                            on_untagged(ev)  # untagged FETCH with MODSEQ, EXPUNGE counts...
+                        continue
                     members, done = ev
                     result.commands += 1
                     if done.ok:

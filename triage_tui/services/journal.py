@@ -1,14 +1,24 @@
-"""The audit journal: one JSON object per line, appended before and after every mutation.
+"""The audit journal: one JSON object per line, written ahead of every mutation.
 
 Lives in the platformdirs user state directory (``TRIAGE_STATE_DIR`` overrides it). Each record
 says who (OS user, host), where (server, IMAP user, mailbox, UIDVALIDITY), what (action, UID set
-compressed into ranges, counts) and how it ended. Records are flushed and fsynced, so a crash
-leaves a journal that says exactly how far an operation got. Secrets never go in.
+compressed into ranges, counts) and how it ended. Secrets never go in.
+
+Write-ahead: an operation writes ``begin``, then for each chunk an ``intent`` record naming the
+UIDs *before* the chunk's commands are sent and a ``progress`` record (``done``) once the server
+answered, then ``end``. Every append is one whole line, written in full (a short ``os.write`` is
+continued; no progress is an error), flushed and fsynced; if it cannot be, :class:`JournalWriteFailed`
+is raised and the caller sends nothing more. After a crash the journal therefore says what may
+have happened (intent without done) and what did (done).
+
+A torn last line (a write cut short by a full disk) is fenced on the next append (``#`` and a
+newline end it, so it can never parse, and a ``fence`` record goes first) and skipped, with a
+count, when reading.
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import getpass
 import json
 import os
@@ -22,7 +32,22 @@ from typing import Any
 
 import platformdirs
 
+from triage_tui.errors import OperationFailed
+
 FLAG_ACTIONS = ("mark-seen", "mark-unseen")
+_TAIL_PROBE = 65536  # bytes read back to measure a torn last line
+
+
+class JournalWriteFailed(OperationFailed):
+    """An append could not be written whole and durably. ``reason`` is the OS's word for it."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the audit journal could not be written ({reason})")
+
+
+def _reason(e: OSError) -> str:
+    return e.strerror or (errno.errorcode.get(e.errno or 0) if e.errno else None) or type(e).__name__
 
 
 def default_path() -> Path:
@@ -43,18 +68,40 @@ class AuditJournal:
         self.path = path or default_path()
         self._lock = threading.Lock()
         self._identity = {"os_user": _os_user(), "host": socket.gethostname(), "pid": os.getpid()}
+        #: lines the last :meth:`records` pass skipped (torn or not a JSON object)
+        self.skipped_lines = 0
 
     def append(self, record: dict[str, Any]) -> dict[str, Any]:
-        full = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **self._identity, **record}
-        line = json.dumps(full, ensure_ascii=True, sort_keys=False, default=str) + "\n"
+        """Write one record durably, or raise :class:`JournalWriteFailed` (then it may be torn:
+        the next append fences it)."""
+        full = {"time": _now(), **self._identity, **record}
+        line = (json.dumps(full, ensure_ascii=True, sort_keys=False, default=str) + "\n").encode("ascii")
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.write(fd, line.encode("ascii"))
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                created = not self.path.exists()
+                fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            except OSError as e:
+                raise JournalWriteFailed(_reason(e)) from e
+            try:
+                torn = _torn_tail(fd)
+                if torn:
+                    fence = {"time": full["time"], **self._identity, "phase": "fence", "torn_bytes": torn,
+                             "note": f"the {torn}-byte record before this one was torn (its write was cut "
+                                     "short); it is fenced off and ignored"}
+                    # "#" ends the torn line: whatever prefix of a record it was, it can not parse now
+                    line = b"#\n" + (json.dumps(fence, ensure_ascii=True) + "\n").encode("ascii") + line
+                write_all(fd, line)
                 os.fsync(fd)
+                if created:
+                    _fsync_dir(self.path.parent)  # a new file's name must survive a crash too
+            except OSError as e:
+                raise JournalWriteFailed(_reason(e)) from e
             finally:
-                os.close(fd)
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
         return full
 
     @staticmethod
@@ -62,28 +109,142 @@ class AuditJournal:
         return uuid.uuid4().hex[:16]
 
     def records(self) -> Iterator[dict[str, Any]]:
+        """Every whole record, oldest first. Torn or damaged lines are skipped and counted in
+        :attr:`skipped_lines` (read it after the iteration)."""
+        self.skipped_lines = 0
         if not self.path.exists():
             return
-        with self.path.open("r", encoding="ascii", errors="replace") as f:
-            for line in f:
-                with contextlib.suppress(ValueError):
-                    rec = json.loads(line)
-                    if isinstance(rec, dict):
-                        yield rec
+        with self.path.open("rb") as f:
+            for raw in f:
+                if not raw.strip():
+                    continue
+                try:
+                    rec = json.loads(raw.decode("ascii"))
+                except ValueError:
+                    rec = None
+                if isinstance(rec, dict) and raw.endswith(b"\n"):
+                    yield rec
+                else:
+                    self.skipped_lines += 1
 
     def last_undoable(self, server: str, user: str, mailbox: str) -> dict[str, Any] | None:
-        """The newest finished flag change on this mailbox that has not been undone yet."""
-        ends: list[dict[str, Any]] = []
-        undone: set[str] = set()
+        """The newest flag change on this mailbox that changed something and is not undone yet,
+        as one record: its ``end`` record (or, when the operation never wrote one, its ``begin``),
+        with ``changed`` and ``chunks`` rebuilt from the write-ahead records.
+
+        ``chunks``: ``[(uid_set, modseq | None), ...]``: what each confirmed chunk changed and the
+        MODSEQ the server gave that change (None when the journal does not say). ``unconfirmed``:
+        UIDs whose commands were announced (``intent``) but never confirmed (the operation
+        stopped without an ``end``). ``undone``: UIDs an earlier, unfinished undo already restored.
+        """
+        ops: dict[str, dict[str, Any]] = {}
+        order: list[str] = []
+        undo_done: dict[str, list[str]] = {}  # target op -> UID sets restored by unfinished undos
+        fully_undone: set[str] = set()
         for rec in self.records():
-            if rec.get("phase") != "end" or rec.get("server") != server or rec.get("user") != user \
-                    or rec.get("mailbox") != mailbox:
+            if rec.get("server") != server or rec.get("user") != user or rec.get("mailbox") != mailbox:
                 continue
-            if rec.get("action") == "undo" and rec.get("undoes") and rec.get("changed"):
-                undone.add(rec["undoes"])
-            elif rec.get("action") in FLAG_ACTIONS and rec.get("changed"):
-                ends.append(rec)
-        for rec in reversed(ends):
-            if rec.get("op") not in undone:
-                return rec
+            op_id, action, phase = rec.get("op"), rec.get("action"), rec.get("phase")
+            if not isinstance(op_id, str):
+                # a damaged id: keep the record (undo refuses it with the reason), never merge it
+                op_id = "\0" + json.dumps(op_id, default=str)
+            if action == "undo":
+                target = rec.get("undoes")
+                if not isinstance(target, str):
+                    continue
+                if phase == "end" and rec.get("result") == "ok":
+                    fully_undone.add(target)
+                elif phase == "progress" and isinstance(rec.get("done"), str):
+                    undo_done.setdefault(target, []).append(rec["done"])
+                elif phase == "progress" and isinstance(rec.get("in_flight"), str):
+                    undo_done.setdefault(target, []).append(rec["in_flight"])
+                continue
+            if action not in FLAG_ACTIONS:
+                continue
+            st = ops.get(op_id)
+            if st is None:
+                st = ops[op_id] = {"begin": None, "end": None, "done": [], "intent": []}
+                order.append(op_id)
+            if phase == "begin":
+                st["begin"] = rec
+            elif phase == "end":
+                st["end"] = rec
+            elif phase == "intent" and isinstance(rec.get("uids"), str):
+                st["intent"].append(rec["uids"])
+            elif phase == "progress" and "done" in rec:
+                st["done"].append((rec["done"], rec.get("modseq")))  # validated by the undo planner
+            elif phase == "progress" and rec.get("event") == "resumed" and rec.get("in_flight"):
+                st["done"].append((rec["in_flight"], rec.get("modseq")))
+        for op_id in reversed(order):
+            if op_id in fully_undone:
+                continue
+            st = ops[op_id]
+            base = st["end"] or st["begin"]
+            if base is None:
+                continue
+            out = dict(base)
+            end = st["end"]
+            unconfirmed = ""
+            if end is not None and "changed" in end:
+                changed = end["changed"]
+            elif end is not None and end.get("result") in ("ok", "partial", "interrupted"):
+                changed = None  # an end that says it changed something, but not what: damaged
+            else:
+                # no end record (the journal or the process stopped), or an error ended it before it
+                # could say: the confirmed chunks changed, the announced but unconfirmed ones may have
+                parts = [u for u, _ in st["done"]]
+                bad = [u for u in parts if not isinstance(u, str)]
+                changed = bad[0] if bad else ",".join(u for u in parts if u)
+                unconfirmed = ",".join(st["intent"])
+                if not changed and not bad:
+                    continue
+            if changed == "":
+                continue
+            out.update(op=base.get("op"), changed=changed, chunks=st["done"], unconfirmed=unconfirmed,
+                       undone=",".join(undo_done.get(op_id, [])), ended=end is not None)
+            out.setdefault("action", (st["begin"] or {}).get("action"))
+            return out
         return None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def write_all(fd: int, data: bytes, write: Any = None) -> None:
+    """Write every byte of ``data`` (``os.write`` may write fewer); no progress at all is an
+    error. ``write`` replaces ``os.write`` in tests."""
+    write = write or os.write
+    view = memoryview(data)
+    while view:
+        n = write(fd, view)
+        if not isinstance(n, int) or n <= 0:
+            raise OSError(errno.EIO, f"short write: {len(data) - len(view)} of {len(data)} bytes written")
+        view = view[n:]
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        dfd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(dfd)
+
+
+def _torn_tail(fd: int) -> int:
+    """Length of a torn last line (the file does not end with a newline), or 0."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return 0
+    if os.pread(fd, 1, size - 1) == b"\n":
+        return 0
+    start = max(0, size - _TAIL_PROBE)
+    tail = os.pread(fd, size - start, start)
+    nl = tail.rfind(b"\n")
+    return size - start - (nl + 1) if nl >= 0 else size - start

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import builtins
 import gc
+import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -46,8 +48,8 @@ from triage_tui.services.imap import (
     StoreResult,
     TlsInfo,
 )
-from triage_tui.services.imapwire import FetchRecord
-from triage_tui.services.journal import AuditJournal
+from triage_tui.services.imapwire import FetchRecord, Response
+from triage_tui.services.journal import AuditJournal, JournalWriteFailed
 
 LIST_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (" + " ".join(LIST_HEADER_FIELDS) + ")]"
 # Received is the bulkiest field (several long lines per message) and GitLab consults it only when
@@ -59,6 +61,31 @@ LIGHT_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE"
 PEEK_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER]"
 
 Progress = Callable[[int, int], None]  # (done, total)
+
+#: What un-seeing does while mail_room runs: the one wording for the CLI plan, the TUI's
+#: mark-unseen and undo dialogs.
+REINGEST_WARNING = ("mail_room will ingest them again once their Redis lock is free (up to 10 minutes), "
+                    "and GitLab acts on each one again.")
+
+# Why an undo leaves a message alone (the one wording for CLI, JSON, journal and TUI).
+LEFT_CHANGED = "changed by another client since our change"
+LEFT_GONE = "no longer in the mailbox (expunged)"
+LEFT_UNCONFIRMED = ("sent before the journal stopped, never confirmed: maybe changed, not restored "
+                    "(look at them)")
+LEFT_NO_MODSEQ_DELETED = ("\\Deleted now, and the journal has no MODSEQ for this change to tell whether it "
+                          "was before (un-seeing it could make mail_room ingest it twice)")
+LEFT_ALREADY = "already restored by an earlier, unfinished undo"
+
+_PAST = {"mark-seen": "marked \\Seen", "mark-unseen": "marked unseen (\\Seen removed)", "expunge": "expunged"}
+_FETCH_MODSEQ = re.compile(rb"^\* \d+ FETCH \((.*)\)\s*$", re.IGNORECASE | re.DOTALL)
+_UID_ITEM = re.compile(rb"\bUID (\d+)", re.IGNORECASE)
+_MODSEQ_ITEM = re.compile(rb"\bMODSEQ \((\d+)\)", re.IGNORECASE)
+_UIDSET = re.compile(r"\d{1,10}(?::\d{1,10})?(?:,\d{1,10}(?::\d{1,10})?)*\Z")
+_OP_ID = re.compile(r"[0-9a-f]{1,64}\Z")
+MAX_UID = 4_294_967_295
+MAX_MODSEQ = 2**63 - 1
+MAX_UNDO_GROUPS = 256  # SEARCHes an undo plan may send to tell what changed since
+MAX_JOURNAL_UIDS = 2_000_000  # an undo of more than this is a damaged record, not an operation
 
 
 T = TypeVar("T")
@@ -109,6 +136,17 @@ class Plan:
     all_deleted: bool = False
     undoes: str | None = None
     limits: Limits = field(default_factory=Limits)
+    #: undo: ``(uids, modseq)`` restored ``UNCHANGEDSINCE modseq`` (the plan's HIGHESTMODSEQ;
+    #: None: the journal has no MODSEQ for them, so the old rule applies)
+    groups: list[tuple[list[int], int | None]] = field(default_factory=list)
+    #: undo: ``(reason, uids)`` the undo leaves alone
+    left_alone: list[tuple[str, list[int]]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def warning(self) -> str | None:
+        """What the operator must know before confirming (un-seeing re-ingests)."""
+        return REINGEST_WARNING if self.action == "mark-unseen" else None
 
     @property
     def count(self) -> int:
@@ -128,7 +166,37 @@ class Plan:
         return {"action": self.action, "uidvalidity": self.uidvalidity, "count": self.count,
                 "requested": self.requested, "skipped": self.skipped, "uids": self.ranges,
                 "commands": self.commands, "others_deleted": self.others_deleted,
-                "all_deleted": self.all_deleted, "undoes": self.undoes}
+                "all_deleted": self.all_deleted, "undoes": self.undoes, "warning": self.warning,
+                **({"left_alone": left_alone_json(self.left_alone)} if self.undoes else {}),
+                **({"notes": list(self.notes)} if self.notes else {})}
+
+
+def left_alone_json(left: Iterable[tuple[str, builtins.list[int]]]) -> builtins.list[dict[str, Any]]:
+    return [{"reason": r, "count": len(u), "uids": uidset.compress(u)} for r, u in left if u]
+
+
+def left_alone_lines(left: Iterable[tuple[str, builtins.list[int]]] | None, future: bool = False,
+                     limit: int = 200) -> builtins.list[str]:
+    """``left 3 alone: <why> (UIDs 40:42)``, one line per reason: the undo's account of every
+    message it does not restore, for the CLI and the TUI alike."""
+    verb = "will leave" if future else "left"
+    out = []
+    for reason, uids in left or []:
+        if uids:
+            ranges = uidset.compress(uids)
+            ranges = ranges if len(ranges) <= limit else ranges[:limit] + "..."
+            out.append(f"{verb} {len(uids):,} alone: {reason} (UIDs {ranges})")
+    return out
+
+
+def merge_left_alone(*parts: Iterable[tuple[str, builtins.list[int]]]) -> builtins.list[tuple[str, builtins.list[int]]]:
+    """One entry per reason (first-seen order), UIDs sorted and unique."""
+    out: dict[str, set[int]] = {}
+    for part in parts:
+        for reason, uids in part:
+            if uids:
+                out.setdefault(reason, set()).update(uids)
+    return [(r, sorted(u)) for r, u in out.items()]
 
 
 @dataclass
@@ -143,6 +211,9 @@ class OpResult:
     failed: list[tuple[list[int], str]] = field(default_factory=list)
     commands: int = 0
     interrupted: list[int] = field(default_factory=list)  # never sent: the operation was cancelled
+    #: undo: ``(reason, uids)`` left alone, from the plan and from the server's answers
+    left_alone: list[tuple[str, list[int]]] = field(default_factory=list)
+    requested: int = 0  # undo: how many messages the undone change had changed
 
     @property
     def ok(self) -> bool:
@@ -154,7 +225,138 @@ class OpResult:
                 "skipped_concurrent": uidset.compress(self.skipped_concurrent),
                 "vanished_or_done": self.vanished_or_done, "in_flight": uidset.compress(self.in_flight),
                 "failed": [{"uids": uidset.compress(u), "error": e} for u, e in self.failed],
-                "commands": self.commands, "interrupted": uidset.compress(self.interrupted), "ok": self.ok}
+                "commands": self.commands, "interrupted": uidset.compress(self.interrupted), "ok": self.ok,
+                **({"requested": self.requested, "left_alone": left_alone_json(self.left_alone)}
+                   if self.action == "undo" else {})}
+
+
+class OperationStopped(JournalWriteFailed):
+    """The journal failed mid-operation: nothing more was sent. ``str()`` says exactly what
+    changed; ``result`` holds it."""
+
+    def __init__(self, reason: str, text: str, result: OpResult | None) -> None:
+        super().__init__(reason)
+        self.args = (text,)
+        self.result = result
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _lit(value: Any, limit: int = 60) -> str:
+    """A journal value as it may be shown in a one-line reason: JSON with every non-ASCII or
+    control character escaped, cut short."""
+    text = json.dumps(value, ensure_ascii=True, default=str)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _plain(value: Any, limit: int = 80) -> str:
+    """A journal string shown as is when it is short printable ASCII, else as an escaped literal."""
+    if isinstance(value, str) and len(value) <= limit and all(" " <= c <= "~" for c in value):
+        return value
+    return _lit(value)
+
+
+def _merged(chunks: builtins.list[tuple[builtins.list[int], int | None]],
+            limit: int) -> builtins.list[tuple[builtins.list[int], int | None]]:
+    """At most ``limit`` groups of consecutive chunks (one SEARCH and one segment of STOREs each):
+    a group is restored UNCHANGEDSINCE its newest MODSEQ (None if any chunk has none). Only an
+    operation of very many small chunks is merged, and then only a change another client made
+    *during* it can go unnoticed."""
+    if len(chunks) <= limit:
+        return chunks
+    size = -(-len(chunks) // limit)
+    out: builtins.list[tuple[builtins.list[int], int | None]] = []
+    for i in range(0, len(chunks), size):
+        part = chunks[i:i + size]
+        seqs = [m for _, m in part]
+        modseq = None if any(m is None for m in seqs) else max(m for m in seqs if m is not None)
+        out.append(([u for g, _ in part for u in g], modseq))
+    return out
+
+
+class DamagedRecord(Refused):
+    """A journal record undo can not trust: wrong types, impossible values."""
+
+
+@dataclass
+class _UndoRecord:
+    op: str
+    action: str
+    time: str
+    uidvalidity: int
+    changed: list[int]
+    chunks: list[tuple[list[int], int | None]]
+    unconfirmed: list[int]
+    undone: list[int]
+    ended: bool
+    raw: dict[str, Any]
+
+    @classmethod
+    def check(cls, rec: dict[str, Any]) -> _UndoRecord:
+        op = rec.get("op")
+        who = f"op {op}" if isinstance(op, str) and _OP_ID.match(op) else f"the record {_lit(op, 30)}"
+
+        def bad(why: str) -> DamagedRecord:
+            return DamagedRecord(f"cannot undo {who}: its journal record is damaged ({why}); nothing was changed")
+
+        if not (isinstance(op, str) and _OP_ID.match(op)):
+            raise bad(f"op is not an operation id: {_lit(op)}")
+        action = rec.get("action")
+        if action not in ("mark-seen", "mark-unseen"):
+            raise bad(f"action is not mark-seen or mark-unseen: {_lit(action)}")
+        uv = rec.get("uidvalidity")
+        if not isinstance(uv, int) or isinstance(uv, bool) or not 1 <= uv <= MAX_UID:
+            raise bad(f"uidvalidity is not a number from 1 to {MAX_UID}: {_lit(uv)}")
+        total = [0]
+
+        def uids(name: str, value: Any) -> list[int]:
+            if value is None or value == "":
+                return []
+            if not isinstance(value, str) or not _UIDSET.match(value):
+                raise bad(f"{name} is not a UID set like 1:500,502: {_lit(value)}")
+            out: list[int] = []
+            for part in value.split(","):
+                a, _, b = part.partition(":")
+                lo, hi = int(a), int(b or a)
+                if lo > hi:
+                    lo, hi = hi, lo
+                if lo < 1 or hi > MAX_UID:
+                    raise bad(f"{name} has a UID outside 1..{MAX_UID}: {_lit(part)}")
+                total[0] += hi - lo + 1
+                if total[0] > MAX_JOURNAL_UIDS:
+                    raise bad(f"{name} names more than {MAX_JOURNAL_UIDS:,} UIDs")
+                out.extend(range(lo, hi + 1))
+            return sorted(set(out))
+
+        if rec.get("changed") is None:
+            raise bad("changed is missing")
+        changed = uids("changed", rec.get("changed"))
+        chunks_raw = rec.get("chunks", [])
+        if not isinstance(chunks_raw, list):
+            raise bad(f"chunks is not a list: {_lit(chunks_raw)}")
+        chunks: list[tuple[list[int], int | None]] = []
+        for item in chunks_raw:
+            if not isinstance(item, (list, tuple)) or len(item) != 2:
+                raise bad(f"a chunk is not (UIDs, MODSEQ): {_lit(item)}")
+            modseq = item[1]
+            if modseq is not None and (not isinstance(modseq, int) or isinstance(modseq, bool)
+                                       or not 1 <= modseq <= MAX_MODSEQ):
+                raise bad(f"a chunk's modseq is not a positive number: {_lit(modseq)}")
+            chunks.append((uids("a chunk", item[0]), modseq))
+        if not changed:
+            raise bad("changed names no UID")
+        t = rec.get("time")
+        return cls(op=op, action=action, time=_plain(t) if t is not None else "?", uidvalidity=uv,
+                   changed=changed, chunks=chunks, unconfirmed=uids("unconfirmed", rec.get("unconfirmed")),
+                   undone=uids("undone", rec.get("undone")), ended=bool(rec.get("ended", True)), raw=rec)
+
+    def shown(self) -> dict[str, Any]:
+        """The record's fields for display: validated, or escaped when they are not plain."""
+        r = self.raw
+        return {"op": self.op, "action": self.action, "time": self.time, "uidvalidity": self.uidvalidity,
+                "changed_count": len(self.changed), "os_user": _plain(r.get("os_user", "?")),
+                "host": _plain(r.get("host", "?")), "ended": self.ended}
 
 
 # The target state of each flag action: what SEARCH finds the UIDs that still need it.
@@ -179,6 +381,7 @@ class TriageService:
     ) -> None:
         self.retry = retry or RetryPolicy()
         self._cancel = threading.Event()
+        self._stops: set[threading.Event] = set()  # one per running execution: cancel() sets them
         self.on_reconnect = on_reconnect
         self.settings = settings
         self.read_only = read_only
@@ -409,28 +612,99 @@ class TriageService:
         return plan
 
     def plan_undo(self) -> tuple[Plan, dict[str, Any]]:
+        """The undo of the newest flag change on this mailbox not undone yet, and its journal
+        record (validated: a damaged or wrongly typed record is refused with the reason).
+
+        Undo restores exactly what is unchanged since our change, using the MODSEQ the server
+        gave each chunk of it: what another client changed since (mail_room fetching or deleting
+        it, a person flagging it) is found by ``SEARCH MODSEQ <ours + 1>`` and left alone, and
+        named; what changes after this plan the server itself leaves alone (``UNCHANGEDSINCE``
+        the plan's HIGHESTMODSEQ). A message that was \\Deleted before our change is restored
+        like any other."""
         return self._retrying("plan", self._plan_undo)
 
     def _plan_undo(self) -> tuple[Plan, dict[str, Any]]:
         s = self.settings
-        rec = self.journal.last_undoable(s.server, s.user, s.mailbox)
+        server = self.guard.context.get("server", s.server)
+        try:
+            rec = self.journal.last_undoable(server, s.user, s.mailbox)
+        except OSError as e:
+            raise OperationFailed(f"cannot undo: the audit journal ({self.journal.path}) can not be read "
+                                  f"({e.strerror or type(e).__name__}); nothing was changed") from None
+        damaged = self.journal.skipped_lines
         if rec is None:
             raise Refused(f"nothing to undo: the journal ({self.journal.path}) has no flag change on "
-                          f"{s.mailbox} at {s.server} that is not undone yet")
+                          f"{s.mailbox} at {server} that is not undone yet")
+        v = _UndoRecord.check(rec)
         info = self.reader.examine()
-        if int(rec.get("uidvalidity", -1)) != info.uidvalidity:
+        if v.uidvalidity != info.uidvalidity:
             raise UidValidityChanged(
-                f"cannot undo {rec.get('action')} of {rec.get('time')}: UIDVALIDITY changed from "
-                f"{rec.get('uidvalidity')} to {info.uidvalidity}, so its UIDs now name other messages")
-        changed = uidset.parse(rec.get("changed", ""))
-        reverse = "mark-unseen" if rec["action"] == "mark-seen" else "mark-seen"
-        # Undo reverts exactly what we changed, minus what moved on since (a message mail_room
-        # took meanwhile is \\Deleted and stays alone: un-seeing it would ingest it twice).
-        criteria = "SEEN UNDELETED" if reverse == "mark-unseen" else "UNSEEN"
-        needs = self._narrow(self.reader, changed, criteria)
-        plan = Plan(action=reverse, uidvalidity=info.uidvalidity, uids=needs, requested=len(changed),
-                    skipped=len(changed) - len(needs), undoes=rec.get("op"), limits=self.limits)
-        return plan, rec
+                f"cannot undo {v.action} of {v.time} (op {v.op}): UIDVALIDITY changed from "
+                f"{v.uidvalidity} to {info.uidvalidity}, so its UIDs now name other messages")
+        reverse = "mark-unseen" if v.action == "mark-seen" else "mark-seen"
+        state = "SEEN" if reverse == "mark-unseen" else "UNSEEN"  # as our change left them
+        r = self.reader
+        already = set(v.undone)
+        unconfirmed = [u for u in v.unconfirmed if u not in set(v.changed)]
+        remaining = [u for u in v.changed if u not in already]
+        present = set(self._narrow(r, remaining, "ALL")) if remaining else set()
+        gone = [u for u in remaining if u not in present]
+        still = set(self._narrow(r, sorted(present), state)) if present else set()
+        moved = [u for u in remaining if u in present and u not in still]
+        condstore = "CONDSTORE" in r.capabilities
+        groups: list[tuple[list[int], int | None]] = []
+        since: list[int] = []
+        deleted_unknown: list[int] = []
+        covered: set[int] = set()
+        for uids, modseq in _merged(v.chunks, MAX_UNDO_GROUPS):
+            mine = [u for u in uids if u in still and u not in covered]
+            covered.update(mine)
+            if not mine:
+                continue
+            if modseq is not None and condstore:
+                changed_since = set(self._narrow(r, mine, f"MODSEQ {modseq + 1}"))
+                since.extend(u for u in mine if u in changed_since)
+                mine = [u for u in mine if u not in changed_since]
+                if mine:
+                    groups.append((mine, modseq))
+            else:
+                groups.append((mine, None))
+        rest = sorted(still - covered)
+        if rest:
+            groups.append((rest, None))
+        if reverse == "mark-unseen":
+            # without the MODSEQ of our change, a \\Deleted message cannot be told apart from one
+            # mail_room took since: leave those alone (un-seeing it could ingest it twice)
+            for i, (uids, modseq) in enumerate(groups):
+                if modseq is None:
+                    dele = set(self._narrow(r, uids, "DELETED"))
+                    if dele:
+                        deleted_unknown.extend(u for u in uids if u in dele)
+                        groups[i] = ([u for u in uids if u not in dele], None)
+            groups = [(u, m) for u, m in groups if u]
+        # What changed between our change and now was found above (SEARCH MODSEQ <ours + 1>); what
+        # changes from now on the server refuses: one STORE UNCHANGEDSINCE this plan's
+        # HIGHESTMODSEQ (read before those SEARCHes) covers every chunk at once, pipelined.
+        known = sorted(u for g, m in groups if m is not None for u in g)
+        unknown = sorted(u for g, m in groups if m is None for u in g)
+        groups = ([(known, info.highestmodseq)] if known and info.highestmodseq is not None else []) + \
+                 ([(unknown, None)] if unknown else [])
+        if known and info.highestmodseq is None:
+            groups.insert(0, (known, None))
+        uids = sorted(u for g, _ in groups for u in g)
+        left = merge_left_alone([(LEFT_CHANGED, sorted(since + moved)), (LEFT_GONE, gone),
+                                 (LEFT_NO_MODSEQ_DELETED, deleted_unknown), (LEFT_UNCONFIRMED, unconfirmed),
+                                 (LEFT_ALREADY, sorted(already & set(v.changed)))])
+        notes = []
+        if damaged:
+            notes.append(f"the journal has {damaged} damaged line(s) (torn writes), skipped")
+        if not v.ended:
+            notes.append(f"op {v.op} has no end record (it was stopped): undoing the chunks its journal "
+                         "confirms")
+        plan = Plan(action=reverse, uidvalidity=info.uidvalidity, uids=uids, requested=len(v.changed),
+                    skipped=len(v.changed) - len(uids), undoes=v.op, limits=self.limits, groups=groups,
+                    left_alone=left, notes=notes)
+        return plan, v.shown()
 
     @staticmethod
     def _check_uidvalidity(expected: int, actual: int) -> None:
@@ -460,6 +734,8 @@ class TriageService:
         nothing more is sent, what is in flight completes, the journal records the operation as
         ``interrupted`` with exactly what changed and what was never sent."""
         self._cancel.set()
+        for stop in list(self._stops):
+            stop.set()
 
     def execute(self, plan: Plan, progress: Progress | None = None) -> OpResult:
         """Carry out a plan. Read-only mode refuses before anything is opened for writing."""
@@ -482,121 +758,269 @@ class TriageService:
         except Exception:  # noqa: BLE001 - logging out of a broken connection
             w._drop()
 
-    def _execute_resumable(self, w: ImapSession, plan: Plan, progress: Progress | None) -> OpResult:
-        """STORE or UID EXPUNGE in chunks; a lost connection is re-opened and the rest resumed.
+    @staticmethod
+    def _next_batch(w: ImapSession, pending: builtins.list[int]) -> tuple[builtins.list[int], builtins.list[int]]:
+        """The UIDs of the next ``window`` commands (one pipeline's worth), and the rest."""
+        window = max(1, w.limits.window)
+        k = window * max(1, w.max_count)  # no piece holds more: the rest is not looked at
+        head = pending[:k]
+        batch: list[int] = []
+        for i, (_, members) in enumerate(uidset.split(head, max_bytes=w.max_bytes, max_count=w.max_count)):
+            if i >= window:
+                break
+            batch.extend(members)
+        taken = set(batch)
+        return batch, [u for u in head if u not in taken] + pending[k:]
 
-        What has been done is known per chunk (journal ``progress`` records). After a reconnect the
-        remaining UIDs are narrowed again on the server: those a lost in-flight command already
-        changed no longer need it (they are reported as ``in_flight``), so nothing is done twice
-        and nothing is missed.
+    def _execute_resumable(self, w: ImapSession, plan: Plan, progress: Progress | None) -> OpResult:
+        """STORE or UID EXPUNGE in chunks, journaled ahead; a lost connection is re-opened and
+        the rest resumed.
+
+        Write-ahead: before each batch of commands (one pipeline window) an ``intent`` record
+        names its UIDs; each answered command gets a ``progress`` record (``done``, and the MODSEQ
+        the server gave the change, which undo uses). If the journal can not be written, nothing
+        more is sent: what is in flight completes, and :class:`OperationStopped` says exactly what
+        changed. After a reconnect the remaining UIDs are narrowed again on the server: those a
+        lost in-flight command already changed no longer need it (reported as ``in_flight``), so
+        nothing is done twice and nothing is missed.
         """
+        undo = bool(plan.undoes)
         if plan.action == "expunge":
             criteria, flag, add = "DELETED", "", True
         else:
             criteria, flag, add = _NEEDS[plan.action]
-        action = "undo" if plan.undoes else plan.action
-        extra: dict[str, Any] = {"undoes": plan.undoes, "reverse": plan.action} if plan.undoes else {}
+        # undo restores what is still as our change left it (a \\Deleted message too); the
+        # server's UNCHANGEDSINCE then leaves alone what another client changed since
+        state = ("SEEN" if plan.action == "mark-unseen" else "UNSEEN") if undo else criteria
+        action = "undo" if undo else plan.action
+        extra: dict[str, Any] = {"undoes": plan.undoes, "reverse": plan.action} if undo else {}
         assert w.mailbox is not None
-        targets = self._narrow(w, plan.uids, criteria) if plan.uids else []
+        w0 = w
         condstore = plan.action != "expunge" and "CONDSTORE" in w.capabilities
-        modseq = w.mailbox.highestmodseq if condstore else None
-        with self.guard.operation(action, uidvalidity=w.mailbox.uidvalidity, planned=len(plan.uids),
-                                  targets=uidset.compress(targets), count=len(targets),
-                                  unchangedsince=modseq, **extra) as op:
-            result = OpResult(action=action, op_id=op.id, uidvalidity=w.mailbox.uidvalidity,
-                              vanished_or_done=len(plan.uids) - len(targets))
-            done: set[int] = set()
+        # (uids, criteria, modseq): a given modseq is our change's (undo); None means the
+        # mailbox's HIGHESTMODSEQ at the start, renewed after a reconnect
+        segments: list[tuple[list[int], str, int | None]] = []
+        if undo and plan.groups:
+            for g, m in plan.groups:
+                crit = state if m is not None else criteria
+                segments.append((self._narrow(w, g, crit), crit, m if condstore else None))
+        else:
+            segments.append((self._narrow(w, plan.uids, criteria) if plan.uids else [], criteria, None))
+        targets = [u for seg, _, _ in segments for u in seg]
+        planned_set = set(plan.uids)
+        modseqs: dict[int, int] = {}
+        stop = threading.Event()
+        if self._cancel.is_set():
+            stop.set()
+        journal_error: list[JournalWriteFailed] = []
+        result = OpResult(action=action, op_id="", uidvalidity=w.mailbox.uidvalidity,
+                          vanished_or_done=len(plan.uids) - len(targets), requested=plan.requested)
+        done: set[int] = set()
+        gone_at_start = sorted(planned_set - set(targets))
+        writer = [w]  # the current write connection (a reconnect replaces it)
+        self._stops.add(stop)
+        try:
+            with self.guard.operation(action, uidvalidity=w.mailbox.uidvalidity, planned=len(plan.uids),
+                                      targets=uidset.compress(targets), count=len(targets),
+                                      unchangedsince=w.mailbox.highestmodseq if condstore else None,
+                                      **extra) as op:
+                result.op_id = op.id
 
-            def chunk_done(uids: list[int]) -> None:
-                done.update(uids)
-                self.guard.progress(op, done=uidset.compress(uids), count=len(uids))
-                if progress:
-                    progress(len(done), len(targets))
+                def on_untagged(resp: Response) -> None:
+                    m = _FETCH_MODSEQ.match(resp.first)
+                    if m:
+                        u, ms = _UID_ITEM.search(m.group(1)), _MODSEQ_ITEM.search(m.group(1))
+                        if u and ms:
+                            modseqs[int(u.group(1))] = int(ms.group(1))
 
-            pending = targets
-            attempt = 0
-            while pending:
-                try:
-                    if plan.action == "expunge":
-                        r = w._uid_expunge(pending, progress=chunk_done, stop=self._cancel)
-                    else:
-                        r = w._store(pending, flag, add, unchangedsince=modseq, progress=chunk_done,
-                                     stop=self._cancel)
-                    result.interrupted.extend(r.unsent)
-                    result.skipped_concurrent.extend(r.modified)
-                    result.failed.extend(r.failed)
-                    result.commands += r.commands
-                    pending = []
-                except ConnectionLost as e:
-                    if self._cancel.is_set():
-                        raise  # shutting down: no reconnect; the journal ends this op as an error
-                    partial = e.partial if isinstance(e.partial, StoreResult) else None
-                    if partial is not None:
-                        # answered before the loss: a UID another client changed (CONDSTORE
-                        # MODIFIED) is theirs, and must not come back below as our "in flight"
-                        result.skipped_concurrent.extend(partial.modified)
-                        result.failed.extend(partial.failed)
-                        result.commands += partial.commands
-                    attempt += 1
-                    if attempt > self.retry.attempts:
-                        raise
-                    delay = self.retry.delay(attempt)
-                    self.guard.progress(op, event="reconnect", attempt=attempt, error=str(e), done_so_far=len(done),
-                                        skipped_concurrent=uidset.compress(partial.modified if partial else []))
-                    self._notify(f"{action}: connection lost ({e}); reconnecting in {delay:.1f} s", attempt)
-                    settled = done | set(result.skipped_concurrent) | {u for us, _ in result.failed for u in us}
-                    rest = [u for u in pending if u not in settled]
-                    while True:
-                        w._drop()
-                        time.sleep(delay)
-                        w = self._open_writer(plan.uidvalidity, reconnecting=True)  # refuses if UIDVALIDITY moved
+                def chunk_done(uids: list[int]) -> None:
+                    done.update(uids)
+                    if not journal_error:
+                        seqs = [modseqs.pop(u) for u in uids if u in modseqs]
                         try:
-                            still = self._narrow(w, rest, criteria)
-                            break
-                        except ConnectionLost as again:
-                            # lost again while finding out where we are (a flapping link): nothing
-                            # was sent on this connection, so reconnect and ask again
-                            attempt += 1
-                            if attempt > self.retry.attempts:
+                            self.guard.progress(op, done=uidset.compress(uids), count=len(uids),
+                                                **({"modseq": max(seqs)} if seqs else {}))
+                        except JournalWriteFailed as e:
+                            journal_error.append(e)
+                            stop.set()  # nothing more goes out; what is in flight completes
+                    if progress:
+                        progress(len(done), len(targets))
+
+                attempt = 0
+                for index, (seg, seg_criteria, fixed_modseq) in enumerate(segments):
+                    w = writer[0]
+                    modseq = fixed_modseq if fixed_modseq is not None else (
+                        w.mailbox.highestmodseq if condstore and w.mailbox is not None else None)
+                    pending = seg
+                    while pending:
+                        try:
+                            while pending:
+                                if stop.is_set():
+                                    result.interrupted.extend(pending)
+                                    pending = []
+                                    break
+                                batch, after = self._next_batch(w, pending)
+                                try:
+                                    self.guard.journal.append({"phase": "intent", "op": op.id, "action": action,
+                                                               **self.guard.context, "uids": uidset.compress(batch),
+                                                               "count": len(batch)})
+                                except JournalWriteFailed as e:
+                                    journal_error.append(e)
+                                    stop.set()
+                                    result.interrupted.extend(pending)
+                                    pending = []
+                                    break
+                                if plan.action == "expunge":
+                                    r = w._uid_expunge(batch, progress=chunk_done, stop=stop)
+                                else:
+                                    r = w._store(batch, flag, add, unchangedsince=modseq, progress=chunk_done,
+                                                 stop=stop, on_untagged=on_untagged if condstore else None)
+                                result.interrupted.extend(r.unsent)
+                                result.skipped_concurrent.extend(r.modified)
+                                result.failed.extend(r.failed)
+                                result.commands += r.commands
+                                pending = after
+                        except ConnectionLost as e:
+                            if self._cancel.is_set() or journal_error:
+                                # shutting down, or the journal failed: no reconnect (the guard ends
+                                # this op as an error; a journal failure says what changed below)
+                                if journal_error:
+                                    partial = e.partial if isinstance(e.partial, StoreResult) else None
+                                    unanswered = set(partial.unanswered) if partial else set()
+                                    result.in_flight.extend(u for u in pending if u in unanswered)
+                                    result.interrupted.extend(u for u in pending if u not in unanswered
+                                                              and u not in done)
+                                    pending = []
+                                    break
                                 raise
-                            delay = self.retry.delay(attempt)
-                            self.guard.progress(op, event="reconnect", attempt=attempt, error=str(again),
-                                                done_so_far=len(done))
-                            self._notify(f"{action}: connection lost again ({again}); reconnecting in {delay:.1f} s",
-                                         attempt)
-                    stillset: set[int] = set(still)
-                    in_flight = [u for u in rest if u not in stillset]
-                    theirs: list[int] = []
-                    if partial is not None:
-                        # only a command that went out unanswered can have changed a UID for us;
-                        # the others were changed by someone else (mail_room) while we reconnected
-                        sent = set(partial.unanswered)
-                        theirs = [u for u in in_flight if u not in sent]
-                        in_flight = [u for u in in_flight if u in sent]
-                        result.vanished_or_done += len(theirs)
-                    if in_flight or theirs:
-                        result.in_flight.extend(in_flight)
-                        self.guard.progress(op, event="resumed", in_flight=uidset.compress(in_flight),
-                                            done_by_others=uidset.compress(theirs), remaining=len(still))
-                    pending = still
-                    if condstore and w.mailbox is not None:
-                        modseq = w.mailbox.highestmodseq
+                            w, pending, attempt, renewed = self._resume(
+                                w, plan, op, action, e, pending, done, result, attempt, seg_criteria, condstore)
+                            writer[0] = w
+                            if fixed_modseq is None:
+                                modseq = renewed
+                    if journal_error or stop.is_set():
+                        result.interrupted.extend(u for g, _, _ in segments[index + 1:] for u in g)
+                        break
+                result.changed = sorted(done | set(result.in_flight))
+                result.skipped_concurrent.sort()
+                result.interrupted = sorted(set(result.interrupted))
+                if undo:
+                    result.left_alone = merge_left_alone(
+                        plan.left_alone, [(LEFT_CHANGED, result.skipped_concurrent),
+                                          (LEFT_CHANGED + " (or expunged)", gone_at_start)])
+                op.outcome = {"changed": uidset.compress(result.changed), "changed_count": len(result.changed),
+                              "skipped_concurrent": uidset.compress(result.skipped_concurrent),
+                              "in_flight": uidset.compress(result.in_flight), "reconnects": attempt,
+                              "failed": uidset.compress(u for us, _ in result.failed for u in us),
+                              "commands": result.commands, "interrupted": uidset.compress(result.interrupted)}
+                if undo:
+                    op.outcome["left_alone"] = left_alone_json(result.left_alone)
+                if journal_error:
+                    op.outcome["journal_error"] = journal_error[0].reason
+                    op.result = "stopped"
+                    raise self._stopped(journal_error[0], plan, action, result, targets)
+                if result.interrupted:
+                    op.result = "interrupted"
+                else:
+                    op.result = "ok" if not result.failed else ("partial" if result.changed else "failed")
+        except JournalWriteFailed as e:
+            if isinstance(e, OperationStopped):
+                raise
+            # the begin or the end record could not be written
             result.changed = sorted(done | set(result.in_flight))
-            result.skipped_concurrent.sort()
-            op.outcome = {"changed": uidset.compress(result.changed), "changed_count": len(result.changed),
-                          "skipped_concurrent": uidset.compress(result.skipped_concurrent),
-                          "in_flight": uidset.compress(result.in_flight), "reconnects": attempt,
-                          "failed": uidset.compress(u for us, _ in result.failed for u in us),
-                          "commands": result.commands, "interrupted": uidset.compress(result.interrupted)}
-            if result.interrupted:
-                op.result = "interrupted"
-            else:
-                op.result = "ok" if not result.failed else ("partial" if result.changed else "failed")
+            raise self._stopped(e, plan, action, result, targets, at_end=bool(result.op_id and done)) from e
+        finally:
+            self._stops.discard(stop)
+            if writer[0] is not w0:
+                self._close_quietly(writer[0])  # execute() closes the first one
         return result
 
+    def _stopped(self, e: JournalWriteFailed, plan: Plan, action: str, result: OpResult,
+                 targets: builtins.list[int], at_end: bool = False) -> OperationStopped:
+        """The one line after a journal failure: exactly what changed, and that nothing more was sent."""
+        verb = _PAST[plan.action] + (" again (undo)" if plan.undoes else "")
+        n, total = len(result.changed), len(targets)
+        head = f"stopped: the audit journal could not be written ({e.reason})"
+        if at_end and n == total and not result.interrupted:
+            text = (f"{head} after the change: all {n:,} message(s) were {verb} (UIDs {_cut(result.changed)}); "
+                    "the journal lacks the end record (undo still works from its chunk records)")
+        elif n == 0 and not result.in_flight:
+            text = f"{head}; nothing was sent, no message was changed"
+        else:
+            text = f"{head}; {n:,} of {total:,} message(s) were {verb} (UIDs {_cut(result.changed)})"
+            if result.in_flight:
+                text += f", {len(result.in_flight):,} of them by commands whose answer was lost"
+            text += ", nothing else was sent"
+        return OperationStopped(e.reason, text, result)
+
+    def _resume(self, w: ImapSession, plan: Plan, op: Any, action: str, e: ConnectionLost,
+                pending: builtins.list[int], done: set[int], result: OpResult, attempt: int, criteria: str,
+                condstore: bool) -> tuple[ImapSession, builtins.list[int], int, int | None]:
+        """After a lost connection: reconnect (backoff), find out on the server which of
+        ``pending`` still need the change, and journal what a lost in-flight command did (with
+        the MODSEQ at the reconnect, an upper bound of that change's). Returns the new write
+        connection, the UIDs still to do, the attempt count and the renewed HIGHESTMODSEQ."""
+        partial = e.partial if isinstance(e.partial, StoreResult) else None
+        if partial is not None:
+            # answered before the loss: a UID another client changed (CONDSTORE MODIFIED) is
+            # theirs, and must not come back below as our "in flight"
+            result.skipped_concurrent.extend(partial.modified)
+            result.failed.extend(partial.failed)
+            result.commands += partial.commands
+        attempt += 1
+        if attempt > self.retry.attempts:
+            raise e
+        delay = self.retry.delay(attempt)
+        self.guard.progress(op, event="reconnect", attempt=attempt, error=str(e), done_so_far=len(done),
+                            skipped_concurrent=uidset.compress(partial.modified if partial else []))
+        self._notify(f"{action}: connection lost ({e}); reconnecting in {delay:.1f} s", attempt)
+        settled = done | set(result.skipped_concurrent) | {u for us, _ in result.failed for u in us}
+        rest = [u for u in pending if u not in settled]
+        while True:
+            w._drop()
+            time.sleep(delay)
+            w = self._open_writer(plan.uidvalidity, reconnecting=True)  # refuses if UIDVALIDITY moved
+            try:
+                still = self._narrow(w, rest, criteria)
+                break
+            except ConnectionLost as again:
+                # lost again while finding out where we are (a flapping link): nothing was sent
+                # on this connection, so reconnect and ask again
+                attempt += 1
+                if attempt > self.retry.attempts:
+                    raise
+                delay = self.retry.delay(attempt)
+                self.guard.progress(op, event="reconnect", attempt=attempt, error=str(again),
+                                    done_so_far=len(done))
+                self._notify(f"{action}: connection lost again ({again}); reconnecting in {delay:.1f} s", attempt)
+        stillset: set[int] = set(still)
+        in_flight = [u for u in rest if u not in stillset]
+        theirs: list[int] = []
+        if partial is not None:
+            # only a command that went out unanswered can have changed a UID for us; the others
+            # were changed by someone else (mail_room) while we reconnected
+            sent = set(partial.unanswered)
+            theirs = [u for u in in_flight if u not in sent]
+            in_flight = [u for u in in_flight if u in sent]
+            result.vanished_or_done += len(theirs)
+        new_modseq = w.mailbox.highestmodseq if condstore and w.mailbox is not None else None
+        if in_flight or theirs:
+            result.in_flight.extend(in_flight)
+            self.guard.progress(op, event="resumed", in_flight=uidset.compress(in_flight),
+                                done_by_others=uidset.compress(theirs), remaining=len(still),
+                                **({"modseq": new_modseq} if new_modseq is not None and in_flight else {}))
+        return w, still, attempt, new_modseq
+
     def _execute_expunge_all(self, w: ImapSession, plan: Plan, progress: Progress | None) -> OpResult:
+        """Plain EXPUNGE, re-planned right before it goes: if more messages are \\Deleted now
+        than the plan (and the count the operator typed) said, refuse, nothing expunged."""
         assert w.mailbox is not None
         deleted_now = w.search("DELETED")
+        grew = sorted(set(deleted_now) - set(plan.uids))
+        if grew:
+            raise Refused(f"refused: {len(grew):,} more message(s) were flagged \\Deleted since the plan "
+                          f"(UIDs {_cut(grew)}), so a plain EXPUNGE would remove {len(deleted_now):,}, not the "
+                          f"{plan.count:,} you confirmed; nothing was expunged (run expunge again to see the new plan)")
         with self.guard.operation("expunge-all-deleted", uidvalidity=w.mailbox.uidvalidity,
                                   targets=uidset.compress(deleted_now), count=len(deleted_now),
                                   planned=len(plan.uids)) as op:
@@ -649,6 +1073,11 @@ class TriageService:
         self._drop_reader()
         time.sleep(delay)
         return attempt
+
+
+def _cut(uids: Iterable[int], limit: int = 200) -> str:
+    text = uidset.compress(uids)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def older_than(messages: Iterable[Message], age: timedelta, now: datetime | None = None) -> list[int]:

@@ -53,6 +53,7 @@ from textual.worker import NoActiveWorker, Worker, WorkerState, get_current_work
 from triage_tui.domain.model import Message, View
 from triage_tui.domain.text import clipboard_refusal, inert
 from triage_tui.errors import ConnectionFailed, TriageError
+from triage_tui.services.triage import left_alone_lines
 from triage_tui.tui import messages as M
 from triage_tui.tui.columns import human_age
 from triage_tui.tui.listmodel import GROUP_ORDER, GROUPS, SORT_ORDER, SORTS, Group, ListModel
@@ -1486,6 +1487,8 @@ class TriageApp(App[int]):
                    "expunge": "only \\Deleted messages can be expunged (deleted view)",
                    "expunge-all": "there is no \\Deleted message",
                    "undo": "every message of that change has moved on since"}[kind]
+            if kind == "undo":
+                why = "; ".join(left_alone_lines(plan.left_alone)) or why
             self.status(f"nothing to do: {why}; nothing was changed", "warn")
             self.request_sync("nothing-to-do", force=True)
             return
@@ -1499,7 +1502,7 @@ class TriageApp(App[int]):
             label = f"Mark {n:,} seen"
         elif kind == "mark-unseen":
             title = f"Remove \\Seen from {n:,} message{'s' if n != 1 else ''}?"
-            lines.append("mail_room will ingest them again once their Redis lock is free (up to 10 minutes).")
+            lines.append(plan.warning or "")
             label = f"Mark {n:,} unseen"
         elif kind in ("expunge", "expunge-all"):
             title = f"Expunge {n:,} message{'s' if n != 1 else ''}?"
@@ -1513,10 +1516,14 @@ class TriageApp(App[int]):
             verb = "marked unseen" if plan.action == "mark-unseen" else "marked seen"
             title = f"Undo {rec.get('action', 'the last change')} of {rec.get('time', '?')}?"
             lines.append(f"{n:,} message{'s' if n != 1 else ''} will be {verb} again (journal op {plan.undoes}).")
+            if plan.warning:
+                lines.append(plan.warning)
+            lines.extend(plan.notes)
+            lines.extend(left_alone_lines(plan.left_alone, future=True))
             label = f"Undo ({n:,})"
         if info.get("note") and kind != "undo":
             lines.append(f"Selection: {info['note']}.")
-        if plan.skipped:
+        if plan.skipped and kind != "undo":
             lines.append(f"{plan.skipped:,} of the {plan.requested:,} selected need no change (already done or gone).")
         lines.append(f"UIDVALIDITY {plan.uidvalidity} · {plan.commands} IMAP command(s) · audit-journaled")
         shown = 5 if self.size.height >= 30 else 3
@@ -1570,6 +1577,9 @@ class TriageApp(App[int]):
         if r.failed:
             failed = sum(len(u) for u, _ in r.failed)
             text += f" · {failed:,} FAILED: {r.failed[0][1]}"
+        if r.action == "undo":
+            text = " · ".join([f"undo: {len(r.changed):,} of {r.requested:,} restored · journal op {r.op_id}",
+                               *left_alone_lines(r.left_alone)])
         self.status(text, "ok" if r.ok else "error")
         # The list shows what the server says now, not what we assume.
         self.request_sync("after-action", force=True)
