@@ -30,6 +30,7 @@ import difflib
 import functools
 import getpass
 import json
+import math
 import os
 import re
 import shlex
@@ -45,6 +46,7 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from triage_tui.domain.age import parse_age
+from triage_tui.domain.numbers import parse_float, parse_int
 from triage_tui.domain.text import mask_url
 from triage_tui.errors import ConfigError, UsageError
 from triage_tui.services.imap import Secret
@@ -127,13 +129,14 @@ SPECS: tuple[Spec, ...] = (
          "oauth2_token_command"),
     Spec("imap.oauth2_mechanism", "choice", "XOAUTH2", "TRIAGE_OAUTH2_MECHANISM", "--oauth2-mechanism",
          "oauth2_mechanism", choices=("XOAUTH2", "OAUTHBEARER")),
-    Spec("imap.secret_command_timeout", "float", 30.0, "TRIAGE_SECRET_COMMAND_TIMEOUT", minimum=0.1),
+    Spec("imap.secret_command_timeout", "float", 30.0, "TRIAGE_SECRET_COMMAND_TIMEOUT", minimum=0.1, maximum=3600),
     Spec("imap.ca_file", "path", None, "TRIAGE_IMAP_CA_FILE", "--ca-file", "ca_file"),
     Spec("imap.insecure_skip_verify", "bool", False, "TRIAGE_IMAP_INSECURE_SKIP_VERIFY", "--insecure-skip-verify",
          "insecure_skip_verify"),
     Spec("imap.require_tls", "bool", True, "TRIAGE_REQUIRE_TLS", "--allow-plaintext", "allow_plaintext",
          invert=True),
-    Spec("imap.timeout", "float", 30.0, "TRIAGE_IMAP_TIMEOUT", "--timeout", "imap_timeout", minimum=0.1),
+    Spec("imap.timeout", "float", 30.0, "TRIAGE_IMAP_TIMEOUT", "--timeout", "imap_timeout", minimum=0.1,
+         maximum=3600),
     # GitLab semantics and import
     Spec("gitlab.address", "str", None, "TRIAGE_ADDRESS", "--address", "address"),
     Spec("gitlab.host", "str", None, "TRIAGE_GITLAB_HOST", "--gitlab-host", "gitlab_host_global",
@@ -147,7 +150,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("gitlab.mailbox_source", "choice", None, "TRIAGE_MAILBOX_SOURCE", "--mailbox-source", "mailbox_source",
          choices=("incoming", "service_desk")),
     # what mail_room does with the mailbox (imported; settable for hosts whose files you lack)
-    Spec("mail_room.idle_timeout", "int", 60, minimum=1),
+    Spec("mail_room.idle_timeout", "int", 60, minimum=1, maximum=86400),
     Spec("mail_room.delete_after_delivery", "bool", True),
     Spec("mail_room.expunge_deleted", "bool", False),
     Spec("mail_room.inbox_method", "choice", "imap", choices=("imap", "microsoft_graph")),
@@ -164,9 +167,10 @@ SPECS: tuple[Spec, ...] = (
     Spec("triage.bot_subjects", "regexlist", ()),
     Spec("triage.suspicious", "regexlist", ()),
     Spec("triage.read_only", "bool", False, "TRIAGE_READ_ONLY", "--read-only", "read_only"),
-    Spec("triage.chunk", "int", 1000, None, "--chunk", "chunk", minimum=1),
-    Spec("triage.max_command_bytes", "int", 8192, None, "--max-command-bytes", "max_command_bytes", minimum=64),
-    Spec("triage.pipeline", "int", 8, None, "--pipeline", "pipeline", minimum=1),
+    Spec("triage.chunk", "int", 1000, None, "--chunk", "chunk", minimum=1, maximum=100_000),
+    Spec("triage.max_command_bytes", "int", 8192, None, "--max-command-bytes", "max_command_bytes", minimum=64,
+         maximum=1_048_576),
+    Spec("triage.pipeline", "int", 8, None, "--pipeline", "pipeline", minimum=1, maximum=256),
     # UI
     Spec("tui.theme", "str", None, "TRIAGE_THEME", "--theme", "theme"),
     Spec("tui.mouse", "bool", True, None, "--no-mouse", "no_mouse", invert=True),
@@ -372,7 +376,7 @@ class ConfigFile:
         for key, value in body.items():
             kpath = (*path, key)
             if spec.type == "projects":
-                if not key.isdigit():
+                if not (key.isascii() and key.isdigit()) or len(key) > 18:
                     raise self.error(kpath, f"[{dotted}] {key!r}: keys are GitLab project ids (digits), e.g. "
                                      '278964 = "gitlab-org/gitlab"')
                 if not isinstance(value, str):
@@ -714,14 +718,14 @@ def _from_env(spec: Spec, raw: str) -> Any:
         raise ConfigError(f"{where}={raw!r}: expected one of {', '.join(_TRUE + _FALSE)}")
     if t == "int":
         try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"{where}={raw!r}: expected an integer") from None
+            return parse_int(raw, what=where)
+        except UsageError:
+            raise ConfigError(f"{where}={raw!r}: expected an integer (digits 0-9)") from None
     if t == "float":
         try:
-            return float(raw)
-        except ValueError:
-            raise ConfigError(f"{where}={raw!r}: expected a number") from None
+            return parse_float(raw, what=where)
+        except UsageError:
+            raise ConfigError(f"{where}={raw!r}: expected a finite number like 2.5 (digits 0-9, no exponent)") from None
     if t == "strlist":
         return [s.strip() for s in raw.split(",") if s.strip()]
     if t == "map":
@@ -831,6 +835,23 @@ class Settings:
         return v
 
 
+#: C0/C1 controls, bidi controls and invisible format characters (category Cf) have no place
+#: in a host name, a path, a command or a mailbox name: they hide what the value really is.
+_HIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069"
+                     r"\ufeff\ufff9-\ufffb\U000e0000-\U000e007f]")
+
+
+def _check_text(spec: Spec, value: str, where: str) -> None:
+    bad = _HIDDEN.search(value)
+    if bad is not None:
+        what = "" if spec.name in SENSITIVE else f" {ascii(value)[:80]}"
+        raise ConfigError(f"{spec.name}{what} ({where}): contains the invisible or control character "
+                          f"U+{ord(bad.group()):04X}: retype it")
+    if spec.name == "imap.host" and (not value.strip() or any(c.isspace() for c in value) or value.startswith("-")):
+        raise ConfigError(f"imap.host {ascii(value)[:80]} ({where}): not a host name (no spaces; e.g. "
+                          "imap.example.com, 10.0.0.5 or ::1)")
+
+
 def _validate_value(spec: Spec, value: Any, source: Source) -> Any:
     """Choices, ranges, ages and regexes; the error names where the bad value came from."""
     where = source.label
@@ -843,10 +864,17 @@ def _validate_value(spec: Spec, value: Any, source: Source) -> Any:
         if not match:
             raise ConfigError(f"{spec.name}{shown} ({where}): must be one of {', '.join(spec.choices)}")
         return match[0]
-    if spec.type in ("int", "float") and (
-            (spec.minimum is not None and value < spec.minimum) or (spec.maximum is not None and value > spec.maximum)):
-        rng = f"between {spec.minimum:g} and {spec.maximum:g}" if spec.maximum is not None else f">= {spec.minimum:g}"
-        raise ConfigError(f"{spec.name}{shown} ({where}): must be {rng}")
+    if spec.type in ("int", "float"):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ConfigError(f"{spec.name}{shown} ({where}): must be a finite number")
+        if spec.type == "int" and not isinstance(value, int):
+            raise ConfigError(f"{spec.name}{shown} ({where}): must be a whole number")
+        if (spec.minimum is not None and value < spec.minimum) or (spec.maximum is not None and value > spec.maximum):
+            rng = f"between {spec.minimum:g} and {spec.maximum:g}" if spec.maximum is not None else \
+                f">= {spec.minimum:g}"
+            raise ConfigError(f"{spec.name}{shown} ({where}): must be {rng}")
+    if spec.type in ("str", "path", "choice") and isinstance(value, str):
+        _check_text(spec, value, where)
     if spec.type == "age":
         try:
             parse_age(str(value))
@@ -856,14 +884,17 @@ def _validate_value(spec: Spec, value: Any, source: Source) -> Any:
         for p in value:
             try:
                 re.compile(p)
-            except re.error as e:
+            except (re.error, OverflowError, RecursionError, ValueError) as e:
                 raise ConfigError(f"{spec.name} ({where}): invalid regular expression {p!r}: {e}") from None
         return tuple(value)
     if spec.type == "strlist":
         for item in value:
             host, _, port = str(item).rpartition(":")
-            if spec.name == "redis.sentinels" and (not host or not port.isdigit()):
-                raise ConfigError(f"invalid Sentinel address {item!r} ({where}): expected HOST:PORT")
+            if spec.name == "redis.sentinels" and (
+                    not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535
+                    or _HIDDEN.search(host) or any(c.isspace() for c in host)):
+                raise ConfigError(f"invalid Sentinel address {ascii(str(item))[:80]} ({where}): expected HOST:PORT "
+                                  "with a port from 1 to 65535, e.g. sentinel1.example.com:26379")
         return list(value)
     if spec.type == "projects":
         return {int(k): str(v) for k, v in value.items()}
