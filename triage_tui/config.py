@@ -47,6 +47,7 @@ import platformdirs
 
 from triage_tui.domain.age import parse_age
 from triage_tui.domain.numbers import parse_float, parse_int
+from triage_tui.domain.redisurl import check_redis_url
 from triage_tui.domain.text import mask_url
 from triage_tui.errors import ConfigError, UsageError
 from triage_tui.services.imap import Secret
@@ -873,7 +874,12 @@ def _validate_value(spec: Spec, value: Any, source: Source) -> Any:
             rng = f"between {spec.minimum:g} and {spec.maximum:g}" if spec.maximum is not None else \
                 f">= {spec.minimum:g}"
             raise ConfigError(f"{spec.name}{shown} ({where}): must be {rng}")
-    if spec.type in ("str", "path", "choice") and isinstance(value, str):
+    if spec.name == "redis.url":
+        try:
+            check_redis_url(value)
+        except UsageError as e:
+            raise ConfigError(f"redis.url ({where}): {e}") from None
+    elif spec.type in ("str", "path", "choice") and isinstance(value, str):
         _check_text(spec, value, where)
     if spec.type == "age":
         try:

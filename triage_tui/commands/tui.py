@@ -56,6 +56,11 @@ def demo_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
+    keymap = ctx.keymap()
+    if keymap:  # an unknown id or key would silently do nothing: refuse it before connecting
+        from triage_tui.tui.keymap import check_keymap
+
+        check_keymap(keymap, str(ctx.settings.source("keymap")))
     if not sys.stdout.isatty() or not sys.stdin.isatty():
         raise UsageError("the UI needs a terminal; for scripts use a subcommand (triage-tui list --json, ...)")
     service = build_service(ctx)
