@@ -213,6 +213,15 @@ def journal_path() -> Path:
     return default_path()
 
 
+def _expand(path: str | Path) -> Path:
+    """``~`` and ``~user`` expanded; an unknown user is a config error, not a RuntimeError."""
+    try:
+        return Path(path).expanduser()
+    except (RuntimeError, KeyError):
+        raise ConfigError(f"cannot expand {ascii(str(path))[:80]}: no such user's home directory (give a full "
+                          "path)") from None
+
+
 def _nonempty(environ: Mapping[str, str], name: str) -> str | None:
     v = environ.get(name)
     return v if v not in (None, "") else None
@@ -222,10 +231,10 @@ def locate_config(args: Any, environ: Mapping[str, str]) -> tuple[Path, Source, 
     """(path, how it was chosen, whether it was asked for explicitly)."""
     flag = getattr(args, "config", None)
     if flag:
-        return Path(flag).expanduser(), Source.of("flag", "flag --config"), True
+        return _expand(flag), Source.of("flag", "flag --config"), True
     env = _nonempty(environ, "TRIAGE_CONFIG")
     if env:
-        return Path(env).expanduser(), Source.of("env", "env TRIAGE_CONFIG"), True
+        return _expand(env), Source.of("env", "env TRIAGE_CONFIG"), True
     return default_config_path(), DEFAULT, False
 
 
@@ -281,6 +290,28 @@ def toml_line(text: str, path: Iterable[str]) -> int:
     return best
 
 
+def read_regular_file(path: Path, what: str, limit: int) -> bytes:
+    """A regular file's bytes, at most ``limit`` of them: a directory, a FIFO (blocks forever),
+    a device (``/dev/zero`` never ends) or a huge file is a config error, not a hang."""
+    shown = ascii(str(path))[1:-1][:200]
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(f"{what} {shown} is not a regular file")
+            raw = f.read(limit + 1) or b""
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {shown} is a directory, not a file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {shown}: {e.strerror or e}") from None
+    except ValueError:
+        raise ConfigError(f"{what} {shown} is not a usable path") from None
+    if len(raw) > limit:
+        raise ConfigError(f"{what} {shown} is larger than {limit >> 20} MB: is it the right file?")
+    return raw
+
+
 def _type_name(v: Any) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
             dict: "a table"}.get(type(v), type(v).__name__)
@@ -297,10 +328,7 @@ class ConfigFile:
 
     @classmethod
     def load(cls, path: Path) -> ConfigFile:
-        try:
-            raw = path.read_bytes()
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+        raw = read_regular_file(path, "config file", 1 << 20)
         text = raw.decode("utf-8", "replace")
         try:
             data = tomllib.loads(text)
@@ -430,8 +458,8 @@ class ConfigFile:
                     spec = SECTIONS[section][key]
                     path = (*prefix, section, key)
                     if spec.type == "path":
-                        value = str((self.path.parent / Path(value).expanduser()).resolve()) \
-                            if not Path(value).expanduser().is_absolute() else str(Path(value).expanduser())
+                        value = str((self.path.parent / _expand(value)).resolve()) \
+                            if not _expand(value).is_absolute() else str(_expand(value))
                     out[spec.name] = (value, Source.of("file", f"file {self.where(*path)} [{'.'.join(path[:-1])}]"))
         return out
 
@@ -442,6 +470,8 @@ def _check_type(spec: Spec, value: Any, err: Callable[[str], ConfigError], label
     if t in ("str", "path", "age", "choice"):
         ok = isinstance(value, str)
         want = "a string"
+        if ok and t == "path" and ("\x00" in value or len(value) > 4096):
+            raise err(f"{label}: not a usable path ({ascii(value)[:60]})")
     elif t == "int":
         ok = isinstance(value, int) and not isinstance(value, bool)
         want = "an integer"
@@ -478,10 +508,7 @@ def _yaml_load(path: Path, what: str) -> Any:
     """Parse a GitLab YAML file; an ERB template is refused with the line of its first tag."""
     import yaml  # noqa: PLC0415 - only when a GitLab file is imported
 
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
+    text = read_regular_file(path, what, 16 << 20).decode("utf-8", "replace")
     for n, line in enumerate(text.splitlines(), 1):
         if "<%" in line and not line.lstrip().startswith("#"):
             raise ConfigError(
@@ -912,7 +939,13 @@ def resolve(args: Any, environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     cfg_path, cfg_src, explicit = locate_config(args, env)
     cfg: ConfigFile | None = None
-    if cfg_path.exists():
+    if "\x00" in str(cfg_path) or len(str(cfg_path)) > 4096:
+        raise ConfigError(f"config file path ({cfg_src.label}) is not a usable path: {ascii(str(cfg_path))[:80]}")
+    try:
+        exists = cfg_path.exists()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {ascii(str(cfg_path))[:80]} ({cfg_src.label}): {e.strerror}") from None
+    if exists:
         cfg = ConfigFile.load(cfg_path)
     elif explicit:
         raise ConfigError(f"config file {cfg_path} not found ({cfg_src.label})")
@@ -953,11 +986,11 @@ def resolve(args: Any, environ: Mapping[str, str] | None = None) -> Settings:
 
     # phase 1: which GitLab files, and which of their mailboxes
     imported: dict[str, ImportedMailbox] = {}
-    gitlab_path, _ = pick("gitlab.config")
-    gitlab_env, _ = pick("gitlab.env")
-    mail_room_path, _ = pick("gitlab.mail_room_config")
-    from_gitlab = load_gitlab_yml(Path(gitlab_path).expanduser(), str(gitlab_env)) if gitlab_path else {}
-    from_mail_room = load_mail_room_yml(Path(mail_room_path).expanduser()) if mail_room_path else {}
+    gitlab_path = _validate_value(BY_NAME["gitlab.config"], *pick("gitlab.config"))
+    gitlab_env = _validate_value(BY_NAME["gitlab.env"], *pick("gitlab.env"))
+    mail_room_path = _validate_value(BY_NAME["gitlab.mail_room_config"], *pick("gitlab.mail_room_config"))
+    from_gitlab = load_gitlab_yml(_expand(gitlab_path), str(gitlab_env)) if gitlab_path else {}
+    from_mail_room = load_mail_room_yml(_expand(mail_room_path)) if mail_room_path else {}
     if gitlab_path and not from_gitlab:
         raise ConfigError(f"{gitlab_path}: neither incoming_email nor service_desk_email is enabled (with an "
                           f"address) in {gitlab_env!r}")
@@ -1109,7 +1142,7 @@ def run_secret_command(command: str, *, what: str, source: Source, timeout: floa
 
 def read_password_file(path: str) -> Secret:
     """The first line of a file only its owner can read: anything looser is refused, with the fix."""
-    p = Path(path).expanduser()
+    p = _expand(path)
     try:
         st = p.stat()
     except OSError as e:

@@ -86,7 +86,7 @@ class FilterSyntaxError(UsageError):
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _SAFE_WORD = re.compile(r"[A-Za-z0-9@._+\-]{1,200}")
-_SIZE = re.compile(r"([0-9]{1,15}(?:\.[0-9]{1,9})?)\s*([kmg]?)i?b?", re.IGNORECASE | re.ASCII)
+_SIZE = re.compile(r"([0-9]{1,30}(?:\.[0-9]{1,9})?)\s*([kmg]?)i?b?", re.IGNORECASE | re.ASCII)
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _UIDSET = re.compile(r"[0-9]{1,10}(?:-[0-9]{1,10})?(?:,[0-9]{1,10}(?:-[0-9]{1,10})?)*", re.ASCII)
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
