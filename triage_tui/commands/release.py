@@ -47,9 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     wt = p.add_argument_group("watching the pickup")
     wt.add_argument("--wait", action="store_true",
                     help="watch until every targeted message left UNSEEN (exit 0), or report why not (exit 1)")
-    wt.add_argument("--timeout", type=float_arg(1, 86400), metavar="SECONDS",
+    wt.add_argument("--timeout", type=float_arg(0.1, 86400), metavar="SECONDS",
                     help="give up after SECONDS (default: last expiry + 10 poll cycles)")
-    wt.add_argument("--poll-cycle", type=float_arg(1, 86400), default=DEFAULT_POLL_CYCLE, metavar="SECONDS",
+    wt.add_argument("--poll-cycle", type=float_arg(0.1, 86400), default=DEFAULT_POLL_CYCLE, metavar="SECONDS",
                     help="mail_room's longest gap between polls, its idle_timeout (default 60): no re-claim "
                     "within two cycles after the keys are free means mail_room is not consuming")
     wt.add_argument("--interval", type=float_arg(0.1, 3600), default=2.0, metavar="SECONDS",
