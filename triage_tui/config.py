@@ -634,10 +634,12 @@ def _gitlab_mailbox(which: str, sec: dict[str, Any], where: str, path: Path) -> 
 
 
 def _int(v: Any, source: Source) -> int:
+    if isinstance(v, float) and not v.is_integer():  # also nan and inf (YAML .nan, 1e400)
+        raise ConfigError(f"{source.label.split(' ', 1)[1]}: expected an integer, got {v!r}")
     try:
-        return int(v)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source.label.split(' ', 1)[1]}: expected an integer, got {v!r}") from None
+        return int(v) if not isinstance(v, str) else parse_int(v, what="value")
+    except (TypeError, ValueError, OverflowError, UsageError):
+        raise ConfigError(f"{source.label.split(' ', 1)[1]}: expected an integer, got {str(v)[:40]!r}") from None
 
 
 _WORKERS = {"EmailReceiverWorker": "incoming", "ServiceDeskEmailReceiverWorker": "service_desk"}

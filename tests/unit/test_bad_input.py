@@ -157,14 +157,14 @@ def test_hostile_value_in_every_option(run, kind, path, option):  # type: ignore
 
 # -- environment variables and config file keys ----------------------------------------------------
 
-ENV_NAMES = [s.env for s in SPECS if s.env] + ["TRIAGE_CONFIG", "TRIAGE_PROFILE"]
+ENV_NAMES = [s.env for s in SPECS if s.env] + ["TRIAGE_CONFIG", "TRIAGE_PROFILE", "TRIAGE_VIEW"]
 ENV_VALUES = [v for v in HOSTILE if v and "\x00" not in v]  # the environment cannot hold NUL
 
 
 @pytest.mark.parametrize("name", ENV_NAMES)
 def test_hostile_environment_variable(run, name):  # type: ignore[no-untyped-def]
     check_all(run, [(argv, {**env, name: v}) for v in ENV_VALUES
-                    for argv, env in ((["config", "show"], {}), (["list"], SAFE_ENV))])
+                    for argv, env in ((["config", "show"], {}), (["list"], SAFE_ENV), (["tui"], SAFE_ENV))])
 
 
 TOML_VALUES = [json.dumps(v) for v in HOSTILE] + ["nan", "inf", "-inf", "-1", "0", "99999999999999", "1e400",
@@ -296,6 +296,7 @@ def test_good_values_pass_the_checks_and_reach_the_server(run, argv):  # type: i
     ({"TRIAGE_REDIS_URL": "redis://h/abc"}, "redis.url (env TRIAGE_REDIS_URL)"),
     ({"TRIAGE_REDIS_SENTINELS": "h:0"}, "port from 1 to 65535"),
     ({"TRIAGE_KEYMAP": '{"nope": "x"}'}, "unknown binding id"),
+    ({"TRIAGE_VIEW": "bogus"}, "TRIAGE_VIEW='bogus': expected one of unseen"),
 ])
 def test_bad_environment_values_name_the_variable(run, env, phrase):  # type: ignore[no-untyped-def]
     code, _out, err = run(["tui"], {**SAFE_ENV, **env})
@@ -319,3 +320,32 @@ def test_bad_config_file_values_are_config_errors(run, tmp_path: Path, body, phr
     cfg.write_text(body, encoding="utf-8")
     code, _out, err = run(["--config", str(cfg), "tui"], SAFE_ENV)
     assert code == 2 and err.count("\n") == 1 and phrase in err, err
+
+
+# -- GitLab's own files, with each scalar value replaced by a hostile one ------------------------------
+
+CONFIG_CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "config"
+YAML_VALUES = [".nan", ".inf", "-.inf", "1e400", "99999999999999999999", "-1", "0", '"٣"', '"\\e[2J"', "~", "[]",
+               "{}", "true", '"redis://h/abc"', '"http://x:1/0"', '"h:0"', "'a'", "!!binary aGk=", "&a 1", "*nope"]
+
+
+@pytest.mark.parametrize("name", ["gitlab.yml", "mail_room.yml"])
+def test_hostile_values_in_imported_gitlab_files(run, tmp_path: Path, name):  # type: ignore[no-untyped-def]
+    import re
+
+    lines = (CONFIG_CORPUS / name).read_text(encoding="utf-8").splitlines()
+    scalar = re.compile(r"^(\s*-?\s*:?[A-Za-z_]+:?\s*:\s+)(\S.*)$")
+    flag = "--gitlab-config" if name == "gitlab.yml" else "--mail-room-config"
+    cases = []
+    n = 0
+    for i, line in enumerate(lines):
+        m = scalar.match(line)
+        if not m or line.lstrip().startswith("#"):
+            continue
+        for v in YAML_VALUES:
+            n += 1
+            path = tmp_path / f"{n}.yml"
+            path.write_text("\n".join([*lines[:i], m.group(1) + v, *lines[i + 1:]]) + "\n", encoding="utf-8")
+            cases.append(([flag, str(path), "config", "show"], {}))
+    assert len(cases) > 200
+    check_all(run, cases)

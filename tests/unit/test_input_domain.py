@@ -203,3 +203,28 @@ def test_bad_redis_urls(url, phrase):  # type: ignore[no-untyped-def]
     with pytest.raises(UsageError) as e:
         check_redis_url(url)
     assert phrase in str(e.value) and "s3cret" not in str(e.value)
+
+
+# -- the filter under fuzz: only syntax errors, and a parsed filter always evaluates and pushes -------
+
+_PIECES = ["age", "size", "uid", "iid", "from", "msgid", "subject", "project", "kind", "is", "bot", ":", ">", "<",
+           "=", ">=", "<=", '"', "/", "(", ")", "!", "|", "&", " ", "or", "not", "2", "0", "99999999999", "4294967296",
+           "d", "w", "G", "K", "-", ",", ".", "*", "٣", "\x1b", "\u202e", "\\", "nan", "1e400", "[", "{", "x"]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=14))
+def test_filter_fuzz_raises_only_syntax_errors(pieces):  # type: ignore[no-untyped-def]
+    text = "".join(pieces)
+    try:
+        f = parse_filter(text)
+    except FilterSyntaxError as e:
+        assert str(e).startswith("filter syntax error at position ") and "\n" not in str(e)
+        return
+    crit = f.pushdown(NOW)
+    if crit:
+        for tok in crit.replace(":", " ").replace("(", " ").replace(")", " ").split():
+            if tok.isdigit():
+                assert int(tok) <= IMAP_MAX, (text, crit)
+    for m in (_msg(), _msg(uid=IMAP_MAX, size=IMAP_MAX, internaldate=NOW - timedelta(days=400), subject="=5 <x>")):
+        f.matches(m, NOW)
