@@ -22,6 +22,7 @@ from typing import Any
 from triage_tui import __version__
 from triage_tui.commands import COMMAND_MODULES
 from triage_tui.context import Context
+from triage_tui.domain.numbers import float_arg, int_arg
 from triage_tui.domain.redact import mask_urls_in, scrub_registered
 from triage_tui.domain.text import inert
 from triage_tui.errors import TriageError, UsageError
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "service_desk implies --mailbox-kind service_desk [TRIAGE_MAILBOX_SOURCE]")
     g = p.add_argument_group("connection (flags override TRIAGE_IMAP_* environment variables)")
     g.add_argument("--host", help="IMAP host [TRIAGE_IMAP_HOST]")
-    g.add_argument("--port", type=int, help="IMAP port (default 993 for ssl, 143 otherwise) [TRIAGE_IMAP_PORT]")
+    g.add_argument("--port", type=int_arg(1, 65535), help="IMAP port (default 993 for ssl, 143 otherwise) [TRIAGE_IMAP_PORT]")
     g.add_argument("--security", choices=("ssl", "starttls", "none"),
                    help="implicit TLS (default), STARTTLS (never downgraded), or none (loopback only "
                    "unless --allow-plaintext) [TRIAGE_IMAP_SECURITY]")
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not verify the server certificate (loud: a warning, the UI and the audit journal)")
     g.add_argument("--allow-plaintext", **_on(),  # type: ignore[arg-type]
                    help="allow --security none to a host that is not loopback (config: require_tls = false)")
-    g.add_argument("--timeout", dest="imap_timeout", type=float, metavar="SECONDS",
+    g.add_argument("--timeout", dest="imap_timeout", type=float_arg(0.1, 3600), metavar="SECONDS",
                    help="network timeout in seconds (default 30) [TRIAGE_IMAP_TIMEOUT]")
     t = p.add_argument_group("GitLab semantics")
     t.add_argument("--address",
@@ -117,10 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--read-only", **_on(),  # type: ignore[arg-type]
                    help="review mode: nothing on the server can change (every mutation is refused) [TRIAGE_READ_ONLY]")
     r.add_argument("--debug", action="store_true", help="log IMAP commands (credentials redacted) and show tracebacks")
-    r.add_argument("--chunk", type=int, metavar="N", help="at most N UIDs per IMAP command (default 1000)")
-    r.add_argument("--max-command-bytes", type=int, metavar="B",
+    r.add_argument("--chunk", type=int_arg(1, 100_000), metavar="N", help="at most N UIDs per IMAP command (default 1000)")
+    r.add_argument("--max-command-bytes", type=int_arg(64, 1_048_576), metavar="B",
                    help="at most B bytes of UID set per command (default 8192)")
-    r.add_argument("--pipeline", type=int, metavar="K", help="commands kept in flight (default 8)")
+    r.add_argument("--pipeline", type=int_arg(1, 256), metavar="K", help="commands kept in flight (default 8)")
     r.add_argument("--no-mouse", **_on(), help="TUI: do not enable mouse reporting")  # type: ignore[arg-type]
 
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

@@ -30,6 +30,7 @@ import difflib
 import functools
 import getpass
 import json
+import math
 import os
 import re
 import shlex
@@ -45,7 +46,9 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from triage_tui.domain.age import parse_age
+from triage_tui.domain.numbers import parse_float, parse_int
 from triage_tui.domain.redact import mask_host, mask_url
+from triage_tui.domain.redisurl import check_redis_url
 from triage_tui.errors import ConfigError, UsageError
 from triage_tui.services.imap import Secret
 
@@ -127,13 +130,14 @@ SPECS: tuple[Spec, ...] = (
          "oauth2_token_command"),
     Spec("imap.oauth2_mechanism", "choice", "XOAUTH2", "TRIAGE_OAUTH2_MECHANISM", "--oauth2-mechanism",
          "oauth2_mechanism", choices=("XOAUTH2", "OAUTHBEARER")),
-    Spec("imap.secret_command_timeout", "float", 30.0, "TRIAGE_SECRET_COMMAND_TIMEOUT", minimum=0.1),
+    Spec("imap.secret_command_timeout", "float", 30.0, "TRIAGE_SECRET_COMMAND_TIMEOUT", minimum=0.1, maximum=3600),
     Spec("imap.ca_file", "path", None, "TRIAGE_IMAP_CA_FILE", "--ca-file", "ca_file"),
     Spec("imap.insecure_skip_verify", "bool", False, "TRIAGE_IMAP_INSECURE_SKIP_VERIFY", "--insecure-skip-verify",
          "insecure_skip_verify"),
     Spec("imap.require_tls", "bool", True, "TRIAGE_REQUIRE_TLS", "--allow-plaintext", "allow_plaintext",
          invert=True),
-    Spec("imap.timeout", "float", 30.0, "TRIAGE_IMAP_TIMEOUT", "--timeout", "imap_timeout", minimum=0.1),
+    Spec("imap.timeout", "float", 30.0, "TRIAGE_IMAP_TIMEOUT", "--timeout", "imap_timeout", minimum=0.1,
+         maximum=3600),
     # GitLab semantics and import
     Spec("gitlab.address", "str", None, "TRIAGE_ADDRESS", "--address", "address"),
     Spec("gitlab.host", "str", None, "TRIAGE_GITLAB_HOST", "--gitlab-host", "gitlab_host_global",
@@ -147,7 +151,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("gitlab.mailbox_source", "choice", None, "TRIAGE_MAILBOX_SOURCE", "--mailbox-source", "mailbox_source",
          choices=("incoming", "service_desk")),
     # what mail_room does with the mailbox (imported; settable for hosts whose files you lack)
-    Spec("mail_room.idle_timeout", "int", 60, minimum=1),
+    Spec("mail_room.idle_timeout", "int", 60, minimum=1, maximum=86400),
     Spec("mail_room.delete_after_delivery", "bool", True),
     Spec("mail_room.expunge_deleted", "bool", False),
     Spec("mail_room.inbox_method", "choice", "imap", choices=("imap", "microsoft_graph")),
@@ -164,9 +168,10 @@ SPECS: tuple[Spec, ...] = (
     Spec("triage.bot_subjects", "regexlist", ()),
     Spec("triage.suspicious", "regexlist", ()),
     Spec("triage.read_only", "bool", False, "TRIAGE_READ_ONLY", "--read-only", "read_only"),
-    Spec("triage.chunk", "int", 1000, None, "--chunk", "chunk", minimum=1),
-    Spec("triage.max_command_bytes", "int", 8192, None, "--max-command-bytes", "max_command_bytes", minimum=64),
-    Spec("triage.pipeline", "int", 8, None, "--pipeline", "pipeline", minimum=1),
+    Spec("triage.chunk", "int", 1000, None, "--chunk", "chunk", minimum=1, maximum=100_000),
+    Spec("triage.max_command_bytes", "int", 8192, None, "--max-command-bytes", "max_command_bytes", minimum=64,
+         maximum=1_048_576),
+    Spec("triage.pipeline", "int", 8, None, "--pipeline", "pipeline", minimum=1, maximum=256),
     # UI
     Spec("tui.theme", "str", None, "TRIAGE_THEME", "--theme", "theme"),
     Spec("tui.mouse", "bool", True, None, "--no-mouse", "no_mouse", invert=True),
@@ -208,6 +213,15 @@ def journal_path() -> Path:
     return default_path()
 
 
+def _expand(path: str | Path) -> Path:
+    """``~`` and ``~user`` expanded; an unknown user is a config error, not a RuntimeError."""
+    try:
+        return Path(path).expanduser()
+    except (RuntimeError, KeyError):
+        raise ConfigError(f"cannot expand {ascii(str(path))[:80]}: no such user's home directory (give a full "
+                          "path)") from None
+
+
 def _nonempty(environ: Mapping[str, str], name: str) -> str | None:
     v = environ.get(name)
     return v if v not in (None, "") else None
@@ -217,10 +231,10 @@ def locate_config(args: Any, environ: Mapping[str, str]) -> tuple[Path, Source, 
     """(path, how it was chosen, whether it was asked for explicitly)."""
     flag = getattr(args, "config", None)
     if flag:
-        return Path(flag).expanduser(), Source.of("flag", "flag --config"), True
+        return _expand(flag), Source.of("flag", "flag --config"), True
     env = _nonempty(environ, "TRIAGE_CONFIG")
     if env:
-        return Path(env).expanduser(), Source.of("env", "env TRIAGE_CONFIG"), True
+        return _expand(env), Source.of("env", "env TRIAGE_CONFIG"), True
     return default_config_path(), DEFAULT, False
 
 
@@ -276,6 +290,28 @@ def toml_line(text: str, path: Iterable[str]) -> int:
     return best
 
 
+def read_regular_file(path: Path, what: str, limit: int) -> bytes:
+    """A regular file's bytes, at most ``limit`` of them: a directory, a FIFO (blocks forever),
+    a device (``/dev/zero`` never ends) or a huge file is a config error, not a hang."""
+    shown = ascii(str(path))[1:-1][:200]
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(f"{what} {shown} is not a regular file")
+            raw = f.read(limit + 1) or b""
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {shown} is a directory, not a file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {shown}: {e.strerror or e}") from None
+    except ValueError:
+        raise ConfigError(f"{what} {shown} is not a usable path") from None
+    if len(raw) > limit:
+        raise ConfigError(f"{what} {shown} is larger than {limit >> 20} MB: is it the right file?")
+    return raw
+
+
 def _type_name(v: Any) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
             dict: "a table"}.get(type(v), type(v).__name__)
@@ -292,10 +328,7 @@ class ConfigFile:
 
     @classmethod
     def load(cls, path: Path) -> ConfigFile:
-        try:
-            raw = path.read_bytes()
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+        raw = read_regular_file(path, "config file", 1 << 20)
         text = raw.decode("utf-8", "replace")
         try:
             data = tomllib.loads(text)
@@ -372,7 +405,7 @@ class ConfigFile:
         for key, value in body.items():
             kpath = (*path, key)
             if spec.type == "projects":
-                if not key.isdigit():
+                if not (key.isascii() and key.isdigit()) or len(key) > 18:
                     raise self.error(kpath, f"[{dotted}] {key!r}: keys are GitLab project ids (digits), e.g. "
                                      '278964 = "gitlab-org/gitlab"')
                 if not isinstance(value, str):
@@ -425,8 +458,8 @@ class ConfigFile:
                     spec = SECTIONS[section][key]
                     path = (*prefix, section, key)
                     if spec.type == "path":
-                        value = str((self.path.parent / Path(value).expanduser()).resolve()) \
-                            if not Path(value).expanduser().is_absolute() else str(Path(value).expanduser())
+                        value = str((self.path.parent / _expand(value)).resolve()) \
+                            if not _expand(value).is_absolute() else str(_expand(value))
                     out[spec.name] = (value, Source.of("file", f"file {self.where(*path)} [{'.'.join(path[:-1])}]"))
         return out
 
@@ -437,6 +470,8 @@ def _check_type(spec: Spec, value: Any, err: Callable[[str], ConfigError], label
     if t in ("str", "path", "age", "choice"):
         ok = isinstance(value, str)
         want = "a string"
+        if ok and t == "path" and ("\x00" in value or len(value) > 4096):
+            raise err(f"{label}: not a usable path ({ascii(value)[:60]})")
     elif t == "int":
         ok = isinstance(value, int) and not isinstance(value, bool)
         want = "an integer"
@@ -473,10 +508,7 @@ def _yaml_load(path: Path, what: str) -> Any:
     """Parse a GitLab YAML file; an ERB template is refused with the line of its first tag."""
     import yaml  # noqa: PLC0415 - only when a GitLab file is imported
 
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
+    text = read_regular_file(path, what, 16 << 20).decode("utf-8", "replace")
     for n, line in enumerate(text.splitlines(), 1):
         if "<%" in line and not line.lstrip().startswith("#"):
             raise ConfigError(
@@ -606,10 +638,12 @@ def _gitlab_mailbox(which: str, sec: dict[str, Any], where: str, path: Path) -> 
 
 
 def _int(v: Any, source: Source) -> int:
+    if isinstance(v, float) and not v.is_integer():  # also nan and inf (YAML .nan, 1e400)
+        raise ConfigError(f"{source.label.split(' ', 1)[1]}: expected an integer, got {v!r}")
     try:
-        return int(v)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source.label.split(' ', 1)[1]}: expected an integer, got {v!r}") from None
+        return int(v) if not isinstance(v, str) else parse_int(v, what="value")
+    except (TypeError, ValueError, OverflowError, UsageError):
+        raise ConfigError(f"{source.label.split(' ', 1)[1]}: expected an integer, got {str(v)[:40]!r}") from None
 
 
 _WORKERS = {"EmailReceiverWorker": "incoming", "ServiceDeskEmailReceiverWorker": "service_desk"}
@@ -718,14 +752,14 @@ def _from_env(spec: Spec, raw: str) -> Any:
         raise ConfigError(f"{where}={raw!r}: expected one of {', '.join(_TRUE + _FALSE)}")
     if t == "int":
         try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"{where}={raw!r}: expected an integer") from None
+            return parse_int(raw, what=where)
+        except UsageError:
+            raise ConfigError(f"{where}={raw!r}: expected an integer (digits 0-9)") from None
     if t == "float":
         try:
-            return float(raw)
-        except ValueError:
-            raise ConfigError(f"{where}={raw!r}: expected a number") from None
+            return parse_float(raw, what=where)
+        except UsageError:
+            raise ConfigError(f"{where}={raw!r}: expected a finite number like 2.5 (digits 0-9, no exponent)") from None
     if t == "strlist":
         return [s.strip() for s in raw.split(",") if s.strip()]
     if t == "map":
@@ -857,6 +891,23 @@ _MASKED: dict[str, Callable[[Any], Any]] = {
 }
 
 
+#: C0/C1 controls, bidi controls and invisible format characters (category Cf) have no place
+#: in a host name, a path, a command or a mailbox name: they hide what the value really is.
+_HIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069"
+                     r"\ufeff\ufff9-\ufffb\U000e0000-\U000e007f]")
+
+
+def _check_text(spec: Spec, value: str, where: str) -> None:
+    bad = _HIDDEN.search(value)
+    if bad is not None:
+        what = "" if spec.name in SENSITIVE else f" {ascii(value)[:80]}"
+        raise ConfigError(f"{spec.name}{what} ({where}): contains the invisible or control character "
+                          f"U+{ord(bad.group()):04X}: retype it")
+    if spec.name == "imap.host" and (not value.strip() or any(c.isspace() for c in value) or value.startswith("-")):
+        raise ConfigError(f"imap.host {ascii(value)[:80]} ({where}): not a host name (no spaces; e.g. "
+                          "imap.example.com, 10.0.0.5 or ::1)")
+
+
 def _validate_value(spec: Spec, value: Any, source: Source) -> Any:
     """Choices, ranges, ages and regexes; the error names where the bad value came from."""
     where = source.label
@@ -869,10 +920,22 @@ def _validate_value(spec: Spec, value: Any, source: Source) -> Any:
         if not match:
             raise ConfigError(f"{spec.name}{shown} ({where}): must be one of {', '.join(spec.choices)}")
         return match[0]
-    if spec.type in ("int", "float") and (
-            (spec.minimum is not None and value < spec.minimum) or (spec.maximum is not None and value > spec.maximum)):
-        rng = f"between {spec.minimum:g} and {spec.maximum:g}" if spec.maximum is not None else f">= {spec.minimum:g}"
-        raise ConfigError(f"{spec.name}{shown} ({where}): must be {rng}")
+    if spec.type in ("int", "float"):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ConfigError(f"{spec.name}{shown} ({where}): must be a finite number")
+        if spec.type == "int" and not isinstance(value, int):
+            raise ConfigError(f"{spec.name}{shown} ({where}): must be a whole number")
+        if (spec.minimum is not None and value < spec.minimum) or (spec.maximum is not None and value > spec.maximum):
+            rng = f"between {spec.minimum:g} and {spec.maximum:g}" if spec.maximum is not None else \
+                f">= {spec.minimum:g}"
+            raise ConfigError(f"{spec.name}{shown} ({where}): must be {rng}")
+    if spec.name == "redis.url":
+        try:
+            check_redis_url(value)
+        except UsageError as e:
+            raise ConfigError(f"redis.url ({where}): {e}") from None
+    elif spec.type in ("str", "path", "choice") and isinstance(value, str):
+        _check_text(spec, value, where)
     if spec.type == "age":
         try:
             parse_age(str(value))
@@ -882,13 +945,18 @@ def _validate_value(spec: Spec, value: Any, source: Source) -> Any:
         for p in value:
             try:
                 re.compile(p)
-            except re.error as e:
+            except (re.error, OverflowError, RecursionError, ValueError) as e:
                 raise ConfigError(f"{spec.name} ({where}): invalid regular expression {p!r}: {e}") from None
         return tuple(value)
     if spec.type == "strlist":
         for item in value:
             host, _, port = str(item).rpartition(":")
-            if spec.name == "redis.sentinels" and (not host or not port.isdigit() or mask_host(host) != host):
+            if spec.name == "redis.sentinels" and (
+                    not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535
+                    or _HIDDEN.search(host) or any(c.isspace() for c in host)):
+                raise ConfigError(f"invalid Sentinel address {ascii(mask_host(str(item)))[:80]} ({where}): expected "
+                                  "HOST:PORT with a port from 1 to 65535, e.g. sentinel1.example.com:26379")
+            if spec.name == "redis.sentinels" and mask_host(host) != host:
                 raise ConfigError(f"invalid Sentinel address {mask_host(str(item))!r} ({where}): expected HOST:PORT "
                                   "(the Sentinel password goes in redis.sentinel_password, not in the address)")
         return list(value)
@@ -902,7 +970,13 @@ def resolve(args: Any, environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     cfg_path, cfg_src, explicit = locate_config(args, env)
     cfg: ConfigFile | None = None
-    if cfg_path.exists():
+    if "\x00" in str(cfg_path) or len(str(cfg_path)) > 4096:
+        raise ConfigError(f"config file path ({cfg_src.label}) is not a usable path: {ascii(str(cfg_path))[:80]}")
+    try:
+        exists = cfg_path.exists()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {ascii(str(cfg_path))[:80]} ({cfg_src.label}): {e.strerror}") from None
+    if exists:
         cfg = ConfigFile.load(cfg_path)
     elif explicit:
         raise ConfigError(f"config file {cfg_path} not found ({cfg_src.label})")
@@ -943,11 +1017,11 @@ def resolve(args: Any, environ: Mapping[str, str] | None = None) -> Settings:
 
     # phase 1: which GitLab files, and which of their mailboxes
     imported: dict[str, ImportedMailbox] = {}
-    gitlab_path, _ = pick("gitlab.config")
-    gitlab_env, _ = pick("gitlab.env")
-    mail_room_path, _ = pick("gitlab.mail_room_config")
-    from_gitlab = load_gitlab_yml(Path(gitlab_path).expanduser(), str(gitlab_env)) if gitlab_path else {}
-    from_mail_room = load_mail_room_yml(Path(mail_room_path).expanduser()) if mail_room_path else {}
+    gitlab_path = _validate_value(BY_NAME["gitlab.config"], *pick("gitlab.config"))
+    gitlab_env = _validate_value(BY_NAME["gitlab.env"], *pick("gitlab.env"))
+    mail_room_path = _validate_value(BY_NAME["gitlab.mail_room_config"], *pick("gitlab.mail_room_config"))
+    from_gitlab = load_gitlab_yml(_expand(gitlab_path), str(gitlab_env)) if gitlab_path else {}
+    from_mail_room = load_mail_room_yml(_expand(mail_room_path)) if mail_room_path else {}
     if gitlab_path and not from_gitlab:
         raise ConfigError(f"{gitlab_path}: neither incoming_email nor service_desk_email is enabled (with an "
                           f"address) in {gitlab_env!r}")
@@ -1133,7 +1207,7 @@ def read_password_file(path: str, *, what: str = "password file") -> Secret:
     """The first line of a regular file only its owner can read: anything looser is refused, with
     the fix. A FIFO, socket, device or directory is refused before it is opened (a FIFO would
     block forever), and the file is opened non-blocking and checked again once open."""
-    p = Path(path).expanduser()
+    p = _expand(path)
     try:
         st = p.stat()
     except OSError as e:

@@ -158,7 +158,7 @@ def test_the_ui_needs_a_terminal(tmp_path: Path) -> None:
 
 def test_size_is_checked(tmp_path: Path) -> None:
     r = _cli(_clean_env(tmp_path / "state"), "demo", "--print-env", "--size", "5")
-    assert r.returncode == 2 and "--size must be between" in r.stderr
+    assert r.returncode == 2 and "--size" in r.stderr and "must be between 150 and" in r.stderr
 
 
 # -- the UI path, in-process --------------------------------------------------------------------

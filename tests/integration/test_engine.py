@@ -159,7 +159,7 @@ def test_mark_seen_exact_set_and_journal(mailbox, cli):  # type: ignore[no-untyp
 
 def test_mark_seen_older_than(mailbox, cli):  # type: ignore[no-untyped-def]
     mailbox.seed(backlog(10, now=time.time()))  # one per minute, ages 10m..1m (30 s either side of 330 s)
-    r = cli(["mark-seen", "--older-than", "330", "--yes"], env=mailbox.env())
+    r = cli(["mark-seen", "--older-than", "330s", "--yes"], env=mailbox.env())
     assert r.code == 0, r.err
     assert mailbox.search("SEEN") == [1, 2, 3, 4, 5]
 

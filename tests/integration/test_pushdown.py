@@ -47,3 +47,52 @@ def test_pushdown_agrees_with_local_evaluation(varied, cli, query):  # type: ign
     a = sorted(json.loads(line)["uid"] for line in pushed.lines)
     b = sorted(json.loads(line)["uid"] for line in local.lines)
     assert a == b, (query, set(a) ^ set(b))
+
+
+# -- quoted values that begin with <, > or = are text, not comparisons (issue 11) ---------------
+
+QUOTED = [
+    # (query, UIDs it must select among the four messages below, 1-based)
+    ('msgid:"<quoted-1@example.org>"', [1]),
+    ('subject:"=5"', [2]),
+    ('from:">x"', [3]),
+    ('subject:"<=>"', [4]),
+    ('subject:">"', [3, 4]),
+    ('!subject:"=5"', [1, 3, 4]),
+    ('subject:"=5" or msgid:"<quoted-1@"', [1, 2]),
+]
+
+
+@pytest.fixture
+def quoted(mailbox):  # type: ignore[no-untyped-def]
+    now = time.time()
+    specs = [
+        ("plain subject", "Alice <alice@example.org>", "<quoted-1@example.org>"),
+        ("price =5 today", "Bob <bob@example.net>", "<quoted-2@example.org>"),
+        ("arrow > here", '">x" <gt@example.net>', "<quoted-3@example.org>"),
+        ("odd <=> and > signs", "Carol <carol@example.net>", "<quoted-4@example.org>"),
+    ]
+    mailbox.seed([(message(subject=s, from_=f, message_id=m, date=now - 3600), now - 3600, "")
+                  for s, f, m in specs])
+    return mailbox
+
+
+@pytest.mark.parametrize(("query", "expected"), QUOTED)
+def test_quoted_operator_characters_are_text_locally_and_pushed_down(quoted, cli, query, expected):  # type: ignore[no-untyped-def]
+    pushed = cli(["list", "--json", "--filter", query], env=quoted.env())
+    local = cli(["list", "--json", "--filter", query, "--no-pushdown"], env=quoted.env())
+    assert pushed.code == 0 and local.code == 0, (pushed.err, local.err)
+    a = sorted(json.loads(line)["uid"] for line in pushed.lines)
+    b = sorted(json.loads(line)["uid"] for line in local.lines)
+    assert a == b == expected, (query, a, b)
+
+
+@pytest.mark.parametrize("query", ["size<=4095M", "size<4294967295", "uid<=4294967295", "uid>4294967294", "uid>=1",
+                                   "uid:1-4294967295", "age<36500d", "!size>=4294967295"])
+def test_pushdown_at_the_edges_of_imaps_numbers(varied, cli, query):  # type: ignore[no-untyped-def]
+    """LARGER/SMALLER/UID take 32-bit numbers: the edge values either push a valid criterion or
+    none, and always agree with the local evaluation (never a BAD from the server)."""
+    pushed = cli(["list", "--json", "--filter", query], env=varied.env())
+    local = cli(["list", "--json", "--filter", query, "--no-pushdown"], env=varied.env())
+    assert pushed.code == 0 and local.code == 0, (pushed.err, local.err)
+    assert sorted(json.loads(x)["uid"] for x in pushed.lines) == sorted(json.loads(x)["uid"] for x in local.lines)

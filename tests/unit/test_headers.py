@@ -37,9 +37,10 @@ def test_ages():
     assert parse_age("90m").total_seconds() == 5400
     assert parse_age("36h").total_seconds() == 36 * 3600
     assert parse_age("2d").days == 2 and parse_age("1w").days == 7
-    assert parse_age("45").total_seconds() == 45
-    with pytest.raises(UsageError):
-        parse_age("soon")
+    assert parse_age("45s").total_seconds() == 45
+    for bad in ("soon", "45"):  # a bare number has no unit: refused (it used to mean seconds)
+        with pytest.raises(UsageError):
+            parse_age(bad)
     assert format_age(59) == "59s" and format_age(3 * 86400) == "3d" and format_age(20 * 86400) == "2w"
 
 

@@ -14,16 +14,47 @@ from typing import Any
 from triage_tui.domain import uidset
 from triage_tui.domain.age import parse_age
 from triage_tui.domain.model import Message, View
+from triage_tui.domain.numbers import IMAP_MAX, int_arg
 from triage_tui.errors import UidValidityChanged, UsageError
+
+
+def _checked(check: Any, name: str) -> Any:
+    """An argparse type that validates a value while the command line is parsed (so a bad one is
+    refused before any connection) and keeps the text as given."""
+    def convert(text: str) -> str:
+        try:
+            check(text)
+        except UsageError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return text
+
+    convert.__name__ = name
+    return convert
+
+
+def _check_uids(text: str) -> None:
+    if not text.strip():
+        raise UsageError("empty UID set: give UIDs like 1:500,502 (as listed)")
+    uidset.parse_ranges(text)
+
+
+def _check_filter(text: str) -> None:
+    if text.strip():
+        compile_filter(text)
+
+
+uids_arg = _checked(_check_uids, "UID set")
+age_arg = _checked(parse_age, "age")
+filter_arg = _checked(_check_filter, "filter")
 
 
 def add_selector_args(p: argparse.ArgumentParser, *, allow_all: bool = True) -> None:
     g = p.add_argument_group("selection (combined with AND)")
-    g.add_argument("--uids", metavar="SET", help="UIDs like 1:500,502 (as listed)")
-    g.add_argument("--uidvalidity", type=int, metavar="N",
+    g.add_argument("--uids", metavar="SET", type=uids_arg, help="UIDs like 1:500,502 (as listed)")
+    g.add_argument("--uidvalidity", type=int_arg(1, IMAP_MAX), metavar="N",
                    help="the UIDVALIDITY the UIDs were listed under; refused if the mailbox changed since")
-    g.add_argument("--older-than", metavar="AGE", help="INTERNALDATE older than AGE (90m, 36h, 2d, 1w)")
-    g.add_argument("--filter", metavar="QUERY", help="filter language query (see `triage-tui list --help-filter`)")
+    g.add_argument("--older-than", metavar="AGE", type=age_arg, help="INTERNALDATE older than AGE (90m, 36h, 2d, 1w)")
+    g.add_argument("--filter", metavar="QUERY", type=filter_arg, help="filter language query (see `triage-tui list --help-filter`)")
     g.add_argument("--stale", action="store_true", help="only stale messages (older than --stale-after)")
     g.add_argument("--bots", action="store_true", help="only bot mail (auto-replies, bounces, noreply, bulk)")
     if allow_all:
@@ -49,19 +80,20 @@ def resolve(args: argparse.Namespace, ctx: Any, view: View, *, require: bool = T
     any_selector = any(getattr(args, k, None) for k in ("uids", "older_than", "filter", "stale", "bots", "all"))
     if require and not any_selector:
         raise UsageError("say what to act on: --uids, --older-than, --filter, --stale, --bots or --all")
-    svc = ctx.service()
+    # every local check before the connection: a typo costs no login
     flt = compile_filter(getattr(args, "filter", None))
     age = parse_age(args.older_than) if getattr(args, "older_than", None) else None
-    explicit = uidset.parse(args.uids) if getattr(args, "uids", None) else None
+    explicit = uidset.parse_ranges(args.uids) if getattr(args, "uids", None) else None
+    svc = ctx.service()
     narrow = flt.pushdown(datetime.now(UTC)) if flt is not None else None
     uidvalidity, found = svc.search(view, narrow)
     if args.uidvalidity is not None and args.uidvalidity != uidvalidity:
         raise UidValidityChanged(f"UIDVALIDITY is {uidvalidity}, not {args.uidvalidity}: the mailbox changed "
                                  "since those UIDs were listed; list again")
     if explicit is not None:
-        wanted = set(explicit)
-        candidates = [u for u in found if u in wanted]
-        missing = len(wanted) - len(candidates)
+        # membership by ranges: a set is never expanded (1:10000000 is two numbers, not 10M)
+        candidates = [u for u in found if uidset.contains(explicit, u)]
+        missing = sum(hi - lo + 1 for lo, hi in explicit) - len(candidates)
         if missing:
             ctx.note(f"note: {missing} of the given UIDs are not in the {view.value} view (gone or already changed)")
     else:

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from triage_tui.domain.age import format_age, parse_age
+from triage_tui.domain.numbers import float_arg
 from triage_tui.errors import AuthenticationFailed, ConnectionFailed, MailboxMissing, Refused, TriageError
 from triage_tui.services.imap import ConnectionSettings, ImapSession, is_loopback, make_ssl_context
 
@@ -70,7 +71,7 @@ class Step:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object: {ok, steps: [...]}, for monitoring")
-    p.add_argument("--observe", type=float, default=10.0, metavar="SECONDS",
+    p.add_argument("--observe", type=float_arg(0, 3600), default=10.0, metavar="SECONDS",
                    help="watch this long whether mail_room consumes (default 10; 0 skips the step)")
 
 

@@ -44,15 +44,16 @@ PASSWORD_ENV = "TRIAGE_DEMO_IMAP_PASSWORD"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from triage_tui.demo.backlog import DEFAULT_SEED, DEFAULT_SIZE, MAX_SIZE, MIN_SIZE
+    from triage_tui.domain.numbers import int_arg
 
     # dest names differ from the global options': argparse lets a subparser's defaults overwrite
     # what the main parser already set (e.g. a global --read-only)
     p.add_argument("--read-only", dest="demo_read_only", action="store_true",
                    help="review mode: every change is refused (same as the global --read-only)")
-    p.add_argument("--size", dest="demo_size", type=int, default=DEFAULT_SIZE, metavar="N",
+    p.add_argument("--size", dest="demo_size", type=int_arg(MIN_SIZE, MAX_SIZE), default=DEFAULT_SIZE, metavar="N",
                    help=f"messages in the backlog ({MIN_SIZE}-{MAX_SIZE}, default {DEFAULT_SIZE}; "
                    "loading takes about 1 s per 1,000)")
-    p.add_argument("--seed", dest="demo_seed", type=int, default=DEFAULT_SEED, metavar="N",
+    p.add_argument("--seed", dest="demo_seed", type=int_arg(0, 2**63 - 1), default=DEFAULT_SEED, metavar="N",
                    help="another seed gives another (equally realistic) backlog")
     p.add_argument("--keep-running-consumer", dest="demo_consumer_running", action="store_true",
                    help="start the mail_room stand-in at once and keep it running (default: down, as in "

@@ -7,11 +7,12 @@ import shutil
 from datetime import UTC, datetime
 from typing import Any
 
-from triage_tui.commands._select import compile_filter
+from triage_tui.commands._select import compile_filter, filter_arg
 from triage_tui.domain.age import format_age
 from triage_tui.domain.classify import mark_duplicates
 from triage_tui.domain.headers import impersonated_address
 from triage_tui.domain.model import Message, View
+from triage_tui.domain.numbers import int_arg
 from triage_tui.domain.text import inert
 
 NAME = "list"
@@ -22,12 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--view", choices=[v.value for v in View], default=View.UNSEEN.value,
                    help="unseen (default): waiting for mail_room; seen-stuck: \\Seen but not \\Deleted "
                    "(a crashed mail_room's leftovers); deleted: awaiting expunge")
-    p.add_argument("--filter", metavar="QUERY", help="only messages matching the filter language query")
+    p.add_argument("--filter", metavar="QUERY", type=filter_arg, help="only messages matching the filter language query")
     p.add_argument("--help-filter", action=_FilterHelp, help="explain the filter language and exit")
     p.add_argument("--no-pushdown", action="store_true",
                    help="evaluate the filter only locally (by default the server pre-selects a superset)")
     p.add_argument("--json", action="store_true", help="one JSON object per message per line")
-    p.add_argument("--limit", type=int, metavar="N", help="stop after N messages")
+    p.add_argument("--limit", type=int_arg(1, 100_000_000), metavar="N", help="stop after N messages")
 
 
 class _FilterHelp(argparse.Action):

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from triage_tui.domain import uidset
+from triage_tui.domain.numbers import int_arg
 from triage_tui.domain.text import inert
 from triage_tui.errors import UsageError
 from triage_tui.services.locks import COUNTER_NOTE, STATES, ttl_distribution
@@ -18,7 +19,7 @@ DESCRIPTION = (HELP + ". Every key under --key-prefix is read with SCAN and clas
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON document: summary, warnings and every key")
-    p.add_argument("--limit", type=int, default=50, metavar="N",
+    p.add_argument("--limit", type=int_arg(0, 100_000_000), default=50, metavar="N",
                    help="text output: list at most N keys, stuck ones first (default 50; 0 for all)")
 
 

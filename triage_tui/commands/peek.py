@@ -7,15 +7,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from triage_tui.domain.headers import bytes_to_text
+from triage_tui.domain.numbers import parse_uid, uid_arg
 from triage_tui.domain.text import inert
-from triage_tui.errors import UsageError
 
 NAME = "peek"
 HELP = "show a message's full header and its analysis without changing any flag"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("uid", help="the message UID")
+    p.add_argument("uid", type=uid_arg(), help="the message UID (1 to 4294967295, as listed)")
     p.add_argument("--json", action="store_true", help="structured output")
 
 
@@ -28,10 +28,7 @@ def _analysis(ctx: Any, peek: Any) -> Any:
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
-    try:
-        uid = int(args.uid)
-    except ValueError:
-        raise UsageError(f"UID must be a number, not {args.uid!r}") from None
+    uid = parse_uid(args.uid)
     peek = ctx.service().peek(uid)
     analysis = _analysis(ctx, peek)
     if args.json:

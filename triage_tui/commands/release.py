@@ -16,6 +16,7 @@ from triage_tui.commands._select import add_plan_args, add_selector_args, resolv
 from triage_tui.commands.locks import require_locks
 from triage_tui.domain import uidset
 from triage_tui.domain.model import View
+from triage_tui.domain.numbers import float_arg, int_arg
 from triage_tui.services.locks import ACTION, DEFAULT_POLL_CYCLE, MAIL_ROOM_TTL, WatchStatus
 
 NAME = "release"
@@ -30,15 +31,15 @@ DESCRIPTION = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_selector_args(p)
     a = p.add_argument_group("action").add_mutually_exclusive_group()
-    a.add_argument("--ttl", type=int, metavar="SECONDS",
+    a.add_argument("--ttl", type=int_arg(0, 86400), metavar="SECONDS",
                    help="shorten each key's TTL to SECONDS (never lengthens one; 0 = delete now)")
     a.add_argument("--now", action="store_true", help="delete the keys now (the default; same as --ttl 0)")
     a.add_argument("--natural", action="store_true",
                    help="touch nothing in Redis: count down to the keys' natural expiry (use with --wait)")
     w = p.add_argument_group("waves (the runbook's 'start one instance, wait, then the others')")
-    w.add_argument("--waves", type=int, default=1, metavar="N",
+    w.add_argument("--waves", type=int_arg(1, 100), default=1, metavar="N",
                    help="split the keys into N waves, oldest UIDs first; wave i gets TTL + i*interval (default 1)")
-    w.add_argument("--wave-interval", type=float, default=30.0, metavar="SECONDS",
+    w.add_argument("--wave-interval", type=float_arg(0.1, 3600), default=30.0, metavar="SECONDS",
                    help="seconds between waves (default 30)")
     p.add_argument("--mark-unseen", action="store_true",
                    help="the combined step for seen-stuck messages: select among \\Seen, not \\Deleted messages, "
@@ -46,12 +47,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     wt = p.add_argument_group("watching the pickup")
     wt.add_argument("--wait", action="store_true",
                     help="watch until every targeted message left UNSEEN (exit 0), or report why not (exit 1)")
-    wt.add_argument("--timeout", type=float, metavar="SECONDS",
+    wt.add_argument("--timeout", type=float_arg(0.1, 86400), metavar="SECONDS",
                     help="give up after SECONDS (default: last expiry + 10 poll cycles)")
-    wt.add_argument("--poll-cycle", type=float, default=DEFAULT_POLL_CYCLE, metavar="SECONDS",
+    wt.add_argument("--poll-cycle", type=float_arg(0.1, 86400), default=DEFAULT_POLL_CYCLE, metavar="SECONDS",
                     help="mail_room's longest gap between polls, its idle_timeout (default 60): no re-claim "
                     "within two cycles after the keys are free means mail_room is not consuming")
-    wt.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
+    wt.add_argument("--interval", type=float_arg(0.1, 3600), default=2.0, metavar="SECONDS",
                     help="how often to look (default 2)")
     add_plan_args(p)
 

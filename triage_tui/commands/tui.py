@@ -23,8 +23,11 @@ DESCRIPTION = (
 )
 
 
+VIEWS = ("unseen", "seen-stuck", "deleted")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--view", choices=("unseen", "seen-stuck", "deleted"), default=None,
+    p.add_argument("--view", choices=VIEWS, default=None,
                    help="view to open (default unseen) [TRIAGE_VIEW]")
     p.add_argument("--theme", default=None, metavar="NAME",
                    help="Textual theme, e.g. ansi-dark (uses the terminal's own palette) [TRIAGE_THEME]")
@@ -56,6 +59,14 @@ def demo_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
+    keymap = ctx.keymap()
+    if keymap:  # an unknown id or key would silently do nothing: refuse it before connecting
+        from triage_tui.tui.keymap import check_keymap
+
+        check_keymap(keymap, str(ctx.settings.source("keymap")))
+    env_view = os.environ.get("TRIAGE_VIEW")
+    if not getattr(args, "view", None) and env_view and env_view not in VIEWS:
+        raise UsageError(f"environment variable TRIAGE_VIEW={env_view[:40]!r}: expected one of {', '.join(VIEWS)}")
     if not sys.stdout.isatty() or not sys.stdin.isatty():
         raise UsageError("the UI needs a terminal; for scripts use a subcommand (triage-tui list --json, ...)")
     service = build_service(ctx)

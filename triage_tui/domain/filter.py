@@ -44,6 +44,7 @@ from datetime import UTC, date, datetime, timedelta
 from triage_tui.domain.age import parse_age
 from triage_tui.domain.keys import HANDLER_NAMES, KINDS
 from triage_tui.domain.model import Message
+from triage_tui.domain.numbers import IMAP_MAX
 from triage_tui.errors import UsageError
 
 FILTER_HELP = """\
@@ -85,9 +86,9 @@ class FilterSyntaxError(UsageError):
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _SAFE_WORD = re.compile(r"[A-Za-z0-9@._+\-]{1,200}")
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmg]?)i?b?", re.IGNORECASE)
+_SIZE = re.compile(r"([0-9]{1,30}(?:\.[0-9]{1,9})?)\s*([kmg]?)i?b?", re.IGNORECASE | re.ASCII)
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-_UIDSET = re.compile(r"\d{1,10}(?:-\d{1,10})?(?:,\d{1,10}(?:-\d{1,10})?)*")
+_UIDSET = re.compile(r"[0-9]{1,10}(?:-[0-9]{1,10})?(?:,[0-9]{1,10}(?:-[0-9]{1,10})?)*", re.ASCII)
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _MAX_TEXT = 4000  # text fields are cut to this before matching
 MAX_FILTER = 10_000
@@ -257,7 +258,8 @@ class Project(Node):
     regex: re.Pattern[str] | None = None
 
     def __post_init__(self) -> None:
-        self._id = int(self.value) if self.regex is None and self.value.isdigit() and len(self.value) < 20 else None
+        self._id = int(self.value) if self.regex is None and self.value.isascii() and self.value.isdigit() \
+            and len(self.value) < 20 else None
         self._match = _text_matcher(self.value, self.regex)
 
     def matches(self, msg: Message, now: datetime) -> bool:
@@ -311,6 +313,8 @@ class Size(Node):
 
     def push(self, now: datetime) -> Push:
         n = self.size
+        if n + 1 > IMAP_MAX:  # LARGER/SMALLER take 32-bit numbers: do not narrow at the edge
+            return None, False
         if self.op == ">":
             return f"LARGER {n}", True
         if self.op == ">=":
@@ -341,6 +345,10 @@ class Uid(Node):
         lo, hi = bounds[self.op]
         if lo < 1:
             lo = 1
+        if lo > IMAP_MAX:
+            return None, False  # no UID is that large: nothing to narrow with
+        if hi is not None and hi > IMAP_MAX:
+            hi = IMAP_MAX
         if hi is None:
             return f"UID {lo}:*", False  # n:* also matches the highest UID when it is below n
         if hi < lo:
@@ -618,7 +626,8 @@ class _Parser:
         if field not in FIELDS:
             raise self.error(tok.pos, f"unknown field {m.group(1)!r}: expected one of "
                              + ", ".join(f for f in FIELDS if f not in ("no-key", "no_key", "handler")))
-        if op == ":" and value[:2] in ("<=", ">=") or op == ":" and value[:1] in ("<", ">", "="):
+        # field:>5 means field>5, but quoted text is text: msgid:"<a@b>" is a Message-ID
+        if tok.value == "plain" and op == ":" and value[:1] in ("<", ">", "="):
             op2 = value[:2] if value[:2] in ("<=", ">=") else value[:1]
             op, value, vpos = op2, value[len(op2):], vpos + len(op2)
         if value == "" and tok.value == "plain":
@@ -630,7 +639,8 @@ class _Parser:
             return self.flag_term(field, op, value, vpos)
         if field in TEXT_FIELDS or field == "project":
             if op != ":" and op != "=":
-                raise self.error(vpos - len(op), f"expected ':' after {field!r} (text fields do not compare)")
+                raise self.error(vpos - len(op), f"expected ':' after {field!r} (text fields do not compare; "
+                                 f"to match text that begins with {op!r}, quote it: {field}:\"{op}{value}\")")
             regex = self.regex(value, vpos) if written == "regex" else None
             return Project(value, regex) if field == "project" else Text((field,), value, regex)
         if field in ("kind", "handler"):
@@ -643,17 +653,17 @@ class _Parser:
                 raise self.error(vpos - len(op), "expected <, >, <= or >= after 'age' (e.g. age>2d)")
             try:
                 secs = parse_age(value).total_seconds()
-            except (UsageError, OverflowError, ValueError):
-                raise self.error(vpos, f"expected an age like 90m, 36h, 2d or 1w, found {value!r}") from None
+            except UsageError as e:
+                raise self.error(vpos, f"expected an age like 90m, 36h, 2d or 1w: {e}") from None
             return Age(op, secs)
         if field == "size":
             m = _SIZE.fullmatch(value.strip())
             if not m:
                 raise self.error(vpos, f"expected a size like 500, 20K or 1M, found {value!r}")
-            try:
-                size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
-            except (OverflowError, ValueError):
-                raise self.error(vpos, f"size {value!r} is too large") from None
+            size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+            if size > IMAP_MAX:
+                raise self.error(vpos, f"size {value!r} is beyond IMAP's range (sizes are at most {IMAP_MAX} "
+                                 "bytes, just under 4G): use at most 4095M")
             return Size("=" if op == ":" else op, size)
         if field == "uid":
             return self.uid_term(op, value, vpos)
@@ -685,10 +695,12 @@ class _Parser:
             for part in value.split(","):
                 lo, _, hi = part.partition("-")
                 a, b = int(lo), int(hi or lo)
+                if not (1 <= a <= IMAP_MAX and 1 <= b <= IMAP_MAX):
+                    raise self.error(vpos, f"expected UIDs from 1 to {IMAP_MAX}, found {part!r}")
                 ranges.append((min(a, b), max(a, b)))
             return Uid(":", tuple(ranges))
-        if not value.isdigit() or not value.isascii() or len(value) > 10:
-            raise self.error(vpos, f"expected a UID (a number), found {value!r}")
+        if not value.isdigit() or not value.isascii() or len(value) > 10 or int(value) > IMAP_MAX:
+            raise self.error(vpos, f"expected a UID (a number from 0 to {IMAP_MAX}), found {value!r}")
         return Uid(op, ((int(value), int(value)),))
 
     def regex(self, value: str, vpos: int) -> re.Pattern[str]:

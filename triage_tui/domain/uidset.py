@@ -6,8 +6,11 @@ Neither imapclient nor imap_tools compresses UID sets; a plain comma list of 100
 
 from __future__ import annotations
 
+import bisect
+import re
 from collections.abc import Iterable, Iterator
 
+from triage_tui.domain.numbers import IMAP_MAX
 from triage_tui.errors import UsageError
 
 
@@ -31,42 +34,75 @@ def compress(uids: Iterable[int]) -> str:
     return ",".join(_fmt(a, b) for a, b in ranges(uids))
 
 
-def parse(text: str) -> list[int]:
-    """Parse ``"1:3,5,9:7"`` into sorted unique UIDs. ``*`` is refused: we act on known UIDs only."""
-    out: set[int] = set()
+#: The most UIDs one set may cover. Dovecot and Gmail mailboxes hold a few million messages at
+#: most; a set covering more is a typo (``1:10000000,10000002:20000002`` once took 1.6 GB of
+#: RAM when it was expanded), and ``--all``, ``--older-than`` or ``--filter`` select everything.
+MAX_UIDS = 10_000_000
+_NUMBER = re.compile(r"[0-9]{1,10}", re.ASCII)
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 60 else text[:60] + "…")
+
+
+def _uid(token: str, text: str) -> int:
+    tok = token.strip()
+    if tok == "*":
+        raise UsageError(f"invalid UID set {_shown(text)}: '*' (the highest UID, whatever arrives next) is refused: "
+                         "give the UIDs as listed, or select with --all")
+    if not _NUMBER.fullmatch(tok) or not 1 <= int(tok) <= IMAP_MAX:
+        raise UsageError(f"invalid UID set {_shown(text)}: {tok[:20]!r} is not a UID (1 to {IMAP_MAX}); "
+                         "expected numbers and ranges like 1:500,502")
+    return int(tok)
+
+
+def parse_ranges(text: str, *, limit: int = MAX_UIDS) -> list[tuple[int, int]]:
+    """Parse ``"1:3,5,9:7"`` into sorted, merged ``(first, last)`` runs without expanding them:
+    reversed ranges are normalised (IMAP allows ``9:7``), duplicates and overlaps merged. ``*``,
+    ``0``, non-ASCII digits and sets covering more than ``limit`` UIDs are refused."""
     text = text.strip()
     if not text:
         return []
+    if len(text) > 1_000_000:
+        raise UsageError(f"UID set of {len(text):,} characters is too long: select with --all, --older-than or "
+                         "--filter instead")
+    runs: list[tuple[int, int]] = []
     for part in text.split(","):
-        part = part.strip()
-        try:
-            if ":" in part:
-                a, b = part.split(":", 1)
-                lo, hi = sorted((int(a), int(b)))
-                if lo < 1:
-                    raise ValueError
-                if hi - lo > 10_000_000:
-                    raise UsageError(f"UID range {part!r} is implausibly large")
-                out.update(range(lo, hi + 1))
-            else:
-                v = int(part)
-                if v < 1:
-                    raise ValueError
-                out.add(v)
-        except ValueError:
-            raise UsageError(f"invalid UID set {text!r}: expected numbers and ranges like 1:500,502") from None
-    return sorted(out)
+        a, colon, b = part.partition(":")
+        lo = _uid(a, text)
+        hi = _uid(b, text) if colon else lo
+        runs.append((min(lo, hi), max(lo, hi)))
+    runs.sort()
+    merged: list[tuple[int, int]] = []
+    for lo, hi in runs:
+        if merged and lo <= merged[-1][1] + 1:
+            if hi > merged[-1][1]:
+                merged[-1] = (merged[-1][0], hi)
+        else:
+            merged.append((lo, hi))
+    total = sum(hi - lo + 1 for lo, hi in merged)
+    if total > limit:
+        raise UsageError(f"UID set {_shown(text)} covers {total:,} UIDs, more than a mailbox holds (at most "
+                         f"{limit:,}): select with --all, --older-than or --filter instead")
+    return merged
+
+
+def parse(text: str) -> list[int]:
+    """Parse ``"1:3,5,9:7"`` into sorted unique UIDs (see :func:`parse_ranges` for what is refused)."""
+    out: list[int] = []
+    for lo, hi in parse_ranges(text):
+        out.extend(range(lo, hi + 1))
+    return out
+
+
+def contains(runs: list[tuple[int, int]], uid: int) -> bool:
+    """Whether ``uid`` lies in the sorted, merged ``runs`` of :func:`parse_ranges`."""
+    i = bisect.bisect_right(runs, (uid, IMAP_MAX + 1)) - 1
+    return i >= 0 and runs[i][0] <= uid <= runs[i][1]
 
 
 def count(text: str) -> int:
-    total = 0
-    for part in filter(None, text.split(",")):
-        if ":" in part:
-            a, b = part.split(":", 1)
-            total += abs(int(b) - int(a)) + 1
-        else:
-            total += 1
-    return total
+    return sum(hi - lo + 1 for lo, hi in parse_ranges(text))
 
 
 def split(uids: Iterable[int], *, max_bytes: int = 8192, max_count: int = 1000) -> Iterator[tuple[str, list[int]]]:

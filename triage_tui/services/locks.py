@@ -50,6 +50,7 @@ from triage_tui.domain import uidset
 from triage_tui.domain.model import Message, View
 from triage_tui.domain.redact import mask_host, mask_url, register
 from triage_tui.domain.redact import scrub as scrub_secrets
+from triage_tui.domain.redisurl import check_redis_url
 from triage_tui.errors import TriageError, UidValidityChanged, UsageError
 from triage_tui.services.guard import MutationGuard
 from triage_tui.services.imap import Secret
@@ -714,6 +715,9 @@ class LockService:
             reason = f"authentication failed at {s.display} (check the password in --redis-url): {e}"
         elif isinstance(e, redis.exceptions.TimeoutError):
             reason = f"timed out after {s.timeout:g} s talking to {s.display}"
+        elif isinstance(e, redis.exceptions.InvalidResponse | ValueError | UnicodeError):
+            reason = (f"{s.display} did not answer like a Redis server (is that the IMAP, HTTP or another "
+                      "service's port? Redis listens on 6379 by default)")
         elif "SSL" in str(e) or "certificate" in str(e).lower() or "TLS" in str(e):
             reason = f"TLS failure with {s.display}: {e} (give --redis-ca-file with the issuing CA)"
         elif isinstance(e, redis.exceptions.ConnectionError):
@@ -741,6 +745,7 @@ class LockService:
                 raise UsageError("--redis-sentinel needs --redis-master (the Sentinel master name)")
             kw: dict[str, Any] = {}
             if s.url:
+                check_redis_url(s.url)
                 try:
                     parsed = redis.connection.parse_url(s.url)
                 except ValueError as e:
@@ -758,6 +763,7 @@ class LockService:
             return sentinel.master_for(s.master)
         if not s.url:
             raise UsageError("no Redis configured: give --redis-url or --redis-sentinel with --redis-master")
+        check_redis_url(s.url)  # redis-py reads redis://host/abc as DB 0: refuse it here
         extra: dict[str, Any] = {}
         if s.url.startswith("rediss://") and s.ca_file:
             extra["ssl_ca_certs"] = s.ca_file
@@ -774,11 +780,15 @@ class LockService:
                 client = self._connect()
                 try:
                     client.ping()
-                except redis.exceptions.RedisError as e:
+                except redis.exceptions.ConnectionError as e:
                     client.close()
+                    if "closed by server" in str(e):  # hung up on PING: an HTTP or TLS port, not Redis
+                        raise self._unavailable(redis.exceptions.InvalidResponse(str(e))) from None
                     raise self._unavailable(e) from None
-                except OSError as e:
-                    client.close()
+                except (redis.exceptions.RedisError, OSError, ValueError, UnicodeError) as e:
+                    # garbage instead of RESP (e.g. Dovecot's "* OK ..." greeting) raises ValueError
+                    with contextlib.suppress(Exception):
+                        client.close()
                     raise self._unavailable(e) from None
                 self._client = client
                 self.last_error = None

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
 
+from triage_tui.domain.age import parse_age
 from triage_tui.domain.model import View
 from triage_tui.domain.text import inert
+from triage_tui.errors import UsageError
 from triage_tui.tui.listmodel import GROUP_ORDER, GROUPS, SORT_ORDER, SORTS
 
 if TYPE_CHECKING:
@@ -24,6 +26,19 @@ if TYPE_CHECKING:
 
 _OLDER = re.compile(r"^\s*(?:(mark\s+seen|seen|mark)\s+)?(?:older\s+than|age\s*>)\s*(\S+)\s*$", re.IGNORECASE)
 _FILTER = re.compile(r"^\s*filter\s+(.+)$", re.IGNORECASE)
+
+
+def _guarded(app: TriageApp, cb: Callable[[], Any]) -> Callable[[], Any]:
+    """A typed command that fails says so on the status line: it never takes the app down."""
+    def run() -> Any:
+        try:
+            return cb()
+        except Exception as e:  # noqa: BLE001 - the UI must survive any typed argument
+            app.status(f"command failed: {e}" if isinstance(e, UsageError) else
+                       f"command failed: {type(e).__name__}: {e}", "error")
+            return None
+
+    return run
 
 
 class TriageCommands(Provider):
@@ -79,14 +94,22 @@ class TriageCommands(Provider):
         if m:
             age = m.group(2)
             seen = bool(m.group(1)) and "seen" in m.group(1).lower()
-            label = f"Mark seen: messages older than {age}" if seen else f"Mark messages older than {age}"
-            yield Hit(1.0, Content(inert(label)), partial(app.command_mark_older, age, seen), text=label,
-                      help="within the current filter; mark seen asks for confirmation")
+            try:
+                parse_age(age)
+            except UsageError as e:
+                # the bad age is refused where it is typed: choosing this hit only repeats why
+                label = f"Cannot mark: {e}"
+                yield Hit(1.0, Content(inert(label)), partial(app.status, str(e), "error"), text=label,
+                          help="an age needs a unit: older than 90m, 36h, 2d, 1w")
+            else:
+                label = f"Mark seen: messages older than {age}" if seen else f"Mark messages older than {age}"
+                yield Hit(1.0, Content(inert(label)), _guarded(app, partial(app.command_mark_older, age, seen)),
+                          text=label, help="within the current filter; mark seen asks for confirmation")
         f = _FILTER.match(query)
         if f:
             text = f.group(1)
             label = f"Filter: {text}"
-            yield Hit(1.0, Content(inert(label)), partial(app.apply_filter_text, text), text=label,
+            yield Hit(1.0, Content(inert(label)), _guarded(app, partial(app.apply_filter_text, text)), text=label,
                       help="apply this filter")
         matcher = self.matcher(query)
         for name, help_text, cb in self._commands():

@@ -33,7 +33,9 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, RadioButton, RadioSet, Static
 
+from triage_tui.domain.numbers import parse_int
 from triage_tui.domain.text import inert
+from triage_tui.errors import UsageError
 from triage_tui.tui.columns import human_age
 
 #: The choices, in display order: (mode, label). The mode names the plan_release arguments.
@@ -304,23 +306,22 @@ class ReingestScreen(ModalScreen[None]):
 
     def _params(self) -> tuple[int, int, float] | str:
         """(ttl, waves, interval) from the boxes, or what is wrong with them."""
-        def read(box_id: str, low: int, name: str) -> int | str:
+        def read(box_id: str, low: int, name: str, high: int) -> int | str:
             raw = self.query_one(f"#{box_id}", Input).value.strip()
             try:
-                v = int(raw)
-            except ValueError:
-                return f"{name} must be a whole number (got {raw!r})"
-            return v if v >= low else f"{name} must be at least {low}"
+                return parse_int(raw, what=name, minimum=low, maximum=high)
+            except UsageError as e:
+                return str(e)
 
         if self.mode in ("now", "natural"):
             return 0, 1, 60.0
-        ttl = read("ri-ttl", 0, "TTL")
+        ttl = read("ri-ttl", 0, "TTL", 86400)
         if isinstance(ttl, str):
             return ttl
         if self.mode == "ttl":
             return ttl, 1, 60.0
-        waves = read("ri-waves", 1, "waves")
-        interval = read("ri-interval", 1, "the wave interval")
+        waves = read("ri-waves", 1, "waves", 100)
+        interval = read("ri-interval", 1, "the wave interval", 3600)
         if isinstance(waves, str):
             return waves
         if isinstance(interval, str):
