@@ -29,6 +29,7 @@ Connection failures surface as :class:`LockUnavailable` (exit code 3) whose text
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -144,6 +145,21 @@ for i, key in ipairs(KEYS) do
 end
 return {t[1], t[2], table.concat(p, ','), idx, vals}
 """
+
+
+_READ_SHA = hashlib.sha1(_READ_LUA.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def _eval_read_only(client: Any, keys: list[str]) -> Any:
+    """Run the read script without ever loading it: ``EVALSHA``, and on ``NOSCRIPT`` (a fresh
+    server, a ``SCRIPT FLUSH``, another node) plain ``EVAL`` of the source. redis-py's
+    ``register_script`` would answer NOSCRIPT with ``SCRIPT LOAD``, a write to the server's
+    script cache that a read-only session (``--read-only locks``, a dry run, the lock column)
+    must not send."""
+    try:
+        return client.evalsha(_READ_SHA, len(keys), *keys)
+    except redis.exceptions.NoScriptError:
+        return client.eval(_READ_LUA, len(keys), *keys)
 
 
 class LockUnavailable(TriageError):
@@ -670,7 +686,6 @@ class LockService:
         self._script: Any = None
         self.write_chunk = WRITE_CHUNK
         self.read_with_script = True
-        self._read_script: Any = None
         self.last_error: LockUnavailable | None = None
         self.last_error_at: float = 0.0
         self.guard = MutationGuard(read_only=read_only, journal=self.journal,
@@ -775,7 +790,6 @@ class LockService:
                     self._client.close()
                 self._client = None
                 self._script = None
-                self._read_script = None
 
     def _call(self, fn: Callable[[], Any]) -> Any:
         try:
@@ -806,9 +820,7 @@ class LockService:
     def _read_chunk(self, client: Any, chunk: list[str]) -> tuple[int, list[str], list[int], list[str | None]]:
         if self.read_with_script:
             try:
-                if self._read_script is None:
-                    self._read_script = client.register_script(_READ_LUA)
-                res = self._read_script(keys=chunk)
+                res = _eval_read_only(client, chunk)
             except redis.exceptions.ResponseError:
                 # NOPERM, scripting disabled, a proxy without EVAL: the pipeline reads the same
                 self.read_with_script = False
