@@ -65,7 +65,7 @@ def test_read_only_locks_and_dry_run_send_no_write_and_load_no_script(mailbox, r
                   "--interval", "0.1", "--json"]):
         redis_client.script_flush()  # a fresh script cache: the old code answered NOSCRIPT with SCRIPT LOAD
         box: dict[str, Any] = {}
-        sent = sent_during(redis_client, lambda a=args: box.setdefault("r", cli(a, env=env)))
+        sent = sent_during(redis_client, lambda a=args, b=box: b.setdefault("r", cli(a, env=env)))
         r = box["r"]
         assert r.code in (0, 1), (args, r.out, r.err)
         assert "evalsha" in sent or "mget" in sent, (args, sent)  # the keys were read
