@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from triage_tui.commands._select import add_plan_args, add_selector_args, resolve
@@ -46,7 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "remove \\Seen, then release their keys")
     wt = p.add_argument_group("watching the pickup")
     wt.add_argument("--wait", action="store_true",
-                    help="watch until every targeted message left UNSEEN (exit 0), or report why not (exit 1)")
+                    help="watch until every targeted message left UNSEEN (exit 0), or report why not (exit 1); "
+                    "prints a progress line at least every 5 s (on stderr with --json)")
     wt.add_argument("--timeout", type=float_arg(0.1, 86400), metavar="SECONDS",
                     help="give up after SECONDS (default: last expiry + 10 poll cycles)")
     wt.add_argument("--poll-cycle", type=float_arg(0.1, 86400), default=DEFAULT_POLL_CYCLE, metavar="SECONDS",
@@ -85,19 +88,39 @@ def _report_result(ctx: Any, result: Any, plan: Any, journal_path: Any) -> None:
         ctx.say(f"  every changed key (name, old TTL, new TTL) is in {journal_path}, op {result.op_id}")
 
 
-def _printer(ctx: Any, json_mode: bool) -> Any:
-    last = {"key": None}
+#: ``--wait`` prints a progress line at least this often (seconds), even when nothing moved.
+PROGRESS_EVERY = 5.0
 
-    def show(st: WatchStatus) -> None:
-        if json_mode:
-            return
-        key = (st.remaining_unseen, st.delivered, st.reclaimed, st.held, int((st.countdown_s or 0) // 10))
-        if key != last["key"] or st.done:
-            last["key"] = key  # type: ignore[assignment]
-            ctx.say(st.line())
+
+class _Progress:
+    """``--wait`` progress: a line whenever what was observed changed, and at least every
+    :data:`PROGRESS_EVERY` seconds otherwise (a silent terminal for minutes looks like a hang).
+    Lines go to stdout, or to stderr with ``--json`` so that stdout stays one JSON document."""
+
+    def __init__(self, write: Callable[[str], None], *, every: float = PROGRESS_EVERY,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.write, self.every, self.clock = write, every, clock
+        self.last_key: tuple[Any, ...] | None = None
+        self.last_at: float | None = None
+
+    def __call__(self, st: WatchStatus) -> None:
+        now = self.clock()
+        key = (st.remaining_unseen, st.delivered, st.seen_only, st.reclaimed, st.held, st.free_for_s is None,
+               int(st.cycles_free))
+        if st.done or key != self.last_key or self.last_at is None or now - self.last_at >= self.every:
+            self.last_key, self.last_at = key, now
+            self.write(st.line())
+
+
+def _printer(ctx: Any, json_mode: bool) -> _Progress:
+    if json_mode:
+        def write(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
+    else:
+        def write(line: str) -> None:
+            ctx.say(line)
             sys.stdout.flush()
-
-    return show
+    return _Progress(write)
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
@@ -157,6 +180,8 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         ctx.emit_json({"watch": final.to_json()})
     elif final.failed:
         ctx.say(f"not done: {final.diagnosis}")
+    elif final.targeted == 0:
+        ctx.say("nothing to watch: no selected message was UNSEEN")
     else:
         ctx.say(f"done: all {final.targeted} targeted message(s) picked up ({final.delivered} delivered"
                 + (f", {final.seen_only} \\Seen but not \\Deleted" if final.seen_only else "") + ")")

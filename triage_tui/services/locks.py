@@ -29,6 +29,7 @@ Connection failures surface as :class:`LockUnavailable` (exit code 3) whose text
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -146,6 +147,21 @@ for i, key in ipairs(KEYS) do
 end
 return {t[1], t[2], table.concat(p, ','), idx, vals}
 """
+
+
+_READ_SHA = hashlib.sha1(_READ_LUA.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def _eval_read_only(client: Any, keys: list[str]) -> Any:
+    """Run the read script without ever loading it: ``EVALSHA``, and on ``NOSCRIPT`` (a fresh
+    server, a ``SCRIPT FLUSH``, another node) plain ``EVAL`` of the source. redis-py's
+    ``register_script`` would answer NOSCRIPT with ``SCRIPT LOAD``, a write to the server's
+    script cache that a read-only session (``--read-only locks``, a dry run, the lock column)
+    must not send."""
+    try:
+        return client.evalsha(_READ_SHA, len(keys), *keys)
+    except redis.exceptions.NoScriptError:
+        return client.eval(_READ_LUA, len(keys), *keys)
 
 
 class LockUnavailable(TriageError):
@@ -691,7 +707,6 @@ class LockService:
         self._script: Any = None
         self.write_chunk = WRITE_CHUNK
         self.read_with_script = True
-        self._read_script: Any = None
         self.last_error: LockUnavailable | None = None
         self.last_error_at: float = 0.0
         self.guard = MutationGuard(read_only=read_only, journal=self.journal,
@@ -809,7 +824,6 @@ class LockService:
                     self._client.close()
                 self._client = None
                 self._script = None
-                self._read_script = None
 
     def _call(self, fn: Callable[[], Any]) -> Any:
         try:
@@ -840,9 +854,7 @@ class LockService:
     def _read_chunk(self, client: Any, chunk: list[str]) -> tuple[int, list[str], list[int], list[str | None]]:
         if self.read_with_script:
             try:
-                if self._read_script is None:
-                    self._read_script = client.register_script(_READ_LUA)
-                res = self._read_script(keys=chunk)
+                res = _eval_read_only(client, chunk)
             except redis.exceptions.ResponseError:
                 # NOPERM, scripting disabled, a proxy without EVAL: the pipeline reads the same
                 self.read_with_script = False
@@ -1278,7 +1290,14 @@ def _glob_escape(text: str) -> str:
 
 # -- watching the pickup ------------------------------------------------------------------------
 
-NO_RECLAIM = "no lock was re-claimed in two poll cycles: is mail_room running and connected to this Redis?"
+#: The question every "nothing consumes" diagnosis ends with (the rest of it is the observed numbers).
+NO_RECLAIM = "is mail_room running and connected to this Redis?"
+#: ``WatchStatus.reason`` codes, for programs (the text is for people).
+REASON_NO_RECLAIM, REASON_TIMEOUT, REASON_UIDVALIDITY = "no-reclaim", "timeout", "uidvalidity"
+
+
+def _dur(s: float) -> str:
+    return f"{s:.1f} s" if s < 60 else f"{s:.0f} s"
 
 
 @dataclass
@@ -1296,18 +1315,37 @@ class WatchStatus:
     done: bool = False
     failed: bool = False
     diagnosis: str | None = None
+    reason: str | None = None  # REASON_* when failed
+    looks: int = 0  # how many times the watcher has looked (this one included)
+    #: how long every targeted key has been observed free (None: some key still held)
+    free_for_s: float | None = None
+    poll_cycle_s: float = DEFAULT_POLL_CYCLE
 
     @property
     def picked_up(self) -> int:
         return self.targeted - self.remaining_unseen
+
+    @property
+    def cycles_free(self) -> float:
+        """mail_room poll cycles observed with every key free (0 while any key is held)."""
+        if self.free_for_s is None or self.poll_cycle_s <= 0:
+            return 0.0
+        return self.free_for_s / self.poll_cycle_s
+
+    def held_text(self) -> str:
+        cd = ("some never expire by themselves (pre-0.10 counters)" if self.countdown_s is None
+              else f"the last expires in {_dur(self.countdown_s)}")
+        return f"{self.held} key(s) still held, {cd}"
 
     def line(self) -> str:
         """One line of progress (plain text: the CLI prints it, the TUI may reuse it)."""
         parts = [f"{self.picked_up}/{self.targeted} picked up", f"{self.remaining_unseen} UNSEEN",
                  f"{self.delivered} delivered", f"{self.reclaimed} re-claimed"]
         if self.held:
-            cd = "never (counters)" if self.countdown_s is None else f"{self.countdown_s:.0f} s"
-            parts.append(f"{self.held} key(s) still held, last expires in {cd}")
+            parts.append(self.held_text())
+        elif self.free_for_s is not None and not self.done:
+            parts.append(f"every key free for {_dur(self.free_for_s)} ({self.cycles_free:.1f} poll cycles "
+                         "of mail_room)")
         if self.seen_only:
             parts.append(f"{self.seen_only} \\Seen only")
         if self.rate_per_s:
@@ -1322,7 +1360,35 @@ class WatchStatus:
                 "held": self.held, "reclaimed": self.reclaimed,
                 "countdown_s": None if self.countdown_s is None else round(self.countdown_s, 1),
                 "rate_per_s": self.rate_per_s, "eta_s": self.eta_s, "done": self.done, "failed": self.failed,
-                "diagnosis": self.diagnosis}
+                "diagnosis": self.diagnosis, "reason": self.reason, "looks": self.looks,
+                "free_for_s": None if self.free_for_s is None else round(self.free_for_s, 1),
+                "poll_cycles_free": round(self.cycles_free, 2)}
+
+
+def diagnose_no_reclaim(st: WatchStatus) -> str:
+    """Every key free for more than two poll cycles, nothing re-claimed, nothing picked up: the
+    words say exactly that, with the numbers observed."""
+    return (f"no lock was re-claimed and no message picked up in the {_dur(st.free_for_s or 0.0)} since every key "
+            f"was free ({st.cycles_free:.1f} poll cycles of mail_room, {st.poll_cycle_s:g} s each; "
+            f"{st.remaining_unseen} of {st.targeted} still UNSEEN): {NO_RECLAIM}")
+
+
+def diagnose_timeout(st: WatchStatus, timeout: float) -> str:
+    """Gave up at ``timeout``: what was seen, and what it does (not) allow to conclude."""
+    head = (f"timed out after {_dur(st.elapsed_s)} (--timeout {timeout:g}, {st.looks} look(s)): "
+            f"{st.cycles_free:.1f} poll cycles of mail_room observed with every key free")
+    seen = f"{st.remaining_unseen} of {st.targeted} still UNSEEN, {st.picked_up} picked up, {st.reclaimed} re-claimed"
+    if st.held:
+        hint = ("release them with --now: they never expire by themselves while an old mail_room runs"
+                if st.countdown_s is None else
+                f"mail_room cannot take their messages before then: wait longer (--timeout above "
+                f"{st.elapsed_s + st.countdown_s + st.poll_cycle_s:.0f}: the expiry plus one poll cycle) "
+                "or release them now (--now)")
+        return f"{head}; {st.held_text()}; {seen}: {hint}"
+    if st.picked_up or st.reclaimed:
+        return f"{head}; {seen}: mail_room is consuming but did not finish in time"
+    return (f"{head}; {seen}: too short to tell whether mail_room is consuming (that takes two poll cycles "
+            "with the keys free)")
 
 
 class ReleaseWatcher:
@@ -1330,9 +1396,10 @@ class ReleaseWatcher:
 
     A message counts as picked up once it is no longer UNSEEN. A key counts as re-claimed when it
     exists with an expiry later than the one we left it with (a fresh ``SET NX EX 600``), or, for a
-    pre-0.10 counter, when its value restarted at 1. If every key is free and none was re-claimed
-    (and nothing moved) for two mail_room poll cycles, nothing is consuming: the watcher fails with
-    :data:`NO_RECLAIM` instead of waiting forever.
+    pre-0.10 counter, when its value restarted at 1. If every key is observed free and none was
+    re-claimed (and nothing moved) for two mail_room poll cycles, nothing is consuming: the watcher
+    fails with :func:`diagnose_no_reclaim` instead of waiting forever. Every diagnosis is built
+    from the status it is attached to (the numbers this watcher observed), never from a guess.
     """
 
     def __init__(self, locks: LockService, mailbox: TriageService, uidvalidity: int,
@@ -1351,6 +1418,7 @@ class ReleaseWatcher:
         self.reclaimed: set[int] = set()
         self.free_since: float | None = None
         self.first_pickup: float | None = None
+        self.looks = 0
         self.last: WatchStatus | None = None
 
     def poll(self) -> WatchStatus:
@@ -1358,10 +1426,12 @@ class ReleaseWatcher:
         elapsed = now - self.started
         uids = sorted(self.targets)
         snap = MailboxSnapshot.read(self.mailbox)
+        self.looks += 1
         if snap.uidvalidity != self.uidvalidity:
             st = WatchStatus(elapsed, len(uids), 0, 0, 0, 0, 0, 0.0, None, None, done=True, failed=True,
                              diagnosis=f"UIDVALIDITY changed from {self.uidvalidity} to {snap.uidvalidity}: "
-                                       "the mailbox was reset; the targeted UIDs name other messages now")
+                                       "the mailbox was reset; the targeted UIDs name other messages now",
+                             reason=REASON_UIDVALIDITY, looks=self.looks, poll_cycle_s=self.poll_cycle)
             self.last = st
             return st
         states = self.locks.read_keys([self.locks.key_for(u) for u in uids]) if uids else []
@@ -1401,34 +1471,40 @@ class ReleaseWatcher:
                 # a message behind a held key cannot be picked up before the key expires; keys
                 # that never expire by themselves leave no honest ETA
                 eta = None if countdown is None else max(eta, round(countdown, 1))
-        if held == 0 and self.free_since is None:
+        if held:
+            self.free_since = None  # "free for" means observed free without a break
+        elif self.free_since is None:
             self.free_since = now
         st = WatchStatus(elapsed, len(uids), remaining, delivered, seen_only, held, len(self.reclaimed),
-                         countdown, rate, eta)
+                         countdown if held else 0.0, rate, eta, looks=self.looks,
+                         free_for_s=None if self.free_since is None else now - self.free_since,
+                         poll_cycle_s=self.poll_cycle)
         if remaining == 0:
             st.done = True
-        elif (self.free_since is not None and not self.reclaimed and picked == 0
-              and now - self.free_since > 2 * self.poll_cycle):
-            st.done, st.failed, st.diagnosis = True, True, NO_RECLAIM
+        elif not self.reclaimed and picked == 0 and st.cycles_free > 2:
+            st.done, st.failed, st.reason = True, True, REASON_NO_RECLAIM
+            st.diagnosis = diagnose_no_reclaim(st)
         elif self.timeout is not None and elapsed > self.timeout:
-            st.done, st.failed = True, True
-            st.diagnosis = (NO_RECLAIM if not self.reclaimed and picked == 0 else
-                            f"timeout after {self.timeout:.0f} s: {remaining} of {len(uids)} still UNSEEN "
-                            f"({len(self.reclaimed)} re-claimed)")
+            st.done, st.failed, st.reason = True, True, REASON_TIMEOUT
+            st.diagnosis = diagnose_timeout(st, self.timeout)
         self.last = st
         return st
 
     def run(self, on_status: Callable[[WatchStatus], None] | None = None, *, interval: float = 2.0,
             sleep: Callable[[float], None] = time.sleep, should_stop: Callable[[], bool] | None = None) -> WatchStatus:
         """Poll until done (or ``should_stop``); ``on_status`` sees every status. For CLIs and tests;
-        the TUI drives :meth:`poll` from its own timer."""
+        the TUI drives :meth:`poll` from its own timer. The last look is taken just after the
+        timeout, not up to ``interval`` later."""
         while True:
             st = self.poll()
             if on_status:
                 on_status(st)
             if st.done or (should_stop is not None and should_stop()):
                 return st
-            sleep(interval)
+            wait = interval
+            if self.timeout is not None:
+                wait = min(interval, max(0.0, self.started + self.timeout - self.clock()) + 0.01)
+            sleep(wait)
 
 
 def annotate_safely(lock_service: LockService | None, messages: Sequence[Message], *,
@@ -1453,7 +1529,8 @@ def annotate_safely(lock_service: LockService | None, messages: Sequence[Message
 
 
 __all__ = [
-    "ACTION", "COUNTER_NOTE", "DEFAULT_KEY_PREFIX", "NO_RECLAIM", "KeyChange", "KeyState", "LockEntry",
+    "ACTION", "COUNTER_NOTE", "DEFAULT_KEY_PREFIX", "NO_RECLAIM", "REASON_NO_RECLAIM", "REASON_TIMEOUT",
+    "REASON_UIDVALIDITY", "KeyChange", "KeyState", "LockEntry",
     "LockReport", "LockService", "LockUnavailable", "MailboxSnapshot", "RedisSettings", "ReleasePlan",
     "ReleaseResult", "ReleaseTarget", "ReleaseWatcher", "WatchStatus", "annotate_safely", "join", "mask_url",
     "ttl_distribution",

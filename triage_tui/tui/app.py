@@ -56,6 +56,7 @@ from triage_tui.errors import ConnectionFailed, TriageError
 from triage_tui.services.triage import left_alone_lines
 from triage_tui.tui import messages as M
 from triage_tui.tui.columns import human_age
+from triage_tui.tui.keyorder import KeyOrder
 from triage_tui.tui.listmodel import GROUP_ORDER, GROUPS, SORT_ORDER, SORTS, Group, ListModel
 from triage_tui.tui.palette import TriageCommands
 from triage_tui.tui.screens.confirm import ConfirmRequest, ConfirmScreen
@@ -159,7 +160,7 @@ def _loopback(settings: Any) -> bool:
         return False
 
 
-class TriageApp(App[int]):
+class TriageApp(KeyOrder, App[int]):
     """``TriageApp(service, lock_service=..., keymap=..., clock=...)``; ``run()`` returns 0."""
 
     CSS_PATH = str(Path(__file__).with_name("triage.tcss"))  # absolute: subclasses live elsewhere
@@ -1000,14 +1001,30 @@ class TriageApp(App[int]):
         self.query_one("#filterbar", FilterBar).remove_class("-open")
         self.list.focus()
 
+    #: Keys that make the filter box close (or may): the keys typed after one of them wait until
+    #: the box has closed (or stayed open), then go where the operator expects, in order.
+    FILTER_CLOSING_KEYS: ClassVar = frozenset({"enter", "escape"})
+
+    def hold_keys_after(self, target: Any, event: events.Key | events.Paste) -> bool:
+        return isinstance(event, events.Key) and event.key in self.FILTER_CLOSING_KEYS \
+            and isinstance(target, FilterInput)
+
     @on(FilterInput.Closed)
     def _filter_closed(self) -> None:
         self._close_filter_bar()
+        self.release_keys()
 
     @on(FilterInput.Submitted, "#filter-input")
     def _filter_submitted(self, event: FilterInput.Submitted) -> None:
-        if self.apply_filter_text(event.value):
-            self._close_filter_bar()
+        try:
+            if not event.value.strip() and self.model.filter is None:
+                # enter on an empty box changes nothing: it does not close the box either, so a
+                # key typed right after it is not run on the whole list (esc closes)
+                self.status("empty filter: type one (F1: syntax), or esc to close", "warn")
+            elif self.apply_filter_text(event.value):
+                self._close_filter_bar()
+        finally:
+            self.release_keys()
 
     def apply_filter_text(self, text: str) -> bool:
         """Parse and apply a filter; on a syntax error say where, and keep the input open."""

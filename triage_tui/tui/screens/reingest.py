@@ -36,6 +36,7 @@ from textual.widgets import Button, Input, RadioButton, RadioSet, Static
 from triage_tui.domain.numbers import parse_int
 from triage_tui.domain.text import inert
 from triage_tui.errors import UsageError
+from triage_tui.services.locks import REASON_NO_RECLAIM, REASON_UIDVALIDITY
 from triage_tui.tui.columns import human_age
 
 #: The choices, in display order: (mode, label). The mode names the plan_release arguments.
@@ -85,7 +86,7 @@ class ReingestWatch:
         st = self.status
         if self.stopped:
             return True
-        return bool(st is not None and st.done and (not st.failed or "UIDVALIDITY" in (st.diagnosis or "")))
+        return bool(st is not None and st.done and (not st.failed or st.reason == REASON_UIDVALIDITY))
 
 
 def _bar(done: int, total: int, width: int = 20) -> str:
@@ -118,7 +119,7 @@ def watch_summary(w: ReingestWatch) -> tuple[str, str]:
     if st.done and not st.failed:
         return f"✓ {head} picked up", "good"
     if st.failed:
-        return f"✗ {head}: nothing re-claimed" if st.diagnosis and "re-claimed" in st.diagnosis else \
+        return f"✗ {head}: nothing re-claimed" if st.reason == REASON_NO_RECLAIM else \
             f"✗ {head}: {st.diagnosis or 'failed'}", "bad"
     if st.held and st.countdown_s is not None:
         return f"{head} · keys free in {st.countdown_s:.0f} s", "warn"
