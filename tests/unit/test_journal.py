@@ -187,3 +187,19 @@ def test_many_small_chunks_are_merged_into_bounded_groups() -> None:
     chunks[1] = ([2], None)
     assert _merged(chunks, 256)[0][1] is None  # a chunk without MODSEQ: the whole group has none
     assert _merged(chunks[:5], 256) == chunks[:5]
+
+
+def test_no_registered_secret_reaches_the_journal(tmp_path: Path) -> None:
+    """An error text that quotes a secret (a library echoing its connection arguments, a server
+    echoing a login) is journaled without it, in every spelling the scrubber knows."""
+    from triage_tui.domain.redact import register
+
+    secret = "Sw0rdfish-\u00e4-journal"
+    register(secret)
+    j = AuditJournal(tmp_path / "audit.jsonl")
+    j.append({"phase": "end", "op": "x", "error": f"AUTH failed for 'user' with {secret!r}",
+              "nested": {"why": [f"password={secret}", secret.upper()]}})
+    raw = (tmp_path / "audit.jsonl").read_bytes()
+    assert b"Sw0rdfish" not in raw and b"SW0RDFISH" not in raw
+    rec = json.loads(raw)
+    assert "***" in rec["error"] and rec["op"] == "x"

@@ -32,6 +32,7 @@ from typing import Any
 
 import platformdirs
 
+from triage_tui.domain.redact import scrub_registered
 from triage_tui.errors import OperationFailed
 
 FLAG_ACTIONS = ("mark-seen", "mark-unseen")
@@ -63,6 +64,18 @@ def _os_user() -> str:
         return str(os.getuid())
 
 
+def _scrubbed(value: Any) -> Any:
+    """Every string of a record without any secret this process used (an error text from a
+    server or a library may quote one): the journal is the last place a secret may leak to."""
+    if isinstance(value, str):
+        return scrub_registered(value)
+    if isinstance(value, dict):
+        return {k: _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrubbed(v) for v in value]
+    return value
+
+
 class AuditJournal:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or default_path()
@@ -74,7 +87,7 @@ class AuditJournal:
     def append(self, record: dict[str, Any]) -> dict[str, Any]:
         """Write one record durably, or raise :class:`JournalWriteFailed` (then it may be torn:
         the next append fences it)."""
-        full = {"time": _now(), **self._identity, **record}
+        full = _scrubbed({"time": _now(), **self._identity, **record})
         line = (json.dumps(full, ensure_ascii=True, sort_keys=False, default=str) + "\n").encode("ascii")
         with self._lock:
             try:
