@@ -362,3 +362,40 @@ def test_redis_dies_halfway_rest_untouched_and_reported(mailbox, redis_client): 
     assert (end["changed_uids"], end["in_doubt"], end["untouched"], end["result"]) == ("1:3", "4:6", "7:10", "partial")
     progress = [r for r in journal_ops() if r["phase"] == "progress"]
     assert [k for r in progress for k, _o, _n in r["keys"]] == [key(u) for u in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("fail_at", ["intent", "record"])
+def test_journal_failure_stops_before_the_next_batch(mailbox, redis_server, redis_client, monkeypatch,  # type: ignore[no-untyped-def]
+                                                     fail_at):
+    """Write-ahead for releases too: each batch's intent is journaled before its script runs; when
+    the journal can't be written, no later batch is sent and the error names exactly what changed."""
+    from triage_tui.services.journal import JournalWriteFailed
+    from triage_tui.services.locks import ReleaseStopped
+
+    mailbox.seed(backlog(10, now=NOW))
+    seed_keys(redis_client, {key(u): ("1", 600) for u in range(1, 11)})
+    ls, svc = locks_for(redis_server.url), triage_for(mailbox)
+    ls.write_chunk = 4
+    uv, uids = svc.search(View.UNSEEN)
+    plan = ls.plan_release(svc, uv, uids)
+    real = AuditJournal.append
+    seen = {"intent": 0, "record": 0}
+
+    def append(self, record):  # type: ignore[no-untyped-def]
+        if record.get("action") == "release-locks" and record.get("phase") in ("intent", "progress"):
+            which = "intent" if record["phase"] == "intent" else "record"
+            seen[which] += 1
+            if which == fail_at and seen[which] == 2:  # the second batch's
+                raise JournalWriteFailed("No space left on device")
+        return real(self, record)
+
+    monkeypatch.setattr(AuditJournal, "append", append)
+    with pytest.raises(ReleaseStopped) as exc:
+        ls.release(plan, svc)
+    changed = [1, 2, 3, 4] if fail_at == "intent" else [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [u for u in range(1, 11) if not redis_client.exists(key(u))] == changed  # Redis agrees
+    text = str(exc.value)
+    assert text.startswith("stopped: the audit journal could not be written (No space left on device)")
+    assert f"{len(changed)} of 10 key(s) were released (UIDs {changed[0]}:{changed[-1]})" in text
+    assert "nothing else was sent" in text
+    assert all(redis_client.ttl(key(u)) > 590 for u in range(len(changed) + 1, 11))

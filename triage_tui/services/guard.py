@@ -55,5 +55,9 @@ class MutationGuard:
         self.journal.append({"phase": "end", "op": op.id, "action": action, **self.context, **fields,
                              **op.outcome, "result": op.result})
 
+    def intent(self, op: Operation, **fields: Any) -> None:
+        """Write-ahead: what the next batch is about to change, journaled before it is sent."""
+        self.journal.append({"phase": "intent", "op": op.id, "action": op.action, **self.context, **fields})
+
     def progress(self, op: Operation, **fields: Any) -> None:
         self.journal.append({"phase": "progress", "op": op.id, "action": op.action, **self.context, **fields})

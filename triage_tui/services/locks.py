@@ -55,7 +55,7 @@ from triage_tui.domain.redisurl import check_redis_url
 from triage_tui.errors import TriageError, UidValidityChanged, UsageError
 from triage_tui.services.guard import MutationGuard
 from triage_tui.services.imap import Secret
-from triage_tui.services.journal import AuditJournal
+from triage_tui.services.journal import AuditJournal, JournalWriteFailed
 
 if TYPE_CHECKING:
     from triage_tui.services.triage import OpResult, Plan, TriageService
@@ -692,6 +692,34 @@ class ReleaseResult:
 # -- the service ------------------------------------------------------------------------------
 
 
+class ReleaseStopped(JournalWriteFailed):
+    """The journal failed mid-release: no batch after it was sent. ``str()`` says exactly which
+    keys changed; ``result`` holds them."""
+
+    def __init__(self, reason: str, text: str, result: ReleaseResult) -> None:
+        super().__init__(reason)
+        self.args = (text,)
+        self.result = result
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _release_stopped(e: JournalWriteFailed, result: ReleaseResult, total: int) -> ReleaseStopped:
+    head = f"stopped: the audit journal could not be written ({e.reason})"
+    n = len(result.changed)
+    if n == 0 and not result.in_doubt:
+        text = f"{head}; nothing was sent, no key was changed"
+    else:
+        text = (f"{head}; {n:,} of {total:,} key(s) were released (UIDs "
+                f"{uidset.compress(sorted(c.uid for c in result.changed))[:200] or '-'})")
+        if result.in_doubt:
+            text += f", {len(result.in_doubt):,} in doubt"
+        text += ", nothing else was sent"
+    result.error = text
+    return ReleaseStopped(e.reason, text, result)
+
+
 class LockService:
     """Reads and (guarded) releases mail_room's arbitration keys. Connects lazily: constructing it
     never touches the network, so a UI can start while Redis is down."""
@@ -1104,12 +1132,25 @@ class LockService:
         now_ms = self.server_time_ms()
         result = ReleaseResult(op_id=None, uidvalidity=uv, released_at_ms=now_ms, not_unseen=gone_from_unseen,
                                mark_unseen=mark_result)
-        s = mailbox.settings
         if plan.mode != "ttl" or not todo:
             self._fill_free_at(result, plan)
             return result
         script = self._release_script()
         server_id = self._server_id()
+        try:
+            self._release_batches(plan, todo, script, server_id, now_ms, gone_from_unseen, result, progress,
+                                 mailbox.settings)
+        except JournalWriteFailed as e:
+            raise _release_stopped(e, result, len(todo)) from e
+        self._fill_free_at(result, plan)
+        return result
+
+    def _release_batches(self, plan: ReleasePlan, todo: list[ReleaseTarget], script: Any, server_id: str | None,
+                         now_ms: int, gone_from_unseen: list[int], result: ReleaseResult,
+                         progress: Callable[[int, int], None] | None, s: Any) -> None:
+        """The journaled batches of :meth:`release`. Write-ahead: each batch's keys are journaled
+        as an ``intent`` before its script runs; a journal failure stops before the next batch."""
+        uv = result.uidvalidity
         with self.guard.operation(ACTION, server=mask_host(s.server), user=s.user, mailbox=s.mailbox, uidvalidity=uv,
                                   ttl_s=plan.ttl_s, waves=plan.waves, wave_interval_s=plan.wave_interval_s,
                                   planned=plan.count, count=len(todo), targets=uidset.compress(t.uid for t in todo),
@@ -1129,6 +1170,11 @@ class LockService:
                         max_pttl = t.expires_at_ms - now_ms + RECLAIM_SLACK_MS
                     argv += [t.value, max_pttl, t.new_ttl_ms, "1" if t.counter else "0"]
                 try:
+                    self.guard.intent(op, uids=uidset.compress(t.uid for t in chunk), keys=len(chunk))
+                except JournalWriteFailed:
+                    result.untouched = [t.uid for t in todo[start:]]
+                    raise
+                try:
                     replies = [tuple(int(x) for x in r) for r in script(keys=[t.key for t in chunk], args=argv)]
                 except (redis.exceptions.RedisError, OSError) as e:
                     if isinstance(e, redis.exceptions.ResponseError):
@@ -1140,7 +1186,11 @@ class LockService:
                         result.error = (f"{result.error}; Redis restarted (or failed over) under the batch: "
                                         "keys not found as planned are in doubt")
                     break
-                self._record_chunk(op, chunk, replies, result)
+                try:
+                    self._record_chunk(op, chunk, replies, result)
+                except JournalWriteFailed:
+                    result.untouched = [t.uid for t in todo[start + len(chunk):]]
+                    raise
                 done += len(chunk)
                 if progress:
                     progress(done, len(todo))
@@ -1154,8 +1204,6 @@ class LockService:
                 op.result = "partial" if result.changed else "failed"
             elif not result.changed:
                 op.result = "nothing"
-        self._fill_free_at(result, plan)
-        return result
 
     def _record_chunk(self, op: Any, chunk: Sequence[ReleaseTarget], replies: Sequence[tuple[int, ...]],
                       result: ReleaseResult, **extra: Any) -> None:
