@@ -237,10 +237,14 @@ def test_mailbox_names_from_the_server_in_a_missing_mailbox_error(mailbox, tmp_p
         c.create_folder(name)  # modified UTF-7 on the wire; the name comes back decoded
     finally:
         c.logout()
-    env = env_for(mailbox, tmp_path, TRIAGE_IMAP_MAILBOX=f"Nope{TITLE}\u202e")
+    env = env_for(mailbox, tmp_path, TRIAGE_IMAP_MAILBOX="Nope")
     _, err = check(["list"], env, code=(1, 2, 3))
     assert "does not exist" in err and "Evil\\u202e\\u200bxxx" in err
     check(["check"], env, code=(1, 2, 3))
+    # a configured name with escapes is refused before it reaches the server, and said inert
+    env = env_for(mailbox, tmp_path, TRIAGE_IMAP_MAILBOX=f"Nope{TITLE}\u202e")
+    _, err = check(["list"], env, code=(2,))
+    assert "U+001B" in err
 
 
 # -- the journal -----------------------------------------------------------------------------------------
@@ -253,11 +257,16 @@ def test_undo_reads_a_journal_record_with_hostile_fields(mailbox, tmp_path):  # 
     journal = tmp_path / "state" / "audit.jsonl"
     records = [json.loads(line) for line in journal.read_text().splitlines()]
     for rec in records:
-        rec.update(time=f"2026{CSI}", os_user=f"root{OSC52}", host=f"\u202eh{TITLE}", op=rec["op"] + PASTE_END)
+        rec.update(time=f"2026{CSI}", os_user=f"root{OSC52}", host=f"\u202eh{TITLE}")
     journal.write_text("".join(json.dumps(r) + "\n" for r in records))
     out, _ = check(["undo", "--dry-run"], env)
     assert "\\x1b]52;c;" in out and "\\u202eh" in out
     check(["undo", "--dry-run", "--json"], env)
+    # a hostile op id: the record is refused as damaged (exit 4), and the refusal is inert too
+    hostile = [dict(rec, op=rec["op"] + PASTE_END) for rec in records]
+    journal.write_text("".join(json.dumps(r) + "\n" for r in hostile))
+    _, err = check(["undo", "--dry-run"], env, code=(4,))
+    assert "damaged" in err and "\\x1b[201~" in err
     # the UIDVALIDITY refusal quotes the record's time
     for rec in records:
         rec["uidvalidity"] = 1

@@ -258,13 +258,24 @@ def test_wrong_non_ascii_password_is_an_auth_error_that_reveals_nothing(utf8_mai
 
 
 def test_user_name_is_quoted_not_injected(mailbox, cli):  # type: ignore[no-untyped-def]
-    """imaplib sends LOGIN's user name raw: a space (or a CRLF) in it broke or injected a command."""
+    """imaplib sends LOGIN's user name raw: a space (or a CRLF) in it broke or injected a command.
+    Configuration refuses a CR/LF in a user name before any connection; below that, the session
+    itself quotes the name, so even settings built in code can't inject."""
+    from triage_tui.errors import AuthenticationFailed
+    from triage_tui.services.imap import ImapSession, Secret
+
     mailbox.seed(backlog(1, now=time.time()))
     # the configured password is wrong; the "user name" carries the right one and a second command
     injected = f'{mailbox.user} "{PASSWORD}"\r\nX1 NOOP'
     r = cli(["list"], env=mailbox.env() | {"TRIAGE_IMAP_USER": injected, "TRIAGE_IMAP_PASSWORD": CANARY_WRONG})
-    assert r.code == 3 and "authentication failed" in r.err and "internal error" not in r.err, r.err
-    assert len(r.err.splitlines()) == 1 and CANARY_WRONG not in r.err
+    assert r.code == 2 and "imap.user" in r.err and "internal error" not in r.err, r.err
+    assert len(r.err.splitlines()) == 1 and CANARY_WRONG not in r.err and PASSWORD not in r.err
+    for user in (injected, f'{mailbox.user} "{PASSWORD}"'):
+        session = ImapSession(mailbox.settings(user=user, password=Secret(CANARY_WRONG)))
+        with pytest.raises(AuthenticationFailed) as e:
+            session.connect()
+        assert CANARY_WRONG not in str(e.value) and "\n" not in str(e.value)
+        session.close()
 
 
 # -- Redis with a password, a Sentinel with a password: the canary over every command ---------------

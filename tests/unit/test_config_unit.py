@@ -550,10 +550,13 @@ def test_env_password_with_undecodable_bytes_is_a_config_error() -> None:
 
 
 def test_config_show_masks_every_credential_form(tmp_path: Path) -> None:
-    for url in ("redis://h/0?password=CANARY1", "redis://u:CANARY1@h/0", "redis//:CANARY1@h",
-                "unix:///r.sock?password=CANARY1"):
+    for url in ("redis://h/0?password=CANARY1", "redis://u:CANARY1@h/0", "unix:///r.sock?password=CANARY1"):
         s = resolve(args("--redis-url", url), {})
         assert "CANARY1" not in s.display("redis.url") and "CANARY1" not in str(s.jsonable("redis.url"))
+    for url in ("redis//:CANARY1@h", "redis:/:CANARY1@h"):  # malformed: refused, and not echoed
+        with pytest.raises(ConfigError) as e:
+            resolve(args("--redis-url", url), {})
+        assert "CANARY1" not in str(e.value)
     s = resolve(args("--host", "u:CANARY2@imap.example.com"), {})
     assert "CANARY2" not in s.display("imap.host") and "CANARY2" not in str(s.jsonable("imap.host"))
 

@@ -115,7 +115,7 @@ class _Progress:
 def _printer(ctx: Any, json_mode: bool) -> _Progress:
     if json_mode:
         def write(line: str) -> None:
-            print(line, file=sys.stderr, flush=True)
+            ctx.note(line)  # stdout stays pure JSON
     else:
         def write(line: str) -> None:
             ctx.say(line)

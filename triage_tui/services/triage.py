@@ -31,6 +31,7 @@ from triage_tui.domain.analysis import AnalysisConfig, build_message
 from triage_tui.domain.classify import mark_duplicates
 from triage_tui.domain.model import LIST_HEADER_FIELDS, Message, View
 from triage_tui.domain.redact import mask_host
+from triage_tui.domain.text import inert
 from triage_tui.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -244,9 +245,11 @@ class OperationStopped(JournalWriteFailed):
 
 
 def _lit(value: Any, limit: int = 60) -> str:
-    """A journal value as it may be shown in a one-line reason: JSON with every non-ASCII or
-    control character escaped, cut short."""
-    text = json.dumps(value, ensure_ascii=True, default=str)
+    """A journal value as it may be shown in a one-line reason: quoted, made inert, cut short."""
+    if isinstance(value, str):  # the one way out: the same escapes as everywhere else
+        text = '"' + inert(value, limit=limit + 1) + '"'
+    else:
+        text = inert(json.dumps(value, ensure_ascii=False, default=str), limit=limit + 1)
     return text if len(text) <= limit else text[:limit] + "..."
 
 
