@@ -258,7 +258,7 @@ def test_release_wait_json_keeps_stdout_clean(monkeypatch: pytest.MonkeyPatch) -
     from triage_tui.commands import release
 
     out, err = io.StringIO(), io.StringIO()
-    ctx: Any = SimpleNamespace(say=lambda t: out.write(t + "\n"))
+    ctx: Any = SimpleNamespace(say=lambda t: out.write(t + "\n"), note=lambda t: err.write(t + "\n"))
     monkeypatch.setattr("sys.stderr", err)
     release._printer(ctx, True)(_status(1.0))
     assert out.getvalue() == "" and "0/12 picked up" in err.getvalue()
