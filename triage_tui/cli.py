@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
         mod.add_arguments(sp)
         sp.set_defaults(_run=mod.run)
+    p.set_defaults(_build_parser=build_parser)  # `demo` parses what it types with this, never importing cli
     return p
 
 

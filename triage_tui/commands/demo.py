@@ -21,6 +21,7 @@ import shlex
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +81,9 @@ def _caller_read_only(args: argparse.Namespace, ctx: Any) -> bool:
 
 
 def tui_arguments(servers: Any, *, read_only: bool, no_mouse: bool, debug: bool,
-                  config_file: Path) -> argparse.Namespace:
-    """The arguments an operator would type to reach the demo, parsed by the real parser."""
-    from triage_tui.cli import build_parser
+                  config_file: Path, build_parser: Callable[[], argparse.ArgumentParser]) -> argparse.Namespace:
+    """The arguments an operator would type to reach the demo, parsed by the real parser (the
+    entry point's ``build_parser``, passed down in ``args._build_parser``)."""
     from triage_tui.demo.backlog import ADDRESS_TEMPLATE
     from triage_tui.demo.server import DEMO_MAILBOX, DEMO_USER, HOST, KEY_PREFIX
 
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         os.environ[PASSWORD_ENV] = servers.env()["TRIAGE_IMAP_PASSWORD"]
         os.environ["TRIAGE_DEMO"] = "1"
         tui_args = tui_arguments(servers, read_only=read_only, no_mouse=no_mouse, debug=debug,
-                                 config_file=config_file)
+                                 config_file=config_file, build_parser=args._build_parser)
         tui_args.demo = True  # the pulse bar says DEMO
         tui_args.demo_consumer = servers.consumer  # start()/stop()/running/delivered/status for the UI
         tui_args.demo_story = servers.backlog.story

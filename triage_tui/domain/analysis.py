@@ -18,31 +18,18 @@ parses, noted as a problem when it does not (``+2400``, year 0) or when it is im
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from triage_tui.domain import classify
 from triage_tui.domain.headers import Headers, decode_words, first_address, parse_date
 from triage_tui.domain.model import Message
+from triage_tui.domain.settings import AnalysisConfig
 
 #: A Date before this is a broken clock or a forgery, not a send time.
 PLAUSIBLE_DATE_FROM = datetime(1980, 1, 1, tzinfo=UTC)
 #: A Date this far after delivery (INTERNALDATE, else now) is a clock running ahead.
 FUTURE_DATE_SLACK = timedelta(days=1)
 _SHOWN = 60  # characters of a header value quoted in a problem
-
-
-@dataclass(frozen=True)
-class AnalysisConfig:
-    """What classification depends on. Built from settings; pure data."""
-
-    address: str | None = None  # incoming address template, e.g. incoming+%{key}@example.com
-    mailbox_kind: str = "incoming"  # or "service_desk": every key goes to the service desk handler
-    stale_after: timedelta = timedelta(days=2)
-    bot_sender_patterns: tuple[str, ...] = ()  # operator-configured regexes (case-insensitive)
-    bot_subject_patterns: tuple[str, ...] = ()
-    suspicious_patterns: tuple[str, ...] = ()
-    project_names: dict[int, str] = field(default_factory=dict)
-    gitlab_host: str | None = None  # GitLab only accepts reply-<key>@<this host> in References
 
 
 def shown(value: str | None, n: int = _SHOWN) -> str:
@@ -178,12 +165,4 @@ def _build(
 
 def annotate(msg: Message, headers: Headers, config: AnalysisConfig, now: datetime) -> None:
     """Key decoding and verdicts. Never raises on hostile input."""
-    try:
-        from triage_tui.domain import classify  # noqa: PLC0415 - optional until the semantics land
-    except ImportError:  # pragma: no cover
-        classify = None  # type: ignore[assignment]
-    if classify is not None and hasattr(classify, "annotate"):
-        classify.annotate(msg, headers, config, now)
-        return
-    age = msg.age_seconds(now)  # pragma: no cover
-    msg.stale = age is not None and age > config.stale_after.total_seconds()  # pragma: no cover
+    classify.annotate(msg, headers, config, now)

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
-from triage_tui.domain.analysis import AnalysisConfig
 from triage_tui.domain.headers import Headers, impersonated_address
 from triage_tui.domain.keys import UNKNOWN, find_key_grouped
 from triage_tui.domain.model import Message
+from triage_tui.domain.settings import AnalysisConfig
 
 #: Kinds whose address creates something in a project from a stranger's mail.
 SIGNUP_TARGET_KINDS = frozenset({"new_issue", "new_merge_request", "service_desk"})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
@@ -21,14 +21,25 @@ from triage_tui.domain.text import inert
 from triage_tui.errors import UsageError
 from triage_tui.tui.listmodel import GROUP_ORDER, GROUPS, SORT_ORDER, SORTS
 
-if TYPE_CHECKING:
-    from triage_tui.tui.app import TriageApp
+
+class PaletteHost(Protocol):
+    """What the palette needs of the app (the app satisfies it structurally: this module never
+    imports the app, so the two are not a cycle)."""
+
+    async def palette_run(self, action: str) -> None: ...
+
+    def status(self, text: str, kind: str = "info") -> None: ...
+
+    def command_mark_older(self, age_text: str, then_mark_seen: bool) -> None: ...
+
+    def apply_filter_text(self, text: str) -> bool: ...
+
 
 _OLDER = re.compile(r"^\s*(?:(mark\s+seen|seen|mark)\s+)?(?:older\s+than|age\s*>)\s*(\S+)\s*$", re.IGNORECASE)
 _FILTER = re.compile(r"^\s*filter\s+(.+)$", re.IGNORECASE)
 
 
-def _guarded(app: TriageApp, cb: Callable[[], Any]) -> Callable[[], Any]:
+def _guarded(app: PaletteHost, cb: Callable[[], Any]) -> Callable[[], Any]:
     """A typed command that fails says so on the status line: it never takes the app down."""
     def run() -> Any:
         try:
@@ -43,7 +54,7 @@ def _guarded(app: TriageApp, cb: Callable[[], Any]) -> Callable[[], Any]:
 
 class TriageCommands(Provider):
     def _commands(self) -> list[tuple[str, str, Callable[[], Any]]]:
-        app: TriageApp = self.app  # type: ignore[assignment]
+        app: PaletteHost = self.app  # type: ignore[assignment]
         run = app.palette_run
         cmds: list[tuple[str, str, Callable[[], Any]]] = []
         for v, key in ((View.UNSEEN, "1"), (View.SEEN_STUCK, "2"), (View.DELETED, "3")):
@@ -89,7 +100,7 @@ class TriageCommands(Provider):
             yield DiscoveryHit(Content(name), cb, text=name, help=help_text)
 
     async def search(self, query: str) -> Hits:
-        app: TriageApp = self.app  # type: ignore[assignment]
+        app: PaletteHost = self.app  # type: ignore[assignment]
         m = _OLDER.match(query)
         if m:
             age = m.group(2)
