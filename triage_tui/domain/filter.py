@@ -65,8 +65,8 @@ Filter language (list --filter, and / in the TUI)
   age>2d          age since INTERNALDATE: < > <= >= with s m h d w (90m 36h 2d 1w)
   size>1M         size: < > <= >= = with K M G
   uid:N           uid:1,5,10-20   uid>1000          iid:N   issue iid
-  outcome:V       GitLab's verdict if re-ingested: handled, dropped (ignored, no
-                  reply), rejected (GitLab writes a rejection to the sender), unknown
+  outcome:V       GitLab's verdict if re-ingested: handled, dropped (no reply),
+                  rejected (GitLab writes to the sender), unknown
   bot stale suspicious nokey seen unseen deleted locked   (also is:bot, bot:no)
   problem         a header field could not be read (also has:problem)
   TEXT "a phrase" free text: sender or subject
@@ -75,7 +75,7 @@ Filter language (list --filter, and / in the TUI)
     project:278964 kind:new_issue age>2d
     bot or from:noreply subject:"Error fetching"
     !suspicious (kind:service_desk | kind:new_issue) size>1M
-    outcome:rejected stale       (old mail GitLab would answer with a rejection)
+    outcome:rejected stale   (old mail GitLab would answer with a rejection)
 """
 
 
