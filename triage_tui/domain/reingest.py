@@ -28,7 +28,7 @@ AGES: tuple[str, ...] = (FRESH, STALE, NO_DATE)
 #: Verdicts a stale message is left out for, by default.
 JUNK = frozenset({REJECTED, DROPPED})
 _WHAT = {
-    HANDLED: "a handler takes it (GitLab's database may still refuse it)",
+    HANDLED: "a handler takes it (GitLab's DB may refuse)",
     DROPPED: "GitLab ignores it without a reply",
     REJECTED: "GitLab writes a rejection to the sender",
     UNKNOWN: "cannot be predicted from the header",

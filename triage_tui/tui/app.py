@@ -1203,9 +1203,12 @@ class TriageApp(KeyOrder, App[int]):
             self.status("nothing selected: mark rows with space (or a for all matching), or put the cursor on one")
             return
         shown = 5 if self.size.height >= 30 else 3
+        msgs = self.model.messages
         request = ReingestRequest(uids=uids, note=note, view=self.view.value, read_only=self.read_only,
                                   sample=self._sample(uids, shown), demo_note=self._demo_reingest_note(),
-                                  poll_cycle=self.reingest_poll_cycle)
+                                  poll_cycle=self.reingest_poll_cycle,
+                                  messages=[msgs[u] for u in uids if u in msgs], now=self.clock(),
+                                  stale_after_s=self.service.analysis.stale_after.total_seconds())
         self.status("re-ingest: planning (a dry run: nothing changes until you type the count)")
         self._push_reingest(ReingestScreen(request))
 
