@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from triage_tui.domain import outcome as O
 from triage_tui.domain import uidset
 from triage_tui.domain.analysis import AnalysisConfig
 from triage_tui.domain.model import Message, View
@@ -171,6 +172,16 @@ SUBJECTS = ["Re: Pipeline failed for main", "Re: [gitlab-org/gitlab] Flaky spec 
             "Error fetching data from FOO", "Automatic reply: out of office", "Re: Draft: add IDLE support"]
 
 
+def _outcome(m: Message) -> O.Outcome:
+    """GitLab's verdict as domain.outcome would give it for these headers (no randomness)."""
+    if m.bot:
+        return O.Outcome(O.DROPPED, None, "Auto-Submitted: auto-replied: GitLab ignores auto-generated mail",
+                         False, "auto_submitted")
+    if m.no_key:
+        return O.NO_KEY
+    return O._handled(m.kind, "To", False, False)
+
+
 def sample_messages(n: int = 40, *, seed: int = 7, now: datetime = NOW, hostile: bool = True) -> list[Message]:
     """A deterministic backlog that looks like an incident: humans and bots, several projects,
     ages from minutes to weeks, a few verdicts; optionally two hostile subjects."""
@@ -198,6 +209,7 @@ def sample_messages(n: int = 40, *, seed: int = 7, now: datetime = NOW, hostile:
             m.suspicious, m.suspicious_reason = True, "sign-up confirmation from a third-party service"
         if i % 17 == 3:
             m.kind, m.no_key, m.project_id, m.project_slug, m.issue_iid = "unknown", True, None, None, None
+        m.outcome = _outcome(m)
         out.append(m)
     if hostile and n >= 4:
         out[1].subject = "[bold red]x[/] markup must stay literal"

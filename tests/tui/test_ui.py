@@ -92,7 +92,7 @@ def test_space_on_a_group_marks_the_group_and_enter_folds() -> None:
             assert app.model.rows[1] == first.uids[0]
             await pilot.press("k", "space")
             assert app.model.marks == set(first.uids)
-            await pilot.press("z", "z", "z", "z")  # back to the flat list
+            await pilot.press("z", "z", "z", "z", "z")  # handler, domain, age, GitLab verdict, then the flat list
             assert app.model.group_by is None and all(isinstance(r, int) for r in app.model.rows)
 
     asyncio.run(go())

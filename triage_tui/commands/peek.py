@@ -24,7 +24,7 @@ def _analysis(ctx: Any, peek: Any) -> Any:
         from triage_tui.domain.hops import analyze_header  # noqa: PLC0415
     except ImportError:  # pragma: no cover - until the header analysis lands
         return None
-    return analyze_header(peek.header, peek.internaldate, datetime.now(UTC), ctx.analysis())
+    return analyze_header(peek.header, peek.internaldate, datetime.now(UTC), ctx.analysis(), size=peek.size)
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:

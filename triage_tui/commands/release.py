@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from triage_tui.commands._select import add_plan_args, add_selector_args, resolve
@@ -19,6 +20,7 @@ from triage_tui.commands.locks import require_locks
 from triage_tui.domain import uidset
 from triage_tui.domain.model import View
 from triage_tui.domain.numbers import float_arg, int_arg
+from triage_tui.domain.reingest import ReingestSelection, select_for_reingest
 from triage_tui.services.locks import ACTION, DEFAULT_POLL_CYCLE, MAIL_ROOM_TTL, WatchStatus
 
 NAME = "release"
@@ -43,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="split the keys into N waves, oldest UIDs first; wave i gets TTL + i*interval (default 1)")
     w.add_argument("--wave-interval", type=float_arg(0.1, 3600), default=30.0, metavar="SECONDS",
                    help="seconds between waves (default 30)")
+    p.add_argument("--include-junk", action="store_true",
+                   help="also re-ingest stale messages GitLab would reject (it writes a weeks-late rejection to the "
+                   "sender) or drop; by default they are left out and counted")
     p.add_argument("--mark-unseen", action="store_true",
                    help="the combined step for seen-stuck messages: select among \\Seen, not \\Deleted messages, "
                    "remove \\Seen, then release their keys")
@@ -58,6 +63,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     wt.add_argument("--interval", type=float_arg(0.1, 3600), default=2.0, metavar="SECONDS",
                     help="how often to look (default 2)")
     add_plan_args(p)
+
+
+def _select(svc: Any, uidvalidity: int, uids: list[int], include_junk: bool) -> tuple[list[int], ReingestSelection]:
+    """GitLab's verdict on the selection (headers fetched with BODY.PEEK: no flag changes): stale
+    mail GitLab would reject or drop is left out unless ``include_junk``. UIDs whose header could
+    not be fetched (expunged meanwhile) stay in: the plan says they are no longer there."""
+    now = datetime.now(UTC)
+    msgs = [m for batch in svc.iter_messages(uidvalidity, list(uids), headers=True, now=now) for m in batch]
+    selection = select_for_reingest(msgs, svc.analysis.stale_after, now=now, include_junk=include_junk)
+    found = {m.uid for m in msgs}
+    keep = set(selection.included)
+    return [u for u in uids if u in keep or u not in found], selection
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -130,13 +147,17 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     uidvalidity, uids = resolve(args, ctx, view)
     if uids is None:
         uidvalidity, uids = svc.search(view)
+    uids, selection = _select(svc, uidvalidity, uids, args.include_junk)
     mark = svc.plan_flags("mark-unseen", uidvalidity, uids) if args.mark_unseen else None
     ttl = 0 if (args.now or args.ttl is None) else args.ttl
     plan = ls.plan_release(svc, uidvalidity, uids, ttl=ttl, natural=args.natural, waves=args.waves,
                            wave_interval=args.wave_interval, mark_unseen=mark)
+    if not args.json:
+        for line in selection.lines():
+            ctx.say(line)
     if args.dry_run:
         if args.json:
-            ctx.emit_json({"dry_run": True, **plan.to_json()})
+            ctx.emit_json({"dry_run": True, **plan.to_json(), "selection": selection.to_json()})
         else:
             for line in plan.describe():
                 ctx.say(line)
@@ -148,7 +169,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     result = None
     if not mutating and not args.wait:
         if args.json:
-            ctx.emit_json({"nothing_to_do": True, **plan.to_json()})
+            ctx.emit_json({"nothing_to_do": True, **plan.to_json(), "selection": selection.to_json()})
         else:
             for line in plan.describe():
                 ctx.say(line)
@@ -164,7 +185,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
             ctx.confirm(question + "\nProceed?", yes=args.yes)
         result = ls.release(plan, svc)
         if args.json:
-            ctx.emit_json(result.to_json())
+            ctx.emit_json({**result.to_json(), "selection": selection.to_json()})
         else:
             _report_result(ctx, result, plan, ls.journal.path)
         if not result.ok:

@@ -23,12 +23,15 @@ from datetime import UTC, datetime, timedelta
 from triage_tui.domain import classify
 from triage_tui.domain.headers import Headers, decode_words, first_address, parse_date
 from triage_tui.domain.model import Message
+from triage_tui.domain.outcome import UNKNOWN, Outcome
 from triage_tui.domain.settings import AnalysisConfig
 
 #: A Date before this is a broken clock or a forgery, not a send time.
 PLAUSIBLE_DATE_FROM = datetime(1980, 1, 1, tzinfo=UTC)
 #: A Date this far after delivery (INTERNALDATE, else now) is a clock running ahead.
 FUTURE_DATE_SLACK = timedelta(days=1)
+#: GitLab's verdict on a message whose header could not be analysed at all.
+UNREAD_OUTCOME = Outcome(UNKNOWN, None, "the header could not be analysed: GitLab's verdict is unknown", False, "error")
 _SHOWN = 60  # characters of a header value quoted in a problem
 
 
@@ -85,6 +88,7 @@ def minimal_message(
         problems=(f"header not analysed ({type(exc).__name__}): only UID, flags, size and delivery time "
                   "are shown",),
     )
+    msg.outcome = UNREAD_OUTCOME
     try:
         age = msg.age_seconds(now or datetime.now(UTC))
         msg.stale = age is not None and age > config.stale_after.total_seconds()

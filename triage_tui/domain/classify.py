@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
+from triage_tui.domain import outcome
 from triage_tui.domain.headers import Headers, impersonated_address
 from triage_tui.domain.keys import UNKNOWN, find_key_grouped
 from triage_tui.domain.model import Message
@@ -197,6 +198,7 @@ def annotate(msg: Message, headers: Headers, config: AnalysisConfig, now: dateti
     """Fill the key decoding and the verdicts of ``msg``. Never raises: each verdict is its own
     step, and one that fails keeps its default and adds a reason to ``msg.problems``."""
     problems: list[str] = []
+    key_error: Exception | None = None
     try:
         grouped, first = _group(headers)
     except Exception as exc:  # noqa: BLE001 - one hostile message must not break a listing
@@ -208,6 +210,7 @@ def annotate(msg: Message, headers: Headers, config: AnalysisConfig, now: dateti
                 if config.address else UNKNOWN)
     except Exception as exc:  # noqa: BLE001
         info = UNKNOWN
+        key_error = exc
         problems.append(f"GitLab key could not be decoded ({type(exc).__name__}): handler unknown")
     msg.kind, msg.key = info.kind, info.key
     msg.project_id, msg.project_slug, msg.project_path = info.project_id, info.project_slug, info.project_path
@@ -252,6 +255,12 @@ def annotate(msg: Message, headers: Headers, config: AnalysisConfig, now: dateti
         sus.append(dup)
     msg.suspicious = bool(sus)
     msg.suspicious_reason = "; ".join(sus) if sus else None
+    # GitLab's verdict (never raises; ~1-3 us with the key decoded above)
+    if key_error is not None:
+        msg.outcome = outcome.Outcome(outcome.UNKNOWN, None, f"the key could not be decoded "
+                                      f"({type(key_error).__name__}): GitLab's verdict is unknown", False, "error")
+    else:
+        msg.outcome = outcome.predict(headers, info, msg.size, config)
     if problems:  # re-annotation must not repeat them
         msg.problems = tuple(dict.fromkeys((*msg.problems, *problems)))
 

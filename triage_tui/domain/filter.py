@@ -19,8 +19,11 @@ Fields (text matches are case-insensitive substrings; ``field:/regex/`` for a re
     size>1M          RFC822.SIZE; <, >, <=, >=, = with K, M, G (1024-based)
     uid:N  uid:1,5,10-20  uid>N   UIDs
     iid:N            issue iid of a note_on_issuable key
-    bot stale suspicious nokey seen unseen deleted locked
-                     verdicts and flags (also is:bot, bot:no ...)
+    outcome:VERDICT  GitLab's predicted verdict if re-ingested: handled, dropped (ignored
+                     without a reply), rejected (GitLab writes a rejection to the sender),
+                     unknown (local only: never pushed to the server)
+    bot stale suspicious nokey seen unseen deleted locked problem
+                     verdicts and flags (also is:bot, bot:no, has:problem ...)
     TEXT  "two words"   free text: matches the sender or the subject
 
 An empty filter matches everything. A syntax error names its 1-based position and what was
@@ -62,13 +65,17 @@ Filter language (list --filter, and / in the TUI)
   age>2d          age since INTERNALDATE: < > <= >= with s m h d w (90m 36h 2d 1w)
   size>1M         size: < > <= >= = with K M G
   uid:N           uid:1,5,10-20   uid>1000          iid:N   issue iid
+  outcome:V       GitLab's verdict if re-ingested: handled, dropped (no reply),
+                  rejected (GitLab writes to the sender), unknown
   bot stale suspicious nokey seen unseen deleted locked   (also is:bot, bot:no)
+  problem         a header field could not be read (also has:problem)
   TEXT "a phrase" free text: sender or subject
 
   Examples:
     project:278964 kind:new_issue age>2d
     bot or from:noreply subject:"Error fetching"
     !suspicious (kind:service_desk | kind:new_issue) size>1M
+    outcome:rejected stale   (old mail GitLab would answer with a rejection)
 """
 
 
@@ -101,9 +108,16 @@ KIND_ALIASES: dict[str, str] = {
     "none": "unknown",
 }
 FLAGS = ("bot", "stale", "suspicious", "nokey", "no-key", "no_key", "seen", "unseen", "deleted",
-         "locked")
+         "locked", "problem")
 TEXT_FIELDS = ("from", "to", "cc", "subject", "key", "msgid")
-FIELDS = (*TEXT_FIELDS, "project", "kind", "handler", "age", "size", "uid", "iid", "is", *FLAGS)
+FIELDS = (*TEXT_FIELDS, "project", "kind", "handler", "outcome", "age", "size", "uid", "iid", "is", "has", *FLAGS)
+#: GitLab's predicted verdicts (domain.outcome) and the spellings the filter accepts for them.
+OUTCOMES = ("handled", "dropped", "rejected", "unknown")
+OUTCOME_ALIASES: dict[str, str] = {
+    **{v: v for v in OUTCOMES},
+    "handle": "handled", "ok": "handled", "drop": "dropped", "ignored": "dropped", "reject": "rejected",
+    "rejection": "rejected", "bounce": "rejected",
+}
 
 
 def _imap_date(d: date) -> str:
@@ -276,6 +290,17 @@ class Kind(Node):
         return msg.kind == self.kind
 
 
+@dataclass
+class Verdict(Node):
+    """``outcome:rejected``: GitLab's predicted verdict (local only: no IMAP criterion)."""
+
+    verdict: str
+
+    def matches(self, msg: Message, now: datetime) -> bool:
+        o = msg.outcome
+        return (o.verdict if o is not None else "unknown") == self.verdict
+
+
 _CMP: dict[str, Callable[[float, float], bool]] = {
     "<": lambda a, b: a < b, ">": lambda a, b: a > b, "<=": lambda a, b: a <= b,
     ">=": lambda a, b: a >= b, "=": lambda a, b: a == b,
@@ -374,6 +399,7 @@ _FLAG_GET: dict[str, Callable[[Message], bool]] = {
     "unseen": lambda m: not m.seen,
     "deleted": lambda m: m.deleted,
     "locked": lambda m: m.lock is not None,
+    "problem": lambda m: bool(m.problems),
 }
 _FLAG_PUSH = {"seen": ("SEEN", "UNSEEN"), "unseen": ("UNSEEN", "SEEN"), "deleted": ("DELETED", "UNDELETED")}
 
@@ -635,7 +661,7 @@ class _Parser:
         return self.field_term(field, op, value, vpos, tok.value)
 
     def field_term(self, field: str, op: str, value: str, vpos: int, written: str) -> Node:
-        if field in _FLAG_GET or field in ("no-key", "no_key", "is"):
+        if field in _FLAG_GET or field in ("no-key", "no_key", "is", "has"):
             return self.flag_term(field, op, value, vpos)
         if field in TEXT_FIELDS or field == "project":
             if op != ":" and op != "=":
@@ -648,6 +674,11 @@ class _Parser:
             if kind is None or op not in (":", "="):
                 raise self.error(vpos, f"unknown kind {value!r}: expected one of {', '.join(KINDS)}")
             return Kind(kind)
+        if field == "outcome":
+            verdict = OUTCOME_ALIASES.get(value.lower())
+            if verdict is None or op not in (":", "="):
+                raise self.error(vpos, f"unknown outcome {value!r}: expected one of {', '.join(OUTCOMES)}")
+            return Verdict(verdict)
         if field == "age":
             if op in (":", "="):
                 raise self.error(vpos - len(op), "expected <, >, <= or >= after 'age' (e.g. age>2d)")
@@ -677,9 +708,11 @@ class _Parser:
         if op not in (":", "="):
             raise self.error(vpos - len(op), f"expected ':' after {field!r}")
         low = value.lower()
-        if field == "is":
+        if field in ("is", "has"):
+            if low in ("problems",):
+                low = "problem"
             if low not in _FLAG_GET and low not in ("no-key", "no_key"):
-                raise self.error(vpos, f"expected a flag after 'is:' ({', '.join(_FLAG_GET)})")
+                raise self.error(vpos, f"expected a flag after {field + ':'!r} ({', '.join(_FLAG_GET)})")
             return Flag(_flag_name(low))
         if low in ("yes", "true", "1", "y", "on"):
             return Flag(_flag_name(field))

@@ -23,6 +23,7 @@ from typing import Any
 from triage_tui.domain.analysis import AnalysisConfig, build_message, shown
 from triage_tui.domain.headers import Headers, parse_date
 from triage_tui.domain.keys import UNKNOWN, KeyInfo, find_key
+from triage_tui.domain.outcome import glyph_for
 
 MAX_HOPS = 100
 MAX_VALUE = 8192  # characters of one Received / Authentication-Results value that are parsed
@@ -147,6 +148,11 @@ class HeaderAnalysis:
         if c.get("suspicious"):
             verdicts.append(f"suspicious: {c.get('suspicious_reason')}")
         lines.append("Verdicts: " + ("; ".join(verdicts) if verdicts else "none"))
+        verdict = c.get("gitlab_outcome")
+        if verdict:
+            handler = c.get("gitlab_handler")
+            lines.append(f"GitLab's verdict if re-ingested: {glyph_for(verdict)} {verdict}"
+                         + (f" by {handler}" if handler else "") + f": {c.get('gitlab_outcome_reason')}")
         problems = c.get("problems") or ()
         if problems:
             lines.append("Problems: " + "; ".join(problems))
@@ -380,13 +386,14 @@ def analyze_header(
     internaldate: datetime | None,
     now: datetime | None,
     config: AnalysisConfig,
+    size: int | None = None,
 ) -> HeaderAnalysis:
     """Everything ``peek`` shows about one message, from its full header and INTERNALDATE.
     Never raises: each part is its own guarded step (a part that fails is left out with a
     warning), and a last-resort guard returns the bare analysis with the reason."""
     now = now or datetime.now(UTC)
     try:
-        return _analyze(raw_header, internaldate, now, config)
+        return _analyze(raw_header, internaldate, now, config, size)
     except Exception as exc:  # noqa: BLE001 - the preview and peek must show something
         return HeaderAnalysis(
             date=None, internaldate=internaldate, now=now, hops=[], auth=[], key=UNKNOWN,
@@ -401,13 +408,15 @@ def _analyze(
     internaldate: datetime | None,
     now: datetime,
     config: AnalysisConfig,
+    size: int | None = None,
 ) -> HeaderAnalysis:
     if internaldate is not None and internaldate.tzinfo is None:
         internaldate = internaldate.replace(tzinfo=UTC)
     raw = raw_header.encode("utf-8", "surrogateescape") if isinstance(raw_header, str) else (raw_header or b"")
     warnings: list[str] = []
     headers = Headers.parse(raw)
-    msg = build_message(0, 0, (), internaldate, len(raw), raw, config, now)  # never raises
+    # the RFC822.SIZE when known (GitLab's verdict on blank or oversized mail depends on it)
+    msg = build_message(0, 0, (), internaldate, len(raw) if size is None else size, raw, config, now)  # never raises
     date = msg.date
     received = headers.get_all("received")
     try:
@@ -468,6 +477,7 @@ def _analyze(
             "kind": msg.kind, "no_key": msg.no_key, "stale": msg.stale, "bot": msg.bot,
             "bot_reason": msg.bot_reason, "suspicious": msg.suspicious,
             "suspicious_reason": msg.suspicious_reason, "problems": list(msg.problems),
+            **{k: v for k, v in msg.to_json(now).items() if k.startswith("gitlab_")},
         },
         summary={
             "from": msg.sender, "to": msg.to, "cc": msg.cc, "subject": msg.subject,

@@ -69,6 +69,10 @@ class Message:
     suspicious: bool = False
     suspicious_reason: str | None = None
     no_key: bool = False
+    #: GitLab's verdict if (re-)ingested: a :class:`triage_tui.domain.outcome.Outcome` (verdict,
+    #: handler, reason, needs_db, rule), filled by domain.classify; None before annotation.
+    #: In JSON: gitlab_outcome, gitlab_handler, gitlab_outcome_reason, gitlab_needs_db.
+    outcome: Any = None
     #: fields that could not be read and were degraded, each with a short reason ("unparseable
     #: Date: …"); the row is still listed, filtered and acted on by what could be read
     problems: tuple[str, ...] = ()
@@ -105,8 +109,13 @@ class Message:
         age = self.age_seconds(now)
         d["age_seconds"] = round(age, 3) if age is not None else None
         d["flags"] = list(self.flags)
+        o = self.outcome
+        d["gitlab_outcome"] = o.verdict if o is not None else "unknown"
+        d["gitlab_handler"] = o.handler if o is not None else None
+        d["gitlab_outcome_reason"] = o.reason if o is not None else "not predicted"
+        d["gitlab_needs_db"] = o.needs_db if o is not None else None
         d.update(self.extra)
         return d
 
 
-_JSON_FIELDS = tuple(f.name for f in fields(Message) if f.name != "extra")
+_JSON_FIELDS = tuple(f.name for f in fields(Message) if f.name not in ("extra", "outcome"))

@@ -107,7 +107,7 @@ HELP_TEXT = {
     "view.deleted": "deleted view: \\Deleted, awaiting expunge",
     "view.sort": "sort by the next column (age, sender, project, handler, subject, size, verdicts, lock, UID)",
     "view.sort_reverse": "reverse the sort order",
-    "view.group": "group by project, handler, sender domain, age bucket, or nothing",
+    "view.group": "group by project, handler, sender domain, age bucket, GitLab verdict, or nothing",
     "view.fold_all": "expand or collapse every group",
     "open": "open the header preview (on a group row: fold or unfold it)",
     "filter.open": "filter (the language is below); enter applies, esc closes",
@@ -197,7 +197,7 @@ class TriageApp(KeyOrder, App[int]):
         Binding("3", "view('deleted')", "Deleted view", show=False, id="view.deleted"),
         Binding("s", "sort_next", "Sort by next column", show=False, id="view.sort"),
         Binding("r", "sort_reverse", "Reverse sort", show=False, id="view.sort_reverse"),
-        Binding("z", "group_next", "Group by (project, handler, domain, age)", show=False, id="view.group"),
+        Binding("z", "group_next", "Group by (project, handler, domain, age, verdict)", show=False, id="view.group"),
         Binding("Z", "toggle_all_groups", "Expand/collapse all groups", show=False, id="view.fold_all"),
         Binding("p", "pause", "Pause/resume live refresh", show=False, id="refresh.pause"),
         Binding("R,f5", "reload", "Full re-list", show=False, id="refresh.reload"),
@@ -1125,7 +1125,7 @@ class TriageApp(KeyOrder, App[int]):
         try:
             from triage_tui.domain.hops import analyze_header
 
-            analysis = analyze_header(peek.header, peek.internaldate, now, svc.analysis)
+            analysis = analyze_header(peek.header, peek.internaldate, now, svc.analysis, size=peek.size)
             lines += analysis.render_text()
         except ImportError:  # pragma: no cover - until the header analysis lands
             lines.append("(header analysis not available in this build)")
@@ -1203,9 +1203,12 @@ class TriageApp(KeyOrder, App[int]):
             self.status("nothing selected: mark rows with space (or a for all matching), or put the cursor on one")
             return
         shown = 5 if self.size.height >= 30 else 3
+        msgs = self.model.messages
         request = ReingestRequest(uids=uids, note=note, view=self.view.value, read_only=self.read_only,
                                   sample=self._sample(uids, shown), demo_note=self._demo_reingest_note(),
-                                  poll_cycle=self.reingest_poll_cycle)
+                                  poll_cycle=self.reingest_poll_cycle,
+                                  messages=[msgs[u] for u in uids if u in msgs], now=self.clock(),
+                                  stale_after_s=self.service.analysis.stale_after.total_seconds())
         self.status("re-ingest: planning (a dry run: nothing changes until you type the count)")
         self._push_reingest(ReingestScreen(request))
 
@@ -1642,7 +1645,8 @@ class TriageApp(KeyOrder, App[int]):
             FILTER_HELP = FALLBACK_FILTER_HELP  # noqa: N806
         notes = [
             "Glyphs: ▶ cursor · ● marked · verdicts B bot, S stale, ! suspicious, ? no GitLab key, "
-            "~ a header field could not be read (the preview says which).",
+            "~ a header field could not be read (the preview says which); G GitLab's verdict if re-ingested: "
+            "✓ handled, ∅ dropped (no reply), ↩ rejected (GitLab writes to the sender), ⋯ unknown.",
             "Every key can be remapped by binding id (shown in the key map config, e.g. mark.toggle).",
         ]
         if self.read_only:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from rich.cells import cell_len, set_cell_size
 
 from triage_tui.domain.model import Message
+from triage_tui.domain.outcome import GLYPHS as OUTCOME_GLYPHS
 from triage_tui.domain.text import inert
 from triage_tui.tui.listmodel import project_label
 
@@ -66,14 +67,28 @@ KIND_LABELS = {
 
 #: ``~``: a header field could not be read (or is implausible) and the row shows what could;
 #: the preview and ``peek`` say which (``Message.problems``).
-VERDICTS = (("B", "bot"), ("S", "stale"), ("!", "suspicious"), ("?", "no_key"), ("~", "problems"))
+#: ``G``: GitLab's predicted verdict if re-ingested (domain.outcome): ✓ handled (drawn dim: the
+#: usual case), ∅ dropped without a reply, ↩ rejected (GitLab writes to the sender), ⋯ unknown.
+VERDICTS = (("B", "bot"), ("S", "stale"), ("!", "suspicious"), ("?", "no_key"), ("~", "problems"),
+            ("G", "outcome"))
 VERDICT_TITLE = "".join(g for g, _ in VERDICTS)
+#: Glyphs of the verdict column drawn dim (not set, or nothing to worry about).
+QUIET_GLYPHS = frozenset({"·", OUTCOME_GLYPHS["handled"]})
+
+
+def outcome_glyph(m: Message) -> str:
+    """GitLab's verdict as one glyph; ``·`` when it was not predicted (no header read yet)."""
+    o = m.outcome
+    if o is None:
+        return "·"
+    return OUTCOME_GLYPHS.get(getattr(o, "verdict", "unknown"), OUTCOME_GLYPHS["unknown"])
 
 
 def verdict_glyphs(m: Message) -> str:
     """Bot / stale / suspicious / no-key / damaged as glyphs (never colour alone); ``·`` when
-    not set. Always :data:`VERDICT_TITLE` long (the widget draws one segment per glyph)."""
-    return "".join(g if getattr(m, attr) else "·" for g, attr in VERDICTS)
+    not set; then GitLab's verdict. Always :data:`VERDICT_TITLE` long (the widget draws one
+    segment per glyph; every glyph is one cell)."""
+    return "".join(g if getattr(m, attr) else "·" for g, attr in VERDICTS[:-1]) + outcome_glyph(m)
 
 
 def lock_text(m: Message) -> str:

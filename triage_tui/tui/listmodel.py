@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from triage_tui.domain.model import Message
+from triage_tui.domain.outcome import GLYPHS as OUTCOME_GLYPHS
+from triage_tui.domain.outcome import VERDICTS as OUTCOMES
 
 
 class MessageFilter(Protocol):
@@ -49,6 +51,21 @@ def project_label(m: Message) -> str:
 def sender_domain(m: Message) -> str:
     addr = m.from_addr or ""
     return addr.rpartition("@")[2].lower() if "@" in addr else (addr.lower() or "(no sender)")
+
+
+def gitlab_outcome(m: Message) -> str:
+    """GitLab's predicted verdict (handled, dropped, rejected, unknown); ``unknown`` before the
+    prediction ran."""
+    o = m.outcome
+    v = getattr(o, "verdict", None)
+    return v if v in OUTCOMES else "unknown"
+
+
+def outcome_label(verdict: str) -> str:
+    """A group's label: ``↩ GitLab rejects`` (glyph and words, never colour alone)."""
+    words = {"handled": "GitLab handles", "dropped": "GitLab drops (no reply)",
+             "rejected": "GitLab rejects (writes to the sender)", "unknown": "GitLab: unknown"}
+    return f"{OUTCOME_GLYPHS.get(verdict, '?')} {words.get(verdict, verdict)}"
 
 
 def verdict_rank(m: Message) -> int:
@@ -89,8 +106,9 @@ GROUPS: dict[str, str] = {
     "kind": "handler",
     "domain": "sender domain",
     "age": "age bucket",
+    "outcome": "GitLab verdict",
 }
-GROUP_ORDER: tuple[str | None, ...] = (None, "project", "kind", "domain", "age")
+GROUP_ORDER: tuple[str | None, ...] = (None, "project", "kind", "domain", "age", "outcome")
 
 
 @dataclass
@@ -221,7 +239,7 @@ class ListModel:
             k = keyfn(m)
             g = by.get(k)
             if g is None:
-                g = by[k] = Group(key=k, label=k)
+                g = by[k] = Group(key=k, label=outcome_label(k) if self.group_by == "outcome" else k)
             g.uids.append(u)
             age = m.age_seconds(now)
             if age is not None and (g.oldest is None or age > g.oldest):
@@ -234,6 +252,9 @@ class ListModel:
         if self.group_by == "age":
             rank = {label: i for i, (_, label) in enumerate(AGE_BUCKETS)}
             groups.sort(key=lambda g: rank.get(g.key, -1), reverse=True)
+        elif self.group_by == "outcome":  # GitLab's order of concern: rejections first
+            order = {"rejected": 0, "unknown": 1, "dropped": 2, "handled": 3}
+            groups.sort(key=lambda g: order.get(g.key, 9))
         else:
             groups.sort(key=lambda g: (-len(g.uids), g.key))
         rows: list[Row] = []
@@ -253,6 +274,8 @@ class ListModel:
             return sender_domain
         if self.group_by == "age":
             return lambda m: age_bucket(m, now)
+        if self.group_by == "outcome":
+            return gitlab_outcome
         raise ValueError(self.group_by)
 
     def rebuild(self) -> None:

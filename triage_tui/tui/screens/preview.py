@@ -17,7 +17,8 @@ from textual.widgets import Static
 from triage_tui.domain.model import Message
 from triage_tui.domain.text import clipboard_refusal, inert
 
-_WARN_WORDS = ("PLAINTEXT", "CLOCK SKEW", "Warning:", "no key", "suspicious", "UNVERIFIED", "fail", "Problems:")
+_WARN_WORDS = ("PLAINTEXT", "CLOCK SKEW", "Warning:", "no key", "suspicious", "UNVERIFIED", "fail", "Problems:",
+               "verdict if re-ingested: ↩", "verdict if re-ingested: ∅", "verdict if re-ingested: ⋯")
 #: What the preview lays out of a header. A widget wraps and measures every line it holds on
 #: the event loop: a 10 MB header took 15-18 s, a frozen UI (tests/faults/test_nasty.py). The
 #: whole header stays one key away (p, $PAGER).

@@ -34,6 +34,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, RadioButton, RadioSet, Static
 
 from triage_tui.domain.numbers import parse_int
+from triage_tui.domain.reingest import ReingestSelection, select_for_reingest
 from triage_tui.domain.text import inert
 from triage_tui.errors import UsageError
 from triage_tui.services.locks import REASON_NO_RECLAIM, REASON_UIDVALIDITY
@@ -61,6 +62,32 @@ class ReingestRequest:
     sample: list[str] = field(default_factory=list)
     demo_note: str | None = None  # the demo's mail_room, and that it starts after the release
     poll_cycle: float = 60.0
+    #: the selected messages as listed (GitLab's verdict, age) and the stale limit: with both, stale
+    #: mail GitLab would reject or drop is left out of ``uids`` unless ``include_junk``
+    messages: list[Any] = field(default_factory=list, repr=False)
+    stale_after_s: float | None = None
+    include_junk: bool = False
+    now: datetime | None = None
+    selection: ReingestSelection | None = None
+    all_uids: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.all_uids = list(self.uids)
+        self._split()
+
+    def _split(self) -> None:
+        if self.stale_after_s is None:
+            return
+        sel = select_for_reingest(self.messages, self.stale_after_s, now=self.now, include_junk=self.include_junk)
+        listed = {m.uid for m in self.messages}
+        keep = set(sel.included)
+        self.selection = sel
+        self.uids = [u for u in self.all_uids if u in keep or u not in listed]
+
+    def set_include_junk(self, on: bool) -> None:
+        """The screen's switch: bring the stale rejected/dropped mail in (or leave it out again)."""
+        self.include_junk = on
+        self._split()
 
 
 @dataclass
@@ -232,6 +259,8 @@ class ReingestScreen(ModalScreen[None]):
     BINDINGS = [
         Binding("escape", "back", "Back", id="reingest.back",
                 tooltip="plan: cancel (nothing changes); watch: back to the list, the watch goes on"),
+        Binding("J", "toggle_junk", "Include stale junk", id="reingest.junk",
+                tooltip="bring in (or leave out again) stale mail GitLab would reject or drop"),
         Binding("M", "demo_consumer", "mail_room", id="reingest.demo_consumer",
                 tooltip="demo: start or stop the mail_room stand-in"),
         Binding("x", "stop_watch", "Stop watching", id="reingest.stop",
@@ -368,6 +397,10 @@ class ReingestScreen(ModalScreen[None]):
                      .replace("(release --now)", "('release now')") for line in plan.describe()]
         lines = [(line, "bold" if line.startswith(("action:", "after the action:", "step 1")) else
                   ("warn" if line.startswith("warning") else "")) for line in described]
+        if r.selection is not None:
+            sel_lines = r.selection.lines(switch="J")
+            lines = [(line, "warn" if line.startswith(("left out", "included on request")) else "")
+                     for line in sel_lines] + [("", "")] + lines
         if r.sample:
             width = max(20, self.query_one("#ri-scroll").size.width - 2)
             lines.append(("", ""))
@@ -500,6 +533,10 @@ class ReingestScreen(ModalScreen[None]):
         demo = self.request is not None and self.request.demo_note is not None or self.watching is not None
         if self.watching is None:
             text = "esc cancel · tab: choice/TTL/buttons · type the count, enter"
+            sel = self.request.selection if self.request is not None else None
+            if sel is not None and sel.junk:
+                text += (f" · J add {len(sel.junk):,} junk" if not sel.include_junk else  # fits 80 columns
+                         f" · J omit {len(sel.junk):,} junk")
         elif self.watching.finished:
             text = "esc back to the list · I there starts a new re-ingest · j/k scroll"
         else:
@@ -604,6 +641,9 @@ class ReingestScreen(ModalScreen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "demo_consumer":
             return getattr(self.app, "demo_consumer", None) is not None
+        if action == "toggle_junk":
+            return bool(self.watching is None and self.request is not None and self.request.selection is not None
+                        and self.request.selection.junk)
         if action == "stop_watch":
             return bool(self.watching is not None and not self.watching.finished)
         return True
@@ -612,6 +652,15 @@ class ReingestScreen(ModalScreen[None]):
         if self._replan_timer is not None:
             self._replan_timer.stop()
         self.dismiss(None)
+
+    def action_toggle_junk(self) -> None:
+        r = self.request
+        if r is None or r.selection is None or self.watching is not None or self.executing:
+            return
+        r.set_include_junk(not r.include_junk)
+        self.query_one("#ri-typed", Input).value = ""  # the count to type changes
+        self._keys_line()
+        self._request_plan()
 
     def action_demo_consumer(self) -> None:
         self.app.action_demo_consumer()  # type: ignore[attr-defined]

@@ -246,7 +246,8 @@ class MessageList(ScrollView, can_focus=True):
         model = self.model
         is_open = g.key in model.expanded
         age = C.human_age(g.oldest, True) if g.oldest is not None else "?"
-        what = {"project": "project", "kind": "handler", "domain": "from", "age": "age"}.get(model.group_by or "", "")
+        what = {"project": "project", "kind": "handler", "domain": "from", "age": "age",
+                "outcome": "verdict"}.get(model.group_by or "", "")
         head = f"{CURSOR_GLYPH if is_cursor else ' '}{'▾' if is_open else '▸'} {what} {inert(g.label)}"
         n = len(g.uids)
         tail = f"  {n:,} message{'s' if n != 1 else ''} · oldest {age}"
@@ -276,7 +277,7 @@ class MessageList(ScrollView, can_focus=True):
             elif col.key == "verdict":
                 on, off = row_style + self._style("verdict"), row_style + self._style("dim")
                 for g in C.verdict_glyphs(m):
-                    segs.append(Segment(g, off if g == "·" else on))
+                    segs.append(Segment(g, off if g in C.QUIET_GLYPHS else on))
             elif col.key == "project":
                 segs.append(Segment(C.fit_tail(C.cell("project", m, now, compact), w, C.project_tail(m)), row_style))
             else:
