@@ -10,9 +10,12 @@ Errors are one line on stderr with a distinct exit code (see :mod:`triage_tui.er
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import importlib
 import logging
 import os
+import re
 import signal
 import sys
 import traceback
@@ -28,9 +31,63 @@ from triage_tui.domain.text import inert
 from triage_tui.errors import TriageError, UsageError
 
 
+_INVALID_CHOICE = re.compile(r"argument (?P<arg>[^:]+): invalid choice: (?P<value>'.*') \(choose from (?P<choices>.*)\)$",
+                             re.DOTALL)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
+        message = _did_you_mean(message)
         raise UsageError(f"{mask_urls_in(message)} (see {self.prog} --help)")  # it may quote a typed URL
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            misplaced = _global_options_in(self, extras)
+            if misplaced and getattr(parsed, "command", None):
+                names = [m.split(" ", 1)[0] for m in misplaced]
+                what = f"{names[0]} is a global option" if len(names) == 1 else \
+                    f"{', '.join(names)} are global options"
+                raise UsageError(f"{what}: put {'it' if len(names) == 1 else 'them'} before the subcommand: "
+                                 f"{self.prog} {' '.join(misplaced)} {parsed.command}")
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+
+def _global_options_in(parser: argparse.ArgumentParser, extras: list[str]) -> list[str]:
+    """The global options (with a placeholder for their value) found among the arguments a
+    subcommand did not recognise: ``list --read-only`` means ``--read-only list``."""
+    found: list[str] = []
+    for tok in extras:
+        name = tok.split("=", 1)[0] if tok.startswith("--") else tok
+        action = parser._option_string_actions.get(name)
+        if action is None or not tok.startswith("-") or action.dest in ("help", "version"):
+            continue
+        if action.nargs == 0:
+            found.append(name)
+        else:  # the value is not echoed (it may be a password-bearing URL): its placeholder is
+            found.append(f"{name} {action.metavar or action.dest.upper()}")
+    return found
+
+
+def _did_you_mean(message: str) -> str:
+    """argparse's "invalid choice: 'lsit' (choose from ...)" with the nearest choice named first."""
+    m = _INVALID_CHOICE.match(message)
+    if m is None:
+        return message
+    choices = re.findall(r"'([^']*)'", m["choices"])
+    try:
+        value = ast.literal_eval(m["value"])
+    except (ValueError, SyntaxError):
+        return message
+    if not isinstance(value, str):
+        return message
+    what = "subcommand" if m["arg"] in ("COMMAND", "ACTION") else f"value for {m['arg']}"
+    close = difflib.get_close_matches(value.lower(), choices, n=1, cutoff=0.6)
+    if close:
+        return f"unknown {what} {inert(value, limit=40)!r}: did you mean {close[0]}?"
+    return f"unknown {what} {inert(value, limit=40)!r}: choose from {', '.join(choices)}"
 
 
 def _on() -> dict[str, object]:
