@@ -30,7 +30,6 @@ from triage_tui.domain.redact import mask_urls_in, scrub_registered
 from triage_tui.domain.text import inert
 from triage_tui.errors import TriageError, UsageError
 
-
 _INVALID_CHOICE = re.compile(r"argument (?P<arg>[^:]+): invalid choice: (?P<value>'.*') \(choose from (?P<choices>.*)\)$",
                              re.DOTALL)
 
