@@ -16,6 +16,8 @@ import importlib
 import logging
 import os
 import re
+import shlex
+import shutil
 import signal
 import sys
 import traceback
@@ -94,20 +96,38 @@ def _on() -> dict[str, object]:
     return {"action": "store_const", "const": True, "default": None}
 
 
+def invoked_as() -> str:
+    """How to call this program again, for the commands an error or ``--help`` suggests:
+    ``triage-tui`` when that name on PATH is this program, else the path it was run by (right
+    after the README's install, ``.venv/bin/triage-tui`` is not on PATH)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) != "triage-tui":
+        return "triage-tui"  # python -m triage_tui, a test runner
+    found = shutil.which("triage-tui")
+    try:
+        if found and os.path.samefile(found, argv0):
+            return "triage-tui"
+    except OSError:
+        pass
+    return shlex.quote(inert(argv0, limit=200))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
-        prog="triage-tui",
+        prog=invoked_as(),
         description="Triage GitLab's incoming-email IMAP mailbox (mail_room) during an incident. "
         "Without a subcommand, opens the full-screen UI. Settings come from (lowest first) defaults, "
-        "--gitlab-config / --mail-room-config, the config file (see `triage-tui config path`), "
-        "TRIAGE_* environment variables, then flags; `triage-tui config show` says which won.",
+        "--gitlab-config / --mail-room-config, the config file (see `%(prog)s config path`), "
+        "TRIAGE_* environment variables, then flags; `%(prog)s config show` says which won. "
+        "Global options (all but --help and --version below) go before the subcommand: "
+        "`%(prog)s --read-only list`.",
         epilog="Exit codes: 0 ok, 1 failed or incomplete, 2 usage/config, 3 connection/auth/TLS, "
         "4 refused (read-only, UIDVALIDITY changed, confirmation missing).",
     )
     p.add_argument("--version", action="version", version=f"triage-tui {__version__}")
     c = p.add_argument_group("configuration")
     c.add_argument("--config", metavar="PATH", help="TOML config file (default: the user config dir, see "
-                   "`triage-tui config path`) [TRIAGE_CONFIG]")
+                   "`%(prog)s config path`) [TRIAGE_CONFIG]")
     c.add_argument("--profile", metavar="NAME", help="use [profiles.NAME] of the config file [TRIAGE_PROFILE]")
     c.add_argument("--gitlab-config", metavar="PATH",
                    help="read incoming_email / service_desk_email from a rendered gitlab.yml, e.g. "

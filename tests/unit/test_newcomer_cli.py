@@ -166,3 +166,38 @@ def test_width_from_columns(monkeypatch):  # type: ignore[no-untyped-def]
     monkeypatch.delenv("COLUMNS")
     monkeypatch.setattr(sys, "__stdout__", io.StringIO())  # not a terminal
     assert list_.terminal_width() == 120
+
+
+# --- triage-tui is not on PATH after the README's install -----------------------------------------
+
+def test_errors_name_the_program_as_it_was_called(monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
+    exe = tmp_path / ".venv" / "bin" / "triage-tui"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [".venv/bin/triage-tui", "list", "--read-only"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # not on PATH, as right after `pip install -e .`
+    assert cli_mod.invoked_as() == ".venv/bin/triage-tui"
+    code, _, err = run(["list", "--read-only"])
+    assert code == 2 and "put it before the subcommand: .venv/bin/triage-tui --read-only list" in err
+    monkeypatch.setenv("PATH", f"{exe.parent}:/usr/bin:/bin")  # activated: the short name works
+    assert cli_mod.invoked_as() == "triage-tui"
+    monkeypatch.setattr(sys, "argv", ["/tmp/we ird/triage-tui"])  # a path with a space is quoted
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert cli_mod.invoked_as() == "'/tmp/we ird/triage-tui'"
+
+
+def test_readme_says_where_the_command_is():  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    install = text.index("pip install -q -e .")
+    after = text[install:]
+    # the first prose after the install says the command is in the virtualenv (or activate)
+    note = after[after.index("```", after.index("\n")) + 3:][:400]
+    assert ".venv/bin/triage-tui" in note and ". .venv/bin/activate" in note
+    # the demo variants right after it are runnable as written
+    demo = after[after.index("demo --read-only") - 40:][:200]
+    assert ".venv/bin/triage-tui demo --read-only" in demo
+    assert "JSON Lines" in text
