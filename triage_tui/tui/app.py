@@ -1556,7 +1556,8 @@ class TriageApp(KeyOrder, App[int]):
                 self._busy = False
                 self.status("cancelled: nothing was changed")
 
-        self.status(f"{kind}: waiting for your confirmation (Cancel has focus)")
+        how = f"type {typed} and Enter" if typed is not None else "y confirms"
+        self.status(f"{kind}: waiting for your confirmation ({how}, esc cancels)")
         self.push_screen(ConfirmScreen(request), done)
 
     @work(thread=True, exit_on_error=False, group="action", description="_execute_worker")

@@ -35,8 +35,22 @@ class StatusLine(Static):
         self.show("", "info")
 
 
-class FilterInput(Input):
-    """The ``/`` input. ``esc`` closes it (without changing the applied filter)."""
+class InertInput(Input):
+    """An input whose text is never echoed raw: pasted (or otherwise inserted) text is made
+    inert first. Pasted text is echoed by the input: a clipboard holding ESC, BEL or bidi
+    characters must not reach the terminal through it (Textual draws an ESC as is). They are
+    kept visibly (``\\x1b``), like everywhere else. The filter and every typed-count box use it."""
+
+    def replace(self, text: str, start: int, end: int) -> None:
+        super().replace(inert(text), start, end)
+
+    def validate_value(self, value: str) -> str:
+        return inert(value)
+
+
+class FilterInput(InertInput):
+    """The ``/`` input. ``esc`` closes it (without changing the applied filter); the filter
+    looks for pasted control characters as their visible escapes."""
 
     BINDINGS = [
         Binding("escape", "close", "Close filter", show=False, id="filter.close"),
@@ -47,15 +61,6 @@ class FilterInput(Input):
 
     def action_close(self) -> None:
         self.post_message(self.Closed())
-
-    # Pasted text is echoed by the input: a clipboard holding ESC, BEL or bidi characters must
-    # not reach the terminal through it (Textual draws an ESC as is). They are kept visibly
-    # (``\x1b``), like everywhere else; the filter then looks for that text.
-    def replace(self, text: str, start: int, end: int) -> None:
-        super().replace(inert(text), start, end)
-
-    def validate_value(self, value: str) -> str:
-        return inert(value)
 
 
 class FilterBar(Horizontal):

@@ -1,0 +1,125 @@
+"""Issue 12 §4, the UI half (pure UI: no server decides anything here).
+
+Confirmation dialogs say that ``y`` confirms and what Enter does where the focus is *now*; the
+typed count box is empty with a hint, never the number; pasted text in every typed-count box is
+inert. At 80x24 the pulse bar keeps every count (compact numbers) and the status line keeps the
+part of an error that says what was wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from textual import events
+from textual.app import App
+from textual.widgets import Input, Static
+
+from triage_tui.tui.screens.confirm import ConfirmRequest, ConfirmScreen
+
+
+def _text(widget: Any) -> str:
+    return str(widget.render())
+
+
+class Host(App[None]):
+    def __init__(self, request: ConfirmRequest) -> None:
+        super().__init__()
+        self.request = request
+        self.result: bool | None = None
+
+    def on_mount(self) -> None:
+        def done(ok: bool | None) -> None:
+            self.result = ok
+
+        self.push_screen(ConfirmScreen(self.request), done)
+
+
+def test_plain_confirmation_says_y_and_follows_the_focus() -> None:
+    app = Host(ConfirmRequest(title="Mark 3 messages \\Seen?", lines=["three"], confirm_label="Mark seen (3)"))
+
+    async def go() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            keys = app.screen.query_one("#confirm-keys", Static)
+            assert "y confirms" in _text(keys)
+            assert "Cancel has focus" in _text(keys)
+            await pilot.press("tab")
+            assert app.screen.focused is not None and app.screen.focused.id == "confirm"
+            assert "Cancel has focus" not in _text(keys)
+            assert "Mark seen (3) has focus" in _text(keys)
+            await pilot.press("shift+tab")
+            assert "Cancel has focus" in _text(keys)
+            await pilot.press("y")
+            await pilot.pause()
+            assert app.result is True
+
+    asyncio.run(go())
+
+
+def test_typed_confirmation_hint_is_not_the_number_and_paste_is_inert() -> None:
+    app = Host(ConfirmRequest(title="Expunge 20?", lines=["cannot be undone"], typed="20",
+                              confirm_label="Expunge (20)", danger=True))
+
+    async def go() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            box = app.screen.query_one("#confirm-typed", Input)
+            assert box.value == ""
+            assert "20" not in box.placeholder and box.placeholder == "type the count"
+            keys = app.screen.query_one("#confirm-keys", Static)
+            assert "type 20 + Enter confirms" in _text(keys) and "y confirms" not in _text(keys)
+            assert "Cancel has focus" in _text(keys)
+            await pilot.press("y")  # says why nothing happened, and stays
+            assert "y does not confirm this: type 20" in _text(app.screen.query_one("#confirm-typed-help"))
+            assert app.result is None and app.screen.focused.id == "cancel"
+            await pilot.press("2")  # a digit while Cancel has focus moves focus to the box
+            assert app.screen.focused is box
+            assert "Cancel has focus" not in _text(keys) and "typing the count" in _text(keys)
+            box.post_message(events.Paste("\x1b[2J\x07\u202e0"))
+            await pilot.pause()
+            assert "\x1b" not in box.value and "\x07" not in box.value and "\u202e" not in box.value
+            assert "\\x1b" in box.value
+            assert all(ch.isprintable() for ch in box.value)
+            await pilot.press("enter")  # not the count: refused, the dialog stays
+            assert app.result is None and isinstance(app.screen, ConfirmScreen)
+            box.value = ""
+            await pilot.press("2", "0", "enter")
+            await pilot.pause()
+            assert app.result is True
+
+    asyncio.run(go())
+
+
+def test_reingest_typed_box_pastes_inert(mailbox, make_service, redis_server, redis_client):  # type: ignore[no-untyped-def]
+    """The re-ingest screen's count box (real Dovecot and Redis): a pasted ESC sequence shows as
+    text and cannot confirm; Redis is unchanged afterwards."""
+    import time
+
+    from tests.mailgen import backlog
+    from tests.tui.conftest import loaded
+    from tests.tui.test_reingest import KEY, make_app, open_plan
+
+    mailbox.seed(backlog(3, now=time.time()))
+    for uid in (1, 2):
+        redis_client.set(KEY.format(uid), "1", ex=540)
+    app = make_app(make_service(mailbox), redis_server)
+
+    async def go() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await loaded(pilot)
+            screen = await open_plan(pilot, "a")
+            box = screen.query_one("#ri-typed", Input)
+            box.focus()
+            await pilot.pause()
+            box.post_message(events.Paste("\x1b]52;c;ZWNobyBoaQ==\x07"))  # longer than the box allows
+            await pilot.pause()
+            assert box.value == ""
+            box.post_message(events.Paste("\x1b[2J\x07"))
+            await pilot.pause()
+            assert box.value == "\\x1b[2J\\x07", repr(box.value)
+            await pilot.press("enter")
+            await pilot.press("escape")
+
+    asyncio.run(go())
+    assert all(redis_client.ttl(KEY.format(u)) > 500 for u in (1, 2))
