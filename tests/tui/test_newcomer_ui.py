@@ -123,3 +123,41 @@ def test_reingest_typed_box_pastes_inert(mailbox, make_service, redis_server, re
 
     asyncio.run(go())
     assert all(redis_client.ttl(KEY.format(u)) > 500 for u in (1, 2))
+
+
+def test_b_after_o_says_both_counts() -> None:
+    from tests.tui.fakes import FakeService, fixed_clock, sample_messages
+    from triage_tui.tui.app import TriageApp
+
+    svc = FakeService(sample_messages(200))
+    app = TriageApp(svc, clock=fixed_clock, watcher_factory=None)
+
+    async def go() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            while app._loading or app._uidvalidity is None:
+                await pilot.pause(0.02)
+            msgs = app.model.messages
+            stale = {u for u, m in msgs.items() if m.stale}
+            bots = {u for u, m in msgs.items() if m.bot}
+            assert bots & stale and bots - stale, "the sample needs bots both stale and fresh"
+            await pilot.press("o")
+            assert app.status_line.text == f"marked {len(stale):,} stale messages"
+            await pilot.press("b")
+            total = len(stale | bots)
+            assert app.model.marks == stale | bots and app.pulse_state.marks == total
+            assert app.status_line.text == (f"{len(bots):,} bot messages: {len(bots - stale):,} newly marked "
+                                            f"({len(bots & stale):,} already were); {total:,} marked in all")
+            await pilot.press("b")  # nothing new
+            assert f"0 newly marked ({len(bots):,} already were)" in app.status_line.text
+
+    asyncio.run(go())
+
+
+def test_marked_text() -> None:
+    from triage_tui.tui.widgets.bars import marked_text
+
+    assert marked_text("bot messages", 325, 1000, 1069) == \
+        "325 bot messages: 69 newly marked (256 already were); 1,069 marked in all"
+    assert marked_text("bot messages", 5, 0, 5) == "marked 5 bot messages"
+    assert marked_text("bot messages", 5, 3, 8) == "marked 5 bot messages; 8 marked in all"
+    assert marked_text("bot messages", 0, 3, 3) == "no bot messages to mark"

@@ -15,6 +15,19 @@ from triage_tui.domain.text import inert
 GLYPHS = {"error": "✗ ", "ok": "✓ ", "info": "", "warn": "! "}
 
 
+def marked_text(what: str, hits: int, before: int, after: int) -> str:
+    """What a bulk mark did, when it differs from what it matched: ``b`` after ``o`` matches
+    325 bot messages of which 256 were already marked as stale. Says the match, how many were
+    newly marked and the total, so the count in the pulse bar never surprises."""
+    if hits == 0:
+        return f"no {what} to mark"
+    new = after - before
+    if new == hits:
+        return f"marked {hits:,} {what}" + (f"; {after:,} marked in all" if before else "")
+    already = hits - new
+    return (f"{hits:,} {what}: {new:,} newly marked ({already:,} already were); {after:,} marked in all")
+
+
 class StatusLine(Static):
     """Where results and errors appear. An error stays until the next status or ``esc``: an
     operator who looked away must still be able to read it."""
