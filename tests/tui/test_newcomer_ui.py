@@ -161,3 +161,64 @@ def test_marked_text() -> None:
     assert marked_text("bot messages", 5, 0, 5) == "marked 5 bot messages"
     assert marked_text("bot messages", 5, 3, 8) == "marked 5 bot messages; 8 marked in all"
     assert marked_text("bot messages", 0, 3, 3) == "no bot messages to mark"
+
+
+def test_status_line_keeps_what_was_wrong_at_80x24() -> None:
+    from tests.tui.fakes import FakeService, fixed_clock, sample_messages
+    from triage_tui.tui.app import TriageApp
+
+    app = TriageApp(FakeService(sample_messages(40)), clock=fixed_clock, watcher_factory=None)
+
+    async def go() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            while app._loading or app._uidvalidity is None:
+                await pilot.pause(0.02)
+            await pilot.press("slash", *"age>2", "enter")
+            await pilot.pause(0.1)
+            line = app.status_line
+            assert line.kind == "error" and "has no unit" in line.text
+            shown = line.shown_lines()
+            assert len(shown) == 2 and line.size.height == 2
+            assert all(len(x) <= 78 for x in shown)
+            assert "has no unit" in shown[-1] and "units s m h d w" in shown[-1]  # the end is kept
+            # what is on the screen (not just the widget's text): both lines, in the last rows
+            screen = [app.screen._compositor.render_update(full=True)]  # noqa: F841 - forces a full frame
+            rows = [str(line.render_line(y).text) for y in range(2)]
+            assert "filter syntax error" in rows[0] and "has no unit" in rows[1]
+            # a short status goes back to one line
+            await pilot.press("escape")
+            line.show("ok", "ok")
+            await pilot.pause(0.05)
+            assert line.size.height == 1
+
+    asyncio.run(go())
+
+
+def test_fit_status_never_loses_the_end() -> None:
+    from rich.cells import cell_len
+
+    from triage_tui.tui.widgets.bars import fit_status
+
+    long = "✗ " + "x" * 300 + " the reason at the end"
+    for width in (20, 40, 78, 118):
+        out = fit_status(long, width)
+        lines = out.split("\n")
+        assert len(lines) == 2 and all(cell_len(x) <= width for x in lines), (width, lines)
+        assert lines[1].endswith("the reason at the end"[-(width - 2):]) and lines[1].startswith("… ")
+        assert lines[0].startswith("✗ x")
+    cjk = "错误：" + "请帮我查看" * 40 + " 原因"
+    lines = fit_status(cjk, 78).split("\n")
+    assert all(cell_len(x) <= 78 for x in lines) and lines[1].endswith("原因")
+    assert fit_status("short", 78) == "short"
+    two = "a " * 60
+    assert [len(x) for x in fit_status(two, 78).split("\n")] and len(fit_status(two, 78).split("\n")) == 2
+
+
+def test_fit_status_leaves_out_the_general_middle_first() -> None:
+    from triage_tui.tui.widgets.bars import fit_status
+
+    t = ("✗ filter syntax error at position 5: expected an age like 90m, 36h, 2d or 1w: age '99999999999w' is "
+         "more than 100 years (36500d): use a number with a unit: 90m, 36h, 2d, 1w (units s m h d w)")
+    out = fit_status(t, 78)
+    assert out.startswith("✗ filter syntax error at position 5: …: age '99999999999w' is more than 100")
+    assert out.endswith("(units s m h d w)") and out.count("\n") == 1
