@@ -84,7 +84,7 @@ def test_cli_uids_dash_passes_the_local_checks(monkeypatch):  # type: ignore[no-
     (["config", "shwo"], "did you mean show?"),
     (["list", "--view", "unsen"], "did you mean unseen?"),
     (["zzz"], "unknown subcommand 'zzz': choose from list, peek"),
-    (["\x1b[2J"], "unknown subcommand '\\\\x1b[2J'"),
+    (["\x1b[0mzz"], "unknown subcommand '\\\\x1b[0mzz'"),  # not a value another test registers as a secret
 ])
 def test_usage_errors_say_the_fix(argv, want):  # type: ignore[no-untyped-def]
     code, out, err = run(argv)
