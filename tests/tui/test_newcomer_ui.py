@@ -222,3 +222,32 @@ def test_fit_status_leaves_out_the_general_middle_first() -> None:
     out = fit_status(t, 78)
     assert out.startswith("✗ filter syntax error at position 5: …: age '99999999999w' is more than 100")
     assert out.endswith("(units s m h d w)") and out.count("\n") == 1
+
+
+def test_pulse_bar_keeps_every_count_at_80x24_with_large_counts() -> None:
+    from tests.tui.fakes import FakeService, fixed_clock, sample_messages
+    from triage_tui.tui.app import TriageApp
+
+    app = TriageApp(FakeService(sample_messages(40)), clock=fixed_clock, watcher_factory=None)
+
+    async def go() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            while app._loading or app._uidvalidity is None:
+                await pilot.pause(0.02)
+            s = app.pulse_state
+            s.unseen, s.seen_stuck, s.deleted = 123_456, 45_678, 9_876
+            s.locks_configured, s.locks_held = True, 98_765
+            s.oldest_unseen_age = 21 * 86400
+            s.demo = True
+            s.consumer, s.consumer_running = "mail_room: running, 812 delivered", True
+            s.reingest = "re-ingest 12/20 · ETA 10 s"
+            app._pulse()
+            await pilot.pause(0.05)
+            one, two = app.query_one("#pulse").text_lines()
+            for piece in ("DEMO", "UNSEEN 123", "stuck 45", "\\Del 9", "locks 98"):
+                assert piece in one, (piece, one)
+            for piece in ("view unseen", "marked", "re-ingest 12/20", "mail_room: running"):
+                assert piece in two, (piece, two)
+            assert len(one) <= 80 and len(two) <= 80
+
+    asyncio.run(go())
