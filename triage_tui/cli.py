@@ -10,9 +10,14 @@ Errors are one line on stderr with a distinct exit code (see :mod:`triage_tui.er
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import importlib
 import logging
 import os
+import re
+import shlex
+import shutil
 import signal
 import sys
 import traceback
@@ -27,10 +32,63 @@ from triage_tui.domain.redact import mask_urls_in, scrub_registered
 from triage_tui.domain.text import inert
 from triage_tui.errors import TriageError, UsageError
 
+_INVALID_CHOICE = re.compile(r"argument (?P<arg>[^:]+): invalid choice: (?P<value>'.*') \(choose from (?P<choices>.*)\)$",
+                             re.DOTALL)
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
+        message = _did_you_mean(message)
         raise UsageError(f"{mask_urls_in(message)} (see {self.prog} --help)")  # it may quote a typed URL
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            misplaced = _global_options_in(self, extras)
+            if misplaced and getattr(parsed, "command", None):
+                names = [m.split(" ", 1)[0] for m in misplaced]
+                what = f"{names[0]} is a global option" if len(names) == 1 else \
+                    f"{', '.join(names)} are global options"
+                raise UsageError(f"{what}: put {'it' if len(names) == 1 else 'them'} before the subcommand: "
+                                 f"{self.prog} {' '.join(misplaced)} {parsed.command}")
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+
+def _global_options_in(parser: argparse.ArgumentParser, extras: list[str]) -> list[str]:
+    """The global options (with a placeholder for their value) found among the arguments a
+    subcommand did not recognise: ``list --read-only`` means ``--read-only list``."""
+    found: list[str] = []
+    for tok in extras:
+        name = tok.split("=", 1)[0] if tok.startswith("--") else tok
+        action = parser._option_string_actions.get(name)
+        if action is None or not tok.startswith("-") or action.dest in ("help", "version"):
+            continue
+        if action.nargs == 0:
+            found.append(name)
+        else:  # the value is not echoed (it may be a password-bearing URL): its placeholder is
+            found.append(f"{name} {action.metavar or action.dest.upper()}")
+    return found
+
+
+def _did_you_mean(message: str) -> str:
+    """argparse's "invalid choice: 'lsit' (choose from ...)" with the nearest choice named first."""
+    m = _INVALID_CHOICE.match(message)
+    if m is None:
+        return message
+    choices = re.findall(r"'([^']*)'", m["choices"])
+    try:
+        value = ast.literal_eval(m["value"])
+    except (ValueError, SyntaxError):
+        return message
+    if not isinstance(value, str):
+        return message
+    what = "subcommand" if m["arg"] in ("COMMAND", "ACTION") else f"value for {m['arg']}"
+    close = difflib.get_close_matches(value.lower(), choices, n=1, cutoff=0.6)
+    if close:
+        return f"unknown {what} {inert(value, limit=40)!r}: did you mean {close[0]}?"
+    return f"unknown {what} {inert(value, limit=40)!r}: choose from {', '.join(choices)}"
 
 
 def _on() -> dict[str, object]:
@@ -38,20 +96,38 @@ def _on() -> dict[str, object]:
     return {"action": "store_const", "const": True, "default": None}
 
 
+def invoked_as() -> str:
+    """How to call this program again, for the commands an error or ``--help`` suggests:
+    ``triage-tui`` when that name on PATH is this program, else the path it was run by (right
+    after the README's install, ``.venv/bin/triage-tui`` is not on PATH)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) != "triage-tui":
+        return "triage-tui"  # python -m triage_tui, a test runner
+    found = shutil.which("triage-tui")
+    try:
+        if found and os.path.samefile(found, argv0):
+            return "triage-tui"
+    except OSError:
+        pass
+    return shlex.quote(inert(argv0, limit=200))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
-        prog="triage-tui",
+        prog=invoked_as(),
         description="Triage GitLab's incoming-email IMAP mailbox (mail_room) during an incident. "
         "Without a subcommand, opens the full-screen UI. Settings come from (lowest first) defaults, "
-        "--gitlab-config / --mail-room-config, the config file (see `triage-tui config path`), "
-        "TRIAGE_* environment variables, then flags; `triage-tui config show` says which won.",
+        "--gitlab-config / --mail-room-config, the config file (see `%(prog)s config path`), "
+        "TRIAGE_* environment variables, then flags; `%(prog)s config show` says which won. "
+        "Global options (all but --help and --version below) go before the subcommand: "
+        "`%(prog)s --read-only list`.",
         epilog="Exit codes: 0 ok, 1 failed or incomplete, 2 usage/config, 3 connection/auth/TLS, "
         "4 refused (read-only, UIDVALIDITY changed, confirmation missing).",
     )
     p.add_argument("--version", action="version", version=f"triage-tui {__version__}")
     c = p.add_argument_group("configuration")
     c.add_argument("--config", metavar="PATH", help="TOML config file (default: the user config dir, see "
-                   "`triage-tui config path`) [TRIAGE_CONFIG]")
+                   "`%(prog)s config path`) [TRIAGE_CONFIG]")
     c.add_argument("--profile", metavar="NAME", help="use [profiles.NAME] of the config file [TRIAGE_PROFILE]")
     c.add_argument("--gitlab-config", metavar="PATH",
                    help="read incoming_email / service_desk_email from a rendered gitlab.yml, e.g. "

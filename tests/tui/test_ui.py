@@ -155,7 +155,8 @@ def test_pulse_says_demo_and_the_tls_state_in_words() -> None:
     assert "plaintext (loopback)" in line(loopback=True)
     # the loud badges have the RW badge's priority: they survive 80 columns
     narrow = line(80, demo=True, insecure=True, locks_configured=True, locks_held=1234)
-    assert "DEMO" in narrow and "TLS UNVERIFIED" in narrow and "UNSEEN 12,345" in narrow
+    assert "DEMO" in narrow and "TLS UNVERIFIED" in narrow and "UNSEEN 12.3k" in narrow
+    assert "locks 1.23k" in narrow and "\\Del 300" in narrow  # abbreviated, never left out
 
 
 def test_the_tui_command_gives_mutations_the_insecure_tls_note(monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -35,7 +35,7 @@ def _checked(check: Any, name: str) -> Any:
 def _check_uids(text: str) -> None:
     if not text.strip():
         raise UsageError("empty UID set: give UIDs like 1:500,502 (as listed)")
-    uidset.parse_ranges(text)
+    uidset.parse_ranges(text, dashes=True)
 
 
 def _check_filter(text: str) -> None:
@@ -50,7 +50,7 @@ filter_arg = _checked(_check_filter, "filter")
 
 def add_selector_args(p: argparse.ArgumentParser, *, allow_all: bool = True) -> None:
     g = p.add_argument_group("selection (combined with AND)")
-    g.add_argument("--uids", metavar="SET", type=uids_arg, help="UIDs like 1:500,502 (as listed)")
+    g.add_argument("--uids", metavar="SET", type=uids_arg, help="UIDs like 1:500,502 or 1-500,502 (as listed)")
     g.add_argument("--uidvalidity", type=int_arg(1, IMAP_MAX), metavar="N",
                    help="the UIDVALIDITY the UIDs were listed under; refused if the mailbox changed since")
     g.add_argument("--older-than", metavar="AGE", type=age_arg, help="INTERNALDATE older than AGE (90m, 36h, 2d, 1w)")
@@ -83,7 +83,7 @@ def resolve(args: argparse.Namespace, ctx: Any, view: View, *, require: bool = T
     # every local check before the connection: a typo costs no login
     flt = compile_filter(getattr(args, "filter", None))
     age = parse_age(args.older_than) if getattr(args, "older_than", None) else None
-    explicit = uidset.parse_ranges(args.uids) if getattr(args, "uids", None) else None
+    explicit = uidset.parse_ranges(args.uids, dashes=True) if getattr(args, "uids", None) else None
     svc = ctx.service()
     narrow = flt.pushdown(datetime.now(UTC)) if flt is not None else None
     uidvalidity, found = svc.search(view, narrow)

@@ -1,9 +1,16 @@
-"""list: the messages of a view, streamed as chunks arrive (``--json``: one object per line)."""
+"""list: the messages of a view, streamed as chunks arrive (``--json``: JSON Lines, one object
+per line).
+
+The plain rows fit the terminal's width, measured in display cells (a CJK name takes two per
+character), so a row never wraps and the columns stay straight. When stdout is not a terminal,
+``COLUMNS`` decides, else 120.
+"""
 
 from __future__ import annotations
 
 import argparse
 import shutil
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +21,7 @@ from triage_tui.domain.headers import impersonated_address
 from triage_tui.domain.model import Message, View
 from triage_tui.domain.numbers import int_arg
 from triage_tui.domain.text import inert
+from triage_tui.domain.width import fit
 
 NAME = "list"
 HELP = "list messages of a view (unseen, seen-stuck, deleted) with age, sender, subject and GitLab key"
@@ -27,7 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--help-filter", action=_FilterHelp, help="explain the filter language and exit")
     p.add_argument("--no-pushdown", action="store_true",
                    help="evaluate the filter only locally (by default the server pre-selects a superset)")
-    p.add_argument("--json", action="store_true", help="one JSON object per message per line")
+    p.add_argument("--json", action="store_true",
+                   help="JSON Lines: one JSON object per message, one per line (not one JSON array); "
+                   "read it with `jq -c`, or `jq -s` for an array")
     p.add_argument("--limit", type=int_arg(1, 100_000_000), metavar="N", help="stop after N messages")
 
 
@@ -43,8 +53,35 @@ class _FilterHelp(argparse.Action):
 
 
 def _trunc(text: str, width: int) -> str:
-    text = inert(text, limit=width + 1)  # cut before escaping: a 1 MB subject costs a line
-    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+    """``text`` inert, cut and padded to exactly ``width`` display cells."""
+    return fit(inert(text, limit=width + 1), width)  # cut before escaping: a 1 MB subject costs a line
+
+
+#: The fixed columns (UID, AGE, FLAGS and their spaces) and the two spaces after FROM and PROJECT.
+_FIXED = 7 + 1 + 4 + 1 + 5 + 1 + 2
+
+
+@dataclass(frozen=True)
+class Layout:
+    sender: int
+    project: int
+    subject: int
+
+
+def layout(width: int) -> Layout:
+    """Column widths for a terminal ``width`` cells wide. One cell is left free: a row that ends
+    in the last column makes some terminals wrap. Below ~50 columns the subject keeps 10 cells
+    and the row is as narrow as it can be."""
+    rest = max(0, width - 1 - _FIXED)
+    sender = min(30, max(12, rest * 3 // 10))
+    project = min(24, max(10, rest // 4))
+    return Layout(sender, project, max(10, rest - sender - project))
+
+
+def terminal_width() -> int:
+    """The terminal's columns (``COLUMNS`` first, as :func:`shutil.get_terminal_size` does); 120
+    when stdout is not a terminal and ``COLUMNS`` is unset or not a number."""
+    return max(20, shutil.get_terminal_size((120, 24)).columns)
 
 
 def _project(m: Message) -> str:
@@ -70,11 +107,15 @@ def _sender(m: Message) -> str:
     return m.sender
 
 
-def _row(m: Message, now: datetime, subj_w: int) -> str:
+def _row(m: Message, now: datetime, lay: Layout) -> str:
     age = m.age_seconds(now)
     return (f"{m.uid:>7} {format_age(age) if age is not None else '?':>4} {_glyphs(m):5} "
-            f"{_trunc(_sender(m), 26):26} {_trunc(_project(m) + ' ' + m.kind, 22):22} "
-            f"{_trunc(m.subject, subj_w)}")
+            f"{_trunc(_sender(m), lay.sender)} {_trunc(_project(m) + ' ' + m.kind, lay.project)} "
+            f"{fit(inert(m.subject, limit=lay.subject + 1), lay.subject, pad=False)}")
+
+
+def header(lay: Layout) -> str:
+    return f"{'UID':>7} {'AGE':>4} {'FLAGS':5} {fit('FROM', lay.sender)} {fit('PROJECT/KIND', lay.project)} SUBJECT"
 
 
 def _broken_row(m: Message, exc: Exception, as_json: bool) -> Any:
@@ -90,12 +131,11 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     svc = ctx.service()
     flt = compile_filter(args.filter)
     now = datetime.now(UTC)
-    width = shutil.get_terminal_size((120, 24)).columns
-    subj_w = max(10, width - 7 - 5 - 6 - 26 - 22 - 8)
+    lay = layout(terminal_width())
     shown = 0
     first_uid: dict[str, int] = {}  # streaming: a later copy of a Message-ID is flagged
     if not args.json:
-        ctx.say(f"{'UID':>7} {'AGE':>4} {'FLAGS':5} {'FROM':26} {'PROJECT/KIND':22} SUBJECT")
+        ctx.say(header(lay))
     locks = ctx.lock_service()  # None when no Redis is configured
     lock_error: str | None = None
     # the server narrows first (a superset of the matches: dates, FROM, SUBJECT...), we decide
@@ -117,7 +157,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
                         mark_duplicates([Message(uid=uid0, uidvalidity=m.uidvalidity, message_id=mid), m])
                 if flt is not None and not flt.matches(m, now):
                     continue
-                out: Any = m.to_json(now) if args.json else _row(m, now, subj_w)
+                out: Any = m.to_json(now) if args.json else _row(m, now, lay)
             except Exception as exc:  # noqa: BLE001 - one bad message costs its own row, never the listing
                 out = _broken_row(m, exc, args.json)
             if args.json:

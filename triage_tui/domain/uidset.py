@@ -56,10 +56,12 @@ def _uid(token: str, text: str) -> int:
     return int(tok)
 
 
-def parse_ranges(text: str, *, limit: int = MAX_UIDS) -> list[tuple[int, int]]:
+def parse_ranges(text: str, *, limit: int = MAX_UIDS, dashes: bool = False) -> list[tuple[int, int]]:
     """Parse ``"1:3,5,9:7"`` into sorted, merged ``(first, last)`` runs without expanding them:
     reversed ranges are normalised (IMAP allows ``9:7``), duplicates and overlaps merged. ``*``,
-    ``0``, non-ASCII digits and sets covering more than ``limit`` UIDs are refused."""
+    ``0``, non-ASCII digits and sets covering more than ``limit`` UIDs are refused. With
+    ``dashes`` (what an operator types: ``--uids``), ``5-10`` is accepted as ``5:10`` too, the
+    filter language's spelling; a server reply never gets that leniency."""
     text = text.strip()
     if not text:
         return []
@@ -68,7 +70,8 @@ def parse_ranges(text: str, *, limit: int = MAX_UIDS) -> list[tuple[int, int]]:
                          "--filter instead")
     runs: list[tuple[int, int]] = []
     for part in text.split(","):
-        a, colon, b = part.partition(":")
+        sep = "-" if dashes and "-" in part and ":" not in part else ":"
+        a, colon, b = part.partition(sep)
         lo = _uid(a, text)
         hi = _uid(b, text) if colon else lo
         runs.append((min(lo, hi), max(lo, hi)))

@@ -63,7 +63,7 @@ from triage_tui.tui.screens.confirm import ConfirmRequest, ConfirmScreen
 from triage_tui.tui.screens.help import HelpScreen
 from triage_tui.tui.screens.preview import PreviewScreen
 from triage_tui.tui.screens.reingest import ReingestRequest, ReingestScreen, ReingestWatch, watch_summary
-from triage_tui.tui.widgets.bars import FilterBar, FilterInput, StatusLine
+from triage_tui.tui.widgets.bars import FilterBar, FilterInput, StatusLine, marked_text
 from triage_tui.tui.widgets.message_list import MessageList
 from triage_tui.tui.widgets.pulse import ColumnHeader, PulseBar, PulseState
 
@@ -888,14 +888,18 @@ class TriageApp(KeyOrder, App[int]):
         self.status(f"marked all {n:,} messages {what} (not just the visible rows)")
 
     def action_mark_stale(self) -> None:
+        before = len(self.model.marks)
         n = self.model.mark_where(lambda m: m.stale)
         self._after_marks()
-        self.status(f"marked {n:,} stale messages" + (" (within the filter)" if self.model.filter else ""))
+        self.status(marked_text("stale messages", n, before, len(self.model.marks))
+                    + (" (within the filter)" if self.model.filter else ""))
 
     def action_mark_bots(self) -> None:
+        before = len(self.model.marks)
         n = self.model.mark_where(lambda m: m.bot)
         self._after_marks()
-        self.status(f"marked {n:,} bot messages" + (" (within the filter)" if self.model.filter else ""))
+        self.status(marked_text("bot messages", n, before, len(self.model.marks))
+                    + (" (within the filter)" if self.model.filter else ""))
 
     def command_mark_older(self, age_text: str, then_mark_seen: bool) -> None:
         """Palette: "mark seen older than 2d" / "older than 36h"."""
@@ -907,9 +911,10 @@ class TriageApp(KeyOrder, App[int]):
             self.status(str(e), "error")
             return
         now = self.clock()
+        before = len(self.model.marks)
         n = self.model.mark_where(lambda m: (a := m.age_seconds(now)) is not None and a > limit)
         self._after_marks()
-        self.status(f"marked {n:,} messages older than {age_text}")
+        self.status(marked_text(f"messages older than {age_text}", n, before, len(self.model.marks)))
         if then_mark_seen and n:
             self.call_later(self.palette_run, "mark_seen")
 
@@ -1559,7 +1564,8 @@ class TriageApp(KeyOrder, App[int]):
                 self._busy = False
                 self.status("cancelled: nothing was changed")
 
-        self.status(f"{kind}: waiting for your confirmation (Cancel has focus)")
+        how = f"type {typed} and Enter" if typed is not None else "y confirms"
+        self.status(f"{kind}: waiting for your confirmation ({how}, esc cancels)")
         self.push_screen(ConfirmScreen(request), done)
 
     @work(thread=True, exit_on_error=False, group="action", description="_execute_worker")

@@ -4,6 +4,11 @@ Every mutation shows the count, a sample of the rows and what will happen; Cance
 so a reflexive Enter does nothing. Flag changes confirm with ``y``. Expunge asks the operator
 to type the count and says it cannot be undone; ``y`` does nothing there. Digits typed while
 Cancel has focus go to the confirmation box, so the typed path needs no extra Tab.
+
+The last line says which keys do what and what Enter would press *now*: it follows the focus
+(Tab, a click, a digit that moves focus into the box). The count box is empty with a dim hint,
+never the number itself (a prefilled-looking count invites an Enter that does nothing), and
+pasted text in it is made inert like everywhere else.
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Button, Input, Static
 
 from triage_tui.domain.text import inert
+from triage_tui.tui.widgets.bars import InertInput
 
 
 @dataclass
@@ -56,17 +64,44 @@ class ConfirmScreen(ModalScreen[bool]):
                 yield Static(Content(f"Type {r.typed} and press Enter to confirm."), id="confirm-typed-help",
                              markup=False)
                 # no select-on-focus: the first digit, typed while Cancel had focus, moves focus here
-                # and must not be selected (and replaced) by the second
-                yield Input(placeholder=r.typed, id="confirm-typed", select_on_focus=False)
+                # and must not be selected (and replaced) by the second. The placeholder is a hint,
+                # not the number: a box that looks filled in invites an Enter that does nothing.
+                yield InertInput(placeholder="type the count", id="confirm-typed", select_on_focus=False)
             with Horizontal(id="confirm-buttons"):
                 yield Button("Cancel", id="cancel", variant="default", compact=True)
                 yield Button(r.confirm_label, id="confirm", variant="error" if r.danger else "primary",
                              disabled=r.typed is not None, compact=True)
+            yield Static(Content(self.keys_hint(None)), id="confirm-keys", markup=False)
 
     def on_mount(self) -> None:
         self.query_one("#cancel", Button).focus()
+        self.watch(self, "focused", self._focus_moved, init=False)
+        self._focus_moved(self.focused)
         if self.app.is_headless and self.request.typed is not None:
             self.query_one("#confirm-typed", Input).cursor_blink = False
+
+    def keys_hint(self, focused: Widget | None) -> str:
+        """Which keys do what, and what Enter does with the focus where it is now (one line at
+        80 columns)."""
+        typed = self.request.typed
+        label = self.request.confirm_label
+        keys = "y confirms · n or esc cancels" if typed is None else f"type {typed} + Enter confirms · esc cancels"
+        fid = getattr(focused, "id", None)
+        if fid == "cancel":
+            now = "Cancel has focus"
+        elif fid == "confirm":
+            now = f"{label} has focus"
+        elif fid == "confirm-typed":
+            now = "typing the count"
+        else:
+            now = ""
+        return f"{keys} · {now}" if now else keys
+
+    def _focus_moved(self, focused: Widget | None) -> None:
+        try:
+            self.query_one("#confirm-keys", Static).update(Content(self.keys_hint(focused)))
+        except NoMatches:  # closing
+            pass
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "confirm" and self.request.typed is not None:
@@ -110,6 +145,11 @@ class ConfirmScreen(ModalScreen[bool]):
         if self.request.typed is None or event.character is None:
             return
         box = self.query_one("#confirm-typed", Input)
+        if self.focused is not box and event.character == "y":
+            self.query_one("#confirm-typed-help", Static).update(
+                Content(f"y does not confirm this: type {self.request.typed} and press Enter (esc cancels)."))
+            event.stop()
+            return
         if self.focused is not box and event.character.isprintable() and event.character not in "ny":
             box.focus()
             box.insert_text_at_cursor(event.character)

@@ -39,6 +39,7 @@ from triage_tui.domain.text import inert
 from triage_tui.errors import UsageError
 from triage_tui.services.locks import REASON_NO_RECLAIM, REASON_UIDVALIDITY
 from triage_tui.tui.columns import human_age
+from triage_tui.tui.widgets.bars import InertInput
 
 #: The choices, in display order: (mode, label). The mode names the plan_release arguments.
 MODES: tuple[tuple[str, str], ...] = (
@@ -316,7 +317,7 @@ class ReingestScreen(ModalScreen[None]):
                         yield Static(Content("s"), classes="ri-unit", markup=False)
             with Horizontal(id="ri-confirm"):
                 yield Static(Content(""), id="ri-typed-help", markup=False)
-                yield Input(id="ri-typed", compact=True, max_length=12, select_on_focus=False)
+                yield InertInput(id="ri-typed", compact=True, max_length=12, select_on_focus=False)  # paste: inert
                 yield Button("Cancel", id="ri-cancel", compact=True)
                 yield Button("Release", id="ri-go", variant="error", compact=True, disabled=True)
             yield Static(Content(""), id="ri-keys", markup=False)

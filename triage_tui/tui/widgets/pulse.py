@@ -7,17 +7,19 @@ server. Line 2 is the list's state: view, rows shown, the mark count (always vis
 mail_room, a running re-ingest watch, filter, sort, group, load or action progress, and what
 vanished since the last refresh.
 
-Pieces are styled from the stylesheet's component classes (theme variables), and pieces
-that do not fit the width are dropped lowest priority first, so at 80 columns the important
-ones stay. States are words or glyphs, never colour alone.
+Pieces are styled from the stylesheet's component classes (theme variables). When a line does
+not fit, pieces are abbreviated lowest priority first (12.3k, "stuck", a time without seconds,
+the watch without its ETA) and only the mailbox name and TLS details are left out, so at 80
+columns every count, the watch and mail_room's state stay. States are words or glyphs, never colour alone.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from rich.cells import cell_len
+from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from textual.content import Content
 from textual.strip import Strip
@@ -75,102 +77,178 @@ def _n(v: int | None) -> str:
     return "…" if v is None else f"{v:,}"
 
 
+def compact(v: int | None) -> str:
+    """A count in at most 5 cells: 999, 1.06k, 12.3k, 123k, 1.23M (rounded down: never more than
+    there is)."""
+    if v is None:
+        return "…"
+    if v < 1000:
+        return str(v)
+    for div, suffix in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+        if v >= div:
+            x = v / div
+            if x < 10:
+                text = f"{math.floor(x * 100) / 100:.2f}"
+            elif x < 100:
+                text = f"{math.floor(x * 10) / 10:.1f}"
+            else:
+                text = str(int(x))
+            return text + suffix
+    return str(v)
+
+
 Piece = tuple[int, str, str]  # (priority: lower stays longer, text, style name or "")
+#: A piece as built: its priority, its full text, its style, then shorter forms in order; a form
+#: "" means the piece may be left out. A piece without shorter forms is never shortened.
+Spec = tuple[int, str, str, tuple[str, ...]]
 
 
-def pulse_lines(s: PulseState) -> tuple[list[Piece], list[Piece]]:
+def _first_part(text: str) -> str:
+    """``mail_room: running, 812 delivered`` -> ``mail_room: running``; ``a · b`` -> ``a``."""
+    for sep in (" · ", ", "):
+        if sep in text:
+            text = text.split(sep, 1)[0]
+    return text
+
+
+def _cut(text: str, cells: int) -> str:
+    return text if cell_len(text) <= cells else set_cell_size(text, cells - 1) + "…"
+
+
+def pulse_lines(s: PulseState) -> tuple[list[Spec], list[Spec]]:
     """The two lines as pieces, in display order. Pure, so it is cheap and testable."""
-    one: list[Piece] = []
-    two: list[Piece] = []
-    one.append((0, " RO read-only " if s.read_only else " RW ", "ro" if s.read_only else "rw"))
+    one: list[Spec] = []
+    two: list[Spec] = []
+    one.append((0, " RO read-only " if s.read_only else " RW ", "ro" if s.read_only else "rw",
+                (" RO ",) if s.read_only else ()))
     if s.demo:
-        one.append((0, " DEMO ", "demo"))
+        one.append((0, " DEMO ", "demo", ()))
     if s.insecure or (s.tls_version and s.tls_ok is False):
         # words, not a colour: an operator must not miss that the password went to an unverified peer
-        one.append((0, " TLS UNVERIFIED ", "insecure"))
+        one.append((0, " TLS UNVERIFIED ", "insecure", ()))
     elif s.connected and not s.tls_version and not s.loopback:
-        one.append((0, " NO TLS ", "insecure"))
-    oldest = f" · oldest {human_age(s.oldest_unseen_age, True)}" if s.oldest_unseen_age is not None else ""
-    one.append((1, f"UNSEEN {_n(s.unseen)}{oldest}", "warn" if (s.unseen or 0) > 0 else "good"))
-    one.append((3, f"seen-stuck {_n(s.seen_stuck)}", "warn" if s.seen_stuck else ""))
-    one.append((4, f"\\Deleted {_n(s.deleted)}", ""))
+        one.append((0, " NO TLS ", "insecure", ()))
+    age = human_age(s.oldest_unseen_age, True) if s.oldest_unseen_age is not None else ""
+    oldest = f" · oldest {age}" if age else ""
+    short_age = f" · {age}" if age else ""
+    one.append((1, f"UNSEEN {_n(s.unseen)}{oldest}", "warn" if (s.unseen or 0) > 0 else "good",
+                (f"UNSEEN {_n(s.unseen)}{short_age}", f"UNSEEN {compact(s.unseen)}{short_age}",
+                 f"UNSEEN {compact(s.unseen)}")))
+    one.append((3, f"seen-stuck {_n(s.seen_stuck)}", "warn" if s.seen_stuck else "",
+                (f"stuck {_n(s.seen_stuck)}", f"stuck {compact(s.seen_stuck)}")))
+    one.append((4, f"\\Deleted {_n(s.deleted)}", "", (f"\\Del {_n(s.deleted)}", f"\\Del {compact(s.deleted)}")))
     if s.locks_configured:
         if s.locks_error:
-            one.append((2, "locks: Redis unavailable", "bad"))  # worth more room than the counts
+            one.append((2, "locks: Redis unavailable", "bad", ("locks: no Redis", "locks ✗")))
         else:
-            one.append((5, f"locks {_n(s.locks_held)}", ""))
+            one.append((5, f"locks {_n(s.locks_held)}", "", (f"locks {compact(s.locks_held)}",)))
+    # connecting, paused and reconnecting are news (priority 2); the time of a normal refresh
+    # yields to the counts (5, after the locks count: abbreviated first, left out first)
     t = s.refreshed.strftime("%H:%M:%SZ") if s.refreshed else "--:--:--"
+    hm = t[:5]
     if not s.connected:
-        one.append((2, "connecting…", "warn"))
+        one.append((2, "connecting…", "warn", ()))
     elif s.paused:
-        one.append((2, f"⏸ paused {t}", "warn"))
+        one.append((2, f"⏸ paused {t}", "warn", (f"⏸ paused {hm}", "⏸ paused", "⏸")))
     elif s.live.startswith("reconnecting"):
-        one.append((2, f"⟳ reconnecting {t}", "bad"))
+        one.append((2, f"⟳ reconnecting {t}", "bad", (f"⟳ reconnecting {hm}", "⟳ reconnecting", "⟳")))
     elif s.live == "idle":
-        one.append((2, f"● live {t}", "good"))
+        one.append((5, f"● live {t}", "good", (f"● live {hm}", "● live", "●")))
     elif s.live.startswith("poll"):
-        one.append((2, f"↻ {s.live} {t}", ""))
+        one.append((5, f"↻ {s.live} {t}", "", (f"↻ {s.live} {hm}", f"↻ {hm}", "↻")))
     else:
-        one.append((2, f"refreshed {t}", ""))
+        one.append((5, f"refreshed {t}", "", (f"↻ {t}", f"↻ {hm}", "↻")))
     one.append(_tls_piece(s))
     if s.server:
-        one.append((7, inert(f"{s.mailbox}@{s.server}"), ""))
+        one.append((7, inert(f"{s.mailbox}@{s.server}"), "", ("",)))
 
     shown = f"{s.shown:,}" if s.shown == s.total else f"{s.shown:,}/{s.total:,}"
-    two.append((0, f"view {s.view} · {shown}", ""))
-    marks = f"{'●' if s.marks else '○'} {s.marks:,} marked"
+    cshown = compact(s.shown) if s.shown == s.total else f"{compact(s.shown)}/{compact(s.total)}"
+    two.append((0, f"view {s.view} · {shown}", "", (f"{s.view} {shown}", f"{s.view} {cshown}")))
+    dot = "●" if s.marks else "○"
+    marks = f"{dot} {s.marks:,} marked"
+    short_marks = [f"{dot} {compact(s.marks)} marked"]
     if s.hidden_marks:
         marks += f" ({s.hidden_marks:,} hidden by filter)"
-    two.append((1, marks, "on" if s.marks else ""))
+        # hidden marks are acted on too: they are never left out, only abbreviated
+        short_marks = [f"{dot} {s.marks:,} marked (+{s.hidden_marks:,} hidden)",
+                       f"{dot} {compact(s.marks)} marked (+{compact(s.hidden_marks)} hidden)"]
+    two.append((1, marks, "on" if s.marks else "", tuple(short_marks)))
     if s.reingest:  # a running watch outranks everything but the view and the marks
-        two.append((1, s.reingest, s.reingest_style))
+        two.append((1, s.reingest, s.reingest_style, (_first_part(s.reingest),)))
     if s.consumer:
-        two.append((2, s.consumer, "good" if s.consumer_running else "warn"))
+        two.append((2, s.consumer, "good" if s.consumer_running else "warn", (_first_part(s.consumer),)))
     if s.filter:
-        two.append((3, inert(f"filter: {s.filter}"), "on"))
+        two.append((3, inert(f"filter: {s.filter}"), "on", (_cut(inert(f"filter: {s.filter}"), 24), "filtered")))
     if s.progress:
-        two.append((2, s.progress, "warn"))
+        two.append((2, s.progress, "warn", (_first_part(s.progress),)))
     elif s.loading is not None:
         done, total = s.loading
-        two.append((2, f"loading {done:,}/{total:,}", "warn"))
+        two.append((2, f"loading {done:,}/{total:,}", "warn", (f"loading {compact(done)}/{compact(total)}",)))
     vanished = []
+    short_vanished = []
     if s.vanished:
         word = {"unseen": "picked up", "deleted": "expunged"}.get(s.view, "left the view")
         vanished.append(f"{s.vanished:,} {word} since last refresh")
+        short_vanished.append(f"{compact(s.vanished)} {word}")
     if s.arrived:
         vanished.append(f"{s.arrived:,} new")
+        short_vanished.append(f"{compact(s.arrived)} new")
     if vanished:
-        two.append((4, " · ".join(vanished), "warn"))
-    two.append((6, f"sort {SORTS[s.sort][0]}{'↓' if s.reverse else '↑'}", ""))
+        two.append((4, " · ".join(vanished), "warn", (" · ".join(short_vanished),)))
+    two.append((6, f"sort {SORTS[s.sort][0]}{'↓' if s.reverse else '↑'}", "", ("",)))
     if s.group:
-        two.append((5, f"group {GROUPS[s.group]}", ""))
+        two.append((5, f"group {GROUPS[s.group]}", "", ("",)))
     # every piece, inert: the server name, a reconnect reason or a watch diagnosis may quote a
     # server reply (the ones that carry mail or config text are also made inert where built)
-    return [(p, inert(t), st) for p, t, st in one], [(p, inert(t), st) for p, t, st in two]
+    return ([(p, inert(t), st, tuple(inert(f) for f in fs)) for p, t, st, fs in one],
+            [(p, inert(t), st, tuple(inert(f) for f in fs)) for p, t, st, fs in two])
 
 
-def _tls_piece(s: PulseState) -> Piece:
+def _tls_piece(s: PulseState) -> Spec:
     """The TLS version and whether the certificate was verified, in words (the loud badge for the
     unverified case is a separate, top-priority piece)."""
     if not s.connected:
-        return (6, "TLS …", "")
+        return (6, "TLS …", "", ("",))
     if not s.tls_version:
-        return (6, "plaintext (loopback)" if s.loopback else "plaintext", "" if s.loopback else "bad")
+        return (6, "plaintext (loopback)" if s.loopback else "plaintext", "" if s.loopback else "bad", ("",))
+    short = s.tls_version.replace("TLSv", "TLS ")
     if s.tls_ok:
-        return (6, f"{s.tls_version} ✓ verified", "good")
-    return (6, f"{s.tls_version} not verified", "bad")
+        return (6, f"{s.tls_version} ✓ verified", "good", (f"{short} ✓", ""))
+    return (6, f"{s.tls_version} not verified", "bad", (f"{short} ✗", ""))
 
 
-def fit_pieces(pieces: list[Piece], width: int) -> list[Piece]:
-    """Keep the highest-priority pieces that fit (each is padded by one space a side)."""
+def _width(texts: list[str]) -> int:
+    return sum(cell_len(t) + 2 for t in texts if t)
+
+
+def fit_pieces(pieces: list[Spec] | list[Piece], width: int) -> list[Piece]:
+    """Every piece that fits, abbreviated before anything is left out: each piece, lowest
+    priority first, takes its next shorter form (short labels, a time without seconds, then
+    compact counts; a form "" leaves it out) until the line fits; counts and badges are never
+    left out while anything can still be abbreviated. Only when even the shortest forms do not fit are
+    the lowest-priority pieces dropped (each is padded by one space a side)."""
+    specs: list[Spec] = [p if len(p) == 4 else (p[0], p[1], p[2], ()) for p in pieces]  # type: ignore[misc]
+    texts = [sp[1] for sp in specs]
+    order = sorted(range(len(specs)), key=lambda i: (-specs[i][0], -i))  # lowest priority first
+    level = 0
+    while _width(texts) > width and any(len(sp[3]) > level for sp in specs):
+        for i in order:  # one step shorter each, lowest priority first, then the next step
+            if len(specs[i][3]) > level:
+                texts[i] = specs[i][3][level]
+                if _width(texts) <= width:
+                    break
+        level += 1
     used = 0
     keep: set[int] = set()
-    for i, (_prio, text, _style) in sorted(enumerate(pieces), key=lambda x: x[1][0]):
-        w = cell_len(text) + 2
+    for i in sorted(range(len(specs)), key=lambda i: specs[i][0]):
+        if not texts[i]:
+            continue
+        w = cell_len(texts[i]) + 2
         if used + w <= width:
             used += w
             keep.add(i)
-    return [p for i, p in enumerate(pieces) if i in keep]
+    return [(specs[i][0], texts[i], specs[i][2]) for i in range(len(specs)) if i in keep]
 
 
 class PulseBar(Widget):
@@ -184,7 +262,7 @@ class PulseBar(Widget):
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
         super().__init__(id=id)
         self.state = PulseState()
-        self._lines: tuple[list[Piece], list[Piece]] = ([], [])
+        self._lines: tuple[list[Spec], list[Spec]] = ([], [])
 
     def show(self, s: PulseState) -> None:
         self.state = s
@@ -204,7 +282,7 @@ class PulseBar(Widget):
         if y > 1:
             return Strip.blank(width, base)
         segs = []
-        for _prio, text, style in fit_pieces(self._lines[y], width):
+        for _prio, text, style in fit_pieces(self._lines[y], width):  # type: ignore[arg-type]
             st = base + self.get_component_rich_style(f"pulse--{style}", partial=True) if style else base
             segs.append(Segment(f" {text} ", st))
         return Strip(segs).adjust_cell_length(width, base)
