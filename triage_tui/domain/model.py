@@ -33,6 +33,7 @@ class View(StrEnum):
     IGNORED = "ignored"  # \\Seen by our decision (TRIAGE_KEYWORD), not \\Deleted
     SEEN_STUCK = "seen-stuck"  # \\Seen without our keyword, not \\Deleted: a crashed mail_room's leftovers
     DELETED = "deleted"  # \\Deleted, awaiting expunge
+    SEEN = "seen"  # ignored + seen-stuck: what mark-unseen may give back to mail_room
     ALL = "all"
 
     @property
@@ -42,6 +43,7 @@ class View(StrEnum):
             View.IGNORED: f"SEEN UNDELETED KEYWORD {TRIAGE_KEYWORD}",
             View.SEEN_STUCK: f"SEEN UNDELETED UNKEYWORD {TRIAGE_KEYWORD}",
             View.DELETED: "DELETED",
+            View.SEEN: "SEEN UNDELETED",
             View.ALL: "ALL",
         }[self]
 
