@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from triage_tui.commands._select import add_plan_args, add_selector_args, resolve
@@ -19,6 +20,7 @@ from triage_tui.commands.locks import require_locks
 from triage_tui.domain import uidset
 from triage_tui.domain.model import View
 from triage_tui.domain.numbers import float_arg, int_arg
+from triage_tui.domain.provenance import reingest_warning
 from triage_tui.services.locks import ACTION, DEFAULT_POLL_CYCLE, MAIL_ROOM_TTL, WatchStatus
 
 NAME = "release"
@@ -123,6 +125,19 @@ def _printer(ctx: Any, json_mode: bool) -> _Progress:
     return _Progress(write)
 
 
+def _warn_stale(svc: Any, plan: Any) -> None:
+    """Before anything is un-seen or released: how many of them are older than the stale limit."""
+    acted = {t.uid for t in plan.targets} | set(plan.mark_unseen.uids if plan.mark_unseen is not None else [])
+    if not acted:
+        return
+    now = datetime.now(UTC)
+    ages = {m.uid: m.age_seconds(now) for batch in svc.iter_messages(plan.uidvalidity, sorted(acted), headers=False,
+                                                                     now=now) for m in batch}
+    warning = reingest_warning(acted, ages, svc.analysis.stale_after)
+    if warning:
+        plan.warnings.append(warning)
+
+
 def run(args: argparse.Namespace, ctx: Any) -> int:
     ls = require_locks(ctx, "release")
     svc = ctx.service()
@@ -134,6 +149,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     ttl = 0 if (args.now or args.ttl is None) else args.ttl
     plan = ls.plan_release(svc, uidvalidity, uids, ttl=ttl, natural=args.natural, waves=args.waves,
                            wave_interval=args.wave_interval, mark_unseen=mark)
+    _warn_stale(svc, plan)
     if args.dry_run:
         if args.json:
             ctx.emit_json({"dry_run": True, **plan.to_json()})

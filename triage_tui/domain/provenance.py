@@ -8,7 +8,7 @@ the stale limit re-ingests it: :func:`stale_warning` says how many, before anyth
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -65,5 +65,7 @@ def stale_warning(ages: Iterable[float | None], stale_after: timedelta, stale_te
             f"mail up to {format_age(max(old))} old (GitLab acts on each one now)")
 
 
-def ages_of(messages: Iterable[Message], now: datetime) -> list[float | None]:
-    return [m.age_seconds(now) for m in messages]
+def reingest_warning(uids: Iterable[int], ages: Mapping[int, float | None], stale_after: timedelta) -> str | None:
+    """The re-ingest plan's warning over the UIDs it un-sees or releases (``ages``: UID -> age in
+    seconds; a UID without one counts as not older)."""
+    return stale_warning([ages.get(u) for u in sorted(set(uids))], stale_after)

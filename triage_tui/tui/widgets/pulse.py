@@ -69,6 +69,8 @@ class PulseState:
     consumer_running: bool = False
     reingest: str = ""  # a re-ingest watch running behind the list: "re-ingest 5/12 · ETA 9 s"
     reingest_style: str = "warn"
+    #: the mailbox refused our keyword: "ignored" stands on this machine's journal
+    keyword_note: str = ""
 
 
 def _n(v: int | None) -> str:
@@ -128,6 +130,8 @@ def pulse_lines(s: PulseState) -> tuple[list[Piece], list[Piece]]:
         two.append((2, s.consumer, "good" if s.consumer_running else "warn"))
     if s.filter:
         two.append((3, inert(f"filter: {s.filter}"), "on"))
+    if s.keyword_note:
+        two.append((6, s.keyword_note, "warn"))
     if s.progress:
         two.append((2, s.progress, "warn"))
     elif s.loading is not None:
