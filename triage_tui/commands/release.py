@@ -133,7 +133,7 @@ def _warn_stale(svc: Any, plan: Any) -> None:
     now = datetime.now(UTC)
     ages = {m.uid: m.age_seconds(now) for batch in svc.iter_messages(plan.uidvalidity, sorted(acted), headers=False,
                                                                      now=now) for m in batch}
-    warning = reingest_warning(acted, ages, svc.analysis.stale_after)
+    warning = reingest_warning(acted, ages, svc.analysis.stale_after, unsee=plan.mark_unseen is not None)
     if warning:
         plan.warnings.append(warning)
 

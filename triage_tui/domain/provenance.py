@@ -53,8 +53,8 @@ def evidence_cell(m: Message, locks_read: bool) -> str:
 
 def stale_warning(ages: Iterable[float | None], stale_after: timedelta, stale_text: str | None = None,
                   verb: str = "un-seeing or releasing") -> str | None:
-    """``12 of 45 are older than the stale limit (2d): un-seeing or releasing them re-ingests
-    mail up to 3w old`` — None when none is. An unknown age counts as not older."""
+    """``12 of 45 are older than the stale limit (2d): releasing them re-ingests mail up to 3w
+    old (GitLab acts on each one now)``; None when none is. An unknown age counts as not older."""
     ages = list(ages)
     limit = stale_after.total_seconds()
     old = [a for a in ages if a is not None and a > limit]
@@ -65,7 +65,9 @@ def stale_warning(ages: Iterable[float | None], stale_after: timedelta, stale_te
             f"mail up to {format_age(max(old))} old (GitLab acts on each one now)")
 
 
-def reingest_warning(uids: Iterable[int], ages: Mapping[int, float | None], stale_after: timedelta) -> str | None:
+def reingest_warning(uids: Iterable[int], ages: Mapping[int, float | None], stale_after: timedelta,
+                     unsee: bool = False) -> str | None:
     """The re-ingest plan's warning over the UIDs it un-sees or releases (``ages``: UID -> age in
     seconds; a UID without one counts as not older)."""
-    return stale_warning([ages.get(u) for u in sorted(set(uids))], stale_after)
+    return stale_warning([ages.get(u) for u in sorted(set(uids))], stale_after,
+                         verb="un-seeing and releasing" if unsee else "releasing")

@@ -1261,9 +1261,9 @@ class TriageApp(KeyOrder, App[int]):
                 plan = self.lock_service.plan_release(svc, uidvalidity, uids, ttl=ttl, natural=mode == "natural",
                                                       waves=waves, wave_interval=interval, mark_unseen=mark)
             acted = {t.uid for t in plan.targets} | set(mark.uids if mark is not None else [])
-            now, known = datetime.now(UTC), self.model.messages
+            now, known = self.clock(), self.model.messages
             ages = {u: m.age_seconds(now) for u in acted if (m := known.get(u)) is not None}
-            warning = reingest_warning(acted, ages, svc.analysis.stale_after)
+            warning = reingest_warning(acted, ages, svc.analysis.stale_after, unsee=mark is not None)
             if warning:
                 plan.warnings.append(warning)
         except TriageError as e:  # Redis unavailable, UIDVALIDITY changed: for this request's screen
