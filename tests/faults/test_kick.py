@@ -26,7 +26,7 @@ from tests.proxy import LatencyProxy
 from tests.tui.conftest import loaded, wait_for
 from triage_tui.domain import uidset
 from triage_tui.domain.analysis import AnalysisConfig
-from triage_tui.domain.model import View
+from triage_tui.domain.model import TRIAGE_KEYWORD, View
 from triage_tui.services.imap import Limits
 from triage_tui.services.journal import AuditJournal
 from triage_tui.services.triage import TriageService
@@ -85,7 +85,8 @@ def test_kicked_twice_during_a_bulk_mark_seen(big_mailbox: Mailbox) -> None:
     assert len(result.in_flight) <= 2 * 2 * 40  # at most a window of chunks per kick
     # the server: every message \Seen, nothing else touched
     flags = all_flags(mb)
-    assert all(f == {"\\Seen"} for f in flags.values()), {u: f for u, f in flags.items() if f != {"\\Seen"}}
+    want = {u: {"\\Seen", TRIAGE_KEYWORD} if u in set(unseen) else {"\\Seen"} for u in flags}
+    assert flags == want, {u: f for u, f in flags.items() if f != want[u]}
     assert set(flags) == seen_before | set(unseen)
     # the journal: begin, chunks that add up exactly, two reconnects, end ok
     recs = check_journal(result.op_id, unseen, result.in_flight)

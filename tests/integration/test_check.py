@@ -16,7 +16,7 @@ from tests.servers import PASSWORD, free_port, make_tls_material
 from triage_tui.commands.check import Checker
 
 ADDRESS = "incoming+%{key}@incoming.gitlab.example.com"
-ORDER = ["config", "dns", "tcp", "tls", "login", "capabilities", "mailbox", "address", "redis", "consuming"]
+ORDER = ["config", "dns", "tcp", "tls", "login", "capabilities", "mailbox", "keywords", "address", "redis", "consuming"]
 
 
 def run_check(cli, env, *extra, observe="0"):  # type: ignore[no-untyped-def]
@@ -36,6 +36,7 @@ def test_check_passes_against_real_servers(mailbox, cli, redis_server, redis_cli
     assert steps["tls"]["cipher"] and steps["tls"]["not_after"]
     assert steps["login"]["status"] == "pass" and steps["capabilities"]["status"] == "pass"
     assert steps["mailbox"]["unseen"] == 4 and steps["mailbox"]["deleted"] == 0
+    assert steps["keywords"]["status"] == "pass" and steps["keywords"]["keyword"] == "$TriageIgnored"
     assert steps["address"]["status"] == "pass" and steps["address"]["reply_local_part"] == 41
     assert steps["redis"]["status"] == "pass" and steps["redis"]["delivered"] == 1
     assert steps["consuming"]["status"] == "skip"

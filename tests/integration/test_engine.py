@@ -12,7 +12,7 @@ import pytest
 from tests.mailgen import backlog, message
 from tests.proxy import LatencyProxy
 from tests.servers import PASSWORD
-from triage_tui.domain.model import View
+from triage_tui.domain.model import TRIAGE_KEYWORD, View
 from triage_tui.errors import ReadOnlyRefused, UidValidityChanged
 from triage_tui.services.imap import Limits
 from triage_tui.services.journal import AuditJournal
@@ -146,7 +146,7 @@ def test_mark_seen_exact_set_and_journal(mailbox, cli):  # type: ignore[no-untyp
     after = mailbox.flags()
     for uid, flags in after.items():
         if uid in expected:
-            assert flags == before[uid] | {"\\Seen"}
+            assert flags == before[uid] | {"\\Seen", TRIAGE_KEYWORD}  # the decision, in the same STORE
         else:
             assert flags == before[uid], uid
     recs = list(AuditJournal().records())

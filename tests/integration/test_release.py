@@ -15,7 +15,7 @@ from tests.integration.test_consumer import fast, subjects, wait_until
 from tests.integration.test_locks import locks_for, redis_env, seed_keys, triage_for
 from tests.mailgen import backlog
 from tests.servers import start_redis
-from triage_tui.domain.model import View
+from triage_tui.domain.model import TRIAGE_KEYWORD, View
 from triage_tui.errors import ReadOnlyRefused
 from triage_tui.services.consumer import ConsumerOptions, MailRoomConsumer, queued_jobs
 from triage_tui.services.journal import AuditJournal
@@ -78,7 +78,7 @@ def test_backlog_junk_marked_seen_rest_released_and_ingested_once(mailbox, redis
     assert sorted(subjects(jobs)) == sorted(f"Message {i}" for i in range(10, 30))
     assert len(jobs) == 20 and sorted(a.stats.delivered + b.stats.delivered) == list(range(11, 31))
     flags = mailbox.flags()
-    assert all(flags[u] == {"\\Seen"} for u in range(1, 11))  # junk kept, not ingested
+    assert all(flags[u] == {"\\Seen", TRIAGE_KEYWORD} for u in range(1, 11))  # junk kept (ignored), not ingested
     assert all({"\\Seen", "\\Deleted"} <= flags[u] for u in range(11, 31))
     after = pttls(redis_client, list(range(1, 11)))
     assert all(0 < junk_ttls[u] - after[u] < 60_000 for u in after)  # junk keys never touched

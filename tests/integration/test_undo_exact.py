@@ -20,6 +20,7 @@ import pytest
 from tests.conftest import Mailbox
 from tests.mailgen import backlog
 from triage_tui.domain import uidset
+from triage_tui.domain.model import TRIAGE_KEYWORD
 from triage_tui.services.journal import AuditJournal
 from triage_tui.services.triage import LEFT_CHANGED, LEFT_GONE, LEFT_NO_MODSEQ_DELETED, REINGEST_WARNING
 
@@ -86,9 +87,10 @@ def test_undo_restores_was_deleted_and_names_what_became_deleted(mailbox: Mailbo
     for uid in was_deleted:
         assert after[uid] == {"\\Deleted"}, f"UID {uid} was \\Deleted before mark-seen: restored to unseen"
     for uid in became_deleted:
-        assert after[uid] == {"\\Seen", "\\Deleted"}, "mail_room's message must stay \\Seen"
-    for uid in unseen_by_other:
-        assert after[uid] == set()
+        # left alone whole: mail_room's message stays \\Seen (and keeps our keyword)
+        assert after[uid] == {"\\Seen", "\\Deleted", TRIAGE_KEYWORD}, "mail_room's message must stay \\Seen"
+    for uid in unseen_by_other:  # left alone whole: another client's -FLAGS \Seen left our keyword on
+        assert after[uid] == {TRIAGE_KEYWORD}
     # the journal's end record says the same
     end = ends("undo")[-1]
     assert end["result"] == "ok" and uidset.parse(end["changed"]) == restored

@@ -123,6 +123,8 @@ class Checker:
             if self.session is not None:
                 self._capabilities()
                 self._mailbox(base)
+                if self.service is not None:
+                    self._keywords()
             else:
                 self._skip("capabilities", "needs a login")
                 self._skip("mailbox", "needs a login")
@@ -316,7 +318,8 @@ class Checker:
         oldest_age = (now - c.oldest_unseen).total_seconds() if c.oldest_unseen else None
         detail = (f"{base.mailbox}: {c.exists} message(s), {c.unseen} UNSEEN"
                   + (f" (oldest {format_age(oldest_age)} old)" if oldest_age is not None else "")
-                  + f", {c.seen_stuck} seen but not deleted, {c.deleted} \\Deleted pending expunge"
+                  + f", {c.ignored} ignored (marked \\Seen by triage-tui), {c.seen_stuck} seen-stuck (\\Seen, "
+                    f"not deleted, not ignored), {c.deleted} \\Deleted pending expunge"
                   + f"; UIDVALIDITY {c.uidvalidity}")
         status, hints = "pass", []
         stale = parse_age(s["triage.stale_after"]).total_seconds()
@@ -333,9 +336,36 @@ class Checker:
             hints.append("mail_room does not expunge (expunge_deleted false, GitLab's default): \\Deleted mail "
                          "accumulates; `triage-tui expunge --all-deleted`")
         self.add("mailbox", status, detail, "; ".join(hints) or None, exists=c.exists, unseen=c.unseen,
-                 seen_stuck=c.seen_stuck, deleted=c.deleted, uidvalidity=c.uidvalidity,
+                 seen_stuck=c.seen_stuck, ignored=c.ignored, deleted=c.deleted, uidvalidity=c.uidvalidity,
                  oldest_unseen=c.oldest_unseen.isoformat() if c.oldest_unseen else None,
                  oldest_unseen_age_s=round(oldest_age) if oldest_age is not None else None)
+
+    def _keywords(self) -> None:
+        """Where ignore decisions live: the server's keyword, or (keywords refused) this machine's journal."""
+        from triage_tui.domain.model import TRIAGE_KEYWORD  # noqa: PLC0415
+
+        svc = self.service
+        assert svc is not None and self.counts is not None
+        try:
+            note = svc.keyword_note()
+            stray = svc.reader.count(f"UNSEEN KEYWORD {TRIAGE_KEYWORD}")
+        except TriageError as e:
+            self.add("keywords", "warn", f"could not tell: {e}")
+            return
+        if note:
+            self.add("keywords", "warn", note,
+                     "ignore decisions made on other machines are not visible here; undo and mark-unseen still work",
+                     keyword=TRIAGE_KEYWORD, keywords_allowed=False, ignored=self.counts.ignored)
+            return
+        detail = (f"ignore decisions are stored on the server as {TRIAGE_KEYWORD} next to \\Seen "
+                  f"({self.counts.ignored} ignored now; a mailbox without keywords falls back to the journal, "
+                  "known at the first mark-seen)")
+        hint = None
+        if stray:
+            hint = (f"{stray} UNSEEN message(s) carry {TRIAGE_KEYWORD} (another client removed \\Seen only): if "
+                    "mail_room takes one and crashes it looks ignored, not seen-stuck")
+        self.add("keywords", "warn" if stray else "pass", detail, hint, keyword=TRIAGE_KEYWORD,
+                 keywords_allowed=None, ignored=self.counts.ignored, unseen_with_keyword=stray)
 
     # -- GitLab ---------------------------------------------------------------------------------
 

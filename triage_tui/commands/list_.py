@@ -20,17 +20,20 @@ from triage_tui.domain.classify import mark_duplicates
 from triage_tui.domain.headers import impersonated_address
 from triage_tui.domain.model import Message, View
 from triage_tui.domain.numbers import int_arg
+from triage_tui.domain.provenance import evidence, evidence_cell
 from triage_tui.domain.text import inert
 from triage_tui.domain.width import fit
 
 NAME = "list"
-HELP = "list messages of a view (unseen, seen-stuck, deleted) with age, sender, subject and GitLab key"
+HELP = "list messages of a view (unseen, ignored, seen-stuck, deleted) with age, sender, subject and GitLab key"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--view", choices=[v.value for v in View], default=View.UNSEEN.value,
-                   help="unseen (default): waiting for mail_room; seen-stuck: \\Seen but not \\Deleted "
-                   "(a crashed mail_room's leftovers); deleted: awaiting expunge")
+                   help="unseen (default): waiting for mail_room; ignored: marked \\Seen by triage-tui "
+                   "(keyword $TriageIgnored); seen-stuck: \\Seen, not \\Deleted, not ignored (a crashed "
+                   "mail_room's leftovers: rows show the lock evidence and age); seen: ignored + seen-stuck; "
+                   "deleted: awaiting expunge")
     p.add_argument("--filter", metavar="QUERY", type=filter_arg, help="only messages matching the filter language query")
     p.add_argument("--help-filter", action=_FilterHelp, help="explain the filter language and exit")
     p.add_argument("--no-pushdown", action="store_true",
@@ -131,16 +134,22 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     svc = ctx.service()
     flt = compile_filter(args.filter)
     now = datetime.now(UTC)
-    lay = layout(terminal_width())
+    ev_w = 11 if args.view == View.SEEN_STUCK else 0  # the evidence column of seen-stuck rows
+    lay = layout(terminal_width() - ev_w)
     shown = 0
     first_uid: dict[str, int] = {}  # streaming: a later copy of a Message-ID is flagged
     if not args.json:
-        ctx.say(header(lay))
+        head = header(lay)
+        ctx.say(f"{head[:7]} {'LOCK':>10}{head[7:]}" if ev_w else head)
     locks = ctx.lock_service()  # None when no Redis is configured
     lock_error: str | None = None
     # the server narrows first (a superset of the matches: dates, FROM, SUBJECT...), we decide
     narrow = flt.pushdown(now) if flt is not None and not args.no_pushdown else None
-    for batch in svc.iter_list(View(args.view), now=now, narrow=narrow):
+    view = View(args.view)
+    if view in (View.IGNORED, View.SEEN_STUCK, View.SEEN) and (note := svc.keyword_note()):
+        ctx.note(f"note: {note}")
+    stuck = view == View.SEEN_STUCK
+    for batch in svc.iter_list(view, now=now, narrow=narrow):
         if locks is not None:
             from triage_tui.services.locks import annotate_safely  # noqa: PLC0415 - keeps redis off the path
 
@@ -157,7 +166,11 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
                         mark_duplicates([Message(uid=uid0, uidvalidity=m.uidvalidity, message_id=mid), m])
                 if flt is not None and not flt.matches(m, now):
                     continue
+                if stuck:  # the evidence of a seen-stuck row: mail_room's lock and the age
+                    m.extra["evidence"] = evidence(m, now, locks is not None, svc.analysis.stale_after)
                 out: Any = m.to_json(now) if args.json else _row(m, now, lay)
+                if stuck and not args.json:
+                    out = f"{out[:7]} {evidence_cell(m, locks is not None):>10}{out[7:]}"
             except Exception as exc:  # noqa: BLE001 - one bad message costs its own row, never the listing
                 out = _broken_row(m, exc, args.json)
             if args.json:

@@ -10,7 +10,8 @@ from triage_tui.commands._select import add_plan_args, add_selector_args, resolv
 from triage_tui.domain.model import View
 
 NAME = "mark-seen"
-HELP = "mark UNSEEN messages \\Seen so mail_room skips them (kept in the mailbox, reversible with undo)"
+HELP = ("mark UNSEEN messages \\Seen so mail_room skips them, with the ignore mark $TriageIgnored where the "
+        "mailbox allows keywords (kept in the mailbox, reversible with undo)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -20,6 +20,7 @@ from triage_tui.commands.locks import require_locks
 from triage_tui.domain import uidset
 from triage_tui.domain.model import View
 from triage_tui.domain.numbers import float_arg, int_arg
+from triage_tui.domain.provenance import reingest_warning
 from triage_tui.domain.reingest import ReingestSelection, select_for_reingest
 from triage_tui.services.locks import ACTION, DEFAULT_POLL_CYCLE, MAIL_ROOM_TTL, WatchStatus
 
@@ -140,6 +141,19 @@ def _printer(ctx: Any, json_mode: bool) -> _Progress:
     return _Progress(write)
 
 
+def _warn_stale(svc: Any, plan: Any) -> None:
+    """Before anything is un-seen or released: how many of them are older than the stale limit."""
+    acted = {t.uid for t in plan.targets} | set(plan.mark_unseen.uids if plan.mark_unseen is not None else [])
+    if not acted:
+        return
+    now = datetime.now(UTC)
+    ages = {m.uid: m.age_seconds(now) for batch in svc.iter_messages(plan.uidvalidity, sorted(acted), headers=False,
+                                                                     now=now) for m in batch}
+    warning = reingest_warning(acted, ages, svc.analysis.stale_after, unsee=plan.mark_unseen is not None)
+    if warning:
+        plan.warnings.append(warning)
+
+
 def run(args: argparse.Namespace, ctx: Any) -> int:
     ls = require_locks(ctx, "release")
     svc = ctx.service()
@@ -155,6 +169,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     if not args.json:
         for line in selection.lines():
             ctx.say(line)
+    _warn_stale(svc, plan)
     if args.dry_run:
         if args.json:
             ctx.emit_json({"dry_run": True, **plan.to_json(), "selection": selection.to_json()})

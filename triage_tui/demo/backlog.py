@@ -389,6 +389,8 @@ class Backlog:
         return {
             "unseen": sum(1 for s, _ in seen if not s),
             "seen-stuck": sum(1 for s, d in seen if s and not d),
+            "ignored": 0,  # nothing is marked by triage-tui yet
+            "seen": sum(1 for s, d in seen if s and not d),
             "deleted": sum(1 for _, d in seen if d),
             "all": len(seen),
         }

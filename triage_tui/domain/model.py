@@ -17,20 +17,33 @@ LIST_HEADER_FIELDS: tuple[str, ...] = (
 )
 
 
+#: The keyword triage-tui stores next to \\Seen when the operator decides against a message
+#: (mark-seen), in the same STORE, where the mailbox allows keywords (``\\*`` in the SELECT's
+#: PERMANENTFLAGS: Dovecot, Gmail). It is what tells "ignored" (a decision, visible to every
+#: operator and machine) from "seen-stuck" (\\Seen by someone else: a crashed mail_room's
+#: leftovers, the old runbook's marks). mark-unseen and undo remove it. Where keywords are not
+#: allowed (Exchange), the journal of the machine that made the decision stands in for it.
+TRIAGE_KEYWORD = "$TriageIgnored"
+
+
 class View(StrEnum):
     """What a listing shows."""
 
     UNSEEN = "unseen"  # what mail_room still has to ingest
-    SEEN_STUCK = "seen-stuck"  # \\Seen, not \\Deleted: what a crashed mail_room leaves behind
+    IGNORED = "ignored"  # \\Seen by our decision (TRIAGE_KEYWORD), not \\Deleted
+    SEEN_STUCK = "seen-stuck"  # \\Seen without our keyword, not \\Deleted: a crashed mail_room's leftovers
     DELETED = "deleted"  # \\Deleted, awaiting expunge
+    SEEN = "seen"  # ignored + seen-stuck: what mark-unseen may give back to mail_room
     ALL = "all"
 
     @property
     def search(self) -> str:
         return {
             View.UNSEEN: "UNSEEN",
-            View.SEEN_STUCK: "SEEN UNDELETED",
+            View.IGNORED: f"SEEN UNDELETED KEYWORD {TRIAGE_KEYWORD}",
+            View.SEEN_STUCK: f"SEEN UNDELETED UNKEYWORD {TRIAGE_KEYWORD}",
             View.DELETED: "DELETED",
+            View.SEEN: "SEEN UNDELETED",
             View.ALL: "ALL",
         }[self]
 
@@ -88,6 +101,12 @@ class Message:
     @property
     def deleted(self) -> bool:
         return "\\Deleted" in self.flags
+
+    @property
+    def ignored(self) -> bool:
+        """Marked \\Seen by triage-tui's decision (our keyword; IMAP keywords are case-insensitive)."""
+        k = TRIAGE_KEYWORD.casefold()
+        return any(f.casefold() == k for f in self.flags)
 
     @property
     def sender(self) -> str:

@@ -106,6 +106,16 @@ class MailboxInfo:
     uidnext: int | None
     highestmodseq: int | None
     readonly: bool
+    #: PERMANENTFLAGS as the server announced them (EXAMINE: always empty, RFC 3501)
+    permanentflags: tuple[str, ...] = ()
+
+    @property
+    def keywords_allowed(self) -> bool | None:
+        """Whether flags of our own (keywords) can be stored: ``\\*`` in PERMANENTFLAGS (Dovecot,
+        Gmail; not Exchange). None under EXAMINE, which announces no permanent flags at all."""
+        if self.readonly:
+            return None
+        return "\\*" in self.permanentflags
 
 
 @dataclass
@@ -451,6 +461,8 @@ class ImapSession:
             uidnext=int(r[b"UIDNEXT"]) if b"UIDNEXT" in r else None,
             highestmodseq=int(r[b"HIGHESTMODSEQ"]) if b"HIGHESTMODSEQ" in r else None,
             readonly=readonly,
+            permanentflags=tuple(f.decode("ascii", "replace") if isinstance(f, bytes) else str(f)
+                                 for f in (r.get(b"PERMANENTFLAGS") or ())),
         )
         return self.mailbox
 
@@ -486,6 +498,8 @@ class ImapSession:
                 untagged, done = wire.command(b"UID SEARCH RETURN (ALL) " + crit)
                 self._check(done, "SEARCH")
                 for resp in untagged:
+                    if not _is_esearch(resp):
+                        continue  # unsolicited: FLAGS, OK [PERMANENTFLAGS ...] after a new keyword, EXISTS
                     toks = resp.tokens()
                     if len(toks) > 1 and isinstance(toks[1], bytes) and toks[1].upper() == b"ESEARCH":
                         for i, t in enumerate(toks):
@@ -525,6 +539,8 @@ class ImapSession:
             untagged, done = wire.command(b"UID SEARCH RETURN (COUNT) " + criteria.encode("ascii"))
             self._check(done, "SEARCH")
         for resp in untagged:
+            if not _is_esearch(resp):
+                continue
             toks = resp.tokens()
             for i, t in enumerate(toks):
                 if isinstance(t, bytes) and t.upper() == b"COUNT" and i + 1 < len(toks):
@@ -675,6 +691,12 @@ class ImapSession:
     def _check(done: Completion, what: str) -> None:
         if not done.ok:
             raise OperationFailed(f"{what} failed: {done}")
+
+
+def _is_esearch(resp: Response) -> bool:
+    """An ``* ESEARCH`` answer (the others a SEARCH may bring, such as ``* OK [PERMANENTFLAGS
+    (... \\*)]`` once a new keyword exists, need not tokenize)."""
+    return resp.first[:10].upper() == b"* ESEARCH "
 
 
 def now_utc() -> datetime:

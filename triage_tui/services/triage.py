@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from triage_tui.domain import uidset
 from triage_tui.domain.analysis import AnalysisConfig, build_message
 from triage_tui.domain.classify import mark_duplicates
-from triage_tui.domain.model import LIST_HEADER_FIELDS, Message, View
+from triage_tui.domain.model import LIST_HEADER_FIELDS, TRIAGE_KEYWORD, Message, View
 from triage_tui.domain.redact import mask_host
 from triage_tui.domain.text import inert
 from triage_tui.errors import (
@@ -38,6 +38,7 @@ from triage_tui.errors import (
     ConnectionLost,
     OperationFailed,
     Refused,
+    TriageError,
     UidValidityChanged,
 )
 from triage_tui.services.guard import MutationGuard
@@ -104,14 +105,74 @@ class RetryPolicy:
         return min(self.cap, self.base * (2 ** (attempt - 1)))
 
 
+#: Said wherever the ignored view stands on the journal instead of the server's keyword.
+NO_KEYWORDS_NOTE = ("this mailbox does not allow keywords (no \\* in PERMANENTFLAGS), so triage-tui could "
+                    f"not store {TRIAGE_KEYWORD}: 'ignored' is computed from this machine's journal, other "
+                    "machines see those messages as seen-stuck")
+NO_KEYWORDS_SHORT = "ignored: from journal (no keywords)"
+
+
 @dataclass
 class Counts:
     unseen: int
-    seen_stuck: int
+    seen_stuck: int  # \\Seen, not \\Deleted, not ignored
     deleted: int
     exists: int
     oldest_unseen: datetime | None
     uidvalidity: int
+    ignored: int = 0  # \\Seen by our decision, not \\Deleted
+    #: set when the journal says this mailbox refused our keyword (see NO_KEYWORDS_NOTE)
+    keyword_note: str | None = None
+
+
+def journal_ignored(records: Iterable[dict[str, Any]], server: str, user: str, mailbox: str,
+                    uidvalidity: int) -> tuple[set[int], bool]:
+    """The journal's stand-in for our keyword where the mailbox refused it: the UIDs (under this
+    UIDVALIDITY) that a mark-seen which could not store the keyword changed, and no later
+    mark-unseen or undo gave back; and whether any operation on this mailbox found keywords
+    refused. Replayed in journal order from the confirmed chunks (``progress`` records)."""
+    ignored: set[int] = set()
+    refused = False
+    ops: dict[str, dict[str, Any]] = {}  # op -> its begin record
+    given_back: dict[str, set[int]] = {}  # mark-unseen op -> journal-ignored UIDs it un-saw
+    for rec in records:
+        if rec.get("server") != server or rec.get("user") != user or rec.get("mailbox") != mailbox:
+            continue
+        op, phase = rec.get("op"), rec.get("phase")
+        if not isinstance(op, str):
+            continue
+        if phase == "begin":
+            ops[op] = rec
+            if rec.get("keyword_refused"):
+                refused = True
+            continue
+        begin = ops.get(op)
+        if begin is None or begin.get("uidvalidity") != uidvalidity or phase != "progress":
+            continue
+        done = rec.get("done") if isinstance(rec.get("done"), str) else rec.get("in_flight")
+        if not isinstance(done, str) or not _UIDSET.match(done):
+            continue
+        try:
+            uids = set(uidset.parse(done))
+        except TriageError:  # a damaged record: it names nothing
+            continue
+        action = begin.get("action")
+        if action == "undo":
+            action = begin.get("reverse")
+            if action == "mark-seen":  # undoing a mark-unseen: what it took from the journal comes back
+                target = begin.get("undoes")
+                ignored |= uids & given_back.get(target if isinstance(target, str) else "", set())
+            elif action == "mark-unseen":
+                ignored -= uids
+        elif action == "mark-seen":
+            if begin.get("keyword_refused"):
+                ignored |= uids
+            else:
+                ignored -= uids  # the server's keyword says it now
+        elif action == "mark-unseen":
+            given_back.setdefault(op, set()).update(uids & ignored)
+            ignored -= uids
+    return ignored, refused
 
 
 @dataclass
@@ -143,6 +204,8 @@ class Plan:
     #: undo: ``(reason, uids)`` the undo leaves alone
     left_alone: list[tuple[str, list[int]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: undo of a mark-unseen: the UIDs that had our keyword before it (they get it back)
+    restore_keyword: list[int] = field(default_factory=list)
 
     @property
     def warning(self) -> str | None:
@@ -294,6 +357,7 @@ class _UndoRecord:
     undone: list[int]
     ended: bool
     raw: dict[str, Any]
+    had_keyword: list[int] = field(default_factory=list)
 
     @classmethod
     def check(cls, rec: dict[str, Any]) -> _UndoRecord:
@@ -352,7 +416,8 @@ class _UndoRecord:
         t = rec.get("time")
         return cls(op=op, action=action, time=_plain(t) if t is not None else "?", uidvalidity=uv,
                    changed=changed, chunks=chunks, unconfirmed=uids("unconfirmed", rec.get("unconfirmed")),
-                   undone=uids("undone", rec.get("undone")), ended=bool(rec.get("ended", True)), raw=rec)
+                   undone=uids("undone", rec.get("undone")), ended=bool(rec.get("ended", True)), raw=rec,
+                   had_keyword=uids("had_keyword", rec.get("had_keyword")))
 
     def shown(self) -> dict[str, Any]:
         """The record's fields for display: validated, or escaped when they are not plain."""
@@ -462,8 +527,43 @@ class TriageService:
         if unseen:
             rec = next(iter(r.fetch_stream([unseen[0]], "UID INTERNALDATE")), [])
             oldest = rec[0].internaldate if rec else None
-        return Counts(unseen=len(unseen), seen_stuck=r.count("SEEN UNDELETED"), deleted=r.count("DELETED"),
-                      exists=info.exists, oldest_unseen=oldest, uidvalidity=info.uidvalidity)
+        journaled, refused = self._journal_ignored(info.uidvalidity)
+        if journaled:
+            ignored = len(self._view_uids(r, View.IGNORED, None, journaled))
+            seen_stuck = len(self._view_uids(r, View.SEEN_STUCK, None, journaled))
+        else:
+            ignored, seen_stuck = r.count(View.IGNORED.search), r.count(View.SEEN_STUCK.search)
+        return Counts(unseen=len(unseen), seen_stuck=seen_stuck, deleted=r.count("DELETED"),
+                      exists=info.exists, oldest_unseen=oldest, uidvalidity=info.uidvalidity, ignored=ignored,
+                      keyword_note=NO_KEYWORDS_NOTE if refused else None)
+
+    def _journal_ignored(self, uidvalidity: int) -> tuple[set[int], bool]:
+        """:func:`journal_ignored` for this mailbox (an unreadable journal counts as empty)."""
+        s = self.settings
+        server = self.guard.context.get("server", s.server)
+        try:
+            return journal_ignored(self.journal.records(), server, s.user, s.mailbox, uidvalidity)
+        except OSError:
+            return set(), False
+
+    def keyword_note(self) -> str | None:
+        """NO_KEYWORDS_NOTE when the journal says this mailbox refused our keyword, else None."""
+        info = self.reader.mailbox
+        if info is None or not self._journal_ignored(info.uidvalidity)[1]:
+            return None
+        return NO_KEYWORDS_NOTE
+
+    @staticmethod
+    def _view_uids(r: ImapSession, view: View, narrow: str | None, journaled: set[int]) -> builtins.list[int]:
+        """A view's UIDs; ignored and seen-stuck also count the journal's stand-in for our keyword."""
+        criteria = f"{view.search} {narrow}" if narrow else view.search
+        found = r.search(criteria)
+        if not journaled or view not in (View.IGNORED, View.SEEN_STUCK):
+            return found
+        if view == View.SEEN_STUCK:
+            return [u for u in found if u not in journaled]
+        seen = r.search(f"SEEN UNDELETED {narrow}" if narrow else "SEEN UNDELETED")
+        return sorted(set(found) | {u for u in seen if u in journaled})
 
     def search(self, view: View | str, narrow: str | None = None) -> tuple[int, builtins.list[int]]:
         """(UIDVALIDITY, UIDs) of a view, from a fresh EXAMINE. ``narrow`` is an extra SEARCH
@@ -473,10 +573,13 @@ class TriageService:
     def _search(self, view: View | str, narrow: str | None = None) -> tuple[int, builtins.list[int]]:
         r = self.reader
         info = r.examine()
-        criteria = View(view).search if isinstance(view, str) and view in View._value2member_map_ else (
-            view.search if isinstance(view, View) else str(view))
-        if narrow:
-            criteria = f"{criteria} {narrow}"
+        if isinstance(view, str) and view in View._value2member_map_:
+            view = View(view)
+        if isinstance(view, View):
+            journaled = self._journal_ignored(info.uidvalidity)[0] if view in (View.IGNORED, View.SEEN_STUCK) \
+                else set()
+            return info.uidvalidity, self._view_uids(r, view, narrow, journaled)
+        criteria = f"{view} {narrow}" if narrow else str(view)
         return info.uidvalidity, r.search(criteria)
 
     def iter_list(self, view: View = View.UNSEEN, *, headers: bool = True, uids: list[int] | None = None,
@@ -706,7 +809,8 @@ class TriageService:
                          "confirms")
         plan = Plan(action=reverse, uidvalidity=info.uidvalidity, uids=uids, requested=len(v.changed),
                     skipped=len(v.changed) - len(uids), undoes=v.op, limits=self.limits, groups=groups,
-                    left_alone=left, notes=notes)
+                    left_alone=left, notes=notes,
+                    restore_keyword=v.had_keyword if reverse == "mark-seen" else [])
         return plan, v.shown()
 
     @staticmethod
@@ -800,16 +904,36 @@ class TriageService:
         assert w.mailbox is not None
         w0 = w
         condstore = plan.action != "expunge" and "CONDSTORE" in w.capabilities
-        # (uids, criteria, modseq): a given modseq is our change's (undo); None means the
+        # Our keyword goes with \\Seen, in the same STORE, where the mailbox allows keywords
+        # (PERMANENTFLAGS of this SELECT); mark-unseen and undo take it off with \\Seen.
+        keyword = plan.action != "expunge" and bool(w.mailbox.keywords_allowed)
+        both = f"{flag} {TRIAGE_KEYWORD}" if keyword else flag
+        if plan.action != "expunge":
+            extra["keyword"] = TRIAGE_KEYWORD if keyword else None
+            if not keyword:
+                extra["keyword_refused"] = "PERMANENTFLAGS has no \\*"
+        # (uids, criteria, modseq, flags): a given modseq is our change's (undo); None means the
         # mailbox's HIGHESTMODSEQ at the start, renewed after a reconnect
-        segments: list[tuple[list[int], str, int | None]] = []
+        segments: list[tuple[list[int], str, int | None, str]] = []
         if undo and plan.groups:
+            regain = set(plan.restore_keyword) if keyword and plan.action == "mark-seen" else set()
             for g, m in plan.groups:
                 crit = state if m is not None else criteria
-                segments.append((self._narrow(w, g, crit), crit, m if condstore else None))
+                found = self._narrow(w, g, crit)
+                if plan.action == "mark-seen":
+                    # undoing a mark-unseen: the keyword comes back only where it was before
+                    with_kw = [u for u in found if u in regain]
+                    without = [u for u in found if u not in regain]
+                    segments += [(part, crit, m if condstore else None, f)
+                                 for part, f in ((with_kw, both), (without, flag)) if part]
+                else:
+                    segments.append((found, crit, m if condstore else None, both))
         else:
-            segments.append((self._narrow(w, plan.uids, criteria) if plan.uids else [], criteria, None))
-        targets = [u for seg, _, _ in segments for u in seg]
+            segments.append((self._narrow(w, plan.uids, criteria) if plan.uids else [], criteria, None, both))
+        targets = [u for seg, _, _, _ in segments for u in seg]
+        if plan.action == "mark-unseen" and not undo and keyword and targets:
+            # which of them were ignored by decision: an undo gives the keyword back to exactly these
+            extra["had_keyword"] = uidset.compress(self._narrow(w, targets, f"KEYWORD {TRIAGE_KEYWORD}"))
         planned_set = set(plan.uids)
         modseqs: dict[int, int] = {}
         stop = threading.Event()
@@ -850,7 +974,7 @@ class TriageService:
                         progress(len(done), len(targets))
 
                 attempt = 0
-                for index, (seg, seg_criteria, fixed_modseq) in enumerate(segments):
+                for index, (seg, seg_criteria, fixed_modseq, seg_flags) in enumerate(segments):
                     w = writer[0]
                     modseq = fixed_modseq if fixed_modseq is not None else (
                         w.mailbox.highestmodseq if condstore and w.mailbox is not None else None)
@@ -876,7 +1000,7 @@ class TriageService:
                                 if plan.action == "expunge":
                                     r = w._uid_expunge(batch, progress=chunk_done, stop=stop)
                                 else:
-                                    r = w._store(batch, flag, add, unchangedsince=modseq, progress=chunk_done,
+                                    r = w._store(batch, seg_flags, add, unchangedsince=modseq, progress=chunk_done,
                                                  stop=stop, on_untagged=on_untagged if condstore else None)
                                 result.interrupted.extend(r.unsent)
                                 result.skipped_concurrent.extend(r.modified)
@@ -902,7 +1026,7 @@ class TriageService:
                             if fixed_modseq is None:
                                 modseq = renewed
                     if journal_error or stop.is_set():
-                        result.interrupted.extend(u for g, _, _ in segments[index + 1:] for u in g)
+                        result.interrupted.extend(u for g, _, _, _ in segments[index + 1:] for u in g)
                         break
                 result.changed = sorted(done | set(result.in_flight))
                 result.skipped_concurrent.sort()

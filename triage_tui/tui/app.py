@@ -51,9 +51,10 @@ from textual.widgets import Footer
 from textual.worker import NoActiveWorker, Worker, WorkerState, get_current_worker
 
 from triage_tui.domain.model import Message, View
+from triage_tui.domain.provenance import reingest_warning
 from triage_tui.domain.text import clipboard_refusal, inert
 from triage_tui.errors import ConnectionFailed, TriageError
-from triage_tui.services.triage import left_alone_lines
+from triage_tui.services.triage import NO_KEYWORDS_SHORT, left_alone_lines
 from triage_tui.tui import messages as M
 from triage_tui.tui.columns import human_age
 from triage_tui.tui.keyorder import KeyOrder
@@ -71,9 +72,11 @@ log = logging.getLogger("triage_tui.tui")
 
 #: Actions that change the server. Dimmed in read-only mode; the service refuses them too.
 MUTATING = frozenset({"mark_seen", "mark_unseen", "expunge", "expunge_all", "undo", "reingest"})
-#: Which view each flag action belongs to (elsewhere it would be a no-op, so it is dimmed).
-ACTION_VIEW = {"mark_seen": View.UNSEEN, "mark_unseen": View.SEEN_STUCK, "expunge": View.DELETED}
-VIEW_KEYS = {View.UNSEEN: "1", View.SEEN_STUCK: "2", View.DELETED: "3"}
+#: Which views each flag action belongs to (elsewhere it would be a no-op, so it is dimmed):
+#: un-seeing restores an ignore decision as well as a crash-trapped message.
+ACTION_VIEW = {"mark_seen": (View.UNSEEN,), "mark_unseen": (View.SEEN_STUCK, View.IGNORED),
+               "expunge": (View.DELETED,)}
+VIEW_KEYS = {View.UNSEEN: "1", View.SEEN_STUCK: "2", View.DELETED: "3", View.IGNORED: "4"}
 
 #: Help sections: binding id prefix -> title (order kept).
 HELP_SECTIONS = (
@@ -94,7 +97,7 @@ HELP_TEXT = {
     "mark.stale": "mark every stale message (older than --stale-after) in the filtered set",
     "mark.bots": "mark every bot message (auto-replies, bounces, noreply, bulk) in the filtered set",
     "action.seen": "mark seen (unseen view): mail_room skips them; they stay in the mailbox",
-    "action.unseen": "mark unseen (seen-stuck view): mail_room ingests them again once their lock is free",
+    "action.unseen": "mark unseen (seen-stuck, ignored views): mail_room ingests them again once their lock is free",
     "action.expunge": "expunge (deleted view): remove \\Deleted messages for good; typed confirmation",
     "action.undo": "undo the last flag change, from the audit journal",
     "action.reingest": "re-ingest: plan the release of the selection's mail_room locks, then release now, "
@@ -103,7 +106,8 @@ HELP_TEXT = {
     "demo.consumer": "demo: start or stop the mail_room stand-in (down at start, as in the story; a re-ingest "
                      "starts it)",
     "view.unseen": "unseen view: what mail_room still has to ingest",
-    "view.seen_stuck": "seen-stuck view: \\Seen but not \\Deleted (a crashed mail_room's leftovers)",
+    "view.seen_stuck": "seen-stuck view: \\Seen, not \\Deleted, not ignored (a crashed mail_room's leftovers)",
+    "view.ignored": "ignored view: marked \\Seen by triage-tui ($TriageIgnored), not \\Deleted",
     "view.deleted": "deleted view: \\Deleted, awaiting expunge",
     "view.sort": "sort by the next column (age, sender, project, handler, subject, size, verdicts, lock, UID)",
     "view.sort_reverse": "reverse the sort order",
@@ -195,6 +199,7 @@ class TriageApp(KeyOrder, App[int]):
         Binding("1", "view('unseen')", "Unseen view", show=False, id="view.unseen"),
         Binding("2", "view('seen-stuck')", "Seen-stuck view", show=False, id="view.seen_stuck"),
         Binding("3", "view('deleted')", "Deleted view", show=False, id="view.deleted"),
+        Binding("4", "view('ignored')", "Ignored view", show=False, id="view.ignored"),
         Binding("s", "sort_next", "Sort by next column", show=False, id="view.sort"),
         Binding("r", "sort_reverse", "Reverse sort", show=False, id="view.sort_reverse"),
         Binding("z", "group_next", "Group by (project, handler, domain, age, verdict)", show=False, id="view.group"),
@@ -584,6 +589,7 @@ class TriageApp(KeyOrder, App[int]):
         c = msg.counts
         s = self.pulse_state
         s.unseen, s.seen_stuck, s.deleted = c.unseen, c.seen_stuck, c.deleted
+        s.keyword_note = NO_KEYWORDS_SHORT if getattr(c, "keyword_note", None) else ""
         s.oldest_unseen_age = ((self.clock() - c.oldest_unseen).total_seconds()
                                if c.oldest_unseen is not None else None)
         self._pulse()
@@ -792,8 +798,8 @@ class TriageApp(KeyOrder, App[int]):
         if action in MUTATING:
             if self.read_only:
                 return None
-            view = ACTION_VIEW.get(action)
-            if view is not None and view != self.view:
+            views = ACTION_VIEW.get(action)
+            if views is not None and self.view not in views:
                 return None
         return True
 
@@ -808,9 +814,12 @@ class TriageApp(KeyOrder, App[int]):
             if self.lock_service is None:
                 return "re-ingest needs mail_room's Redis: start with --redis-url (or --redis-sentinel)"
             return "re-ingest applies to the unseen (1) and seen-stuck (2) views"
-        view = ACTION_VIEW.get(action)
-        if view is not None:
-            return f"{name} applies to the {view.value} view: press {VIEW_KEYS[view]} to switch"
+        views = ACTION_VIEW.get(action)
+        if views is not None:
+            if len(views) == 1:
+                return f"{name} applies to the {views[0].value} view: press {VIEW_KEYS[views[0]]} to switch"
+            where = " or ".join(f"{v.value} ({VIEW_KEYS[v]})" for v in views)
+            return f"{name} applies to the {where} views: press one of those keys to switch"
         return f"{name} is not available here"
 
     def on_key(self, event: events.Key) -> None:
@@ -1259,6 +1268,12 @@ class TriageApp(KeyOrder, App[int]):
                 mark = svc.plan_flags("mark-unseen", uidvalidity, uids) if view == View.SEEN_STUCK else None
                 plan = self.lock_service.plan_release(svc, uidvalidity, uids, ttl=ttl, natural=mode == "natural",
                                                       waves=waves, wave_interval=interval, mark_unseen=mark)
+            acted = {t.uid for t in plan.targets} | set(mark.uids if mark is not None else [])
+            now, known = self.clock(), self.model.messages
+            ages = {u: m.age_seconds(now) for u in acted if (m := known.get(u)) is not None}
+            warning = reingest_warning(acted, ages, svc.analysis.stale_after, unsee=mark is not None)
+            if warning:
+                plan.warnings.append(warning)
         except TriageError as e:  # Redis unavailable, UIDVALIDITY changed: for this request's screen
             self.post_message(M.ReingestPlanned(token, None, str(e)))
             return

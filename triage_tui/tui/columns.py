@@ -93,6 +93,8 @@ def verdict_glyphs(m: Message) -> str:
 
 def lock_text(m: Message) -> str:
     if m.lock_ttl is None:
+        if m.lock is None and m.seen:
+            return "?" if m.extra.get("lock_error") else "exp"  # \\Seen and no key: mail_room took it once, its lock ran out (seen-stuck evidence)
         return "·" if m.lock is None else "held"
     if m.lock_ttl < 0:
         return "no TTL"

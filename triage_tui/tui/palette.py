@@ -57,7 +57,7 @@ class TriageCommands(Provider):
         app: PaletteHost = self.app  # type: ignore[assignment]
         run = app.palette_run
         cmds: list[tuple[str, str, Callable[[], Any]]] = []
-        for v, key in ((View.UNSEEN, "1"), (View.SEEN_STUCK, "2"), (View.DELETED, "3")):
+        for v, key in ((View.UNSEEN, "1"), (View.SEEN_STUCK, "2"), (View.DELETED, "3"), (View.IGNORED, "4")):
             cmds.append((f"Switch view: {v.value}", f"list the {v.value} view (key {key})",
                          partial(run, f"view('{v.value}')")))
         for g in GROUP_ORDER:

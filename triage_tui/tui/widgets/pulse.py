@@ -71,6 +71,8 @@ class PulseState:
     consumer_running: bool = False
     reingest: str = ""  # a re-ingest watch running behind the list: "re-ingest 5/12 · ETA 9 s"
     reingest_style: str = "warn"
+    #: the mailbox refused our keyword: "ignored" stands on this machine's journal
+    keyword_note: str = ""
 
 
 def _n(v: int | None) -> str:
@@ -180,6 +182,8 @@ def pulse_lines(s: PulseState) -> tuple[list[Spec], list[Spec]]:
         two.append((2, s.consumer, "good" if s.consumer_running else "warn", (_first_part(s.consumer),)))
     if s.filter:
         two.append((3, inert(f"filter: {s.filter}"), "on", (_cut(inert(f"filter: {s.filter}"), 24), "filtered")))
+    if s.keyword_note:
+        two.append((6, s.keyword_note, "warn", ("no keywords", "")))
     if s.progress:
         two.append((2, s.progress, "warn", (_first_part(s.progress),)))
     elif s.loading is not None:
