@@ -295,7 +295,7 @@ class Finding(AssertionError):
 
 def check(case: Case, decode: bool = True) -> Message:
     """Run one case through every path; raise on any failure. Returns the built row."""
-    from triage_tui.commands.list_ import _row  # noqa: PLC0415
+    from triage_tui.commands.list_ import _row, layout  # noqa: PLC0415
 
     m = build_message(case.index + 1, 7, ("\\Recent",), case.internaldate, len(case.raw), case.raw, case.config,
                       NOW)
@@ -308,7 +308,8 @@ def check(case: Case, decode: bool = True) -> Message:
     json.dumps(m.to_json(NOW), ensure_ascii=False, default=str).encode("utf-8")
     for flt in filters():
         flt.matches(m, NOW)  # type: ignore[attr-defined]
-    _row(m, NOW, 40).encode("utf-8")
+    for cols in (40, 80, 200):
+        _row(m, NOW, layout(cols)).encode("utf-8")
     for width in (80, 160):
         cols = C.layout(width, locks=True)
         for col, w in zip(cols, C.widths(cols, width), strict=True):

@@ -189,7 +189,7 @@ def test_sigterm_mid_mark_seen(mailbox: Mailbox, tmp_path: Path) -> None:
     assert seen == done == uidset.parse(str(end.get("changed", ""))), (len(seen), len(done), end)
     # the signal stops the bulk change after the commands in flight: "interrupted", with exactly
     # what changed (or "ok" if it had just finished)
-    assert len(seen) > 50 and end["result"] in ("interrupted", "ok"), end
+    assert len(seen) >= 50 and end["result"] in ("interrupted", "ok"), end
     assert took < 5
 
 

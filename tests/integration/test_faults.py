@@ -8,7 +8,7 @@ import time
 from tests.mailgen import backlog
 from tests.proxy import LatencyProxy
 from triage_tui.domain import uidset
-from triage_tui.domain.model import View
+from triage_tui.domain.model import TRIAGE_KEYWORD, View
 from triage_tui.services.imap import Limits
 from triage_tui.services.journal import AuditJournal
 from triage_tui.services.triage import RetryPolicy, TriageService
@@ -48,7 +48,7 @@ def test_bulk_mark_seen_survives_a_cut(mailbox):  # type: ignore[no-untyped-def]
     assert proxy.cuts == 1 and events
     assert result.ok and result.changed == sorted(targets)
     for uid, flags in after.items():
-        assert flags == (before[uid] | {"\\Seen"} if uid in targets else before[uid]), uid
+        assert flags == (before[uid] | {"\\Seen", TRIAGE_KEYWORD} if uid in targets else before[uid]), uid
     recs = [r for r in AuditJournal().records() if r.get("op") == result.op_id]
     assert any(r.get("event") == "reconnect" for r in recs)
     assert recs[-1]["phase"] == "end" and recs[-1]["result"] == "ok"

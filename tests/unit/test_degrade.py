@@ -58,7 +58,7 @@ def test_absurd_offsets_degrade_the_date_only(offset: str) -> None:
     else:
         assert m.date is None
         assert m.problems == (f"unparseable Date: Mon, 9 Mar 2026 10:00:00 {offset}",)
-        assert C.verdict_glyphs(m) == "·S··~" and list_._glyphs(m) == ".S..~"
+        assert C.verdict_glyphs(m)[:5] == "·S··~" and list_._glyphs(m) == ".S..~"
     obj = json.loads(json.dumps(m.to_json(NOW)))
     assert obj["problems"] == list(m.problems) and obj["age_seconds"] == 3 * 86400
 
@@ -140,7 +140,7 @@ def test_extreme_times_never_break_the_list_model_or_the_cells() -> None:
         for width in (80, 160):
             for col in C.layout(width, locks=True):
                 C.cell(col.key, m, NOW, width < C.WIDE)
-        list_._row(m, NOW, 30)
+        list_._row(m, NOW, list_.layout(80))
         json.dumps(m.to_json(NOW))
     assert C.cell("received", msgs[0], NOW, False) == "12-31 23:00"  # past the calendar in UTC: as given
 
@@ -182,7 +182,7 @@ def test_the_last_resort_is_a_minimal_row(monkeypatch: pytest.MonkeyPatch) -> No
     assert (m.uid, m.uidvalidity, m.flags, m.internaldate, m.size) == (9, 7, ("\\Seen",), DELIVERED, 1234)
     assert m.stale and m.problems == (
         "header not analysed (ValueError): only UID, flags, size and delivery time are shown",)
-    assert C.verdict_glyphs(m) == "·S··~"
+    assert C.verdict_glyphs(m)[:5] == "·S··~"  # the 6th is GitLab's verdict
     assert parse_filter("stale age>1d").matches(m, NOW)
     json.dumps(m.to_json(NOW))
 

@@ -85,6 +85,6 @@ def test_journal_stand_in_survives_hostile_records() -> None:
 
 def test_pulse_note_when_keywords_are_refused() -> None:
     _one, two = pulse_lines(PulseState(connected=True, keyword_note=NO_KEYWORDS_SHORT))
-    assert any(NO_KEYWORDS_SHORT in text for _, text, _ in two)
+    assert any(NO_KEYWORDS_SHORT in text for _, text, *_ in two)
     _one, two = pulse_lines(PulseState(connected=True))
-    assert not any("journal" in text for _, text, _ in two)
+    assert not any("journal" in text for _, text, *_ in two)
