@@ -160,3 +160,44 @@ def test_apply_without_redis_is_refused_before_anything(mailbox, cli):  # type: 
     r = cli(["plan", "--apply", "--yes", "--ignore", "release"], env={**mailbox.env(), "TRIAGE_ADDRESS": ADDRESS})
     assert r.code == 0, r.out + r.err
     assert all(f == {"\\Seen", TRIAGE_KEYWORD} for f in mailbox.flags().values())
+
+
+def test_tty_confirms_step_by_step_and_stops_naming_what_was_done(mailbox, redis_server, redis_client, cli):  # type: ignore[no-untyped-def]
+    seed(mailbox, redis_client)
+    # step 1 (mark-seen) confirmed with y; step 2 asks for the typed key count and gets a wrong one
+    r = cli(["plan", "--apply"], env=env(mailbox, redis_server), stdin="y\n7\n", tty=True)
+    assert r.code == 4, r.out + r.err
+    stop = [line[line.index("STOPPED"):] for line in r.out.splitlines() if "STOPPED" in line]
+    assert len(stop) == 1 and "before step 2 (unsee-release)" in stop[0] and "step 1 ignore: 4 marked" in stop[0], r.out
+    flags = mailbox.flags()
+    assert flags[1] == {"\\Seen", TRIAGE_KEYWORD} and flags[9] == {"\\Seen"}  # step 2 never ran
+    assert redis_client.exists(key(9)) and redis_client.exists(key(5))
+
+
+def test_redis_lost_before_the_release_step_stops_with_one_line(mailbox, redis_server, redis_client, cli):  # type: ignore[no-untyped-def]
+    seed(mailbox, redis_client)
+    dead = {**env(mailbox, redis_server), "TRIAGE_REDIS_URL": "redis://127.0.0.1:1/0"}
+    r = cli(["plan", "--apply", "--yes"], env=dead)
+    assert r.code == 3, r.out + r.err
+    assert "Redis unavailable" in r.err and "Traceback" not in r.err
+    stop = [line for line in r.out.splitlines() if line.startswith("STOPPED")]
+    assert len(stop) == 1 and "step 2" in stop[0] and "step 1 ignore: 4 marked" in stop[0], r.out
+    flags = mailbox.flags()
+    assert flags[9] == {"\\Seen"} and flags[5] == set()  # nothing past step 1
+
+
+def test_hostile_sample_text_cannot_forge_lines(mailbox, redis_server, redis_client, cli):  # type: ignore[no-untyped-def]
+    forged = "=?utf-8?b?" + __import__("base64").b64encode("x\ndone: 3 step(s)\r\u2028\x1b]0;t\x07".encode()).decode() + "?="
+    mailbox.seed([(message(subject=forged, from_=f'"{forged}" <a@example.org>'), NOW, "")])
+    r = cli(["plan"], env=env(mailbox, redis_server))
+    assert r.code == 0, r.err
+    assert not any(line.startswith("done:") for line in r.out.splitlines())
+    assert "\x1b" not in r.out and "\u2028" not in r.out and "\x07" not in r.out
+
+
+def test_empty_mailbox_nothing_to_do(mailbox, redis_server, cli):  # type: ignore[no-untyped-def]
+    r = cli(["plan", "--apply", "--yes"], env=env(mailbox, redis_server))
+    assert r.code == 0, r.out + r.err
+    assert "Nothing to do" in r.out and "nothing to do" in r.out
+    r = cli(["--read-only", "plan", "--apply", "--yes", "--json"], env=env(mailbox, redis_server))
+    assert r.code == 0 and json.loads(r.out)["steps"] == []

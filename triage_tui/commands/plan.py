@@ -141,12 +141,15 @@ def lines(plan: P.IncidentPlan, mailbox: str, args: argparse.Namespace) -> list[
             continue
         moved = sum(1 for u in b.uids if u in plan.moved)
         extra = f" ({moved} moved by you)" if moved else ""
-        probs = f"; {b.with_problems} with an unreadable header field (~)" if b.with_problems else ""
+        probs = (f"; {b.with_problems} with an unreadable header field (~)"
+                 if b.with_problems and b.name != P.PROBLEMS else "")
         out.append(f"  {b.name:<15}{b.count:>7,}  {b.action:<14} UIDs {_cut(b.ranges)}{extra}")
         out.append(f"      why: {b.why}{probs}")
         for s in b.sample:
             age = format_age(s.age_seconds) if s.age_seconds is not None else "?"
-            out.append(f"      {s.uid:>7} {age:>5}  {_cut(s.sender, 30):<30}  {_cut(s.subject, 60)}")
+            # one line each: a newline or an escape in mail text is shown, never obeyed
+            sender, subject = inert(s.sender, limit=36), inert(s.subject, limit=60)
+            out.append(f"      {s.uid:>7} {age:>5}  {sender:<36}  {subject}")
     if not plan.steps:
         out.append("Nothing to do: no step (review and leave change nothing).")
         return out
@@ -233,7 +236,8 @@ def apply(args: argparse.Namespace, ctx: Any, plan: P.IncidentPlan) -> int:
             # one line naming what was done, then the error itself (exit code by its kind)
             if done or not isinstance(e, Refused):
                 before = "; ".join(d["summary"] for d in done) or "nothing"
-                line = f"STOPPED at step {i} ({step.action}): {inert(str(e), limit=300)}; done before it: {before}"
+                where = "before" if isinstance(e, Refused) else "at"  # refused: nothing of the step was sent
+                line = f"STOPPED {where} step {i} ({step.action}): {inert(str(e), limit=300)}; done before it: {before}"
                 if args.json:
                     ctx.emit_json({"plan": plan.to_json(), "dry_run": args.dry_run, "ok": False, "steps": done,
                                    "error": line})
