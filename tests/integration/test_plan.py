@@ -143,7 +143,7 @@ def test_read_only_and_unconfirmed_refuse_and_change_nothing(mailbox, redis_serv
 
 
 def test_bad_input_is_one_line(mailbox, redis_server, redis_client, cli):  # type: ignore[no-untyped-def]
-    for args in (["--keep", "stael"], ["--keep", "bots", "--ignore", "bots"], ["--keep-uids", "1:x"],
+    for args in (["--keep", "stael"], ["--keep-uids", ""], ["--ignore-uids", " "], ["--keep", "bots", "--ignore", "bots"], ["--keep-uids", "1:x"],
                  ["--keep-uids", "1:99999999"], ["--keep-uids", "3", "--ignore-uids", "3"]):
         r = cli(["plan", *args], env=env(mailbox, redis_server))
         assert r.code == 2, (args, r.out, r.err)

@@ -127,3 +127,11 @@ def test_large_plan_is_linear_enough():
     rows = [msg(i, bot=i % 3 == 0, age_h=100 if i % 5 == 0 else 1) for i in range(1, 20001)]
     p = compute(rows)
     assert sum(b.count for b in p.buckets) == 20000
+
+
+def test_ignore_never_turns_into_an_expunge():
+    p = compute([msg(1)], deleted=[5], overrides=P.Overrides(buckets={"deleted": "ignore"}, uids={5: "ignore"}))
+    assert p.bucket("deleted").action == "skip" and all(s.action != "expunge" for s in p.steps)
+    p = compute([msg(1)], deleted=[5, 6], overrides=P.Overrides(include_expunge=True, uids={6: "keep", 99: "keep"}))
+    assert [(s.action, list(s.uids)) for s in p.steps if s.action == "expunge"] == [("expunge", [5])]
+    assert p.unknown_uids() == [99]

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from triage_tui.commands._flow import describe
+from triage_tui.commands._select import uids_arg
 from triage_tui.domain import plan as P
 from triage_tui.domain import uidset
 from triage_tui.domain.age import format_age
@@ -48,8 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f"Buckets: {names}")
     a.add_argument("--ignore", action="append", default=[], metavar="BUCKET", choices=P.BUCKETS,
                    help="mark a bucket's UNSEEN messages ignored (\\Seen + keyword); a \\Seen bucket stays \\Seen")
-    a.add_argument("--keep-uids", metavar="SET", help="the same for single messages: UIDs like 5:9,12 or 5-9")
-    a.add_argument("--ignore-uids", metavar="SET", help="the same for single messages")
+    a.add_argument("--keep-uids", metavar="SET", type=uids_arg,
+                   help="the same for single messages: UIDs like 5:9,12 or 5-9")
+    a.add_argument("--ignore-uids", metavar="SET", type=uids_arg, help="the same for single messages")
     a.add_argument("--include-expunge", action="store_true", help="also expunge the \\Deleted leftovers")
     x = p.add_argument_group("running it")
     x.add_argument("--apply", action="store_true", help="run the steps in order (refused in read-only mode)")
@@ -281,6 +283,9 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     plan, err = compute(ctx, overrides)
     if err:
         ctx.note(err)
+    if unknown := plan.unknown_uids():
+        ctx.note(f"note: {len(unknown)} UID(s) given with --keep-uids/--ignore-uids are in no bucket (gone or never "
+                 f"listed): {_cut(uidset.compress(unknown))}")
     if not args.apply:
         if args.json:
             ctx.emit_json(plan.to_json())

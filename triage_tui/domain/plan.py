@@ -169,6 +169,11 @@ class IncidentPlan:
     #: UIDs whose effective action the overrides changed (uid -> action)
     moved: Mapping[int, str] = field(default_factory=dict)
 
+    def unknown_uids(self) -> list[int]:
+        """UIDs the overrides name that are in no bucket (gone, or never listed)."""
+        known = {u for b in self.buckets for u in b.uids}
+        return sorted(u for u in self.overrides.uids if u not in known)
+
     def bucket(self, name: str) -> Bucket:
         return next(b for b in self.buckets if b.name == name)
 
@@ -248,10 +253,12 @@ def compute_plan(unseen: Iterable[Message], seen_stuck: Iterable[Message], *, ui
     return apply_overrides(base, overrides or Overrides())
 
 
-def _resolve(bucket: str, choice: str) -> str:
-    """A choice in terms of the bucket's kind of message (UNSEEN, seen-stuck, \\Deleted)."""
+def _resolve(bucket: str, choice: str, base: str) -> str:
+    """A choice in terms of the bucket's kind of message (UNSEEN, seen-stuck, \\Deleted). The
+    \\Deleted leftovers are only ever expunged through ``include_expunge``: keep spares them,
+    ignore and review leave ``base`` (an "ignore" never turns into a permanent removal)."""
     if bucket == DELETED:
-        return SKIP if choice == KEEP else EXPUNGE if choice == IGNORE else SKIP
+        return SKIP if choice == KEEP else base
     if bucket in SEEN_BUCKETS:
         return UNSEE_RELEASE if choice == KEEP else LEAVE  # already \\Seen: "ignore" leaves it so
     return {KEEP: RELEASE, IGNORE: IGNORE, REVIEW: REVIEW}[choice]
@@ -281,12 +288,12 @@ def apply_overrides(plan: IncidentPlan, overrides: Overrides) -> IncidentPlan:
         if b.name == DELETED:
             action = EXPUNGE if overrides.include_expunge else SKIP
         if b.name in overrides.buckets:
-            action = _resolve(b.name, overrides.buckets[b.name])
+            action = _resolve(b.name, overrides.buckets[b.name], action)
         buckets.append(replace(b, action=action))
         for u in b.uids:
             a = action
             if u in overrides.uids:
-                a = _resolve(b.name, overrides.uids[u])
+                a = _resolve(b.name, overrides.uids[u], action)
                 if a != action:
                     moved[u] = a
             per_uid[u] = a
