@@ -201,3 +201,55 @@ def test_empty_mailbox_nothing_to_do(mailbox, redis_server, cli):  # type: ignor
     assert "Nothing to do" in r.out and "nothing to do" in r.out
     r = cli(["--read-only", "plan", "--apply", "--yes", "--json"], env=env(mailbox, redis_server))
     assert r.code == 0 and json.loads(r.out)["steps"] == []
+
+
+def test_demo_backlog_plan_is_exact_and_apply_touches_only_its_steps(mailbox, redis_server, redis_client, cli):  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from triage_tui.demo.backlog import ADDRESS_TEMPLATE, build_backlog  # noqa: PLC0415
+    from triage_tui.domain.uidset import parse  # noqa: PLC0415
+
+    demo = build_backlog(size=200, seed=11, now=datetime.now(UTC))
+    letters = {"\\Seen": "S", "\\Deleted": "T"}
+    mailbox.seed([(raw, ts, "".join(letters[f] for f in flags if f in letters)) for raw, ts, flags in demo.items()])
+    for lk in demo.locks:
+        if lk.index is not None:  # UID = index + 1
+            redis_client.set(key(lk.index + 1), "1", ex=lk.ttl if lk.ttl else 600)
+    e = redis_env(mailbox, redis_server.url, TRIAGE_ADDRESS=ADDRESS_TEMPLATE)
+    r = cli(["plan", "--json"], env=e)
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    got = {b["name"]: set(parse(b["uids"])) if b["uids"] else set() for b in doc["buckets"]}
+    every = [u for s in got.values() for u in s]
+    assert len(every) == len(set(every))  # disjoint
+    unseen = set(mailbox.search("UNSEEN"))
+    stuck = set(mailbox.search(f"SEEN UNDELETED UNKEYWORD {TRIAGE_KEYWORD}"))
+    deleted = set(mailbox.search("DELETED"))
+    assert set().union(*(got[b] for b in ("bots", "stale-rejected", "stale", "problems", "suspicious",
+                                            "release"))) == unseen
+    assert got["crash-trapped"] | got["seen-left"] == stuck
+    assert got["deleted"] == deleted - unseen
+    assert got["bots"] and got["stale"] and got["release"] and got["crash-trapped"]  # a realistic mix
+    flags0 = mailbox.flags()
+    keys0 = {u: redis_client.pttl(key(u)) for u in flags0}
+    r = cli(["plan", "--apply", "--yes", "--json"], env=e)
+    assert r.code == 0, r.out + r.err
+    steps = {s["action"]: set(parse(s["uids"])) for s in json.loads(r.out)["plan"]["steps"]}
+    flags = mailbox.flags()
+    for u, f in flags.items():
+        if u in steps.get("ignore", ()):
+            assert f == flags0[u] | {"\\Seen", TRIAGE_KEYWORD}, u
+        elif u in steps.get("unsee-release", ()):
+            assert f == flags0[u] - {"\\Seen"}, u
+        else:
+            assert f == flags0[u], u  # review, leave, release, deleted: flags untouched
+    for u, before in keys0.items():
+        now = redis_client.pttl(key(u))
+        if u in steps.get("release", set()) | steps.get("unsee-release", set()):
+            assert now == -2, u  # released: gone
+        elif before >= 0:
+            assert 0 < now <= before, u  # untouched (counting down)
+        else:
+            assert now == before, u
+    begins = [rec["action"] for rec in AuditJournal().records() if rec.get("phase") == "begin"]
+    assert begins == ["mark-seen", "mark-unseen", "release-locks", "release-locks"]

@@ -135,3 +135,16 @@ def test_ignore_never_turns_into_an_expunge():
     p = compute([msg(1)], deleted=[5, 6], overrides=P.Overrides(include_expunge=True, uids={6: "keep", 99: "keep"}))
     assert [(s.action, list(s.uids)) for s in p.steps if s.action == "expunge"] == [("expunge", [5])]
     assert p.unknown_uids() == [99]
+
+
+def test_printed_commands_are_exact_or_absent():
+    import argparse  # noqa: PLC0415
+
+    from triage_tui.commands import plan as cmd  # noqa: PLC0415
+
+    args = argparse.Namespace(keep=[], ignore=[], keep_uids=None, ignore_uids=None, include_expunge=False)
+    small = compute([msg(1), msg(3)])
+    assert "     triage-tui release --include-junk --uidvalidity 7 --uids 1,3" in cmd.lines(small, "INBOX", args)
+    big = compute([msg(u) for u in range(1, 4000, 2)])  # 2000 single UIDs: ~10k characters
+    text = "\n".join(cmd.lines(big, "INBOX", args))
+    assert "--uids 1,3," not in text and "too long to print" in text and "--all" in text

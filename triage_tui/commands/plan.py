@@ -40,6 +40,10 @@ STEP_TEXT = {
 }
 
 
+#: a printed command longer than this is not printed (it is never cut: a cut UID set is a wrong one)
+COMMAND_MAX = 4000
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output (one JSON document)")
     a = p.add_argument_group("changing the plan")
@@ -158,13 +162,17 @@ def lines(plan: P.IncidentPlan, mailbox: str, args: argparse.Namespace) -> list[
     out.append("Steps, in order (each is its own journal op; `triage-tui undo` undoes the last flag step):")
     for i, s in enumerate(plan.steps, 1):
         out.append(f"  {i}. {s.count:,} message(s): {STEP_TEXT[s.action]}  [{', '.join(s.buckets)}]")
-        out.append(f"     {_cut(command_for(s, plan.uidvalidity), 300)}")
+        cmd = command_for(s, plan.uidvalidity)
+        # exact or not at all: a cut command would act on the wrong UIDs
+        out.append(f"     {cmd}" if len(cmd) <= COMMAND_MAX else
+                   "     (UID set too long to print: `plan --json` has the exact sets; `plan --apply` runs them)")
     flags = _flags(args)
     out.append(f"Run them all: triage-tui plan --apply --yes{' ' + flags if flags else ''}")
     if any(s.action in (P.RELEASE, P.UNSEE_RELEASE) for s in plan.steps):
         released = sorted(u for s in plan.steps if s.action in (P.RELEASE, P.UNSEE_RELEASE) for u in s.uids)
-        out.append(f"Then watch the pickup: triage-tui release --natural --wait --include-junk --uids "
-                   f"{_cut(uidset.compress(released), 300)}")
+        watch = f"triage-tui release --natural --wait --include-junk --uids {uidset.compress(released)}"
+        out.append(f"Then watch the pickup: {watch}" if len(watch) <= COMMAND_MAX else
+                   "Then watch the pickup: triage-tui release --natural --wait --include-junk --all")
     return out
 
 
