@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pkgutil
 
-_PREFERRED = ["list_", "peek", "mark_seen", "mark_unseen", "expunge", "undo", "locks", "release",
+_PREFERRED = ["list_", "peek", "mark_seen", "mark_unseen", "expunge", "undo", "locks", "release", "plan",
               "decode", "check", "config", "demo", "tui"]
 
 _found = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
