@@ -187,3 +187,29 @@ def test_consumer_jobs_read_back(mailbox, redis_client):  # type: ignore[no-unty
     q = look.queues[0]
     assert q.length == 3 and q.known and q.oldest_class == "ServiceDeskEmailReceiverWorker"
     assert look.oldest_age(q) < 30
+
+
+# -- configuration: --sidekiq-queue / --sidekiq-namespace / the mail_room file ----------------------
+
+
+def test_configured_queue_and_namespace_are_read(mailbox, redis_server, redis_client, cli):  # type: ignore[no-untyped-def]
+    mailbox.seed(backlog(2, now=NOW))
+    hold_all(mailbox, redis_client, range(1, 3))
+    consumer = MailRoomConsumer(mailbox.settings(), redis_client, fast(name="ns", queue="mail\u202ein"))
+    with consumer:
+        # the consumer writes queue:<name>; a namespace given means resque:gitlab:queue:<name> is read instead
+        r = cli(["--sidekiq-queue", "mail\u202ein", "release", "--all", "--yes", "--wait", "--timeout", "20",
+                 "--interval", "0.3", "--json"], env=redis_env(mailbox, redis_server.url))
+    assert r.code == 0, r.out + r.err
+    sk = json.loads(r.lines[-1])["watch"]["sidekiq"]
+    assert [q["queue"] for q in sk["queues"]] == ["mail\u202ein"] and sk["queues"][0]["length"] == 2
+    assert "\u202e" not in r.err and "mail\\u202ein queue: 2 job(s)" in r.err  # shown inert
+    r = cli(["release", "--all", "--natural", "--wait", "--timeout", "0.3", "--interval", "0.1", "--json"],
+            env=redis_env(mailbox, redis_server.url, TRIAGE_SIDEKIQ_QUEUES="mail\u202ein",
+                          TRIAGE_SIDEKIQ_NAMESPACE="resque:gitlab:"))
+    sk = json.loads(r.lines[-1])["watch"]["sidekiq"]
+    assert sk["queues"][0]["key"] == "resque:gitlab:queue:mail\u202ein" and sk["note"] == NO_QUEUE
+    too_many = [a for i in range(40) for a in ("--sidekiq-queue", f"q{i}")]
+    r = cli([*too_many, "release", "--all", "--natural", "--wait", "--timeout", "0.3"],
+            env=redis_env(mailbox, redis_server.url))
+    assert r.code == 2 and "at most 32 Sidekiq queues" in r.out + r.err and "Traceback" not in r.out + r.err

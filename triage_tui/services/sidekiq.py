@@ -34,6 +34,7 @@ from typing import Any
 import redis
 
 from triage_tui.domain.text import inert
+from triage_tui.errors import UsageError
 
 DEFAULT_QUEUES: tuple[str, ...] = ("email_receiver", "default")
 EMAIL_WORKERS = ("EmailReceiverWorker", "ServiceDeskEmailReceiverWorker")
@@ -321,6 +322,8 @@ def _short_error(e: BaseException) -> str:
 def queue_names(values: Sequence[str] | None) -> tuple[str, ...]:
     """Configured queue names (``--sidekiq-queue`` repeated, or a list), defaults when none."""
     names = tuple(dict.fromkeys(v.strip() for v in values or () if v and v.strip()))
+    if len(names) > MAX_QUEUES:
+        raise UsageError(f"at most {MAX_QUEUES} Sidekiq queues can be watched (--sidekiq-queue given {len(names)})")
     return names or DEFAULT_QUEUES
 
 
