@@ -45,7 +45,8 @@ NO_QUEUE = "no Sidekiq queue seen on this Redis (GitLab's queues may live on ano
 MAX_QUEUES = 32
 
 # KEYS[1] = the `queues` set, KEYS[2..] = the queue lists; ARGV = the queue names, then the decode limit.
-# Per queue: {LLEN or -1 (not a list), SISMEMBER, enqueued_at as a string or false, class or false}.
+# Per queue: {LLEN or its error text (WRONGTYPE, NOPERM), SISMEMBER, enqueued_at as a string or false,
+# class or false}.
 _PEEK_LUA = """
 local t = redis.call('TIME')
 local limit = tonumber(ARGV[#ARGV])
@@ -60,11 +61,11 @@ end
 local out = {}
 for i = 2, #KEYS do
   local n = redis.pcall('LLEN', KEYS[i])
-  if type(n) ~= 'number' then n = -1 end
+  if type(n) == 'table' then n = tostring(n.err or n['err'] or 'error') end
   local known = redis.pcall('SISMEMBER', KEYS[1], ARGV[i - 1])
   if type(known) ~= 'number' then known = 0 end
   local enq, cls = false, false
-  if n > 0 then
+  if type(n) == 'number' and n > 0 then
     local job = redis.call('LINDEX', KEYS[i], -1)
     if type(job) == 'string' then
       if #job <= limit then
@@ -119,10 +120,15 @@ def age_text(seconds: float) -> str:
 @dataclass(frozen=True)
 class QueueLook:
     queue: str
-    length: int | None  # None: the key holds something other than a list
+    length: int | None  # None: unreadable (see ``error``)
     known: bool  # listed in Sidekiq's ``queues`` set
     oldest_enqueued_at: float | None = None  # Unix seconds
     oldest_class: str | None = None
+    error: str | None = None  # WRONGTYPE (not a list), NOPERM (an ACL), ...
+
+    @property
+    def not_a_list(self) -> bool:
+        return bool(self.error and self.error.startswith("WRONGTYPE"))
 
     @property
     def seen(self) -> bool:
@@ -184,9 +190,8 @@ class SidekiqProbe:
                 now = int(res[0]) + int(res[1]) / 1e6
                 looks = []
                 for q, row in zip(self.queues, res[2], strict=True):
-                    n = int(row[0])
-                    looks.append(QueueLook(q, None if n < 0 else n, bool(int(row[1])), _epoch_seconds(row[2]),
-                                           _text(row[3])))
+                    n, err = (int(row[0]), None) if isinstance(row[0], int) else (None, _text(row[0]))
+                    looks.append(QueueLook(q, n, bool(int(row[1])), _epoch_seconds(row[2]), _text(row[3]), err))
                 return SidekiqLook(now, looks, True)
         pipe = client.pipeline(transaction=False)
         pipe.time()
@@ -201,7 +206,8 @@ class SidekiqProbe:
         for i, q in enumerate(self.queues):
             n, known = res[1 + 2 * i], res[2 + 2 * i]
             looks.append(QueueLook(q, None if isinstance(n, Exception) else int(n),
-                                   not isinstance(known, Exception) and bool(known)))
+                                   not isinstance(known, Exception) and bool(known),
+                                   error=str(n) if isinstance(n, Exception) else None))
         return SidekiqLook(now, looks, False)
 
 
@@ -235,7 +241,8 @@ class SidekiqStatus:
                 continue
             name = "default queue (all GitLab jobs)" if q.all_jobs else f"{inert(q.queue, limit=60)} queue"
             if q.length is None:
-                out.append(f"{name}: not a Sidekiq list")
+                out.append(f"{name}: not a Sidekiq list" if q.not_a_list else
+                           f"{name}: unreadable ({inert(q.error or 'error', limit=120)})")
                 continue
             text = f"{name}: {q.length} job(s)"
             d = self.since(q)
@@ -271,7 +278,7 @@ class SidekiqStatus:
                                "length": q.length, "since_release": self.since(q),
                                "all_gitlab_jobs": q.all_jobs,
                                "oldest_age_s": None if age is None else round(age, 1),
-                               "oldest_class": q.oldest_class})
+                               "oldest_class": q.oldest_class, "error": q.error})
         return {"seen": None if look is None else look.seen, "queues": queues,
                 "oldest_read": None if look is None else look.scripted,
                 "note": NO_QUEUE if look is not None and not look.seen else None, "error": self.error}
