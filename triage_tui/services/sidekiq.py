@@ -263,10 +263,11 @@ class SidekiqStatus:
         return "Sidekiq: " + "; ".join(self.parts()) if self.parts() else ""
 
     def key(self) -> tuple[Any, ...]:
-        """What changed, for a printer that prints on change."""
+        """What changed, for a printer that prints on change: not the ``default`` queue's length,
+        which every GitLab job moves (it would print a line per look on a busy instance)."""
         if self.look is None:
             return (self.error,)
-        return tuple((q.queue, q.length) for q in self.look.queues)
+        return tuple((q.queue, q.length) for q in self.look.queues if not q.all_jobs)
 
     def to_json(self) -> dict[str, Any]:
         look = self.look
