@@ -4,7 +4,14 @@ the default queue is labelled as every GitLab job; ages in Sidekiq 8 millisecond
 from __future__ import annotations
 
 from triage_tui.services.locks import WatchStatus
-from triage_tui.services.sidekiq import NO_QUEUE, QueueLook, SidekiqLook, SidekiqStatus, _epoch_seconds, age_text
+from triage_tui.services.sidekiq import (
+    NO_QUEUE,
+    QueueLook,
+    SidekiqLook,
+    SidekiqStatus,
+    _epoch_seconds,
+    age_text,
+)
 
 
 def status(sq: SidekiqStatus | None) -> WatchStatus:
