@@ -190,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--redis-ca-file", help="CA bundle for rediss:// [TRIAGE_REDIS_CA_FILE]")
     rd.add_argument("--key-prefix",
                     help="arbitration key prefix (default mail_room:gitlab:) [TRIAGE_KEY_PREFIX]")
+    rd.add_argument("--sidekiq-queue", action="append", default=None, metavar="NAME",
+                    help="a GitLab Sidekiq queue the watch after a release reads on this Redis, read-only (repeat "
+                    "for several; default email_receiver and default) [TRIAGE_SIDEKIQ_QUEUES, comma-separated]")
+    rd.add_argument("--sidekiq-namespace", metavar="PREFIX",
+                    help="key prefix of those queues (older GitLab: resque:gitlab:) [TRIAGE_SIDEKIQ_NAMESPACE]")
     r = p.add_argument_group("safety and diagnostics")
     r.add_argument("--read-only", **_on(),  # type: ignore[arg-type]
                    help="review mode: nothing on the server can change (every mutation is refused) [TRIAGE_READ_ONLY]")

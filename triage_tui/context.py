@@ -167,6 +167,7 @@ class Context:
         import dataclasses  # noqa: PLC0415
 
         from triage_tui.services.locks import RedisSettings  # noqa: PLC0415
+        from triage_tui.services.sidekiq import queue_names  # noqa: PLC0415
 
         s = self.settings
         sentinels: list[tuple[str, int]] = []
@@ -175,7 +176,9 @@ class Context:
             sentinels.append((host, int(port)))
         kw: dict[str, Any] = dict(url=s["redis.url"], sentinels=sentinels, master=s["redis.master"],
                                   key_prefix=s["redis.key_prefix"], ca_file=s["redis.ca_file"],
-                                  sentinel_password=s["redis.sentinel_password"], shared_with=s.shared_with)
+                                  sentinel_password=s["redis.sentinel_password"], shared_with=s.shared_with,
+                                  sidekiq_queues=queue_names(s["redis.sidekiq_queues"]),
+                                  sidekiq_namespace=s["redis.sidekiq_namespace"] or "")
         known = {f.name for f in dataclasses.fields(RedisSettings)}
         return RedisSettings(**{k: v for k, v in kw.items() if k in known})
 

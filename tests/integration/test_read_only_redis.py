@@ -20,7 +20,8 @@ PREFIX = "mail_room:gitlab:"
 
 #: Every command a read-only session may send (the read script's own TIME, PTTL, GET included).
 READS = {"evalsha", "eval", "time", "pttl", "get", "mget", "scan", "ping", "info", "client|setname",
-         "client|setinfo", "hello", "select", "type", "exists", "ttl"}
+         "client|setinfo", "hello", "select", "type", "exists", "ttl",
+         "llen", "lindex", "sismember"}  # the Sidekiq queues' lengths and oldest job (inside the script)
 
 
 def key(uid: int) -> str:

@@ -70,6 +70,7 @@ def test_release_then_watch_the_diagnosis_then_the_pickups(mailbox, make_service
             st = app.reingest_watch.status
             assert st.reason == REASON_NO_RECLAIM and st.diagnosis.endswith(NO_RECLAIM) and st.cycles_free > 2
             assert "is mail_room running" in str(screen.query_one("#ri-plan").render())
+            assert "no Sidekiq queue seen on this Redis" in str(screen.query_one("#ri-plan").render())
             assert "nothing re-claimed" in "".join(app.query_one("#pulse").text_lines())
 
             consumer.start()  # mail_room comes back: the same watch sees the pickups
@@ -78,6 +79,10 @@ def test_release_then_watch_the_diagnosis_then_the_pickups(mailbox, make_service
             assert not st.failed and st.targeted == 5 and st.remaining_unseen == 0 and st.delivered == 5
             assert st.reclaimed >= 3
             assert "✓ done" in str(screen.query_one("#ri-plan").render())
+            # "re-ingested" ends at GitLab's queue: the jobs are shown arriving there
+            await wait_for(pilot, lambda: "email_receiver queue: 5 job(s) (+5 since release)"
+                           in str(screen.query_one("#ri-plan").render()), what="the Sidekiq queue")
+            assert app.reingest_watch.status.sidekiq.to_json()["queues"][0]["length"] == 5
             await pilot.press("escape")
             assert "✓ re-ingest 5/5" in "".join(app.query_one("#pulse").text_lines())
 

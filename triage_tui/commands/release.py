@@ -124,7 +124,7 @@ class _Progress:
     def __call__(self, st: WatchStatus) -> None:
         now = self.clock()
         key = (st.remaining_unseen, st.delivered, st.seen_only, st.reclaimed, st.held, st.free_for_s is None,
-               int(st.cycles_free))
+               int(st.cycles_free), st.sidekiq.key() if st.sidekiq is not None else None)
         if st.done or key != self.last_key or self.last_at is None or now - self.last_at >= self.every:
             self.last_key, self.last_at = key, now
             self.write(st.line())

@@ -227,6 +227,12 @@ def load_mail_room_yml(path: Path) -> dict[str, ImportedMailbox]:
             mb.values["mail_room.inbox_method"] = (str(box["inbox_method"]), src("inbox_method"))
         if name == "service_desk":
             mb.values["gitlab.mailbox_kind"] = ("service_desk", src("name"))
+        if str(box.get("delivery_method") or "") == "sidekiq":  # where the jobs go: the watch reads them
+            dsrc = Source.of("mail_room", f"mail_room {path}: :delivery_options:")
+            if delivery.get("queue"):
+                mb.values["redis.sidekiq_queues"] = ([str(delivery["queue"])], dsrc)
+            if delivery.get("namespace"):
+                mb.values["redis.sidekiq_namespace"] = (f"{delivery['namespace']}:", dsrc)
         arb = _sym(box.get("arbitration_options"))
         alines = arb.lines if isinstance(arb, LineDict) else {}
         if str(box.get("arbitration_method") or "redis") == "redis" and arb:

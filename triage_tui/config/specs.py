@@ -125,6 +125,11 @@ SPECS: tuple[Spec, ...] = (
     Spec("redis.sentinel_password", "secret", None, in_file=False),
     Spec("redis.ca_file", "path", None, "TRIAGE_REDIS_CA_FILE", "--redis-ca-file", "redis_ca_file"),
     Spec("redis.key_prefix", "str", DEFAULT_KEY_PREFIX, "TRIAGE_KEY_PREFIX", "--key-prefix", "key_prefix"),
+    Spec("redis.sidekiq_queues", "strlist", None, "TRIAGE_SIDEKIQ_QUEUES", "--sidekiq-queue", "sidekiq_queue",
+         help="GitLab's Sidekiq queues the watch after a release reads on the locks' Redis "
+         "(default email_receiver and default)"),
+    Spec("redis.sidekiq_namespace", "str", None, "TRIAGE_SIDEKIQ_NAMESPACE", "--sidekiq-namespace",
+         "sidekiq_namespace", help="key prefix of the Sidekiq queues (older GitLab: resque:gitlab:)"),
     # triage
     Spec("triage.stale_after", "age", "2d", "TRIAGE_STALE_AFTER", "--stale-after", "stale_after"),
     Spec("triage.bot_senders", "regexlist", ()),

@@ -107,6 +107,10 @@ class RedisSettings:
     sentinel_password: Secret | str | None = None  # a plain str is accepted and wrapped
     #: Other configured mailboxes known to use this Redis and prefix (e.g. service_desk_email).
     shared_with: tuple[str, ...] = ()
+    #: GitLab's Sidekiq queues on this Redis that the watch after a release reads (read-only)
+    sidekiq_queues: tuple[str, ...] = ("email_receiver", "default")
+    #: the Sidekiq namespace (older GitLab: ``resque:gitlab:``), prepended to ``queue:<name>``
+    sidekiq_namespace: str = ""
 
     def __post_init__(self) -> None:
         if self.key_prefix is None:

@@ -193,6 +193,8 @@ class ReleaseResult:
     mark_unseen: OpResult | None = None
     #: uid -> server-time ms at which its message is free (our new expiry); None = never.
     free_at_ms: dict[int, int | None] = field(default_factory=dict)
+    #: GitLab's Sidekiq queues read just before the keys were released (a SidekiqLook, or None)
+    sidekiq_before: Any = None
 
     @property
     def ok(self) -> bool:

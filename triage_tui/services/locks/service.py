@@ -31,6 +31,7 @@ from triage_tui.services.locks.connection import (
 from triage_tui.services.locks.release import KeyChange, ReleasePlan, ReleaseResult, ReleaseTarget
 from triage_tui.services.locks.report import COUNTER_NOTE, LockEntry, LockReport, MailboxSnapshot, join
 from triage_tui.services.locks.watch import ReleaseWatcher
+from triage_tui.services.sidekiq import SidekiqProbe, SidekiqWatch
 
 if TYPE_CHECKING:
     from triage_tui.services.triage import Plan, TriageService
@@ -296,6 +297,7 @@ class LockService(LockReader):
         now_ms = self.server_time_ms()
         result = ReleaseResult(op_id=None, uidvalidity=uv, released_at_ms=now_ms, not_unseen=gone_from_unseen,
                                mark_unseen=mark_result)
+        result.sidekiq_before = self.sidekiq_watch().snapshot()  # "+N since release" (read-only; None on error)
         if plan.mode != "ttl" or not todo:
             self._fill_free_at(result, plan)
             return result
@@ -492,8 +494,18 @@ class LockService(LockReader):
         for u in result.not_unseen:
             targets.pop(u, None)
         counters = {t.uid for t in plan.targets if t.counter}
+        sidekiq = self.sidekiq_watch()
+        if result.sidekiq_before is not None:
+            sidekiq.baseline = result.sidekiq_before
+        else:
+            sidekiq.snapshot()  # natural mode, or the look at release time failed
         return ReleaseWatcher(self, mailbox, plan.uidvalidity, targets, counters=counters,
-                              poll_cycle=poll_cycle, timeout=timeout)
+                              poll_cycle=poll_cycle, timeout=timeout, sidekiq=sidekiq)
+
+    def sidekiq_watch(self) -> SidekiqWatch:
+        """GitLab's Sidekiq queues on this Redis (the locks' connection), read-only."""
+        s = self.settings
+        return SidekiqWatch(SidekiqProbe(lambda: self.client, s.sidekiq_queues, namespace=s.sidekiq_namespace))
 
 
 def annotate_safely(lock_service: LockService | None, messages: Sequence[Message], *,

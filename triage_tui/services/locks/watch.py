@@ -14,6 +14,7 @@ from triage_tui.services.locks.report import MailboxSnapshot
 
 if TYPE_CHECKING:
     from triage_tui.services.locks.connection import LockReader
+    from triage_tui.services.sidekiq import SidekiqStatus, SidekiqWatch
     from triage_tui.services.triage import TriageService
 
 # -- watching the pickup ------------------------------------------------------------------------
@@ -48,6 +49,8 @@ class WatchStatus:
     #: how long every targeted key has been observed free (None: some key still held)
     free_for_s: float | None = None
     poll_cycle_s: float = DEFAULT_POLL_CYCLE
+    #: GitLab's Sidekiq queues on the same Redis (None: not watched)
+    sidekiq: SidekiqStatus | None = None
 
     @property
     def picked_up(self) -> int:
@@ -80,7 +83,11 @@ class WatchStatus:
             parts.append(f"{self.rate_per_s:.1f}/s")
         if self.eta_s is not None and not self.done:
             parts.append(f"ETA {self.eta_s:.0f} s")
-        return f"[{self.elapsed_s:5.0f} s] " + ", ".join(parts)
+        line = f"[{self.elapsed_s:5.0f} s] " + ", ".join(parts)
+        sq = self.sidekiq
+        if sq is not None and (sq.error is None or sq.first_error) and sq.text():
+            line += "; " + sq.text()  # an error is noted once, then the watch goes on quietly
+        return line
 
     def to_json(self) -> dict[str, Any]:
         return {"elapsed_s": round(self.elapsed_s, 1), "targeted": self.targeted, "picked_up": self.picked_up,
@@ -90,7 +97,8 @@ class WatchStatus:
                 "rate_per_s": self.rate_per_s, "eta_s": self.eta_s, "done": self.done, "failed": self.failed,
                 "diagnosis": self.diagnosis, "reason": self.reason, "looks": self.looks,
                 "free_for_s": None if self.free_for_s is None else round(self.free_for_s, 1),
-                "poll_cycles_free": round(self.cycles_free, 2)}
+                "poll_cycles_free": round(self.cycles_free, 2),
+                "sidekiq": None if self.sidekiq is None else self.sidekiq.to_json()}
 
 
 def diagnose_no_reclaim(st: WatchStatus) -> str:
@@ -133,7 +141,7 @@ class ReleaseWatcher:
     def __init__(self, locks: LockReader, mailbox: TriageService, uidvalidity: int,
                  targets: dict[int, int | None], *, counters: set[int] | None = None,
                  poll_cycle: float = DEFAULT_POLL_CYCLE, timeout: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, sidekiq: SidekiqWatch | None = None) -> None:
         self.locks = locks
         self.mailbox = mailbox
         self.uidvalidity = uidvalidity
@@ -148,8 +156,15 @@ class ReleaseWatcher:
         self.first_pickup: float | None = None
         self.looks = 0
         self.last: WatchStatus | None = None
+        self.sidekiq = sidekiq
 
     def poll(self) -> WatchStatus:
+        st = self._poll()
+        if self.sidekiq is not None:
+            st.sidekiq = self.sidekiq.poll()  # never raises: an error is a status of its own
+        return st
+
+    def _poll(self) -> WatchStatus:
         now = self.clock()
         elapsed = now - self.started
         uids = sorted(self.targets)

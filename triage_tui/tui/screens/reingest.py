@@ -219,6 +219,7 @@ def watch_lines(w: ReingestWatch, consumer_status: str | None = None) -> list[tu
             out.append((f"elapsed       {st.elapsed_s:.0f} s · looks every few seconds; no re-claim within two "
                         f"poll cycles ({w.poll_cycle:.0f} s each) after the keys are free means mail_room "
                         "is not consuming", "dim"))
+        out.extend(_sidekiq_lines(st))
     if w.error:
         out.append((f"! last look failed: {w.error} (trying again)", "warn"))
     if consumer_status:
@@ -227,6 +228,16 @@ def watch_lines(w: ReingestWatch, consumer_status: str | None = None) -> list[tu
     if w.stopped:
         out.append(("watch stopped: nothing more is polled", "dim"))
     return out
+
+
+def _sidekiq_lines(st: Any) -> list[tuple[str, str]]:
+    """GitLab's Sidekiq queues on the locks' Redis: where "re-ingested" ends (jobs waiting there,
+    their count since the release, the oldest one's age and class)."""
+    sq = getattr(st, "sidekiq", None)
+    if sq is None:
+        return []
+    style = "warn" if sq.error is not None else ("dim" if sq.look is not None and not sq.look.seen else "")
+    return [(f"{'GitLab queue' if i == 0 else '':<13} {part}", style) for i, part in enumerate(sq.parts())]
 
 
 _STYLES = {"good": "$text-success bold", "warn": "$text-warning bold", "bad": "$text-error bold"}
