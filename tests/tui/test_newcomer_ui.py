@@ -232,8 +232,10 @@ def test_pulse_bar_keeps_every_count_at_80x24_with_large_counts() -> None:
 
     async def go() -> None:
         async with app.run_test(size=(80, 24)) as pilot:
-            while app._loading or app._uidvalidity is None:
-                await pilot.pause(0.02)
+            while app._loading or app._uidvalidity is None or app.pulse_state.unseen is None \
+                    or app.pulse_state.seen_stuck is None or app.pulse_state.deleted is None:
+                await pilot.pause(0.02)  # the counts arrive after the list: they would overwrite ours
+            await pilot.pause(0.2)
             s = app.pulse_state
             s.unseen, s.seen_stuck, s.deleted = 123_456, 45_678, 9_876
             s.locks_configured, s.locks_held = True, 98_765
