@@ -192,18 +192,23 @@ class Credentials:
     plan: CredentialPlan | None = None
 
 
+def _secret_from_env(env: Any, name: str, missing: str, source: Any) -> Secret:
+    """A secret from environment variable ``name``: set, non-empty and carriable by a login."""
+    v = _nonempty(env, name)
+    if v is None:
+        raise UsageError(f"{missing}: environment variable {name} ({source}) is not set")
+    _check_secret(v, f"environment variable {name} ({source})")
+    return Secret(v)
+
+
 def obtain_credentials(settings: Settings, *, stdin: TextIO, user: str, server: str) -> Credentials:
     """Run the chosen credential source (a command, a file, an env var, a prompt)."""
     plan = credential_plan(settings, interactive=_isatty(stdin))
     s, env = settings, settings.environ
     timeout = float(s["imap.secret_command_timeout"])
     if plan.method == "oauth2_token_env":
-        name = s["imap.oauth2_token_env"]
-        v = _nonempty(env, name)
-        if v is None:
-            raise UsageError(f"no OAuth2 token: environment variable {name} ({plan.source}) is not set")
-        _check_secret(v, f"environment variable {name} ({plan.source})")
-        return Credentials(oauth2_token=Secret(v), plan=plan)
+        return Credentials(oauth2_token=_secret_from_env(env, s["imap.oauth2_token_env"], "no OAuth2 token",
+                                                         plan.source), plan=plan)
     if plan.method == "oauth2_token_command":
         return Credentials(oauth2_token=run_secret_command(s["imap.oauth2_token_command"], what="oauth2_token_command",
                                                            source=plan.source, timeout=timeout), plan=plan)
@@ -213,12 +218,8 @@ def obtain_credentials(settings: Settings, *, stdin: TextIO, user: str, server: 
         return Credentials(password=run_secret_command(s["imap.password_command"], what="password_command",
                                                        source=plan.source, timeout=timeout), plan=plan)
     if plan.method == "password_env":
-        name = s["imap.password_env"]
-        v = _nonempty(env, name)
-        if v is None:
-            raise UsageError(f"no IMAP password: environment variable {name} ({plan.source}) is not set")
-        _check_secret(v, f"environment variable {name} ({plan.source})")
-        return Credentials(password=Secret(v), plan=plan)
+        return Credentials(password=_secret_from_env(env, s["imap.password_env"], "no IMAP password", plan.source),
+                           plan=plan)
     if plan.method == "password":
         _check_secret(s["imap.password"].reveal(), f"the password ({plan.source})")
         return Credentials(password=s["imap.password"], plan=plan)
