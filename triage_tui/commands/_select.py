@@ -8,6 +8,7 @@ touches everything by accident.
 from __future__ import annotations
 
 import argparse
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,6 +76,13 @@ def compile_filter(text: str | None) -> Any:
     return parse_filter(text)
 
 
+#: Server-side age selection (RFC 5032 ``OLDER``) counts whole seconds on the server's clock; we
+#: count on ours. Messages within this many seconds of the boundary have their INTERNALDATE
+#: fetched and judged here, so the result is exactly the client-side one (clocks agreeing within
+#: this margin), and everything farther from it is decided by the server without a FETCH.
+AGE_BAND_SECONDS = 300
+
+
 def resolve(args: argparse.Namespace, ctx: Any, view: View, *, require: bool = True) -> tuple[int, list[int] | None]:
     """(UIDVALIDITY, UIDs) selected in ``view``. ``None`` UIDs means "the whole view" (--all)."""
     any_selector = any(getattr(args, k, None) for k in ("uids", "older_than", "filter", "stale", "bots", "all"))
@@ -85,8 +93,17 @@ def resolve(args: argparse.Namespace, ctx: Any, view: View, *, require: bool = T
     age = parse_age(args.older_than) if getattr(args, "older_than", None) else None
     explicit = uidset.parse_ranges(args.uids, dashes=True) if getattr(args, "uids", None) else None
     svc = ctx.service()
-    narrow = flt.pushdown(datetime.now(UTC)) if flt is not None else None
-    uidvalidity, found = svc.search(view, narrow)
+    now = datetime.now(UTC)
+    narrow = flt.pushdown(now) if flt is not None else None
+    # the age every selected message must exceed (--older-than and --stale combine with AND)
+    limits = [a.total_seconds() for a in (age, svc.analysis.stale_after if args.stale else None) if a is not None]
+    limit = max(limits) if limits else None
+    # age on the server (SEARCH OLDER) where it offers WITHIN; an explicit UID set is searched
+    # without it first, so the "not in the view" note counts only what is not in the view
+    server_age = limit is not None and "WITHIN" in svc.capabilities
+    older = f"OLDER {max(1, math.floor(limit) - AGE_BAND_SECONDS)}" if server_age and limit is not None else None
+    pushed = " ".join(c for c in (narrow, older if explicit is None else None) if c) or None
+    uidvalidity, found = svc.search(view, pushed)
     if args.uidvalidity is not None and args.uidvalidity != uidvalidity:
         raise UidValidityChanged(f"UIDVALIDITY is {uidvalidity}, not {args.uidvalidity}: the mailbox changed "
                                  "since those UIDs were listed; list again")
@@ -96,16 +113,53 @@ def resolve(args: argparse.Namespace, ctx: Any, view: View, *, require: bool = T
         missing = sum(hi - lo + 1 for lo, hi in explicit) - len(candidates)
         if missing:
             ctx.note(f"note: {missing} of the given UIDs are not in the {view.value} view (gone or already changed)")
+        if older is not None and candidates:
+            candidates = svc.search_uids(uidvalidity, older, within=candidates)
     else:
         candidates = found
     if not (age or flt or args.stale or getattr(args, "bots", False)):
         return uidvalidity, candidates
     need_headers = bool(flt) or bool(getattr(args, "bots", False))
-    now = datetime.now(UTC)
+    if not need_headers and limit is not None:
+        return uidvalidity, _older_than(svc, uidvalidity, candidates, limit, now, server_age)
     selected: list[int] = []
     for batch in svc.iter_messages(uidvalidity, candidates, headers=need_headers, now=now):
         selected.extend(m.uid for m in batch if _keep(m, args, age, flt, now, svc))
     return uidvalidity, selected
+
+
+def _older_than(svc: Any, uidvalidity: int, candidates: list[int], limit: float, now: datetime,
+                server_age: bool) -> list[int]:
+    """Which ``candidates`` are more than ``limit`` seconds old at ``now`` by INTERNALDATE, as the
+    listing computes it (:meth:`Message.age_seconds`), fetching no header. With ``server_age``
+    the candidates are already ``OLDER limit - band``: one SEARCH names the messages within the
+    band of the boundary, only those have their INTERNALDATE fetched, the rest are kept as they
+    are. Without it, the INTERNALDATE (only) of every candidate is fetched."""
+    fetch = candidates
+    kept: set[int] = set()
+    if server_age and candidates:
+        # every message (any flags) near the boundary now; a candidate outside it is older than
+        # the band (it was OLDER limit - band when selected, and ages only grow)
+        near = set(svc.search_uids(uidvalidity, f"OLDER {max(1, math.floor(limit) - AGE_BAND_SECONDS)} "
+                                                f"YOUNGER {math.ceil(limit) + AGE_BAND_SECONDS}"))
+        fetch = [u for u in candidates if u in near]
+        kept = {u for u in candidates if u not in near}
+    for batch in svc.internaldates(uidvalidity, fetch):
+        for uid, when in batch:
+            a = _age(when, now)
+            if a is not None and a > limit:
+                kept.add(uid)
+    return [u for u in candidates if u in kept]
+
+
+def _age(when: datetime | None, now: datetime) -> float | None:
+    """:meth:`Message.age_seconds` of a message with this INTERNALDATE (a naive one counts as UTC,
+    as :func:`build_message` takes it)."""
+    if not isinstance(when, datetime):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (now - when).total_seconds()
 
 
 def _keep(m: Message, args: argparse.Namespace, age: Any, flt: Any, now: datetime, svc: Any) -> bool:

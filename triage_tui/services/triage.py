@@ -686,6 +686,29 @@ class TriageService:
         """Which of ``uids`` match ``criteria`` now (one SEARCH per 8 KB piece of the set)."""
         return session.search_within(uids, criteria)
 
+    def search_uids(self, uidvalidity: int, criteria: str, *,
+                    within: Iterable[int] | None = None) -> builtins.list[int]:
+        """UIDs matching ``criteria`` now, on the read connection as it is (no other EXAMINE);
+        ``within``: only among these. Refused if UIDVALIDITY is not ``uidvalidity``."""
+        pool = None if within is None else builtins.list(within)
+
+        def run() -> builtins.list[int]:
+            r = self.reader
+            assert r.mailbox is not None
+            self._check_uidvalidity(uidvalidity, r.mailbox.uidvalidity)
+            if pool is None:
+                return r.search(criteria)
+            return self._narrow(r, pool, criteria) if pool else []
+
+        return self._retrying("search", run)
+
+    def internaldates(self, uidvalidity: int,
+                      uids: builtins.list[int]) -> Iterator[builtins.list[tuple[int, datetime | None]]]:
+        """``(uid, INTERNALDATE)`` of each of ``uids`` in batches: a ``UID INTERNALDATE`` FETCH
+        only (age selection where the server can not search by age)."""
+        for records in self._resumable_fetch(uidvalidity, uids, "UID INTERNALDATE"):
+            yield [(rec.uid, rec.internaldate) for rec in records if rec.uid is not None]
+
     def plan_flags(self, action: str, uidvalidity: int, uids: Iterable[int]) -> Plan:
         requested = sorted(set(uids))
         return self._retrying("plan", lambda: self._plan_flags(action, uidvalidity, requested))
