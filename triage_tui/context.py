@@ -141,8 +141,9 @@ class Context:
             self._journal = AuditJournal()
         return self._journal
 
-    def service(self) -> Any:
-        """The :class:`~triage_tui.services.triage.TriageService` for these settings (connected)."""
+    def service(self, *, one_connection: bool = False) -> Any:
+        """The :class:`~triage_tui.services.triage.TriageService` for these settings (connected).
+        ``one_connection``: see :meth:`TriageService.use_one_connection` (first call only)."""
         if self._service is None:
             from triage_tui.services.triage import TriageService  # noqa: PLC0415
 
@@ -152,6 +153,8 @@ class Context:
                                 journal=self.journal, limits=self.limits(), analysis=self.analysis(),
                                 on_reconnect=lambda msg, attempt: self.note(f"{msg} (attempt {attempt})"))
             svc.guard.context.update(self.guard_notes())
+            if one_connection:
+                svc.use_one_connection()
             svc.connect()
             self._service = svc
         return self._service

@@ -103,7 +103,10 @@ def resolve(args: argparse.Namespace, ctx: Any, view: View, *, require: bool = T
     server_age = limit is not None and "WITHIN" in svc.capabilities
     older = f"OLDER {max(1, math.floor(limit) - AGE_BAND_SECONDS)}" if server_age and limit is not None else None
     pushed = " ".join(c for c in (narrow, older if explicit is None else None) if c) or None
-    uidvalidity, found = svc.search(view, pushed)
+    if view == View.UNSEEN:  # mark-seen: one open of the mailbox, not two (each scans a large maildir)
+        uidvalidity, found = svc.select_view(f"{view.search} {pushed}" if pushed else view.search)
+    else:
+        uidvalidity, found = svc.search(view, pushed)
     if args.uidvalidity is not None and args.uidvalidity != uidvalidity:
         raise UidValidityChanged(f"UIDVALIDITY is {uidvalidity}, not {args.uidvalidity}: the mailbox changed "
                                  "since those UIDs were listed; list again")

@@ -20,6 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
+    # select, plan and store on one connection, the mailbox opened once (a dry run, and
+    # read-only mode, keep EXAMINE; read-only is refused before the write, as before)
+    svc = ctx.service(one_connection=not args.dry_run)
     uidvalidity, uids = resolve(args, ctx, View.UNSEEN)
-    plan = ctx.service().plan_flags("mark-seen", uidvalidity, uids or [])
+    # the UIDs come from a SEARCH UNSEEN just now: not searched again (the write narrows them
+    # once more right before it stores)
+    plan = svc.plan_flags("mark-seen", uidvalidity, uids or [], current=True)
     return run_plan(args, ctx, plan)

@@ -458,6 +458,10 @@ class TriageService:
         self.analysis = analysis or AnalysisConfig()
         self._factory = session_factory
         self._reader: ImapSession | None = None
+        #: one connection for a one-shot change (the CLI's mark-seen): the mailbox is SELECTed
+        #: once, read, planned and written on that connection (see :meth:`use_one_connection`)
+        self._one_connection = False
+        self._just_opened = False  # the reader's mailbox was opened and nothing read since
         self._lock = threading.RLock()
         self.guard = MutationGuard(read_only=read_only, journal=self.journal, context={
             "server": mask_host(settings.server), "user": settings.user, "mailbox": settings.mailbox})
@@ -469,8 +473,12 @@ class TriageService:
         with self._lock:
             if self._reader is None or self._reader.client is None:
                 session = self._factory(self.settings, self.limits)
-                session.examine()
+                if self._one_connection and not self.read_only:
+                    session.select()
+                else:
+                    session.examine()
                 self._reader = session
+                self._just_opened = True
             return self._reader
 
     def connect(self) -> MailboxInfo:
@@ -686,6 +694,35 @@ class TriageService:
         """Which of ``uids`` match ``criteria`` now (one SEARCH per 8 KB piece of the set)."""
         return session.search_within(uids, criteria)
 
+    def use_one_connection(self) -> None:
+        """For a one-shot change (call before anything is read): the first connection SELECTs
+        the mailbox, the selection and plan are read on it, and :meth:`execute` writes on it
+        (the mailbox is opened once, not three times: each open of a large maildir costs a
+        directory scan). Reads never change state (FETCH is BODY.PEEK or flags/dates only);
+        the write is still refused in read-only mode (which keeps EXAMINE), journaled and
+        guarded with ``UNCHANGEDSINCE`` the HIGHESTMODSEQ of that one SELECT, which predates
+        the selection, so anything another client changed since is left alone."""
+        with self._lock:
+            self._one_connection = True
+            r = self._reader
+            if r is not None and r.client is not None and r.mailbox is not None and r.mailbox.readonly \
+                    and not self.read_only:
+                r.select()  # opened read-only already: once more, for writing
+                self._just_opened = True
+
+    def select_view(self, criteria: str) -> tuple[int, builtins.list[int]]:
+        """(UIDVALIDITY, UIDs matching ``criteria``) on a current view of the mailbox: a
+        connection opened for this call is not opened again, an older one is re-opened."""
+        def run() -> tuple[int, builtins.list[int]]:
+            with self._lock:
+                r = self.reader
+                fresh, self._just_opened = self._just_opened, False
+                info = r.mailbox if fresh and r.mailbox is not None else r._open(
+                    self.settings.mailbox, readonly=r.mailbox is None or r.mailbox.readonly)
+                return info.uidvalidity, r.search(criteria)
+
+        return self._retrying("search", run)
+
     def search_uids(self, uidvalidity: int, criteria: str, *,
                     within: Iterable[int] | None = None) -> builtins.list[int]:
         """UIDs matching ``criteria`` now, on the read connection as it is (no other EXAMINE);
@@ -709,13 +746,21 @@ class TriageService:
         for records in self._resumable_fetch(uidvalidity, uids, "UID INTERNALDATE"):
             yield [(rec.uid, rec.internaldate) for rec in records if rec.uid is not None]
 
-    def plan_flags(self, action: str, uidvalidity: int, uids: Iterable[int]) -> Plan:
+    def plan_flags(self, action: str, uidvalidity: int, uids: Iterable[int], *, current: bool = False) -> Plan:
+        """``current``: the UIDs were just found in the state the action changes (``UNSEEN``
+        for mark-seen) on the open connection, so they are not searched again here (the write
+        narrows them once more on its connection right before it stores)."""
         requested = sorted(set(uids))
-        return self._retrying("plan", lambda: self._plan_flags(action, uidvalidity, requested))
+        return self._retrying("plan", lambda: self._plan_flags(action, uidvalidity, requested, current))
 
-    def _plan_flags(self, action: str, uidvalidity: int, requested: builtins.list[int]) -> Plan:
+    def _plan_flags(self, action: str, uidvalidity: int, requested: builtins.list[int],
+                    current: bool = False) -> Plan:
         if action not in _NEEDS:
             raise ValueError(action)
+        if current and self._reader is not None and self._reader.mailbox is not None:
+            self._check_uidvalidity(uidvalidity, self._reader.mailbox.uidvalidity)
+            return Plan(action=action, uidvalidity=uidvalidity, uids=requested, requested=len(requested),
+                        limits=self.limits)
         info = self.reader.examine()
         self._check_uidvalidity(uidvalidity, info.uidvalidity)
         needs = self._narrow(self.reader, requested, _NEEDS[action][0]) if requested else []
@@ -873,13 +918,31 @@ class TriageService:
         self.guard.refuse_if_read_only(action)
         if self._cancel.is_set():
             raise Refused(f"{action} not started: the session is shutting down")
-        w = self._open_writer(plan.uidvalidity)
+        w = self._take_selected_reader(plan.uidvalidity) or self._open_writer(plan.uidvalidity)
         try:
             if plan.action == "expunge" and plan.all_deleted:
                 return self._execute_expunge_all(w, plan, progress)
             return self._execute_resumable(w, plan, progress)
         finally:
             self._close_quietly(w)
+
+    def _take_selected_reader(self, uidvalidity: int) -> ImapSession | None:
+        """With :meth:`use_one_connection`: the open SELECT connection, handed over to the write
+        (it is closed after it, and the next read opens a new one), refused if UIDVALIDITY moved.
+        Else None (the write opens its own connection)."""
+        with self._lock:
+            r = self._reader
+            if (not self._one_connection or self.read_only or r is None or r.client is None
+                    or r.mailbox is None or r.mailbox.readonly):
+                return None
+            self._reader = None
+            self._one_connection = False
+        try:
+            self._check_uidvalidity(uidvalidity, r.mailbox.uidvalidity)
+        except BaseException:
+            self._close_quietly(r)
+            raise
+        return r
 
     @staticmethod
     def _close_quietly(w: ImapSession) -> None:
