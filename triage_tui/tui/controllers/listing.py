@@ -1,0 +1,334 @@
+"""Listing and keeping the list current: the load and sync workers, their messages, the counts,
+the IDLE (or polling) watcher, the Redis locks column, pause and reload."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import gc
+import time
+from collections.abc import Callable
+from typing import Any
+
+from textual.worker import get_current_worker
+
+from triage_tui.domain.model import Message, View
+from triage_tui.services.triage import NO_KEYWORDS_SHORT
+from triage_tui.tui import messages as M
+from triage_tui.tui.controllers import run_thread
+from triage_tui.tui.controllers.host import Host
+
+SYNC_SETTLE = 0.5  # seconds between a sync and the next one a change asked for meanwhile
+
+
+class ListingController:
+    def __init__(self, host: Host, watcher_factory: Callable[..., Any] | str | None) -> None:
+        self.host = host
+        self.watcher_factory = watcher_factory
+        self.load_started = 0.0
+        self.first_rows_at: float | None = None
+        self.rebuild_timer: Any = None
+        self.carry_marks: set[int] = set()
+        self.watch_started = False
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def load(self, *, first: bool = False, keep_marks: bool = False) -> None:
+        h = self.host
+        h._gen += 1
+        self.carry_marks = set(h.model.marks) if keep_marks else set()
+        h.model.clear()
+        if gc.get_freeze_count():
+            # The previous listing was frozen (list_done): what of it is cyclic garbage can
+            # only go once unfrozen; collected now, it is not still in memory while the new
+            # listing loads (bench/soak.py re-lists 100k rows every few minutes).
+            gc.unfreeze()
+            gc.collect()
+        h._uidvalidity = None
+        h._loading = True
+        self.load_started = time.perf_counter()
+        self.first_rows_at = None
+        h.pulse_state.vanished = h.pulse_state.arrived = 0
+        h.pulse_state.loading = (0, 0)
+        h.list.empty_text = f"listing the {h.view.value} view…"
+        h._refresh_list()
+        run_thread(h, self._load_worker, h.view, h._gen, first, name="_load_worker", group="list")
+
+    def _load_worker(self, view: View, gen: int, first: bool) -> None:
+        h = self.host
+        svc = h.service
+        worker = get_current_worker()
+        with h._io_lock:
+            if gen != h._gen or worker.is_cancelled:
+                return
+            if h._needs_reconnect:
+                svc.reconnect()
+                h._needs_reconnect = False
+            else:
+                svc.connect()
+            if first:
+                tls = svc.tls
+                version = getattr(tls, "version", None)
+                h.post_message(M.Connected(getattr(tls, "label", "?"),
+                                           bool(getattr(tls, "verified", False)) if version else False,
+                                           frozenset(getattr(svc, "capabilities", ()) or ()), version))
+            started = time.perf_counter()
+            uidvalidity, uids = svc.search(view)
+            h.post_message(M.ListStarted(gen, uidvalidity, len(uids)))
+            done = 0
+            stream = svc.iter_messages(uidvalidity, uids, headers=True, now=h.clock())
+            try:
+                for batch in stream:
+                    if gen != h._gen or worker.is_cancelled:
+                        # Stopping mid-stream leaves answers on the wire: start a fresh connection.
+                        with contextlib.suppress(Exception):
+                            stream.close()  # type: ignore[attr-defined]
+                        svc.reconnect()
+                        return
+                    done += len(batch)
+                    h.post_message(M.ListBatch(gen, batch, done))
+            finally:
+                with contextlib.suppress(Exception):
+                    stream.close()  # type: ignore[attr-defined]
+            h.post_message(M.ListDone(gen, done, time.perf_counter() - started))
+            counts = svc.counts()
+        h.post_message(M.CountsReady(counts))
+
+    def connected(self, msg: M.Connected) -> None:
+        h = self.host
+        s = h.pulse_state
+        s.connected = True
+        s.tls_label, s.tls_ok, s.tls_version = msg.tls_label, msg.tls_ok, msg.tls_version
+        h._pulse()
+
+    def list_started(self, msg: M.ListStarted) -> None:
+        h = self.host
+        if msg.gen != h._gen:
+            return
+        h._uidvalidity = msg.uidvalidity
+        h.pulse_state.loading = (0, msg.total)
+        if msg.total == 0:
+            h.list.empty_text = f"the {h.view.value} view is empty"
+        h._pulse()
+
+    def list_batch(self, msg: M.ListBatch) -> None:
+        h = self.host
+        if msg.gen != h._gen:
+            return
+        h.model.add(msg.batch)
+        total = h.pulse_state.loading[1] if h.pulse_state.loading else msg.done
+        h.pulse_state.loading = (msg.done, total)
+        if self.first_rows_at is None:
+            # The first screen appears at once; later batches are folded in a few times a second.
+            self.first_rows_at = time.perf_counter()
+            h.stats["first_batch_s"] = self.first_rows_at - self.load_started
+            self.rebuild()
+        elif self.rebuild_timer is None:
+            self.rebuild_timer = h.set_timer(0.2, self.rebuild)
+
+    def rebuild(self) -> None:
+        h = self.host
+        self.rebuild_timer = None
+        keep = h.list.current
+        h.model.rebuild()
+        h._refresh_list(keep)
+
+    def list_done(self, msg: M.ListDone) -> None:
+        h = self.host
+        if msg.gen != h._gen:
+            return
+        if self.rebuild_timer is not None:
+            self.rebuild_timer.stop()
+        h._loading = False
+        h.pulse_state.loading = None
+        if self.carry_marks:
+            h.model.marks = self.carry_marks & set(h.model.messages)
+            self.carry_marks = set()
+        self.rebuild()
+        h.stats["list_s"] = time.perf_counter() - self.load_started
+        if len(h.model) > 10_000 or gc.get_freeze_count():
+            # 100k long-lived Message objects make every full GC pass scan them all (100+ ms
+            # pauses mid-keypress); frozen, they are skipped. But a frozen object that becomes
+            # cyclic garbage is never collected: unfreeze first, or every earlier listing stays
+            # in memory (bench/soak.py: +20 MiB per re-list of 20k rows).
+            gc.unfreeze()
+            gc.collect()
+            if len(h.model) > 10_000:
+                gc.freeze()
+        h.pulse_state.refreshed = h.clock()
+        if not h.model.messages:
+            h.list.empty_text = f"the {h.view.value} view is empty"
+        h._pulse()
+        h._locks_all()
+        if not self.watch_started:
+            self.watch_started = True
+            self.start_watcher()
+        if h._sync_pending:
+            h.request_sync("pending")
+
+    def counts_ready(self, msg: M.CountsReady) -> None:
+        h = self.host
+        c = msg.counts
+        s = h.pulse_state
+        s.unseen, s.seen_stuck, s.deleted = c.unseen, c.seen_stuck, c.deleted
+        s.keyword_note = NO_KEYWORDS_SHORT if getattr(c, "keyword_note", None) else ""
+        s.oldest_unseen_age = ((h.clock() - c.oldest_unseen).total_seconds()
+                               if c.oldest_unseen is not None else None)
+        h._pulse()
+
+    # -- Redis locks (optional) --------------------------------------------------------------------
+
+    def locks_all(self) -> None:
+        h = self.host
+        if h.lock_service is not None and h.model.messages:
+            run_thread(h, self._locks_worker, h._gen, list(h.model.messages.values()),
+                       name="_locks_worker", group="locks", exclusive=True)
+
+    def _locks_worker(self, gen: int, messages: builtins.list[Message]) -> None:
+        h = self.host
+        error = None
+        try:
+            h.lock_service.annotate(messages)
+        except Exception as e:  # noqa: BLE001 - LockUnavailable and friends: IMAP keeps working
+            error = str(e) or type(e).__name__
+        h.post_message(M.LocksDone(gen, error))
+
+    def locks_done(self, msg: M.LocksDone) -> None:
+        h = self.host
+        s = h.pulse_state
+        was = s.locks_error
+        s.locks_error = msg.error
+        s.locks_held = None if msg.error else sum(1 for m in h.model.messages.values() if m.lock is not None)
+        if msg.error and msg.error != was:
+            # Once per outage (the pulse bar keeps showing it): said again on every refresh, it
+            # overwrote the result of the operator's last action (tests/faults/test_redis.py).
+            text = msg.error if msg.error.startswith("Redis unavailable") else f"Redis unavailable: {msg.error}"
+            h.status(f"{text} (IMAP keeps working; lock column shows ·)", "warn")
+        h.list.set_locks(True)
+        h.list.refresh()
+        h._pulse()
+
+    # -- live refresh ----------------------------------------------------------------------------
+
+    def start_watcher(self) -> None:
+        h = self.host
+        factory = self.watcher_factory
+        if factory is None:
+            h.pulse_state.live = "off"
+            return
+        if factory == "auto":
+            settings = getattr(h.service, "settings", None)
+            if settings is None:
+                h.pulse_state.live = "off"
+                return
+            from triage_tui.services.watch import MailboxWatcher
+
+            def make(on_change: Callable[[str], None], on_state: Callable[[str, str], None]) -> Any:
+                return MailboxWatcher(settings, getattr(h.service, "limits", None),
+                                      on_change=on_change, on_state=on_state)
+
+            factory = make
+        assert callable(factory)
+        def changed(reason: str) -> None:
+            h.post_message(M.WatchChanged(reason))
+
+        def state(mode: str, detail: str) -> None:
+            h.post_message(M.WatchState(mode, detail))
+
+        h._watcher = factory(changed, state)
+        run_thread(h, self._watch_worker, h._watcher, name="_watch_worker", group="watch")
+
+    @staticmethod
+    def _watch_worker(watcher: Any) -> None:
+        watcher.run()
+
+    def watch_state(self, msg: M.WatchState) -> None:
+        h = self.host
+        mode = msg.mode
+        if mode == "poll":
+            mode = f"poll {msg.detail}"
+        elif mode == "reconnecting":
+            h.status(f"live refresh: reconnecting ({msg.detail})", "warn")
+        h.pulse_state.live = mode
+        h._pulse()
+
+    def request_sync(self, reason: str, *, force: bool = False) -> None:
+        h = self.host
+        if h._loading or h._sync_running or (h._paused and not force) or h._uidvalidity is None:
+            h._sync_pending = True
+            return
+        h._sync_pending = False
+        h._sync_running = True
+        run_thread(h, self._sync_worker, h._gen, h.view, set(h.model.messages), h._uidvalidity,
+                   name="_sync_worker", group="sync")
+
+    def _sync_worker(self, gen: int, view: View, known: set[int], uidvalidity: int) -> None:
+        h = self.host
+        svc = h.service
+        with h._io_lock:
+            if h._needs_reconnect:
+                svc.reconnect()
+                h._needs_reconnect = False
+            uv, found = svc.search(view)
+            if uv != uidvalidity:
+                h.post_message(M.SyncDone(gen, uv, set(), [], svc.counts(), uidvalidity_changed=True))
+                return
+            present = set(found)
+            gone = known - present
+            new_uids = [u for u in found if u not in known]
+            new: list[Message] = []
+            if new_uids:
+                for batch in svc.iter_messages(uv, new_uids, headers=True, now=h.clock()):
+                    new.extend(batch)
+            counts = svc.counts()
+        if h.lock_service is not None and new:
+            with contextlib.suppress(Exception):
+                h.lock_service.annotate(new)
+        h.post_message(M.SyncDone(gen, uv, gone, new, counts))
+
+    def sync_done(self, msg: M.SyncDone) -> None:
+        h = self.host
+        h._sync_running = False
+        if msg.gen == h._gen:
+            self.counts_ready(M.CountsReady(msg.counts))
+            if msg.uidvalidity_changed:
+                h.status(f"UIDVALIDITY changed to {msg.uidvalidity}: the mailbox was reset, so every UID "
+                         "names another message now; marks cleared, list reloaded", "error")
+                self.load()
+                return
+            keep = h.list.current
+            picked = msg.gone - h._own_changed
+            h._own_changed -= msg.gone
+            h.model.remove(msg.gone)
+            h.model.add(msg.new)
+            h.model.rebuild()
+            s = h.pulse_state
+            s.vanished, s.arrived = len(picked), len(msg.new)
+            s.refreshed = h.clock()
+            if not h.model.messages:
+                h.list.empty_text = f"the {h.view.value} view is empty"
+            h._refresh_list(keep)
+            if msg.gone or msg.new:
+                h._locks_all()
+        if h._sync_pending and not h._paused:
+            h.set_timer(SYNC_SETTLE, lambda: h.request_sync("pending"))
+
+    # -- pause and reload -------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        h = self.host
+        h._paused = not h._paused
+        if h._watcher is not None:
+            h._watcher.pause(h._paused)
+        if h._paused:
+            h.status("live refresh paused: the list stays as it is (p resumes, R re-lists)", "warn")
+        else:
+            h.status("live refresh resumed")
+            if h._sync_pending:
+                h.request_sync("resume")
+        h._pulse()
+
+    def reload(self) -> None:
+        h = self.host
+        self.load(keep_marks=True)
+        h.status(f"re-listing the {h.view.value} view (marks kept for messages still there)")
