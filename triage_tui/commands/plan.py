@@ -14,7 +14,6 @@ from triage_tui.commands._select import uids_arg
 from triage_tui.domain import plan as P
 from triage_tui.domain import uidset
 from triage_tui.domain.age import format_age
-from triage_tui.domain.model import TRIAGE_KEYWORD
 from triage_tui.domain.text import inert
 from triage_tui.errors import Refused, UsageError
 from triage_tui.services.incident import compute_incident, execute_step, prepare_step
@@ -31,12 +30,7 @@ DESCRIPTION = (
     "--apply runs the steps in order (mark-seen, un-see + release, release, expunge), each its own journal "
     "op (so `undo` undoes the last flag step), and stops at the first failed step.")
 
-STEP_TEXT = {
-    P.IGNORE: f"mark \\Seen with {TRIAGE_KEYWORD} (mail_room skips them; undo restores)",
-    P.UNSEE_RELEASE: "remove \\Seen, then release their locks (mail_room ingests them again)",
-    P.RELEASE: "release mail_room's locks now (mail_room takes them on its next poll)",
-    P.EXPUNGE: "expunge the \\Deleted leftovers (permanent)",
-}
+STEP_TEXT = P.STEP_TEXT
 
 
 #: a printed command longer than this is not printed (it is never cut: a cut UID set is a wrong one)

@@ -30,10 +30,11 @@ def _list(svc: Any, locks: Any, view: View, now: datetime) -> tuple[int, list[Me
     return uv, msgs, err
 
 
-def compute_incident(svc: Any, locks: Any, overrides: P.Overrides | None = None,
-                     now: datetime | None = None) -> tuple[P.IncidentPlan, str | None]:
+def compute_incident(svc: Any, locks: Any, overrides: P.Overrides | None = None, now: datetime | None = None,
+                     messages: dict[int, Message] | None = None) -> tuple[P.IncidentPlan, str | None]:
     """The plan over UNSEEN, seen-stuck and the \\Deleted UIDs (locks annotated when ``locks``);
     the second value is a lock-reading note (None when the locks were read or not asked for).
+    ``messages``, when given, receives every listed message by UID (the TUI's per-message review).
     Raises :class:`UidValidityChanged` when the mailbox was reset while it was listed."""
     now = now or datetime.now(UTC)
     uv, unseen, err1 = _list(svc, locks, View.UNSEEN, now)
@@ -43,6 +44,9 @@ def compute_incident(svc: Any, locks: Any, overrides: P.Overrides | None = None,
     if len({uv, uv2, uv3}) != 1:
         raise UidValidityChanged("UIDVALIDITY changed while the mailbox was listed: run plan again")
     err = err1 or err2
+    if messages is not None:
+        messages.update((m.uid, m) for m in stuck)
+        messages.update((m.uid, m) for m in unseen)  # UNSEEN first, as in the plan
     plan = P.compute_plan(unseen, stuck, uidvalidity=uv, stale_after=svc.analysis.stale_after, deleted=deleted,
                           now=now, locks_read=locks is not None and err is None, overrides=overrides)
     return plan, err

@@ -57,6 +57,7 @@ from triage_tui.errors import ConnectionFailed, TriageError
 from triage_tui.services.triage import NO_KEYWORDS_SHORT, left_alone_lines
 from triage_tui.tui import messages as M
 from triage_tui.tui.columns import human_age
+from triage_tui.tui.controllers.incident import IncidentCall, IncidentController
 from triage_tui.tui.keyorder import KeyOrder
 from triage_tui.tui.listmodel import GROUP_ORDER, GROUPS, SORT_ORDER, SORTS, Group, ListModel
 from triage_tui.tui.palette import TriageCommands
@@ -103,6 +104,9 @@ HELP_TEXT = {
     "action.reingest": "re-ingest: plan the release of the selection's mail_room locks, then release now, "
                        "shorten the TTL, in waves, or just wait; type the count; watch the pickup live "
                        "(seen-stuck: mark unseen first; read-only: plan and watch only; I again: the watch)",
+    "action.plan": "the incident as one plan: stale, bots and junk -> ignore; suspicious -> review (k/i per "
+                   "message); crash-trapped -> un-see and release; the rest -> release and watch; A applies the "
+                   "steps, one confirmation each (read-only: the plan only)",
     "demo.consumer": "demo: start or stop the mail_room stand-in (down at start, as in the story; a re-ingest "
                      "starts it)",
     "view.unseen": "unseen view: what mail_room still has to ingest",
@@ -185,6 +189,8 @@ class TriageApp(KeyOrder, App[int]):
         Binding("u", "undo", "Undo", id="action.undo", show=False, tooltip="undo the last flag change"),
         Binding("I", "reingest", "Re-ingest", id="action.reingest", show=False,
                 tooltip="plan, release and watch mail_room's Redis locks (seen-stuck: mark unseen first)"),
+        Binding("P", "incident_plan", "Plan", id="action.plan", show=False,
+                tooltip="the incident as one plan: buckets, keep/ignore, apply step by step"),
         # not in the footer (at 80 columns it would push Quit off); the pulse bar names the key
         Binding("M", "demo_consumer", "mail_room", id="demo.consumer", show=False,
                 tooltip="demo: start or stop the mail_room stand-in"),
@@ -275,6 +281,7 @@ class TriageApp(KeyOrder, App[int]):
             insecure=bool(getattr(settings, "insecure_skip_verify", False)), loopback=_loopback(settings),
             demo=self.demo)
         self._io_lock = threading.RLock()
+        self.incident = IncidentController(self, self._io_lock)  # P: the guided incident
         self._gen = 0
         self._uidvalidity: int | None = None
         self._loading = False
@@ -1416,6 +1423,13 @@ class TriageApp(KeyOrder, App[int]):
             self._watch_timer = None
         self.status("re-ingest: watch stopped (nothing on the servers changed by stopping it)")
         self._pulse_watch()
+
+    def action_incident_plan(self) -> None:
+        self.incident.open()
+
+    @_while_running
+    def on_incident_call(self, msg: IncidentCall) -> None:
+        msg.fn()
 
     # -- the demo's mail_room ------------------------------------------------------------------------
 
