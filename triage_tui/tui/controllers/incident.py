@@ -87,7 +87,8 @@ class IncidentController:
         self.messages: dict[int, Any] = {}
         self.plan: P.IncidentPlan | None = None
         self.index = 0  # the step running (1-based; 0: none)
-        self.done: list[str] = []
+        self.done: list[str] = []  # "step 1 ignore: 1,148 marked \\Seen (journal op ...)"
+        self.done_steps: list[int] = []
         self.stopping = False
         self.running = False
         self.releases: list[tuple[Any, Any]] = []  # (ReleasePlan, ReleaseResult) of this run
@@ -126,7 +127,7 @@ class IncidentController:
         msgs: dict[int, Any] = {}
         try:
             with self.io_lock:
-                plan, note = compute_incident(svc, locks, messages=msgs)
+                plan, note = compute_incident(svc, locks, now=self.host.clock(), messages=msgs)
         except Exception as e:  # noqa: BLE001 - one line on the screen, never a crash
             text = str(e) if isinstance(e, TriageError) else f"internal error: {type(e).__name__}: {e}"
             self._call(partial(self._computed, token, None, {}, text))
@@ -163,7 +164,7 @@ class IncidentController:
             if screen is not None:
                 screen.run_finished(False, "an action is still running: wait for it to finish, then A again")
             return
-        self.plan, self.index, self.done, self.releases = plan, 0, [], []
+        self.plan, self.index, self.done, self.done_steps, self.releases = plan, 0, [], [], []
         self.stopping, self.running, self._watching = False, True, False
         self.host._busy = True
         self._next()
@@ -207,6 +208,7 @@ class IncidentController:
             why = ("no key needed a change (free already: mail_room takes them on its next poll)"
                    if prepared.release is not None else "already done or gone")
             self.done.append(f"step {i} {step.action}: nothing to do")
+            self.done_steps.append(i)
             self._state("skip", f"nothing to do: {why}")
             self._next()
             return
@@ -290,6 +292,7 @@ class IncidentController:
             self._finish(False, f"STOPPED: step {i} ({step.action}) did not finish: {text}")
             return
         self._state("done", text)
+        self.done_steps.append(i)
         if prepared.release is not None and not any(s.action in RELEASING for s in self.plan.steps[i:]):
             self._watch()  # the last release: the pickup is watched while any later step is asked
         self._next()
@@ -303,16 +306,18 @@ class IncidentController:
     def _finish(self, ok: bool, why: str) -> None:
         self.running = False
         self.host._busy = False
-        before = "; ".join(self.done) or "nothing"
+        # short: the step lines above it say what each did (and the journal op)
+        steps = ", ".join(str(i) for i in self.done_steps)
+        watch = " · watching the pickup (I shows it)" if self.releases else ""
         if ok:
-            line = f"done: {before}" if self.done else "nothing to do"
+            line = f"done: step(s) {steps}{watch}" if self.done_steps else "nothing to do"
         else:
-            line = f"{why}; done before it: {before}"
+            line = f"{why}; done before it: {'step(s) ' + steps if steps else 'nothing'}{watch}"
         if self.releases and not self._watching:
             self._watch()
         if self.screen is not None:
             self.screen.run_finished(ok, line)
-        self.host.status(line if len(line) < 200 else line[:197] + "…", "ok" if ok else "error")
+        self.host.status(line, "ok" if ok else "error")
         self.host.request_sync("after-plan", force=True)
 
     _watching = False
@@ -329,13 +334,13 @@ class IncidentController:
         def work() -> None:
             try:
                 watchers = [ls.watcher(svc, rp, r, poll_cycle=cycle) for rp, r in releases]
+                w = watchers[0]
+                for other in watchers[1:]:  # one watch over every release of the run
+                    w.targets.update(other.targets)
+                    w.counters |= other.counters
             except Exception as e:  # noqa: BLE001 - the release happened: say the watch could not start
                 self._call(partial(self.host.status, f"the release is done; its watch could not start: {e}", "warn"))
                 return
-            w = watchers[0]
-            for other in watchers[1:]:
-                w.targets.update(other.targets)
-                w.counters |= other.counters
             plan, result = releases[-1]
             self.host.post_message(M.ReingestReleased(plan, result, w))
 

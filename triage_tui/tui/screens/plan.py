@@ -30,13 +30,21 @@ from textual.widgets import Static
 from triage_tui.domain import plan as P
 from triage_tui.domain.age import format_age
 from triage_tui.domain.text import inert
+from triage_tui.domain.width import fit
 
 #: the message rows shown under a review bucket (more: move the whole bucket)
 REVIEW_ROWS = 200
 REVIEW_BUCKETS = (P.PROBLEMS, P.SUSPICIOUS)
 #: the key sequence of the whole incident (README, the footer): P, A, then one answer per step
 SEQUENCE = "P plan · A apply · per step: y, or its count + Enter"
-KEYS = "↑↓ move · k keep · i ignore · d default · X expunge too · A apply · esc close"
+KEYS = "↑↓ move · k keep · i ignore · d default · X +expunge · A apply · esc close"
+#: the steps in a few words (one line at 80 columns; the CLI's plan has the long text)
+STEP_SHORT = {
+    P.IGNORE: "mark \\Seen + keyword: mail_room skips them",
+    P.UNSEE_RELEASE: "remove \\Seen, release their locks",
+    P.RELEASE: "release their locks now",
+    P.EXPUNGE: "expunge the \\Deleted (permanent)",
+}
 _CHOICE_WORD = {P.KEEP: "keep", P.IGNORE: "ignore", P.REVIEW: "review"}
 _GLYPH = {"ask": "?", "run": "▶", "done": "✓", "skip": "·", "fail": "✗", "stop": "■"}
 
@@ -85,7 +93,7 @@ class BucketList(Widget):
         self.top = max(0, min(self.top, max(0, len(rows) - height)))
         lines = []
         for i in range(self.top, min(len(rows), self.top + height)):
-            c = Content(inert(s.row_text(rows[i], self.size.width)))
+            c = Content(fit(inert(s.row_text(rows[i], self.size.width), limit=400), self.size.width, pad=False))
             if i == s.cursor:
                 c = c.stylize("reverse" if self.has_focus else "bold")
             elif rows[i].uid is None:
@@ -267,9 +275,9 @@ class PlanScreen(ModalScreen[None]):
         action = self.plan.action_of(row.uid) or "?"
         mine = "*" if row.uid in self.overrides.uids else " "
         m = self.messages.get(row.uid)
-        sender = inert(_sender(m), limit=24) if m is not None else ""
-        subject = inert(str(getattr(m, "subject", "") or ""), limit=max(10, width - 60)) if m is not None else ""
-        return f"  {mine}{action:<8} {row.uid:>7} {self._age(row.uid):>4}  {sender:<24}  {subject}"
+        sender = fit(inert(_sender(m), limit=100), 24) if m is not None else " " * 24
+        subject = inert(str(getattr(m, "subject", "") or ""), limit=300) if m is not None else ""
+        return f"  {mine}{action:<8} {row.uid:>7} {self._age(row.uid):>4}  {sender}  {subject}"
 
     def _show_detail(self) -> None:
         w = self.query_one("#plan-detail", Static)
@@ -282,13 +290,16 @@ class PlanScreen(ModalScreen[None]):
         if row.uid is None:
             for s in b.sample:
                 age = format_age(s.age_seconds) if s.age_seconds is not None else "?"
-                lines.append(f"  {s.uid:>7} {age:>4}  {inert(s.sender, limit=28):<28}  {inert(s.subject, limit=60)}")
+                lines.append(f"  {s.uid:>7} {age:>4}  {fit(inert(s.sender, limit=100), 28)}  "
+                             f"{inert(s.subject, limit=300)}")
         else:
             m = self.messages.get(row.uid)
             if m is not None:
                 lines.append(f"  UID {row.uid} · from {inert(_sender(m), limit=60)}")
                 lines.append(f"  subject: {inert(str(getattr(m, 'subject', '') or ''), limit=200)}")
-        w.update(Content("\n".join(lines)))
+        width = max(20, w.size.width or 76)
+        # the why may take two lines; each sample line one (cut by display width, never wrapped)
+        w.update(Content("\n".join([lines[0]] + [fit(x, width, pad=False) for x in lines[1:]])))
 
     def _show_steps(self) -> None:
         w = self.query_one("#plan-steps", Static)
@@ -303,9 +314,11 @@ class PlanScreen(ModalScreen[None]):
         for i, s in enumerate(p.steps, 1):
             state, text = self.steps_state.get(i, ("", ""))
             glyph = _GLYPH.get(state, " ")
-            tail = text or P.STEP_TEXT[s.action]
+            tail = text or STEP_SHORT[s.action]
             lines.append(f"{glyph} {i}. {s.action:<13}{s.count:>7,}  {tail}")
-        w.update(Content("\n".join(inert(x) for x in lines)))
+        width = max(20, w.size.width or 76)
+        # one line each (the status line and the journal have the whole text)
+        w.update(Content("\n".join(fit(inert(x, limit=400), width, pad=False) for x in lines)))
 
     # -- keys -------------------------------------------------------------------------------------
 
