@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import imapclient
@@ -122,6 +124,14 @@ def test_the_demo_incident_in_at_most_15_keys(demo_run: dict[str, Any]) -> None:
     keys = s["keys"]
     print(f"\nthe demo incident in {len(keys)} keys: {' '.join(keys)} ({s['seconds']:.0f} s)")
     assert len(keys) <= KEY_BUDGET, keys
+    # the README prints this very sequence near its top
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index(f"## The incident in {len(keys)} keys"):]
+    printed = section.split("```")[1].split()
+    typed = " ".join(keys).replace(" enter", " Enter")
+    for count in re.findall(r"(?:\d )+(?=Enter)", typed):
+        typed = typed.replace(count, "<count> ", 1)
+    assert printed == typed.split(), (printed, keys)  # and the heading's N is len(keys) (found above)
     assert keys[:2] == ["P", "A"] and keys[2] == "y"
     assert "P plan · A apply" in s["footer"]
     plan: P.IncidentPlan = s["plan"]
