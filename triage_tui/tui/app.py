@@ -352,7 +352,7 @@ class TriageApp(KeyOrder, App[int]):
             # fits 80 columns: the CLI's longer warning went to stderr, under the alternate screen
             self.status("TLS certificate NOT verified (--insecure-skip-verify): anyone may read this", "error")
         elif self.demo:
-            self.status("DEMO · mail_room is down: M starts it (a re-ingest, I, too) · ? the story"
+            self.status("DEMO · P the incident plan · mail_room is down: M starts it · ? the story"
                         if self.demo_consumer is not None else "DEMO · ? the story", "warn")
         if self.demo_consumer is not None:
             self._demo_tick()
@@ -1696,6 +1696,7 @@ class TriageApp(KeyOrder, App[int]):
             preface = ["DEMO: an embedded mailbox and Redis; nothing real is touched.", ""]
             for para in paragraphs:
                 preface += [para, ""]
+            preface.append("The incident in keys: P (the plan), A (apply), then y or the count each step asks for.")
             preface.append("The runbook in keys: / filter (e.g. bot), a mark all matching, S mark seen; 2 seen-stuck, "
                            "/ !bot, a, I (mark unseen + release); 1, a, I release the rest and watch mail_room "
                            "pick them up (M starts or stops it); 3, a, X expunge the \\Deleted leftovers.")
