@@ -7,19 +7,23 @@ the plan is there. Every check of what changed reads the mailbox and Redis direc
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from tests.conftest import Mailbox
 from tests.integration.test_plan import EXPECTED, key, seed
+from tests.mailgen import message
 from tests.tui.conftest import loaded, wait_for
 from triage_tui.domain import plan as P
 from triage_tui.domain import uidset
 from triage_tui.domain.model import TRIAGE_KEYWORD
+from triage_tui.domain.width import cell_len
 from triage_tui.services.journal import AuditJournal
 from triage_tui.services.locks import LockService, RedisSettings
 from triage_tui.tui.app import TriageApp
 from triage_tui.tui.screens.confirm import ConfirmScreen
 from triage_tui.tui.screens.plan import PlanScreen
+from triage_tui.tui.screens.reingest import ReingestScreen
 
 
 def make_app(svc: Any, redis_url: str | None, *, read_only: bool = False) -> TriageApp:
@@ -83,6 +87,11 @@ def test_same_buckets_as_the_cli_then_moves_and_apply(mailbox, make_service, red
             seen["lines"] = str(screen.query_one("#plan-steps").render())
             await wait_for(pilot, lambda: app.reingest_watch is not None, what="the watch")
             seen["targets"] = sorted(app.reingest_watch.watcher.targets)
+            await wait_for(pilot, lambda: "watch: re-ingest" in str(screen.query_one("#plan-steps").render()),
+                           what="the watch on the plan screen")
+            await pilot.press("I")  # the re-ingest screen shows the same watch, over the plan
+            await wait_for(pilot, lambda: isinstance(app.screen, ReingestScreen), what="the watch screen")
+            assert app.screen.watching is app.reingest_watch
             app.reingest_stop_watch()  # nothing consumes here
 
     asyncio.run(go())
@@ -252,3 +261,30 @@ def test_keys_typed_before_the_plan_is_there_change_nothing(mailbox, make_servic
 
     asyncio.run(go())
     assert mailbox.flags() == before
+
+
+def test_hostile_and_wide_text_is_shown_inert_on_one_line(mailbox, make_service, redis_server):  # type: ignore[no-untyped-def]
+    fresh = time.time() - 600
+    evil = "Please verify your email \x1b[2J\x1b]0;pwned\x07 \u202egnp.exe\u2028done: all"
+    mailbox.seed([(message(subject=evil, from_="=?utf-8?b?5p2O5piO5p2O5piO5p2O5piO5p2O5piO5p2O5piO?= <li@example.cn>",
+                           date=fresh), fresh, "")] * 3)
+    app = make_app(make_service(mailbox), redis_server.url)
+
+    async def go() -> list[str]:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await loaded(pilot)
+            screen = await open_plan(pilot)
+            assert [r.uid for r in screen.rows if r.uid is not None] == [1, 2, 3]  # suspicious: a row each
+            await pilot.press("down")
+            out = [str(w.render()) for w in (screen.query_one("#plan-list"), screen.query_one("#plan-detail"),
+                                             screen.query_one("#plan-steps"))]
+            lst = screen.query_one("#plan-list")
+            lines = [str(x) for x in lst.render().split("\n")]
+            assert all(cell_len(x) <= lst.size.width for x in lines), lines
+            await pilot.press("i", "i", "i")  # one key per message: the cursor moves on
+            assert {s.action for s in screen.plan.steps} == {P.IGNORE} and screen.plan.steps[0].count == 3
+            return out
+
+    shown = "\n".join(asyncio.run(go()))
+    assert "\x1b" not in shown and "\x07" not in shown and "\u202e" not in shown and "\u2028" not in shown
+    assert "\\x1b" in shown and "\\u202e" in shown  # shown, as escapes

@@ -30,6 +30,7 @@ from triage_tui.services.incident import RELEASING, PreparedStep, compute_incide
 from triage_tui.tui import messages as M
 from triage_tui.tui.screens.confirm import ConfirmRequest, ConfirmScreen
 from triage_tui.tui.screens.plan import PlanScreen
+from triage_tui.tui.screens.reingest import watch_summary
 
 
 class IncidentCall(TMessage):
@@ -59,6 +60,8 @@ class IncidentHost(Protocol):
     def request_sync(self, reason: str, *, force: bool = False) -> None: ...
 
     def clock(self) -> Any: ...
+
+    def action_reingest(self) -> None: ...
 
 
 def _sample(msgs: dict[int, Any], uids: list[int], n: int, now: Any) -> list[str]:
@@ -104,6 +107,24 @@ class IncidentController:
             return
         self.screen = PlanScreen(self, read_only=self.host.read_only)
         self.host.push_screen(self.screen, self._closed)
+
+    def watch_text(self) -> str:
+        """The app's re-ingest watch in one line (empty when none runs or lingers)."""
+        w = self._our_watch()
+        return watch_summary(w)[0] if w is not None else ""
+
+    def _our_watch(self) -> Any:
+        w = getattr(self.host, "reingest_watch", None)
+        return w if w is not None and self._watcher is not None and w.watcher is self._watcher else None
+
+    def show_watch(self) -> None:
+        w = self._our_watch()
+        if w is None or w.finished:
+            if self.screen is not None:
+                self.screen.show_status("no watch running: it starts after the plan's release step" if w is None
+                                        else f"the watch is over: {watch_summary(w)[0]}", "warn")
+            return
+        self.host.action_reingest()  # a running watch: the re-ingest screen shows it (over this one)
 
     def _closed(self, _: Any) -> None:
         self.screen = None
@@ -153,16 +174,16 @@ class IncidentController:
         if self.host.read_only:
             if screen is not None:
                 screen.run_finished(False, "read-only mode: applying the plan is disabled (restart without "
-                                    "--read-only to act)")
+                                    "--read-only to act)", ran=False)
             return
         if any(s.action in RELEASING for s in plan.steps) and self.host.lock_service is None:
             if screen is not None:
                 screen.run_finished(False, "the plan releases mail_room's locks: restart with --redis-url "
-                                    "(or k/i the release buckets to ignore them)")
+                                    "(or k/i the release buckets to ignore them)", ran=False)
             return
         if self.host._busy:
             if screen is not None:
-                screen.run_finished(False, "an action is still running: wait for it to finish, then A again")
+                screen.run_finished(False, "an action is still running: wait for it to finish, then A again", ran=False)
             return
         self.plan, self.index, self.done, self.done_steps, self.releases = plan, 0, [], [], []
         self.stopping, self.running, self._watching = False, True, False
@@ -321,6 +342,7 @@ class IncidentController:
         self.host.request_sync("after-plan", force=True)
 
     _watching = False
+    _watcher: Any = None  # the watcher this controller handed to the app's watch
 
     def _watch(self) -> None:
         """Start the app's re-ingest watch over every release of this run (one watcher, all targets)."""
@@ -342,6 +364,7 @@ class IncidentController:
                 self._call(partial(self.host.status, f"the release is done; its watch could not start: {e}", "warn"))
                 return
             plan, result = releases[-1]
+            self._watcher = w
             self.host.post_message(M.ReingestReleased(plan, result, w))
 
         self.host.run_worker(work, thread=True, exit_on_error=False, group="incident", description="incident-watch")

@@ -58,6 +58,10 @@ class PlanRunner(Protocol):
 
     def stop(self) -> None: ...
 
+    def watch_text(self) -> str: ...
+
+    def show_watch(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class Row:
@@ -126,6 +130,7 @@ class PlanScreen(ModalScreen[None]):
         Binding("X", "toggle_expunge", "Expunge too", id="plan.expunge",
                 tooltip="also expunge the \\Deleted leftovers (a last step, typed count)"),
         Binding("R", "recompute", "Recompute", id="plan.recompute", tooltip="list the mailbox again"),
+        Binding("I", "show_watch", "Watch", id="plan.watch", tooltip="the re-ingest watch after the release"),
         Binding("j,down", "move(1)", "Down", show=False, id="plan.down"),
         Binding("up", "move(-1)", "Up", show=False, id="plan.up"),
         Binding("pagedown", "move(10)", "Page down", show=False, id="plan.page_down"),
@@ -152,6 +157,7 @@ class PlanScreen(ModalScreen[None]):
         self.empty_text = "listing the mailbox (UNSEEN, seen-stuck, \\Deleted) and the locks…"
         self.now: datetime | None = None
         self.status_text = ""
+        self.watch = ""  # the re-ingest watch in one line, once the plan's release has started it
 
     # -- layout -----------------------------------------------------------------------------------
 
@@ -168,7 +174,14 @@ class PlanScreen(ModalScreen[None]):
         self.query_one(BucketList).focus()
         if self.read_only:
             self.show_status("read-only review mode: the plan is shown; applying it is disabled", "warn")
+        self.set_interval(1.0, self._tick)
         self.action_recompute()
+
+    def _tick(self) -> None:
+        text = self.runner.watch_text()
+        if text != self.watch:
+            self.watch = text
+            self._show_steps()
 
     # -- what the runner calls --------------------------------------------------------------------
 
@@ -210,9 +223,10 @@ class PlanScreen(ModalScreen[None]):
         w.set_classes(f"-{kind}")
         w.update(Content(inert(text)))
 
-    def run_finished(self, ok: bool, text: str) -> None:
+    def run_finished(self, ok: bool, text: str, *, ran: bool = True) -> None:
+        """The run ended (``ran``: some step was tried; else it was refused before the first)."""
         self.running = False
-        self.finished = True
+        self.finished = ran
         self.show_status(text, "ok" if ok else "error")
         self.refresh_bindings()
 
@@ -316,6 +330,8 @@ class PlanScreen(ModalScreen[None]):
             glyph = _GLYPH.get(state, " ")
             tail = text or STEP_SHORT[s.action]
             lines.append(f"{glyph} {i}. {s.action:<13}{s.count:>7,}  {tail}")
+        if self.watch:
+            lines.append(f"watch: {self.watch}  (I shows it)")
         width = max(20, w.size.width or 76)
         # one line each (the status line and the journal have the whole text)
         w.update(Content("\n".join(fit(inert(x, limit=400), width, pad=False) for x in lines)))
@@ -399,6 +415,9 @@ class PlanScreen(ModalScreen[None]):
         self.steps_state.clear()
         self.refresh_bindings()
         self.runner.apply(self.plan)
+
+    def action_show_watch(self) -> None:
+        self.runner.show_watch()
 
     def action_close(self) -> None:
         if self.running:
