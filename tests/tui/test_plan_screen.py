@@ -14,6 +14,7 @@ from tests.conftest import Mailbox
 from tests.integration.test_plan import EXPECTED, key, seed
 from tests.mailgen import message
 from tests.tui.conftest import loaded, wait_for
+from tests.tui.fakes import FakeLocks, FakeService, fixed_clock, lock_ttls, sample_messages
 from triage_tui.domain import plan as P
 from triage_tui.domain import uidset
 from triage_tui.domain.model import TRIAGE_KEYWORD
@@ -288,3 +289,45 @@ def test_hostile_and_wide_text_is_shown_inert_on_one_line(mailbox, make_service,
     shown = "\n".join(asyncio.run(go()))
     assert "\x1b" not in shown and "\x07" not in shown and "\u202e" not in shown and "\u2028" not in shown
     assert "\\x1b" in shown and "\\u202e" in shown  # shown, as escapes
+
+
+def test_a_step_that_fails_halfway_stops_the_run_and_later_steps_never_run() -> None:
+    """A Redis error halfway through the release step (the lock service's result says so): the
+    expunge step after it is never asked, the status names what was done, and the watch still
+    starts for the keys that were released. (In-memory services: what Redis does on an error
+    halfway is tested against redis-server in tests/faults.)"""
+    msgs = sample_messages(60)
+    for m in msgs[::10]:
+        m.flags = ("\\Seen", "\\Deleted")
+    svc = FakeService(msgs)
+    locks = FakeLocks(lock_ttls(msgs))
+    real = locks.release
+
+    def broken(plan: Any, mailbox: Any, progress: Any = None) -> Any:
+        r = real(plan, mailbox, progress)
+        r.error = "Redis went away after the first batch"
+        return r
+
+    locks.release = broken  # type: ignore[method-assign]
+    app = TriageApp(svc, lock_service=locks, clock=fixed_clock, watcher_factory=None, reingest_interval=0.05)
+    asked: list[str] = []
+
+    async def go() -> str:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await loaded(pilot)
+            screen = await open_plan(pilot)
+            await pilot.press("X")  # the optional expunge step, last
+            assert [s.action for s in screen.plan.steps] == [P.IGNORE, P.RELEASE, P.EXPUNGE]
+            await pilot.press("A")
+            asked.append((await answer(pilot)).request.title)
+            asked.append((await answer(pilot)).request.title)
+            await wait_for(pilot, lambda: screen.finished, what="the stop")
+            assert not isinstance(app.screen, ConfirmScreen), "the expunge step is never asked"
+            await wait_for(pilot, lambda: app.reingest_watch is not None, what="the watch of what was released")
+            return screen.status_text
+
+    status = asyncio.run(go())
+    assert "STOPPED: step 2 (release) did not finish" in status and "Redis went away" in status, status
+    assert "done before it: step(s) 1" in status
+    assert [p.action for p in svc.executed] == ["mark-seen"]  # no expunge was sent
+    assert any("\\Deleted" in m.flags for m in svc.messages.values())
