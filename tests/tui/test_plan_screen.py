@@ -259,6 +259,12 @@ def test_keys_typed_before_the_plan_is_there_change_nothing(mailbox, make_servic
             await wait_for(pilot, lambda: screen.plan is not None, what="the plan")
             await pilot.pause(0.3)
             assert not isinstance(app.screen, ConfirmScreen) and not app.incident.running
+            with app._io_lock:  # R lists again; A before the new plan is there applies nothing
+                await pilot.press("R", "A", "y")
+                assert screen.computing and "A once the new plan is shown" in screen.status_text
+            await wait_for(pilot, lambda: not screen.computing, what="the new plan")
+            await pilot.pause(0.3)
+            assert not isinstance(app.screen, ConfirmScreen) and not app.incident.running
 
     asyncio.run(go())
     assert mailbox.flags() == before

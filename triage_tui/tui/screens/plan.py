@@ -405,6 +405,9 @@ class PlanScreen(ModalScreen[None]):
         if self.plan is None:
             self.show_status("the plan is not computed yet", "warn")
             return
+        if self.computing:
+            self.show_status("listing the mailbox again: A once the new plan is shown", "warn")
+            return
         if not self.plan.steps:
             self.show_status("nothing to do: no step (review and leave change nothing)", "warn")
             return
