@@ -105,6 +105,7 @@ class IncidentController:
         if self.running:
             self.host.status("the incident plan is still running its current step: wait for it", "warn")
             return
+        self.done, self.done_steps = [], []
         self.screen = PlanScreen(self, read_only=self.host.read_only)
         self.host.push_screen(self.screen, self._closed)
 
@@ -128,9 +129,8 @@ class IncidentController:
 
     def _closed(self, _: Any) -> None:
         self.screen = None
-        if not self.running:
-            self.host.status("incident plan closed" + (f": {'; '.join(self.done)}" if self.done else
-                                                      ": nothing was changed"))
+        if not self.running and not self.done_steps:
+            self.host.status("incident plan closed: nothing was changed")
 
     def _call(self, fn: Callable[[], None]) -> None:
         self.host.post_message(IncidentCall(fn))
