@@ -24,9 +24,11 @@ from textual.message import Message as TMessage
 
 from triage_tui.domain import plan as P
 from triage_tui.domain.age import format_age
+from triage_tui.domain.model import TRIAGE_KEYWORD
 from triage_tui.domain.text import inert
 from triage_tui.errors import TriageError
 from triage_tui.services.incident import RELEASING, PreparedStep, compute_incident, execute_step, prepare_step
+from triage_tui.services.locks import ttl_distribution
 from triage_tui.tui import messages as M
 from triage_tui.tui.screens.confirm import ConfirmRequest, ConfirmScreen
 from triage_tui.tui.screens.plan import PlanScreen
@@ -253,20 +255,30 @@ class IncidentController:
         step, n_steps = prepared.step, len(self.plan.steps) if self.plan else 0
         now = self.host.clock()
         head = f"Step {i} of {n_steps}: "
+        shown = 3 if getattr(self.host, "size", None) is None or self.host.size.height >= 30 else 2
         if prepared.release is not None:
             rp = prepared.release
-            lines = list(rp.describe())
             n = rp.count
+            # a few lines, so the typed box and the keys fit at 80x24 (the CLI prints describe() in full)
+            lines = []
+            if rp.mark_unseen is not None:
+                lines.append(f"remove \\Seen from {rp.mark_unseen.count:,} message(s): mail_room searches them again")
+            dist = ", ".join(f"{k} {v}" for k, v in ttl_distribution(t.pttl_ms for t in rp.targets).items())
+            lines.append(f"{len(rp.targets):,} hold a mail_room key" + (f" (TTL {dist})" if dist else "")
+                         + f"; {len(rp.unlocked):,} are free already")
+            if rp.not_unseen:
+                lines.append(f"{len(rp.not_unseen):,} are no longer UNSEEN: their keys stay untouched")
             if n:
-                title = head + (f"remove \\Seen from {rp.mark_unseen_count:,} and release {n:,} lock key(s)?"
+                title = head + (f"un-see {rp.mark_unseen_count:,}, release {n:,} lock key(s)?"
                                 if rp.mark_unseen_count else f"release {n:,} lock key(s) now?")
-                lines.append(f"This changes {n:,} key(s) in Redis; a released key is not restored.")
+                lines.append(f"delete {n:,} key(s) now (TTL 0) on {rp.redis}: a released key is not restored")
             else:
                 title = head + f"remove \\Seen from {rp.mark_unseen_count:,} message(s)?"
+            lines += [f"warning: {w}" for w in rp.warnings]
             uids = sorted({t.uid for t in rp.targets} | set(rp.unlocked))
             label = f"Release {n:,}" if n else f"Mark {rp.mark_unseen_count:,} unseen"
-            return ConfirmRequest(title=title, lines=lines, sample=_sample(self.messages, uids, 3, now),
-                                  more=max(0, len(uids) - 3), typed=prepared.typed, confirm_label=label,
+            return ConfirmRequest(title=title, lines=lines, sample=_sample(self.messages, uids, shown, now),
+                                  more=max(0, len(uids) - shown), typed=prepared.typed, confirm_label=label,
                                   danger=bool(n))
         fp = prepared.flags
         n = fp.count
@@ -276,13 +288,14 @@ class IncidentController:
             label = f"Expunge {n:,}"
         else:
             title = head + f"ignore {n:,} message(s): mark them \\Seen?"
-            lines = [P.STEP_TEXT[P.IGNORE] + "; u undoes it.", f"from: {', '.join(step.buckets)}"]
+            lines = [f"mark \\Seen with {TRIAGE_KEYWORD}: mail_room skips them, they stay in the mailbox "
+                     "(u in the list undoes it)", f"from: {', '.join(step.buckets)}"]
             label = f"Mark {n:,} seen"
         if fp.skipped:
             lines.append(f"{fp.skipped:,} of the {fp.requested:,} need no change (already done or gone).")
         lines.append(f"UIDVALIDITY {fp.uidvalidity} · {fp.commands} IMAP command(s) · audit-journaled")
-        return ConfirmRequest(title=title, lines=lines, sample=_sample(self.messages, list(fp.uids), 3, now),
-                              more=max(0, n - 3), typed=prepared.typed, confirm_label=label,
+        return ConfirmRequest(title=title, lines=lines, sample=_sample(self.messages, list(fp.uids), shown, now),
+                              more=max(0, n - shown), typed=prepared.typed, confirm_label=label,
                               danger=step.action == P.EXPUNGE)
 
     def _execute_worker(self, i: int, prepared: PreparedStep) -> None:

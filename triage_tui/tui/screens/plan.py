@@ -202,6 +202,9 @@ class PlanScreen(ModalScreen[None]):
             self.show_status(note, "warn")
         elif not plan.steps and not any(b.count for b in plan.buckets):
             self.show_status("the mailbox is empty: nothing to do", "ok")
+        else:
+            total = sum(b.count for b in plan.buckets)
+            self.show_status(f"{total:,} messages sorted · k/i moves the row under the cursor · A applies the steps")
 
     def show_error(self, text: str) -> None:
         self.computing = False
