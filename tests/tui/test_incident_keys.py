@@ -45,6 +45,11 @@ def play(app: TriageApp, seen: dict[str, Any]) -> None:
                            what=f"the confirmation of step {step}")
             req = app.screen.request
             seen.setdefault("titles", []).append(req.title)
+            await pilot.pause(0.05)
+            # at 80x24 the whole dialog is on screen: the typed box, the buttons and the keys line
+            for part in ("#confirm-keys", "#confirm-buttons") + (("#confirm-typed",) if req.typed else ()):
+                r = app.screen.query_one(part).region
+                assert r.height > 0 and r.bottom <= 23, (part, r)
             await press(*(list(req.typed) + ["enter"] if req.typed is not None else ["y"]))
 
         started = time.monotonic()

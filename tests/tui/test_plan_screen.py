@@ -47,6 +47,11 @@ async def answer(pilot: Any, *, cancel: bool = False) -> ConfirmScreen:
     await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="a step's confirmation")
     dialog = app.screen
     typed = dialog.request.typed
+    await pilot.pause(0.05)
+    # at 80x24 the whole dialog is on screen: the typed box, the buttons and the keys line
+    for part in ("#confirm-keys", "#confirm-buttons") + (("#confirm-typed",) if typed is not None else ()):
+        r = dialog.query_one(part).region
+        assert r.height > 0 and r.bottom <= app.size.height - 1, (part, r, app.size)
     if cancel:
         await pilot.press("escape")
     else:
