@@ -47,6 +47,7 @@ SHOTS: list[tuple[str, tuple[int, int], list[str], dict[str, Any]]] = [
     ("reingest-watch", (100, 30), ["o", "I", "PLAN", "TYPED", "enter", "WATCH"], {"demo": True}),
     ("demo-pulse-80x24", (80, 24), ["o", "I", "PLAN", "TYPED", "enter", "WATCH", "escape"], {"demo": True}),
     ("tls-unverified-80x24", (80, 24), ["space"], {"insecure": True}),
+    ("incident-plan-80x24", (80, 24), ["P", "PLAN", "down", "down", "k"], {"demo": True}),
 ]
 
 #: A scripted watch for the re-ingest shots: keys expiring, then half of them picked up.

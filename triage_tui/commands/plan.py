@@ -7,7 +7,6 @@ runs the steps through the same services as mark-seen, release and expunge, one 
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
 from typing import Any
 
 from triage_tui.commands._flow import describe
@@ -15,10 +14,9 @@ from triage_tui.commands._select import uids_arg
 from triage_tui.domain import plan as P
 from triage_tui.domain import uidset
 from triage_tui.domain.age import format_age
-from triage_tui.domain.classify import mark_duplicates
-from triage_tui.domain.model import TRIAGE_KEYWORD, Message, View
 from triage_tui.domain.text import inert
-from triage_tui.errors import Refused, UidValidityChanged, UsageError
+from triage_tui.errors import Refused, UsageError
+from triage_tui.services.incident import compute_incident, execute_step, prepare_step
 
 NAME = "plan"
 HELP = ("the incident in one plan: sort the mailbox into the runbook's buckets (ignore, review, release, "
@@ -32,12 +30,7 @@ DESCRIPTION = (
     "--apply runs the steps in order (mark-seen, un-see + release, release, expunge), each its own journal "
     "op (so `undo` undoes the last flag step), and stops at the first failed step.")
 
-STEP_TEXT = {
-    P.IGNORE: f"mark \\Seen with {TRIAGE_KEYWORD} (mail_room skips them; undo restores)",
-    P.UNSEE_RELEASE: "remove \\Seen, then release their locks (mail_room ingests them again)",
-    P.RELEASE: "release mail_room's locks now (mail_room takes them on its next poll)",
-    P.EXPUNGE: "expunge the \\Deleted leftovers (permanent)",
-}
+STEP_TEXT = P.STEP_TEXT
 
 
 #: a printed command longer than this is not printed (it is never cut: a cut UID set is a wrong one)
@@ -83,33 +76,8 @@ def _overrides(args: argparse.Namespace) -> P.Overrides:
     return P.Overrides(buckets=buckets, uids=uids, include_expunge=args.include_expunge)
 
 
-def _list(svc: Any, locks: Any, view: View, now: datetime) -> tuple[int, list[Message], str | None]:
-    uv, uids = svc.search(view)
-    msgs: list[Message] = []
-    err: str | None = None
-    for batch in svc.iter_messages(uv, uids, headers=True, now=now):
-        if locks is not None:
-            from triage_tui.services.locks import annotate_safely  # noqa: PLC0415 - keeps redis off the path
-
-            err = annotate_safely(locks, batch) or err
-        msgs.extend(batch)
-    return uv, msgs, err
-
-
 def compute(ctx: Any, overrides: P.Overrides) -> tuple[P.IncidentPlan, str | None]:
-    svc = ctx.service()
-    locks = ctx.lock_service()
-    now = datetime.now(UTC)
-    uv, unseen, err1 = _list(svc, locks, View.UNSEEN, now)
-    mark_duplicates(unseen)
-    uv2, stuck, err2 = _list(svc, locks, View.SEEN_STUCK, now)
-    uv3, deleted = svc.search(View.DELETED)
-    if len({uv, uv2, uv3}) != 1:
-        raise UidValidityChanged("UIDVALIDITY changed while the mailbox was listed: run plan again")
-    err = err1 or err2
-    plan = P.compute_plan(unseen, stuck, uidvalidity=uv, stale_after=svc.analysis.stale_after, deleted=deleted,
-                          now=now, locks_read=locks is not None and err is None, overrides=overrides)
-    return plan, err
+    return compute_incident(ctx.service(), ctx.lock_service(), overrides)
 
 
 def _cut(text: str, limit: int = 100) -> str:
@@ -181,35 +149,34 @@ def lines(plan: P.IncidentPlan, mailbox: str, args: argparse.Namespace) -> list[
 
 def _run_step(ctx: Any, svc: Any, ls: Any, step: P.Step, uv: int, dry: bool, yes: bool) -> dict[str, Any]:
     """One step: plan it through the service (re-checks UIDVALIDITY and the flags), confirm, run."""
+    prepared = prepare_step(svc, ls, step, uv)
     if step.action in (P.IGNORE, P.EXPUNGE):
-        fp = (svc.plan_flags("mark-seen", uv, step.uids) if step.action == P.IGNORE
-              else svc.plan_expunge(uv, step.uids))
+        fp = prepared.flags
         if dry:
             return {"dry_run": True, **fp.to_json(), "text": describe(fp)}
-        if fp.count == 0:
+        if prepared.nothing_to_do:
             return {"action": step.action, "nothing_to_do": True, "ok": True, "op": None, "changed": 0}
         if step.action == P.EXPUNGE:
-            ctx.confirm(describe(fp) + "\nThis cannot be undone.", yes=yes, typed=str(fp.count))
+            ctx.confirm(describe(fp) + "\nThis cannot be undone.", yes=yes, typed=prepared.typed)
         else:
             ctx.confirm(describe(fp) + "\nProceed?", yes=yes)
-        r = svc.execute(fp)
+        r = execute_step(svc, ls, prepared)
         doc = r.to_json()
         doc.update(ok=r.ok, op=r.op_id, changed=len(r.changed), failed=[[uidset.compress(u), e] for u, e in r.failed])
         return doc
-    mark = svc.plan_flags("mark-unseen", uv, step.uids) if step.action == P.UNSEE_RELEASE else None
-    rp = ls.plan_release(svc, uv, step.uids, ttl=0, mark_unseen=mark)
+    rp = prepared.release
     if dry:
         return {"dry_run": True, **rp.to_json(), "text": "\n".join(rp.describe())}
-    if rp.count == 0 and rp.mark_unseen_count == 0:
+    if prepared.nothing_to_do:
         return {"action": step.action, "nothing_to_do": True, "ok": True, "op": None, "changed": 0,
                 "text": "no key needed a change (free already: mail_room takes them on its next poll)"}
     question = "\n".join(rp.describe())
     if rp.count:
         ctx.confirm(question + f"\nThis changes {rp.count} key(s) in Redis; a released key is not restored.",
-                    yes=yes, typed=str(rp.count))
+                    yes=yes, typed=prepared.typed)
     else:
         ctx.confirm(question + "\nProceed?", yes=yes)
-    res = ls.release(rp, svc)
+    res = execute_step(svc, ls, prepared)
     doc = res.to_json()
     doc.update(op=res.op_id, ok=res.ok, changed=len(res.changed),
                mark_unseen_op=res.mark_unseen.op_id if res.mark_unseen is not None else None)

@@ -48,7 +48,7 @@ from typing import Any
 
 from triage_tui.domain import uidset
 from triage_tui.domain.age import format_age
-from triage_tui.domain.model import Message
+from triage_tui.domain.model import TRIAGE_KEYWORD, Message
 from triage_tui.domain.outcome import DROPPED, REJECTED
 from triage_tui.domain.reingest import JUNK, verdict_of
 
@@ -72,6 +72,15 @@ SAMPLE = 3
 
 _DEFAULT = {BOTS: IGNORE, STALE_REJECTED: IGNORE, STALE: IGNORE, PROBLEMS: REVIEW, SUSPICIOUS: REVIEW,
             RELEASE_REST: RELEASE, CRASH_TRAPPED: UNSEE_RELEASE, SEEN_LEFT: LEAVE, DELETED: SKIP}
+
+
+#: what each step does, in the operator's words (the CLI's plan and the TUI's plan screen)
+STEP_TEXT = {
+    IGNORE: f"mark \\Seen with {TRIAGE_KEYWORD} (mail_room skips them; undo restores)",
+    UNSEE_RELEASE: "remove \\Seen, then release their locks (mail_room ingests them again)",
+    RELEASE: "release mail_room's locks now (mail_room takes them on its next poll)",
+    EXPUNGE: "expunge the \\Deleted leftovers (permanent)",
+}
 
 
 def _why(name: str, limit: str) -> str:
@@ -308,5 +317,5 @@ def apply_overrides(plan: IncidentPlan, overrides: Overrides) -> IncidentPlan:
 
 
 __all__ = ["ACTIONS", "BUCKETS", "CHOICES", "EXPUNGE", "IGNORE", "KEEP", "LEAVE", "RELEASE", "REVIEW", "SKIP",
-           "UNSEE_RELEASE", "Bucket", "IncidentPlan", "Overrides", "Sample", "Step", "apply_overrides",
-           "check_overrides", "compute_plan"]
+           "STEP_ORDER", "STEP_TEXT", "UNSEE_RELEASE", "Bucket", "IncidentPlan", "Overrides", "Sample", "Step",
+           "apply_overrides", "check_overrides", "compute_plan"]

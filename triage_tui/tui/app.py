@@ -62,6 +62,7 @@ from triage_tui.domain.text import clipboard_refusal, inert
 from triage_tui.tui import messages as M
 from triage_tui.tui.controllers.actions import ActionsController
 from triage_tui.tui.controllers.demo import DemoController
+from triage_tui.tui.controllers.incident import IncidentCall, IncidentController
 from triage_tui.tui.controllers.listing import ListingController
 from triage_tui.tui.controllers.preview import PreviewController
 from triage_tui.tui.controllers.reingest import ReingestController
@@ -139,6 +140,8 @@ class TriageApp(KeyOrder, App[int]):
         Binding("u", "undo", "Undo", id="action.undo", show=False, tooltip="undo the last flag change"),
         Binding("I", "reingest", "Re-ingest", id="action.reingest", show=False,
                 tooltip="plan, release and watch mail_room's Redis locks (seen-stuck: mark unseen first)"),
+        Binding("P", "incident_plan", "Plan", id="action.plan", show=False,
+                tooltip="the incident as one plan: buckets, keep/ignore, apply step by step"),
         # not in the footer (at 80 columns it would push Quit off); the pulse bar names the key
         Binding("M", "demo_consumer", "mail_room", id="demo.consumer", show=False,
                 tooltip="demo: start or stop the mail_room stand-in"),
@@ -228,6 +231,7 @@ class TriageApp(KeyOrder, App[int]):
             insecure=bool(getattr(settings, "insecure_skip_verify", False)), loopback=_loopback(settings),
             demo=self.demo)
         self._io_lock = threading.RLock()
+        self.incident = IncidentController(self, self._io_lock)  # P: the guided incident
         self._gen = 0
         self._uidvalidity: int | None = None
         self._loading = False
@@ -295,7 +299,7 @@ class TriageApp(KeyOrder, App[int]):
             # fits 80 columns: the CLI's longer warning went to stderr, under the alternate screen
             self.status("TLS certificate NOT verified (--insecure-skip-verify): anyone may read this", "error")
         elif self.demo:
-            self.status("DEMO · mail_room is down: M starts it (a re-ingest, I, too) · ? the story"
+            self.status("DEMO · P the incident plan · mail_room is down: M starts it · ? the story"
                         if self.demo_consumer is not None else "DEMO · ? the story", "warn")
         if self.demo_consumer is not None:
             self.demo_runner.tick()
@@ -644,6 +648,13 @@ class TriageApp(KeyOrder, App[int]):
 
     def reingest_stop_watch(self) -> None:
         self.reingester.stop_watch()
+
+    def action_incident_plan(self) -> None:
+        self.incident.open()
+
+    @_while_running
+    def on_incident_call(self, msg: IncidentCall) -> None:
+        msg.fn()
 
     # -- the demo's mail_room (controllers/demo.py) --------------------------------------------------
 

@@ -25,13 +25,15 @@ def binding_ids() -> list[str]:
     from triage_tui.tui.app import TriageApp  # noqa: PLC0415 - the app imports nothing from here
     from triage_tui.tui.screens.confirm import ConfirmScreen  # noqa: PLC0415
     from triage_tui.tui.screens.help import HelpScreen  # noqa: PLC0415
+    from triage_tui.tui.screens.plan import PlanScreen  # noqa: PLC0415
     from triage_tui.tui.screens.preview import PreviewScreen  # noqa: PLC0415
     from triage_tui.tui.screens.reingest import ReingestScreen  # noqa: PLC0415
     from triage_tui.tui.widgets.bars import FilterInput  # noqa: PLC0415
     from triage_tui.tui.widgets.message_list import MessageList  # noqa: PLC0415
 
     ids: list[str] = []
-    for cls in (TriageApp, MessageList, FilterInput, PreviewScreen, ConfirmScreen, ReingestScreen, HelpScreen):
+    for cls in (TriageApp, MessageList, FilterInput, PreviewScreen, ConfirmScreen, ReingestScreen, HelpScreen,
+                PlanScreen):
         for b in getattr(cls, "BINDINGS", ()):
             if isinstance(b, Binding) and b.id and b.id not in ids:
                 ids.append(b.id)

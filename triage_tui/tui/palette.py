@@ -82,6 +82,8 @@ class TriageCommands(Provider):
             ("Undo last flag change", "from the audit journal", partial(run, "undo")),
             ("Re-ingest (release Redis locks)", "plan, release now / shorten TTL / waves / wait, then watch the "
              "pickup", partial(run, "reingest")),
+            ("Incident plan", "the runbook as one plan: keep/ignore per bucket or message, apply step by step "
+             "(key P)", partial(run, "incident_plan")),
             ("Pause / resume live refresh", "", partial(run, "pause")),
             ("Full re-list", "drop the list and fetch the view again", partial(run, "reload")),
             ("Filter…", "open the / filter", partial(run, "filter")),

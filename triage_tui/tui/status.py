@@ -53,6 +53,9 @@ HELP_TEXT = {
     "action.reingest": "re-ingest: plan the release of the selection's mail_room locks, then release now, "
                        "shorten the TTL, in waves, or just wait; type the count; watch the pickup live "
                        "(seen-stuck: mark unseen first; read-only: plan and watch only; I again: the watch)",
+    "action.plan": "the incident as one plan: stale, bots and junk -> ignore; suspicious -> review (k/i per "
+                   "message); crash-trapped -> un-see and release; the rest -> release and watch; A applies the "
+                   "steps, one confirmation each (read-only: the plan only)",
     "demo.consumer": "demo: start or stop the mail_room stand-in (down at start, as in the story; a re-ingest "
                      "starts it)",
     "view.unseen": "unseen view: what mail_room still has to ingest",
@@ -261,6 +264,7 @@ class StatusController:
             preface = ["DEMO: an embedded mailbox and Redis; nothing real is touched.", ""]
             for para in paragraphs:
                 preface += [para, ""]
+            preface.append("The incident in keys: P (the plan), A (apply), then y or the count each step asks for.")
             preface.append("The runbook in keys: / filter (e.g. bot), a mark all matching, S mark seen; 2 seen-stuck, "
                            "/ !bot, a, I (mark unseen + release); 1, a, I release the rest and watch mail_room "
                            "pick them up (M starts or stops it); 3, a, X expunge the \\Deleted leftovers.")
