@@ -255,7 +255,7 @@ def message(seed_: int, i: int, ts: float) -> tuple[bytes, str]:
         if name == "X-Garbage":  # the deliberate latin-1 bytes
             head += f"{name}: ".encode() + value.encode("latin-1") + b"\r\n"
         else:
-            head += f"{name}: {value}\r\n".encode("utf-8")
+            head += f"{name}: {value}\r\n".encode()
     flags = "S" if rng.random() < 0.10 else ""
     return bytes(head) + b"\r\n" + body, flags
 
