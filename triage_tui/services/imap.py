@@ -201,8 +201,10 @@ class _GreetingCapabilities:
         if not self._greeted:
             self._greeted = True
             dat = self.untagged_responses.pop("CAPABILITY", None)
-            if dat and isinstance(dat[-1], bytes) and dat[-1].strip():
-                self.capabilities = tuple(dat[-1].decode("ascii", "replace").upper().split())
+            caps = tuple(dat[-1].decode("ascii", "replace").upper().split()) \
+                if dat and isinstance(dat[-1], bytes) else ()
+            if "IMAP4REV1" in caps:  # anything odd: ask, as imaplib would
+                self.capabilities = caps
                 return
         super()._get_capabilities()  # type: ignore[misc]
 
@@ -251,7 +253,8 @@ class ImapSession:
         self._throttle_hits = 0
         #: commands sent through imaplib without waiting (ENABLE after login): (name, tag)
         self._pending: list[tuple[str, str]] = []
-        self._opened_at: float | None = None
+        #: (monotonic time, imaplib's tag counter) of the last EXAMINE: see :meth:`examine`
+        self._opened_at: tuple[float, int] | None = None
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -477,9 +480,10 @@ class ImapSession:
         An EXAMINE of the same mailbox answered less than :data:`FRESH_EXAMINE` ago, with no
         command since, is taken as this one's answer (once)."""
         name = mailbox or self.settings.mailbox
-        info, opened = self.mailbox, self._opened_at
-        if (info is not None and info.readonly and info.name == name and opened is not None
-                and self.client is not None and time.monotonic() - opened < FRESH_EXAMINE):
+        info, opened, client = self.mailbox, self._opened_at, self.client
+        if (info is not None and info.readonly and info.name == name and opened is not None and client is not None
+                and time.monotonic() - opened[0] < FRESH_EXAMINE
+                and getattr(client._imap, "tagnum", None) == opened[1]):  # no command at all since
             self._opened_at = None
             return info
         return self._open(name, readonly=True)
@@ -547,7 +551,7 @@ class ImapSession:
         )
         if self._pending:
             self._settle()
-        self._opened_at = time.monotonic() if readonly else None
+        self._opened_at = (time.monotonic(), getattr(client._imap, "tagnum", -1)) if readonly else None
         return self.mailbox
 
     def _folders_hint(self) -> str:
