@@ -242,6 +242,8 @@ def main() -> None:
     ap.add_argument("--count-chunks", type=int, nargs="*", default=[],
                     help="also count ours' commands/round trips at these --chunk sizes")
     a = ap.parse_args()
+    if a.n < 10 or a.rounds < 1 or a.window < 1 or a.rtt_ms < 0 or a.sample < 0:
+        ap.error("need --n >= 10, --rounds >= 1, --window >= 1, --rtt-ms >= 0, --sample >= 0")
     sample_n = a.sample or (300 if a.rtt_ms <= 0 else 40)
     server: Dovecot = start_dovecot(tls=False)
     work = Path(tempfile.mkdtemp(prefix="bench-floor-"))

@@ -67,7 +67,8 @@ NAMES: tuple[tuple[str, str], ...] = (
 )
 PLAIN_SUBJECTS = ("Re: Pipeline failed for main", "Error fetching data from FOO", "New issue: login broken",
                   "Re: [group/project] MR !42 needs rebase", "Question about the API rate limits",
-                  "Re: Re: Re: Fwd: deployment window", "Your account", "Help: cannot push to repo")
+                  "Re: Re: Re: Fwd: deployment window", "Your account", "Help: cannot push to repo",
+                  "Your OTP code is 493021", "Sign in with this magic link")
 BOT_SENDERS = ("noreply@github.com", "no-reply@ci.example.com", "notifications@monitoring.example.io",
                "alerts-bot@ops.example.net", "Jira [bot] <jira@tracker.example.org>",
                "do-not-reply@accounts.example.com")
@@ -117,17 +118,26 @@ def _hex(rng: random.Random, bits: int) -> str:
 
 
 def _key(rng: random.Random) -> tuple[str | None, str]:
-    """(key, kind) as GitLab's incoming address sees them."""
-    kind = rng.choices(["reply", "project", "project-issue", "service-desk", "custom", "none", "received-only"],
-                       [34, 18, 14, 12, 6, 10, 6])[0]
-    if kind == "reply":
+    """(key, kind) as GitLab's incoming address sees them (``received-only``: the key is only in
+    a Received ``for <...>`` clause, To has none)."""
+    kind = rng.choices(["reply", "reply-partitioned", "new-issue", "new-mr", "service-desk", "unsubscribe",
+                        "custom", "none", "received-only"], [24, 10, 14, 6, 12, 3, 5, 10, 6])[0]
+    b36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+    slug = rng.choice(["group-project", "grp-sub-team", "a.b-c", "gitlab-org-gitlab"])
+    if kind in ("reply", "received-only"):
         return _hex(rng, 128), kind
-    if kind == "project":
-        return f"grp-{rng.choice(['proj', 'sub-team', 'a.b'])}-{rng.randint(1, 99999)}-{_hex(rng, 40)}", kind
-    if kind == "project-issue":
-        return f"group-project-{rng.randint(1, 99999)}-glimt-{_hex(rng, 40)}-issue-{rng.randint(1, 4000)}", kind
+    if kind == "reply-partitioned":
+        part = "".join(rng.choice(b36) for _ in range(rng.randint(1, 4)))
+        token = "".join(rng.choice(b36) for _ in range(25))
+        return f"{part}-{token}" + (f"-{rng.randint(1, 10**9):x}" if rng.random() < 0.5 else ""), kind
+    if kind == "new-issue":
+        return f"{slug}-{rng.randint(1, 99999)}-{_hex(rng, 100)}-issue", kind
+    if kind == "new-mr":
+        return f"{slug}-{rng.randint(1, 99999)}-{_hex(rng, 100)}-merge-request", kind
     if kind == "service-desk":
-        return f"group-project-{rng.randint(1, 99999)}-issue-", kind
+        return f"{slug}-{rng.randint(1, 99999)}-issue-", kind
+    if kind == "unsubscribe":
+        return f"{_hex(rng, 128)}-unsubscribe", kind
     if kind == "custom":
         return f"{rng.choice(['ops', 'support', 'team-x'])}-{_hex(rng, 32)}", kind
     return None, kind
