@@ -9,10 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import re
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
+
+_TAGGED = re.compile(rb"\r\n[A-Za-z0-9]+ (?:OK|NO|BAD)\b[^\r\n]*(?=\r\n)")
+
+
+@dataclass
+class _Turns:
+    """Per connection: commands sent and not yet answered by a tagged line."""
+
+    outstanding: int = 0
+    tail: bytes = b""
 
 
 @dataclass
@@ -39,6 +50,10 @@ class LatencyProxy:
     throttle_pattern: bytes | None = None
     throttle_times: int = 0
     throttled: int = 0
+    #: round trips: connection setups plus the commands a client sent while it had nothing in
+    #: flight (it had waited for every earlier answer); ``lines_sent`` counts command lines
+    round_trips: int = 0
+    lines_sent: int = 0
 
     def start(self) -> LatencyProxy:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -69,12 +84,29 @@ class LatencyProxy:
             with self._lock:
                 self._conns += [client, upstream]
                 self.connections += 1
+                self.round_trips += 1  # connect + greeting
+            turns = _Turns()
             for src, dst, rec in ((client, upstream, True), (upstream, client, False)):
-                th = threading.Thread(target=self._pump, args=(src, dst, rec), daemon=True)
+                th = threading.Thread(target=self._pump, args=(src, dst, rec, turns), daemon=True)
                 th.start()
                 self._threads.append(th)
 
-    def _pump(self, src: socket.socket, dst: socket.socket, rec: bool) -> None:
+    def _count(self, turns: _Turns, data: bytes, rec: bool) -> None:
+        with self._lock:
+            if rec:
+                lines = data.count(b"\r\n")
+                if lines and turns.outstanding <= 0:
+                    self.round_trips += 1
+                turns.outstanding += lines
+                self.lines_sent += lines
+            else:
+                text = turns.tail + data
+                turns.outstanding = max(0, turns.outstanding - len(_TAGGED.findall(text)))
+                cut = text.rfind(b"\r\n")
+                turns.tail = text[cut:][-200:] if cut >= 0 else b""
+
+    def _pump(self, src: socket.socket, dst: socket.socket, rec: bool, turns: _Turns | None = None) -> None:
+        turns = turns or _Turns()
         delay = self.rtt / 2
         if delay <= 0:
             while True:
@@ -84,6 +116,7 @@ class LatencyProxy:
                     break
                 if not data:
                     break
+                self._count(turns, data, rec)
                 if rec and self.record:
                     with self._lock:
                         self.sent += data
@@ -130,6 +163,8 @@ class LatencyProxy:
                 data = src.recv(65536)
             except OSError:
                 data = b""
+            if data:
+                self._count(turns, data, rec)
             if data and rec and self.record:
                 with self._lock:
                     self.sent += data

@@ -22,6 +22,8 @@ from typing import Any
 
 import imapclient
 from imapclient import exceptions as imap_exc
+from imapclient import imap4 as _imap4
+from imapclient import tls as _imap_tls
 
 from triage_tui.domain import uidset
 from triage_tui.domain.redact import register
@@ -185,6 +187,53 @@ def _server_text(e: BaseException) -> str:
     return text.strip()
 
 
+class _GreetingCapabilities:
+    """imaplib asks CAPABILITY right after the greeting; servers that put it in the greeting
+    (``* OK [CAPABILITY ...]``, RFC 3501 7.1: Dovecot, Cyrus, Gmail...) have already answered, so
+    take it from there and save a round trip. Only for the greeting: after STARTTLS imaplib
+    asks again, as RFC 2595 requires (nothing said before TLS is trusted)."""
+
+    _greeted = False
+    untagged_responses: dict[str, list[Any]]
+    capabilities: tuple[str, ...]
+
+    def _get_capabilities(self) -> None:
+        if not self._greeted:
+            self._greeted = True
+            dat = self.untagged_responses.pop("CAPABILITY", None)
+            caps = tuple(dat[-1].decode("ascii", "replace").upper().split()) \
+                if dat and isinstance(dat[-1], bytes) else ()
+            if "IMAP4REV1" in caps:  # anything odd: ask, as imaplib would
+                self.capabilities = caps
+                return
+        super()._get_capabilities()  # type: ignore[misc]
+
+
+class _PlainIMAP4(_GreetingCapabilities, _imap4.IMAP4WithTimeout):
+    pass
+
+
+class _TlsIMAP4(_GreetingCapabilities, _imap_tls.IMAP4_TLS):
+    pass
+
+
+class _Client(imapclient.IMAPClient):
+    """imapclient with :class:`_GreetingCapabilities`."""
+
+    def _create_IMAP4(self) -> imaplib.IMAP4:  # noqa: N802 - imapclient's name
+        if self.stream:
+            return super()._create_IMAP4()
+        connect_timeout = getattr(self._timeout, "connect", None)
+        if self.ssl:
+            return _TlsIMAP4(self.host, self.port, self.ssl_context, connect_timeout)
+        return _PlainIMAP4(self.host, self.port, connect_timeout)
+
+
+#: an EXAMINE this recent, with no command since, answers the next ``examine()`` (a service opens
+#: its reader with one and its first search asks for another: one round trip for nothing)
+FRESH_EXAMINE = 0.5
+
+
 class ImapSession:
     """One authenticated IMAP connection. Thread-safe for one caller at a time (a lock guards
     the socket: a cancelled Textual worker keeps running, so callers may overlap)."""
@@ -202,6 +251,10 @@ class ImapSession:
         self.max_bytes = self.limits.max_bytes
         self.max_count = self.limits.max_count
         self._throttle_hits = 0
+        #: commands sent through imaplib without waiting (ENABLE after login): (name, tag)
+        self._pending: list[tuple[str, str]] = []
+        #: (monotonic time, imaplib's tag counter) of the last EXAMINE: see :meth:`examine`
+        self._opened_at: tuple[float, int] | None = None
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -226,7 +279,7 @@ class ImapSession:
         ctx = make_ssl_context(s) if s.security != "none" else None
         where = s.server
         try:
-            client = imapclient.IMAPClient(s.host, port=s.effective_port, ssl=s.security == "ssl",
+            client = _Client(s.host, port=s.effective_port, ssl=s.security == "ssl",
                                            ssl_context=ctx, timeout=s.timeout)
             if s.security == "starttls":
                 caps = {c.decode().upper() for c in client.capabilities()}
@@ -259,7 +312,8 @@ class ImapSession:
         try:
             self.capabilities = frozenset(c.decode().upper() for c in client.capabilities())
             if "CONDSTORE" in self.capabilities and "ENABLE" in self.capabilities:
-                client.enable("CONDSTORE")
+                # sent now, answered along with the next command (EXAMINE): no round trip of its own
+                self._pending.append(("ENABLE", client._imap._command("ENABLE", "CONDSTORE")))
         except (imaplib.IMAP4.abort, OSError) as e:
             self._drop()
             raise ConnectionLost(f"connection to {where} lost: {_server_text(e)}") from e
@@ -394,14 +448,45 @@ class ImapSession:
 
     # -- mailbox ------------------------------------------------------------------------------
 
-    def _require(self) -> tuple[imapclient.IMAPClient, Wire]:
+    def _require(self, settle: bool = True) -> tuple[imapclient.IMAPClient, Wire]:
         if self.client is None or self.wire is None:
             raise ConnectionLost("not connected")
+        self._opened_at = None
+        if settle and self._pending:
+            self._settle()
         return self.client, self.wire
 
+    def _settle(self) -> None:
+        """Collect the answers of commands sent without waiting (before the wire reads on its own)."""
+        pending, self._pending = self._pending, []
+        where = self.settings.server
+        for name, tag in pending:
+            if self.client is None:
+                return
+            try:
+                typ, data = self.client._imap._command_complete(name, tag)
+            except (imaplib.IMAP4.abort, OSError) as e:
+                self._drop()
+                raise ConnectionLost(f"connection to {where} lost: {_server_text(e)}") from None
+            except imaplib.IMAP4.error as e:
+                raise ConnectionFailed(f"IMAP error from {where}: {_server_text(e)}") from None
+            if typ != "OK":
+                last = data[-1] if data else b""
+                text = last.decode("utf-8", "replace") if isinstance(last, bytes) else str(last)
+                raise ConnectionFailed(f"IMAP error from {where}: {name} failed: {inert(text)}")
+
     def examine(self, mailbox: str | None = None) -> MailboxInfo:
-        """Open the mailbox read-only (EXAMINE): nothing we do afterwards can change flags."""
-        return self._open(mailbox or self.settings.mailbox, readonly=True)
+        """Open the mailbox read-only (EXAMINE): nothing we do afterwards can change flags.
+        An EXAMINE of the same mailbox answered less than :data:`FRESH_EXAMINE` ago, with no
+        command since, is taken as this one's answer (once)."""
+        name = mailbox or self.settings.mailbox
+        info, opened, client = self.mailbox, self._opened_at, self.client
+        if (info is not None and info.readonly and info.name == name and opened is not None and client is not None
+                and time.monotonic() - opened[0] < FRESH_EXAMINE
+                and getattr(client._imap, "tagnum", None) == opened[1]):  # no command at all since
+            self._opened_at = None
+            return info
+        return self._open(name, readonly=True)
 
     def select(self, mailbox: str | None = None) -> MailboxInfo:
         """Open the mailbox read-write. Only the triage service calls this, for a confirmed write."""
@@ -435,7 +520,7 @@ class ImapSession:
         return uidset.split(uids, max_bytes=self.max_bytes, max_count=self.max_count)
 
     def _open(self, name: str, readonly: bool) -> MailboxInfo:
-        client, _ = self._require()
+        client, _ = self._require(settle=False)  # a pending ENABLE is answered along the way
         with self.lock:
             try:
                 r = client.select_folder(name, readonly=readonly)
@@ -464,6 +549,9 @@ class ImapSession:
             permanentflags=tuple(f.decode("ascii", "replace") if isinstance(f, bytes) else str(f)
                                  for f in (r.get(b"PERMANENTFLAGS") or ())),
         )
+        if self._pending:
+            self._settle()
+        self._opened_at = (time.monotonic(), getattr(client._imap, "tagnum", -1)) if readonly else None
         return self.mailbox
 
     def _folders_hint(self) -> str:
