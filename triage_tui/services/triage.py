@@ -41,6 +41,8 @@ from triage_tui.errors import (
     TriageError,
     UidValidityChanged,
 )
+from triage_tui.services.cache import HeaderCache
+from triage_tui.services.cache import decode as _decode_row
 from triage_tui.services.guard import MutationGuard
 from triage_tui.services.imap import (
     ConnectionSettings,
@@ -50,7 +52,7 @@ from triage_tui.services.imap import (
     StoreResult,
     TlsInfo,
 )
-from triage_tui.services.imapwire import FetchRecord, Response
+from triage_tui.services.imapwire import FetchRecord, Response, parse_fetch
 from triage_tui.services.journal import AuditJournal, JournalWriteFailed
 
 LIST_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (" + " ".join(LIST_HEADER_FIELDS) + ")]"
@@ -446,8 +448,11 @@ class TriageService:
         session_factory: Callable[[ConnectionSettings, Limits], ImapSession] = ImapSession.open,
         retry: RetryPolicy | None = None,
         on_reconnect: Callable[[str, int], None] | None = None,
+        cache: HeaderCache | None = None,
     ) -> None:
         self.retry = retry or RetryPolicy()
+        #: the persistent header cache of the listing path (None: every listing fetches headers)
+        self.cache = cache
         self._cancel = threading.Event()
         self._stops: set[threading.Event] = set()  # one per running execution: cancel() sets them
         self.on_reconnect = on_reconnect
@@ -602,24 +607,141 @@ class TriageService:
         arrive in a last batch."""
         now = now or datetime.now(UTC)
         cfg = self.analysis
+        cache = self.cache if headers and self.cache is not None and self.cache.usable else None
+        modseq: int | None = None
+        if cache is not None:
+            uids, warm, modseq = self._warm(cache, uidvalidity, uids, now)
+            step = max(1, self.limits.max_count)
+            for i in range(0, len(warm), step):
+                yield warm[i:i + step]
+            if not cache.usable:
+                cache = None
         two_pass = headers and bool(cfg.address)
         items = (FIRST_PASS_ITEMS if two_pass else LIST_ITEMS) if headers else LIGHT_ITEMS
         held: list[int] = []
-        for records in self._resumable_fetch(uidvalidity, uids, items):
-            messages = self._build(records, uidvalidity, cfg, now)
-            if two_pass:
-                ready = []
-                for m in messages:
-                    if m.matched_header is None or m.matched_header.lower() in _AFTER_RECEIVED:
-                        held.append(m.uid)
-                    else:
-                        ready.append(m)
-                messages = ready
-            if messages:
-                yield messages
-        if held:
-            for records in self._resumable_fetch(uidvalidity, held, LIST_ITEMS):
-                yield self._build(records, uidvalidity, cfg, now)
+        try:
+            for records in self._resumable_fetch(uidvalidity, uids, items):
+                messages = self._build(records, uidvalidity, cfg, now)
+                if two_pass:
+                    ready = []
+                    for m in messages:
+                        if m.matched_header is None or m.matched_header.lower() in _AFTER_RECEIVED:
+                            held.append(m.uid)
+                        else:
+                            ready.append(m)
+                    messages = ready
+                if messages:
+                    if cache is not None:
+                        cache.add(messages)  # encoded now: the caller may change them afterwards
+                    yield messages
+            if held:
+                for records in self._resumable_fetch(uidvalidity, held, LIST_ITEMS):
+                    messages = self._build(records, uidvalidity, cfg, now)
+                    if cache is not None:
+                        cache.add(messages)
+                    yield messages
+        finally:
+            if cache is not None:
+                cache.commit(modseq=modseq)  # what arrived, also when the listing stops early
+
+    def _warm(self, cache: HeaderCache, uidvalidity: int, uids: list[int],
+              now: datetime) -> tuple[list[int], list[Message], int | None]:
+        """The cached part of a listing: ``(UIDs still to fetch, rows from the cache, the
+        HIGHESTMODSEQ their flags are known at)``. Flags come from the server: with CONDSTORE,
+        what changed since the stored HIGHESTMODSEQ; else a FLAGS fetch of every cached UID
+        (which also finds the expunged ones)."""
+        info = self.reader.mailbox  # as the SEARCH that found ``uids`` saw it
+        if info is None or info.uidvalidity != uidvalidity:
+            return uids, [], None
+        h0 = info.highestmodseq if "CONDSTORE" in self.capabilities else None
+        loaded = cache.load(uidvalidity, h0)
+        if loaded is None:
+            return uids, [], None
+        rows, since = loaded
+        if not rows:
+            return uids, [], h0
+        wanted = set(uids)
+        try:
+            if since is not None:
+                changed = self._retrying("listing", lambda: self._changed_since(uidvalidity, since))
+                extra = [u for u in rows if u not in wanted]
+                alive = set(self._retrying("listing", lambda: self._alive(uidvalidity, extra))) if extra else set()
+                gone = [u for u in extra if u not in alive]
+            else:
+                changed, gone = self._retrying("listing", lambda: self._flags_of(uidvalidity, sorted(rows)))
+        except OperationFailed as e:  # a server refusing CHANGEDSINCE: list without the cache
+            cache._give_up(e)
+            return uids, [], None
+        gone_set = set(gone)
+        stale_after = self.analysis.stale_after.total_seconds()
+        today = int(time.time() // 86_400)
+        out: list[Message] = []
+        misses: list[int] = []
+        used: list[int] = []
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for u in uids:
+                row = rows.get(u)
+                if row is None:
+                    misses.append(u)
+                    continue
+                if u in gone_set:
+                    continue  # expunged since the SEARCH: a cold listing would not show it either
+                flags = changed.get(u)
+                try:
+                    m = _decode_row(u, uidvalidity, flags if flags is not None else tuple(row[0].split()),
+                                    row[2], stale_after, now)
+                except Exception:  # noqa: BLE001 - a damaged row: fetched again
+                    misses.append(u)
+                    continue
+                out.append(m)
+                if row[1] != today:
+                    used.append(u)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        cache.commit(flags={u: f for u, f in changed.items() if u in rows}, used=used, gone=gone, modseq=h0)
+        if not cache.usable:  # the refresh could not be written: nothing read from it is trusted
+            return uids, [], None
+        return misses, out, h0
+
+    def _changed_since(self, uidvalidity: int, since: int) -> dict[int, tuple[str, ...]]:
+        """``UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE since)``: the flags of every message changed
+        since (RFC 7162), in one round trip."""
+        r = self.reader
+        assert r.mailbox is not None
+        self._check_uidvalidity(uidvalidity, r.mailbox.uidvalidity)
+        with r.lock:
+            if r.wire is None:
+                raise ConnectionLost("not connected")
+            untagged, done = r.wire.command(f"UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE {int(since)})".encode("ascii"))
+        if not done.ok:
+            raise OperationFailed(f"FETCH CHANGEDSINCE failed: {done}")
+        out: dict[int, tuple[str, ...]] = {}
+        for resp in untagged:
+            rec = parse_fetch(resp)
+            if rec is not None and rec.uid is not None and rec.flags is not None:
+                out[rec.uid] = rec.flags
+        return out
+
+    def _flags_of(self, uidvalidity: int, uids: list[int]) -> tuple[dict[int, tuple[str, ...]], list[int]]:
+        """The flags of ``uids`` (chunked, pipelined) and those no longer in the mailbox."""
+        r = self.reader
+        assert r.mailbox is not None
+        self._check_uidvalidity(uidvalidity, r.mailbox.uidvalidity)
+        out: dict[int, tuple[str, ...]] = {}
+        for batch in r.fetch_stream(uids, "UID FLAGS"):
+            for rec in batch:
+                if rec.uid is not None and rec.flags is not None:
+                    out[rec.uid] = rec.flags
+        return out, [u for u in uids if u not in out]
+
+    def _alive(self, uidvalidity: int, uids: list[int]) -> list[int]:
+        r = self.reader
+        assert r.mailbox is not None
+        self._check_uidvalidity(uidvalidity, r.mailbox.uidvalidity)
+        return r.search_within(uids, "ALL")
 
     def _resumable_fetch(self, uidvalidity: int, uids: list[int], items: str) -> Iterator[list[FetchRecord]]:
         """``fetch_stream`` that survives a lost connection: reconnect (backoff), check

@@ -1,0 +1,430 @@
+"""A persistent header cache: the parsed rows of a mailbox, so a warm start does not fetch or
+parse headers again (as neomutt, aerc and mbsync keep one).
+
+One SQLite file per (server, port, user, mailbox), named by a hash of the four, in the
+platformdirs user cache directory (``$XDG_CACHE_HOME/triage-tui`` on Linux; ``TRIAGE_CACHE_DIR``
+overrides it). The directory is 0700 and the files 0600 whatever the umask: they hold customer
+mail headers.
+
+What is stored, per UID: the flags as last known, the day the row was last used, and the
+:class:`~triage_tui.domain.model.Message` fields that come from the header (a marshal blob of a
+tuple). What is *not* stored: anything that depends on the time (``stale`` is recomputed from
+INTERNALDATE and now at load; a row without INTERNALDATE is never cached), nor the lock fields.
+
+The whole file is tied to the mailbox's UIDVALIDITY and to a fingerprint of everything that
+shapes a row (the analysis config, the package version, :data:`CACHE_FORMAT`, the Message field
+set and the domain code): a change of either empties it.
+
+Flags always come from the server: with CONDSTORE, ``UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE
+<stored HIGHESTMODSEQ>)``; the stored value only ever moves to a HIGHESTMODSEQ read *before*
+the flags it vouches for were fetched, and never forward past another process's (see
+:meth:`HeaderCache.commit`), so it is never newer than what the rows know.
+
+Any failure (a corrupt or foreign file, a locked database, a full disk, a read-only directory)
+says one line through ``on_problem`` and the listing goes on without the cache: a cache can
+only make a listing faster, never wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import marshal
+import os
+import sqlite3
+import stat
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from triage_tui.domain.model import Message
+from triage_tui.domain.outcome import Outcome
+from triage_tui.domain.settings import AnalysisConfig
+
+log = logging.getLogger(__name__)
+
+#: Bump when the stored encoding changes.
+CACHE_FORMAT = 1
+APP = "triage-tui"
+SUFFIX = ".sqlite3"
+DEFAULT_MAX_AGE_DAYS = 14
+_DAY = 86_400
+
+# The Message fields stored, in Message's positional order from internaldate to problems, so a
+# row is rebuilt with one positional call. uid, uidvalidity and flags come from their columns;
+# stale is recomputed; lock, lock_ttl and extra are never stored.
+_ALL = tuple(f.name for f in fields(Message))
+_FIRST, _LAST = _ALL.index("internaldate"), _ALL.index("problems")
+STORED = _ALL[_FIRST:_LAST + 1]
+_I_INTERNALDATE = STORED.index("internaldate")
+_I_DATE = STORED.index("date")
+_I_OUTCOME = STORED.index("outcome")
+_I_STALE = STORED.index("stale")
+assert _ALL[:_FIRST] == ("uid", "uidvalidity", "flags"), "Message's field order changed: update the cache"
+_NOT_ANALYSED = "header not analysed"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("TRIAGE_CACHE_DIR")
+    return Path(base) if base else Path(platformdirs.user_cache_dir(APP, appauthor=False))
+
+
+def cache_path(host: str, port: int, user: str, mailbox: str, directory: Path | None = None) -> Path:
+    key = "\0".join((host.lower(), str(port), user, mailbox)).encode("utf-8", "surrogatepass")
+    return (directory or cache_dir()) / (hashlib.sha256(key).hexdigest()[:32] + SUFFIX)
+
+
+_CODE_HASH: str | None = None
+
+
+def _code_hash() -> str:
+    """A hash of the domain code that builds rows: a changed classifier re-analyses."""
+    global _CODE_HASH
+    if _CODE_HASH is None:
+        h = hashlib.sha256()
+        domain = Path(__file__).resolve().parent.parent / "domain"
+        try:
+            for p in sorted(domain.glob("*.py")):
+                h.update(p.name.encode())
+                h.update(p.read_bytes())
+        except OSError:
+            h.update(str(time.time()).encode())  # unreadable: a fingerprint that never matches
+        _CODE_HASH = h.hexdigest()
+    return _CODE_HASH
+
+
+def fingerprint(config: AnalysisConfig) -> str:
+    """Everything that shapes a cached row, hashed."""
+    try:
+        from triage_tui import __version__ as version  # noqa: PLC0415
+    except ImportError:  # pragma: no cover
+        version = "?"
+    parts = (CACHE_FORMAT, version, _ALL, _code_hash(), config.address, config.mailbox_kind,
+             config.stale_after.total_seconds(), tuple(config.bot_sender_patterns),
+             tuple(config.bot_subject_patterns), tuple(config.suspicious_patterns),
+             sorted((str(k), str(v)) for k, v in (config.project_names or {}).items()), config.gitlab_host)
+    return hashlib.sha256(repr(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def encode(m: Message) -> bytes | None:
+    """A row's blob, or None when the row must not be cached (it depends on the time, or its
+    analysis failed as a whole: the next listing tries again)."""
+    if m.internaldate is None or any(p.startswith(_NOT_ANALYSED) for p in m.problems):
+        return None
+    v = [getattr(m, n) for n in STORED]
+    v[_I_INTERNALDATE] = m.internaldate.isoformat()
+    v[_I_DATE] = m.date.isoformat() if m.date is not None else None
+    o = m.outcome
+    v[_I_OUTCOME] = (o.verdict, o.handler, o.reason, o.needs_db, o.rule) if o is not None else None
+    v[_I_STALE] = False
+    return marshal.dumps(tuple(v))
+
+
+_fromiso = datetime.fromisoformat
+
+
+def decode(uid: int, uidvalidity: int, flags: tuple[str, ...], blob: bytes, stale_after: float,
+           now: datetime) -> Message:
+    """Rebuild a row (raises on a damaged blob: the caller fetches that UID instead)."""
+    v = marshal.loads(blob)
+    if type(v) is not tuple or len(v) != len(STORED):
+        raise ValueError("damaged row")
+    m = Message(uid, uidvalidity, flags, *v)
+    internaldate = _fromiso(v[_I_INTERNALDATE])
+    if internaldate.tzinfo is None:
+        raise ValueError("damaged row")
+    m.internaldate = internaldate
+    d = v[_I_DATE]
+    m.date = _fromiso(d) if d is not None else None
+    o = v[_I_OUTCOME]
+    m.outcome = Outcome(*o) if o is not None else None
+    m.stale = (now - internaldate).total_seconds() > stale_after
+    return m
+
+
+@dataclass
+class Info:
+    path: Path
+    size: int
+    rows: int
+    uidvalidity: int | None
+    modseq: int | None
+    created: float | None
+    used: float | None
+
+
+class CacheUnavailable(Exception):
+    """Raised inside the cache only; every public method turns it into one line and a no-op."""
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rows (uid INTEGER PRIMARY KEY, flags TEXT NOT NULL, day INTEGER NOT NULL,
+                                 blob BLOB NOT NULL);
+"""
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise CacheUnavailable(f"{path} is not a directory")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+
+
+def _private_file(path: Path) -> None:
+    """Create the file 0600 (or make it so), refusing a symlink."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CacheUnavailable(f"{path} is not a regular file")
+        if stat.S_IMODE(st.st_mode) != 0o600:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+class HeaderCache:
+    """The cache of one mailbox. Not thread-safe: the triage service calls it under its lock."""
+
+    def __init__(self, path: Path, config: AnalysisConfig, *, max_age_days: int = DEFAULT_MAX_AGE_DAYS,
+                 on_problem: Callable[[str], None] | None = None) -> None:
+        self.path = path
+        self.config = config
+        self.max_age_days = max_age_days
+        self.on_problem = on_problem
+        self.problem: str | None = None  # set once the cache is given up for this run
+        self._db: sqlite3.Connection | None = None
+        self._uidvalidity: int | None = None
+        self._read_modseq: int | None = None  # the stored HIGHESTMODSEQ as read by load()
+        self._pending: list[tuple[int, str, int, bytes]] = []
+
+    @classmethod
+    def for_mailbox(cls, host: str, port: int, user: str, mailbox: str, config: AnalysisConfig,
+                    **kw: Any) -> HeaderCache:
+        return cls(cache_path(host, port, user, mailbox), config, **kw)
+
+    # -- failure ------------------------------------------------------------------------------
+
+    @property
+    def usable(self) -> bool:
+        return self.problem is None
+
+    def _give_up(self, exc: BaseException) -> None:
+        if self.problem is not None:
+            return
+        what = str(exc) or type(exc).__name__
+        what = " ".join(what.split())[:160]
+        self.problem = f"header cache disabled for this run ({what}): listing without it"
+        self._pending.clear()
+        if self._db is not None:
+            with contextlib.suppress(Exception):
+                self._db.close()
+            self._db = None
+        if self.on_problem is not None:
+            try:
+                self.on_problem(self.problem)
+            except Exception:  # noqa: BLE001 - a UI callback must not break a listing
+                log.warning("%s", self.problem)
+        else:
+            log.warning("%s", self.problem)
+
+    # -- the database -------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            _private_dir(self.path.parent)
+            self._prune_files()
+            _private_file(self.path)
+            db = sqlite3.connect(self.path, timeout=2.0, isolation_level=None, check_same_thread=False)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+            except BaseException:
+                db.close()
+                raise
+            self._db = db
+        return self._db
+
+    def _prune_files(self) -> None:
+        """Drop other mailboxes' cache files unused for longer than the age limit."""
+        limit = time.time() - self.max_age_days * _DAY
+        try:
+            for p in self.path.parent.iterdir():
+                if p.name.endswith((SUFFIX, SUFFIX + "-wal", SUFFIX + "-shm")) and p.stat().st_mtime < limit \
+                        and not p.name.startswith(self.path.name):
+                    p.unlink()
+        except OSError:
+            pass
+
+    def _meta(self, db: sqlite3.Connection) -> dict[str, Any]:
+        return dict(db.execute("SELECT k, v FROM meta").fetchall())
+
+    # -- use ----------------------------------------------------------------------------------
+
+    def load(self, uidvalidity: int, highestmodseq: int | None,
+             ) -> tuple[dict[int, tuple[str, int, bytes]], int | None] | None:
+        """Open the cache for this UIDVALIDITY: ``({uid: (flags, day, blob)}, stored modseq)``, or
+        None when the cache is off. A different UIDVALIDITY or fingerprint empties it first; rows
+        unused for longer than the age limit are dropped."""
+        if not self.usable:
+            return None
+        try:
+            db = self._connect()
+            fp = fingerprint(self.config)
+            today = int(time.time() // _DAY)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                meta = self._meta(db)
+                if meta.get("uidvalidity") != uidvalidity or meta.get("fingerprint") != fp \
+                        or meta.get("format") != CACHE_FORMAT:
+                    db.execute("DELETE FROM rows")
+                    db.execute("DELETE FROM meta")
+                    db.executemany("INSERT INTO meta VALUES (?, ?)", [
+                        ("format", CACHE_FORMAT), ("uidvalidity", uidvalidity), ("fingerprint", fp),
+                        ("modseq", None), ("created", time.time())])
+                    meta = self._meta(db)
+                db.execute("DELETE FROM rows WHERE day < ?", (today - self.max_age_days,))
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('used', ?)", (time.time(),))
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    db.execute("ROLLBACK")
+                raise
+            modseq = meta.get("modseq")
+            if not isinstance(modseq, int) or highestmodseq is None or modseq > highestmodseq:
+                modseq = None  # no usable CHANGEDSINCE: every cached UID's flags are fetched
+            rows = {uid: (flags, day, blob) for uid, flags, day, blob in
+                    db.execute("SELECT uid, flags, day, blob FROM rows")}
+        except Exception as exc:  # noqa: BLE001 - sqlite3.Error, OSError, MemoryError...
+            self._give_up(exc)
+            return None
+        self._uidvalidity = uidvalidity
+        self._read_modseq = modseq
+        return rows, modseq
+
+    def add(self, messages: Iterable[Message]) -> None:
+        """Queue built rows for :meth:`commit` (flags as fetched with them)."""
+        if not self.usable or self._uidvalidity is None:
+            return
+        today = int(time.time() // _DAY)
+        for m in messages:
+            if m.uidvalidity != self._uidvalidity:
+                continue
+            try:
+                blob = encode(m)
+            except Exception:  # noqa: BLE001 - that row is simply not cached
+                continue
+            if blob is not None:
+                self._pending.append((m.uid, " ".join(m.flags), today, blob))
+
+    def commit(self, *, flags: dict[int, tuple[str, ...]] | None = None, used: Iterable[int] = (),
+               gone: Iterable[int] = (), modseq: int | None = None) -> None:
+        """One transaction: the queued rows, the refreshed ``flags``, today as the last use of
+        ``used``, ``gone`` deleted; and the stored HIGHESTMODSEQ set to ``modseq`` (a value read
+        before any flags written here were fetched; None: no CONDSTORE). The stored value moves
+        to ``modseq`` only if nobody changed it since :meth:`load`, else to the lower of the two,
+        so concurrent processes never leave it newer than a row."""
+        if not self.usable or self._db is None:
+            self._pending.clear()
+            return
+        db = self._db
+        today = int(time.time() // _DAY)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                meta = self._meta(db)
+                if meta.get("uidvalidity") != self._uidvalidity:
+                    db.execute("ROLLBACK")  # another process reset it meanwhile: leave it be
+                    self._pending.clear()
+                    return
+                if self._pending:
+                    db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)", self._pending)
+                if flags:
+                    db.executemany("UPDATE rows SET flags = ? WHERE uid = ?",
+                                   [(" ".join(f), u) for u, f in flags.items()])
+                used = list(used)
+                if used:
+                    db.executemany("UPDATE rows SET day = ? WHERE uid = ?", [(today, u) for u in used])
+                gone = list(gone)
+                if gone:
+                    db.executemany("DELETE FROM rows WHERE uid = ?", [(u,) for u in gone])
+                stored = meta.get("modseq")
+                if modseq is None:
+                    new = None
+                elif stored == self._read_modseq:  # nobody moved it since load()
+                    new = modseq
+                elif isinstance(stored, int):  # another process did: never move past its value
+                    new = min(stored, modseq)
+                else:
+                    new = None
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('modseq', ?)", (new,))
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    db.execute("ROLLBACK")
+                raise
+        except Exception as exc:  # noqa: BLE001
+            self._give_up(exc)
+            return
+        finally:
+            self._pending.clear()
+        self._read_modseq = new
+
+    def close(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(Exception):
+                self._db.close()
+            self._db = None
+
+
+# -- `cache info` / `cache clear` ----------------------------------------------------------------
+
+
+def info(path: Path) -> Info:
+    """What one cache file holds (read-only; raises sqlite3.Error / OSError)."""
+    size = sum(p.stat().st_size for p in (path, Path(str(path) + "-wal")) if p.exists())
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+    try:
+        meta = dict(db.execute("SELECT k, v FROM meta").fetchall())
+        rows = db.execute("SELECT count(*) FROM rows").fetchone()[0]
+    finally:
+        db.close()
+    return Info(path=path, size=size, rows=rows, uidvalidity=meta.get("uidvalidity"), modseq=meta.get("modseq"),
+                created=meta.get("created"), used=meta.get("used"))
+
+
+def files(directory: Path | None = None) -> list[Path]:
+    d = directory or cache_dir()
+    try:
+        return sorted(p for p in d.iterdir() if p.name.endswith(SUFFIX))
+    except FileNotFoundError:
+        return []
+
+
+def clear(directory: Path | None = None) -> int:
+    """Delete every cache file (with its WAL and shared-memory files). Returns how many caches."""
+    d = directory or cache_dir()
+    n = 0
+    try:
+        entries = list(d.iterdir())
+    except FileNotFoundError:
+        return 0
+    for p in entries:
+        if p.name.endswith(SUFFIX) or p.name.endswith((SUFFIX + "-wal", SUFFIX + "-shm", SUFFIX + "-journal")):
+            p.unlink(missing_ok=True)
+            n += p.name.endswith(SUFFIX)
+    return n
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
