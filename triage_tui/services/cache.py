@@ -112,6 +112,15 @@ def fingerprint(config: AnalysisConfig) -> str:
     return hashlib.sha256(repr(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
+RECENT = "\\Recent"
+
+
+def flags_text(flags: Iterable[str]) -> str:
+    """Flags as stored: without \\Recent, which belongs to a session (an EXAMINE does not clear
+    it, CONDSTORE does not track it): the listing asks the server for it each time."""
+    return " ".join(f for f in flags if f != RECENT)
+
+
 def encode(m: Message) -> bytes | None:
     """A row's blob, or None when the row must not be cached (it depends on the time, or its
     analysis failed as a whole: the next listing tries again)."""
@@ -196,8 +205,9 @@ class HeaderCache:
     """The cache of one mailbox. Not thread-safe: the triage service calls it under its lock."""
 
     def __init__(self, path: Path, config: AnalysisConfig, *, max_age_days: int = DEFAULT_MAX_AGE_DAYS,
-                 on_problem: Callable[[str], None] | None = None) -> None:
+                 on_problem: Callable[[str], None] | None = None, busy_timeout: float = 2.0) -> None:
         self.path = path
+        self.busy_timeout = busy_timeout  # how long to wait for another process's write
         self.config = config
         self.max_age_days = max_age_days
         self.on_problem = on_problem
@@ -244,7 +254,7 @@ class HeaderCache:
             _private_dir(self.path.parent)
             self._prune_files()
             _private_file(self.path)
-            db = sqlite3.connect(self.path, timeout=2.0, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
             try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
@@ -325,7 +335,7 @@ class HeaderCache:
             except Exception:  # noqa: BLE001 - that row is simply not cached
                 continue
             if blob is not None:
-                self._pending.append((m.uid, " ".join(m.flags), today, blob))
+                self._pending.append((m.uid, flags_text(m.flags), today, blob))
 
     def commit(self, *, flags: dict[int, tuple[str, ...]] | None = None, used: Iterable[int] = (),
                gone: Iterable[int] = (), modseq: int | None = None) -> None:
@@ -351,7 +361,7 @@ class HeaderCache:
                     db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)", self._pending)
                 if flags:
                     db.executemany("UPDATE rows SET flags = ? WHERE uid = ?",
-                                   [(" ".join(f), u) for u, f in flags.items()])
+                                   [(flags_text(f), u) for u, f in flags.items()])
                 used = list(used)
                 if used:
                     db.executemany("UPDATE rows SET day = ? WHERE uid = ?", [(today, u) for u in used])

@@ -41,7 +41,7 @@ from triage_tui.errors import (
     TriageError,
     UidValidityChanged,
 )
-from triage_tui.services.cache import HeaderCache
+from triage_tui.services.cache import RECENT, HeaderCache
 from triage_tui.services.cache import decode as _decode_row
 from triage_tui.services.guard import MutationGuard
 from triage_tui.services.imap import (
@@ -672,6 +672,7 @@ class TriageService:
         except OperationFailed as e:  # a server refusing CHANGEDSINCE: list without the cache
             cache._give_up(e)
             return uids, [], None
+        recent = set(self._retrying("listing", lambda: self.reader.search("RECENT")))
         gone_set = set(gone)
         stale_after = self.analysis.stale_after.total_seconds()
         today = int(time.time() // 86_400)
@@ -688,10 +689,12 @@ class TriageService:
                     continue
                 if u in gone_set:
                     continue  # expunged since the SEARCH: a cold listing would not show it either
-                flags = changed.get(u)
+                fresh = changed.get(u)
+                flags = tuple(f for f in fresh if f != RECENT) if fresh is not None else tuple(row[0].split())
+                if u in recent:
+                    flags += (RECENT,)  # where the server puts it: last
                 try:
-                    m = _decode_row(u, uidvalidity, flags if flags is not None else tuple(row[0].split()),
-                                    row[2], stale_after, now)
+                    m = _decode_row(u, uidvalidity, flags, row[2], stale_after, now)
                 except Exception:  # noqa: BLE001 - a damaged row: fetched again
                     misses.append(u)
                     continue
