@@ -34,6 +34,7 @@ import marshal
 import os
 import sqlite3
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
@@ -168,6 +169,23 @@ class Info:
     used: float | None
 
 
+@dataclass(frozen=True)
+class Token:
+    """Which cache generation a listing read, and the HIGHESTMODSEQ it saw stored."""
+
+    uidvalidity: int
+    fingerprint: str
+    created: float
+    modseq: Any
+
+
+@dataclass
+class Loaded:
+    rows: dict[int, tuple[str, int, bytes]]  # uid -> (flags, day last used, blob)
+    since: int | None  # a usable CHANGEDSINCE value, None: refresh every cached UID's flags
+    token: Token
+
+
 class CacheUnavailable(Exception):
     """Raised inside the cache only; every public method turns it into one line and a no-op."""
 
@@ -213,9 +231,7 @@ class HeaderCache:
         self.on_problem = on_problem
         self.problem: str | None = None  # set once the cache is given up for this run
         self._db: sqlite3.Connection | None = None
-        self._uidvalidity: int | None = None
-        self._read_modseq: int | None = None  # the stored HIGHESTMODSEQ as read by load()
-        self._pending: list[tuple[int, str, int, bytes]] = []
+        self._lock = threading.RLock()  # one sqlite connection, listings in several threads
 
     @classmethod
     def for_mailbox(cls, host: str, port: int, user: str, mailbox: str, config: AnalysisConfig,
@@ -234,7 +250,6 @@ class HeaderCache:
         what = str(exc) or type(exc).__name__
         what = " ".join(what.split())[:160]
         self.problem = f"header cache disabled for this run ({what}): listing without it"
-        self._pending.clear()
         if self._db is not None:
             with contextlib.suppress(Exception):
                 self._db.close()
@@ -281,114 +296,115 @@ class HeaderCache:
 
     # -- use ----------------------------------------------------------------------------------
 
-    def load(self, uidvalidity: int, highestmodseq: int | None,
-             ) -> tuple[dict[int, tuple[str, int, bytes]], int | None] | None:
-        """Open the cache for this UIDVALIDITY: ``({uid: (flags, day, blob)}, stored modseq)``, or
-        None when the cache is off. A different UIDVALIDITY or fingerprint empties it first; rows
-        unused for longer than the age limit are dropped."""
+    def load(self, uidvalidity: int, highestmodseq: int | None) -> Loaded | None:
+        """Open the cache for this UIDVALIDITY (None when the cache is off). A different
+        UIDVALIDITY or fingerprint empties it first; rows unused for longer than the age limit
+        are dropped."""
         if not self.usable:
             return None
         try:
-            db = self._connect()
-            fp = fingerprint(self.config)
-            today = int(time.time() // _DAY)
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                meta = self._meta(db)
-                if meta.get("uidvalidity") != uidvalidity or meta.get("fingerprint") != fp \
-                        or meta.get("format") != CACHE_FORMAT:
-                    db.execute("DELETE FROM rows")
-                    db.execute("DELETE FROM meta")
-                    db.executemany("INSERT INTO meta VALUES (?, ?)", [
-                        ("format", CACHE_FORMAT), ("uidvalidity", uidvalidity), ("fingerprint", fp),
-                        ("modseq", None), ("created", time.time())])
+            with self._lock:
+                db = self._connect()
+                fp = fingerprint(self.config)
+                today = int(time.time() // _DAY)
+                db.execute("BEGIN IMMEDIATE")
+                try:
                     meta = self._meta(db)
-                db.execute("DELETE FROM rows WHERE day < ?", (today - self.max_age_days,))
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('used', ?)", (time.time(),))
-                db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    db.execute("ROLLBACK")
-                raise
-            modseq = meta.get("modseq")
-            if not isinstance(modseq, int) or highestmodseq is None or modseq > highestmodseq:
-                modseq = None  # no usable CHANGEDSINCE: every cached UID's flags are fetched
-            rows = {uid: (flags, day, blob) for uid, flags, day, blob in
-                    db.execute("SELECT uid, flags, day, blob FROM rows")}
+                    if meta.get("uidvalidity") != uidvalidity or meta.get("fingerprint") != fp \
+                            or meta.get("format") != CACHE_FORMAT or not isinstance(meta.get("created"), float):
+                        db.execute("DELETE FROM rows")
+                        db.execute("DELETE FROM meta")
+                        db.executemany("INSERT INTO meta VALUES (?, ?)", [
+                            ("format", CACHE_FORMAT), ("uidvalidity", uidvalidity), ("fingerprint", fp),
+                            ("modseq", None), ("created", time.time())])
+                        meta = self._meta(db)
+                    db.execute("DELETE FROM rows WHERE day < ?", (today - self.max_age_days,))
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('used', ?)", (time.time(),))
+                    db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        db.execute("ROLLBACK")
+                    raise
+                stored = meta.get("modseq")
+                since = stored if isinstance(stored, int) and highestmodseq is not None \
+                    and 0 < stored <= highestmodseq else None
+                rows = {uid: (flags, day, blob) for uid, flags, day, blob in
+                        db.execute("SELECT uid, flags, day, blob FROM rows")}
         except Exception as exc:  # noqa: BLE001 - sqlite3.Error, OSError, MemoryError...
             self._give_up(exc)
             return None
-        self._uidvalidity = uidvalidity
-        self._read_modseq = modseq
-        return rows, modseq
+        return Loaded(rows=rows, since=since, token=Token(uidvalidity, fp, meta["created"], stored))
 
-    def add(self, messages: Iterable[Message]) -> None:
-        """Queue built rows for :meth:`commit` (flags as fetched with them)."""
-        if not self.usable or self._uidvalidity is None:
-            return
+    def rows_of(self, messages: Iterable[Message], uidvalidity: int) -> list[tuple[int, str, int, bytes]]:
+        """Built rows as stored (flags as fetched with them), for :meth:`commit`."""
+        if not self.usable:
+            return []
         today = int(time.time() // _DAY)
+        out = []
         for m in messages:
-            if m.uidvalidity != self._uidvalidity:
+            if m.uidvalidity != uidvalidity:
                 continue
             try:
                 blob = encode(m)
             except Exception:  # noqa: BLE001 - that row is simply not cached
                 continue
             if blob is not None:
-                self._pending.append((m.uid, flags_text(m.flags), today, blob))
+                out.append((m.uid, flags_text(m.flags), today, blob))
+        return out
 
-    def commit(self, *, flags: dict[int, tuple[str, ...]] | None = None, used: Iterable[int] = (),
-               gone: Iterable[int] = (), modseq: int | None = None) -> None:
-        """One transaction: the queued rows, the refreshed ``flags``, today as the last use of
-        ``used``, ``gone`` deleted; and the stored HIGHESTMODSEQ set to ``modseq`` (a value read
-        before any flags written here were fetched; None: no CONDSTORE). The stored value moves
-        to ``modseq`` only if nobody changed it since :meth:`load`, else to the lower of the two,
-        so concurrent processes never leave it newer than a row."""
+    def commit(self, token: Token, *, rows: list[tuple[int, str, int, bytes]] | None = None,
+               flags: dict[int, tuple[str, ...]] | None = None, used: Iterable[int] = (),
+               gone: Iterable[int] = (), modseq: int | None = None) -> Token | None:
+        """One transaction: ``rows`` (from :meth:`rows_of`), the refreshed ``flags``, today as the
+        last use of ``used``, ``gone`` deleted; and the stored HIGHESTMODSEQ set to ``modseq``
+        (read before any flags written here were fetched; None: no CONDSTORE). It moves to
+        ``modseq`` only if nobody changed it since ``token`` (what this listing read or last
+        wrote), else to the lower of the two: concurrent listings and processes never leave it
+        newer than a row. Nothing is written if the cache was reset meanwhile (another
+        UIDVALIDITY or config). Returns the token for a next commit (None: nothing written)."""
         if not self.usable or self._db is None:
-            self._pending.clear()
-            return
+            return None
         db = self._db
         today = int(time.time() // _DAY)
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                meta = self._meta(db)
-                if meta.get("uidvalidity") != self._uidvalidity:
-                    db.execute("ROLLBACK")  # another process reset it meanwhile: leave it be
-                    self._pending.clear()
-                    return
-                if self._pending:
-                    db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)", self._pending)
-                if flags:
-                    db.executemany("UPDATE rows SET flags = ? WHERE uid = ?",
-                                   [(flags_text(f), u) for u, f in flags.items()])
-                used = list(used)
-                if used:
-                    db.executemany("UPDATE rows SET day = ? WHERE uid = ?", [(today, u) for u in used])
-                gone = list(gone)
-                if gone:
-                    db.executemany("DELETE FROM rows WHERE uid = ?", [(u,) for u in gone])
-                stored = meta.get("modseq")
-                if modseq is None:
-                    new = None
-                elif stored == self._read_modseq:  # nobody moved it since load()
-                    new = modseq
-                elif isinstance(stored, int):  # another process did: never move past its value
-                    new = min(stored, modseq)
-                else:
-                    new = None
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('modseq', ?)", (new,))
-                db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    db.execute("ROLLBACK")
-                raise
+            with self._lock:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    meta = self._meta(db)
+                    if (meta.get("uidvalidity"), meta.get("fingerprint"), meta.get("created")) != \
+                            (token.uidvalidity, token.fingerprint, token.created):
+                        db.execute("ROLLBACK")  # reset meanwhile: these rows belong to the old one
+                        return None
+                    if rows:
+                        db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)", rows)
+                    if flags:
+                        db.executemany("UPDATE rows SET flags = ? WHERE uid = ?",
+                                       [(flags_text(f), u) for u, f in flags.items()])
+                    used = list(used)
+                    if used:
+                        db.executemany("UPDATE rows SET day = ? WHERE uid = ?", [(today, u) for u in used])
+                    gone = list(gone)
+                    if gone:
+                        db.executemany("DELETE FROM rows WHERE uid = ?", [(u,) for u in gone])
+                    stored = meta.get("modseq")
+                    if modseq is None:
+                        new = None
+                    elif stored == token.modseq:  # nobody moved it since
+                        new = modseq
+                    elif isinstance(stored, int):  # someone did: never move past their value
+                        new = min(stored, modseq)
+                    else:
+                        new = None
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('modseq', ?)", (new,))
+                    db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        db.execute("ROLLBACK")
+                    raise
         except Exception as exc:  # noqa: BLE001
             self._give_up(exc)
-            return
-        finally:
-            self._pending.clear()
-        self._read_modseq = new
+            return None
+        return Token(token.uidvalidity, token.fingerprint, token.created, new)
 
     def close(self) -> None:
         if self._db is not None:

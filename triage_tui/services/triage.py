@@ -41,7 +41,7 @@ from triage_tui.errors import (
     TriageError,
     UidValidityChanged,
 )
-from triage_tui.services.cache import RECENT, HeaderCache
+from triage_tui.services.cache import RECENT, HeaderCache, Token
 from triage_tui.services.cache import decode as _decode_row
 from triage_tui.services.guard import MutationGuard
 from triage_tui.services.imap import (
@@ -609,13 +609,15 @@ class TriageService:
         cfg = self.analysis
         cache = self.cache if headers and self.cache is not None and self.cache.usable else None
         modseq: int | None = None
+        token = None
         if cache is not None:
-            uids, warm, modseq = self._warm(cache, uidvalidity, uids, now)
+            uids, warm, modseq, token = self._warm(cache, uidvalidity, uids, now)
             step = max(1, self.limits.max_count)
             for i in range(0, len(warm), step):
                 yield warm[i:i + step]
-            if not cache.usable:
+            if token is None or not cache.usable:
                 cache = None
+        pending: list[tuple[int, str, int, bytes]] = []  # new rows for the cache
         two_pass = headers and bool(cfg.address)
         items = (FIRST_PASS_ITEMS if two_pass else LIST_ITEMS) if headers else LIGHT_ITEMS
         held: list[int] = []
@@ -631,35 +633,35 @@ class TriageService:
                             ready.append(m)
                     messages = ready
                 if messages:
-                    if cache is not None:
-                        cache.add(messages)  # encoded now: the caller may change them afterwards
+                    if cache is not None:  # encoded now: the caller may change them afterwards
+                        pending.extend(cache.rows_of(messages, uidvalidity))
                     yield messages
             if held:
                 for records in self._resumable_fetch(uidvalidity, held, LIST_ITEMS):
                     messages = self._build(records, uidvalidity, cfg, now)
                     if cache is not None:
-                        cache.add(messages)
+                        pending.extend(cache.rows_of(messages, uidvalidity))
                     yield messages
         finally:
-            if cache is not None:
-                cache.commit(modseq=modseq)  # what arrived, also when the listing stops early
+            if cache is not None and token is not None:  # what arrived, also when the listing stops early
+                cache.commit(token, rows=pending, modseq=modseq)
 
     def _warm(self, cache: HeaderCache, uidvalidity: int, uids: list[int],
-              now: datetime) -> tuple[list[int], list[Message], int | None]:
+              now: datetime) -> tuple[list[int], list[Message], int | None, Token | None]:
         """The cached part of a listing: ``(UIDs still to fetch, rows from the cache, the
         HIGHESTMODSEQ their flags are known at)``. Flags come from the server: with CONDSTORE,
         what changed since the stored HIGHESTMODSEQ; else a FLAGS fetch of every cached UID
         (which also finds the expunged ones)."""
         info = self.reader.mailbox  # as the SEARCH that found ``uids`` saw it
         if info is None or info.uidvalidity != uidvalidity:
-            return uids, [], None
+            return uids, [], None, None
         h0 = info.highestmodseq if "CONDSTORE" in self.capabilities else None
         loaded = cache.load(uidvalidity, h0)
         if loaded is None:
-            return uids, [], None
-        rows, since = loaded
+            return uids, [], None, None
+        rows, since = loaded.rows, loaded.since
         if not rows:
-            return uids, [], h0
+            return uids, [], h0, loaded.token
         wanted = set(uids)
         try:
             if since is not None:
@@ -671,7 +673,7 @@ class TriageService:
                 changed, gone = self._retrying("listing", lambda: self._flags_of(uidvalidity, sorted(rows)))
         except OperationFailed as e:  # a server refusing CHANGEDSINCE: list without the cache
             cache._give_up(e)
-            return uids, [], None
+            return uids, [], None, None
         recent = set(self._retrying("listing", lambda: self.reader.search("RECENT")))
         gone_set = set(gone)
         stale_after = self.analysis.stale_after.total_seconds()
@@ -704,10 +706,11 @@ class TriageService:
         finally:
             if gc_was_enabled:
                 gc.enable()
-        cache.commit(flags={u: f for u, f in changed.items() if u in rows}, used=used, gone=gone, modseq=h0)
-        if not cache.usable:  # the refresh could not be written: nothing read from it is trusted
-            return uids, [], None
-        return misses, out, h0
+        token = cache.commit(loaded.token, flags={u: f for u, f in changed.items() if u in rows}, used=used,
+                             gone=gone, modseq=h0)
+        if token is None:  # the refresh could not be written: list without the cache
+            return uids, [], None, None
+        return misses, out, h0, token
 
     def _changed_since(self, uidvalidity: int, since: int) -> dict[int, tuple[str, ...]]:
         """``UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE since)``: the flags of every message changed
