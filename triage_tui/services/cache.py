@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ from triage_tui.domain.settings import AnalysisConfig
 log = logging.getLogger(__name__)
 
 #: Bump when the stored encoding changes.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 APP = "triage-tui"
 SUFFIX = ".sqlite3"
 DEFAULT_MAX_AGE_DAYS = 14
@@ -122,9 +122,9 @@ def flags_text(flags: Iterable[str]) -> str:
     return " ".join(f for f in flags if f != RECENT)
 
 
-def encode(m: Message) -> bytes | None:
-    """A row's blob, or None when the row must not be cached (it depends on the time, or its
-    analysis failed as a whole: the next listing tries again)."""
+def values(m: Message) -> tuple[Any, ...] | None:
+    """A row's stored values, or None when the row must not be cached (it depends on the time,
+    or its analysis failed as a whole: the next listing tries again)."""
     if m.internaldate is None or any(p.startswith(_NOT_ANALYSED) for p in m.problems):
         return None
     v = [getattr(m, n) for n in STORED]
@@ -133,29 +133,61 @@ def encode(m: Message) -> bytes | None:
     o = m.outcome
     v[_I_OUTCOME] = (o.verdict, o.handler, o.reason, o.needs_db, o.rule) if o is not None else None
     v[_I_STALE] = False
-    return marshal.dumps(tuple(v))
+    return tuple(v)
+
+
+def encode_chunk(rows: list[tuple[int, tuple[Any, ...]]]) -> bytes:
+    """Many rows in one marshal blob. Equal strings and outcomes are made one object first, so
+    marshal stores each once (its back-references): a chunk is a fraction of its rows' text."""
+    same: dict[Any, Any] = {}
+    out = []
+    for uid, v in rows:
+        out.append((uid, tuple(same.setdefault(x, x) if isinstance(x, str | tuple) else x for x in v)))
+    return marshal.dumps(out)
+
+
+def decode_chunk(blob: bytes) -> list[tuple[int, tuple[Any, ...]]]:
+    """Raises on a damaged blob (the caller fetches those UIDs instead)."""
+    rows = marshal.loads(blob)
+    if type(rows) is not list:
+        raise ValueError("damaged chunk")
+    n = len(STORED)
+    for item in rows:
+        if type(item) is not tuple or len(item) != 2 or type(item[0]) is not int or type(item[1]) is not tuple \
+                or len(item[1]) != n:
+            raise ValueError("damaged chunk")
+    return rows
+
+
+class Rebuilder:
+    """Messages from stored values, for one listing (``now`` and the stale limit fixed)."""
+
+    def __init__(self, uidvalidity: int, stale_after: timedelta, now: datetime) -> None:
+        self.uidvalidity = uidvalidity
+        self.cutoff = now - stale_after  # stale: delivered before this (age > stale_after)
+        self._outcomes: dict[Any, Outcome] = {}
+
+    def __call__(self, uid: int, flags: tuple[str, ...], v: tuple[Any, ...]) -> Message:
+        """Raises on damaged values (the caller fetches that UID instead)."""
+        m = Message(uid, self.uidvalidity, flags, *v)
+        internaldate = _fromiso(v[_I_INTERNALDATE])
+        if internaldate.tzinfo is None:
+            raise ValueError("damaged row")
+        m.internaldate = internaldate
+        d = v[_I_DATE]
+        if d is not None:
+            m.date = _fromiso(d)
+        o = v[_I_OUTCOME]
+        if o is not None:
+            outcome = self._outcomes.get(o)
+            if outcome is None:
+                outcome = self._outcomes[o] = Outcome(*o)
+            m.outcome = outcome
+        m.stale = internaldate < self.cutoff
+        return m
 
 
 _fromiso = datetime.fromisoformat
-
-
-def decode(uid: int, uidvalidity: int, flags: tuple[str, ...], blob: bytes, stale_after: float,
-           now: datetime) -> Message:
-    """Rebuild a row (raises on a damaged blob: the caller fetches that UID instead)."""
-    v = marshal.loads(blob)
-    if type(v) is not tuple or len(v) != len(STORED):
-        raise ValueError("damaged row")
-    m = Message(uid, uidvalidity, flags, *v)
-    internaldate = _fromiso(v[_I_INTERNALDATE])
-    if internaldate.tzinfo is None:
-        raise ValueError("damaged row")
-    m.internaldate = internaldate
-    d = v[_I_DATE]
-    m.date = _fromiso(d) if d is not None else None
-    o = v[_I_OUTCOME]
-    m.outcome = Outcome(*o) if o is not None else None
-    m.stale = (now - internaldate).total_seconds() > stale_after
-    return m
 
 
 @dataclass
@@ -181,7 +213,8 @@ class Token:
 
 @dataclass
 class Loaded:
-    rows: dict[int, tuple[str, int, bytes]]  # uid -> (flags, day last used, blob)
+    rows: dict[int, tuple[str, int]]  # every cached uid -> (flags, day last used)
+    values: dict[int, tuple[Any, ...]]  # the wanted ones that could be read -> stored values
     since: int | None  # a usable CHANGEDSINCE value, None: refresh every cached UID's flags
     token: Token
 
@@ -190,10 +223,14 @@ class CacheUnavailable(Exception):
     """Raised inside the cache only; every public method turns it into one line and a no-op."""
 
 
+#: rows per chunk: a listing loads only the chunks holding rows it lists
+CHUNK = 2000
+_GC = "DELETE FROM chunks WHERE id NOT IN (SELECT DISTINCT chunk FROM rows)"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rows (uid INTEGER PRIMARY KEY, flags TEXT NOT NULL, day INTEGER NOT NULL,
-                                 blob BLOB NOT NULL);
+                                 chunk INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, blob BLOB NOT NULL);
 """
 
 
@@ -296,7 +333,7 @@ class HeaderCache:
 
     # -- use ----------------------------------------------------------------------------------
 
-    def load(self, uidvalidity: int, highestmodseq: int | None) -> Loaded | None:
+    def load(self, uidvalidity: int, highestmodseq: int | None, wanted: Iterable[int]) -> Loaded | None:
         """Open the cache for this UIDVALIDITY (None when the cache is off). A different
         UIDVALIDITY or fingerprint empties it first; rows unused for longer than the age limit
         are dropped."""
@@ -312,13 +349,18 @@ class HeaderCache:
                     meta = self._meta(db)
                     if meta.get("uidvalidity") != uidvalidity or meta.get("fingerprint") != fp \
                             or meta.get("format") != CACHE_FORMAT or not isinstance(meta.get("created"), float):
-                        db.execute("DELETE FROM rows")
+                        db.execute("DROP TABLE IF EXISTS rows")  # also an older format's tables
+                        db.execute("DROP TABLE IF EXISTS chunks")
                         db.execute("DELETE FROM meta")
+                        for statement in _SCHEMA.split(";"):
+                            if statement.strip():
+                                db.execute(statement)
                         db.executemany("INSERT INTO meta VALUES (?, ?)", [
                             ("format", CACHE_FORMAT), ("uidvalidity", uidvalidity), ("fingerprint", fp),
                             ("modseq", None), ("created", time.time())])
                         meta = self._meta(db)
-                    db.execute("DELETE FROM rows WHERE day < ?", (today - self.max_age_days,))
+                    if db.execute("DELETE FROM rows WHERE day < ?", (today - self.max_age_days,)).rowcount:
+                        db.execute(_GC)
                     db.execute("INSERT OR REPLACE INTO meta VALUES ('used', ?)", (time.time(),))
                     db.execute("COMMIT")
                 except BaseException:
@@ -328,31 +370,44 @@ class HeaderCache:
                 stored = meta.get("modseq")
                 since = stored if isinstance(stored, int) and highestmodseq is not None \
                     and 0 < stored <= highestmodseq else None
-                rows = {uid: (flags, day, blob) for uid, flags, day, blob in
-                        db.execute("SELECT uid, flags, day, blob FROM rows")}
+                rows: dict[int, tuple[str, int, int]] = {
+                    uid: (flags, day, chunk) for uid, flags, day, chunk in
+                    db.execute("SELECT uid, flags, day, chunk FROM rows")}
+                hits = [u for u in wanted if u in rows]
+                found: dict[int, tuple[Any, ...]] = {}
+                for cid in sorted({rows[u][2] for u in hits}):
+                    got = db.execute("SELECT blob FROM chunks WHERE id = ?", (cid,)).fetchone()
+                    try:
+                        items = decode_chunk(got[0]) if got else []
+                    except Exception:  # noqa: BLE001 - a damaged chunk: its UIDs are fetched again
+                        continue
+                    for uid, v in items:
+                        row = rows.get(uid)
+                        if row is not None and row[2] == cid:
+                            found[uid] = v
         except Exception as exc:  # noqa: BLE001 - sqlite3.Error, OSError, MemoryError...
             self._give_up(exc)
             return None
-        return Loaded(rows=rows, since=since, token=Token(uidvalidity, fp, meta["created"], stored))
+        return Loaded(rows={u: r[:2] for u, r in rows.items()}, values=found, since=since,
+                      token=Token(uidvalidity, fp, meta["created"], stored))
 
-    def rows_of(self, messages: Iterable[Message], uidvalidity: int) -> list[tuple[int, str, int, bytes]]:
+    def rows_of(self, messages: Iterable[Message], uidvalidity: int) -> list[tuple[int, str, tuple[Any, ...]]]:
         """Built rows as stored (flags as fetched with them), for :meth:`commit`."""
         if not self.usable:
             return []
-        today = int(time.time() // _DAY)
         out = []
         for m in messages:
             if m.uidvalidity != uidvalidity:
                 continue
             try:
-                blob = encode(m)
+                v = values(m)
             except Exception:  # noqa: BLE001 - that row is simply not cached
                 continue
-            if blob is not None:
-                out.append((m.uid, flags_text(m.flags), today, blob))
+            if v is not None:
+                out.append((m.uid, flags_text(m.flags), v))
         return out
 
-    def commit(self, token: Token, *, rows: list[tuple[int, str, int, bytes]] | None = None,
+    def commit(self, token: Token, *, rows: list[tuple[int, str, tuple[Any, ...]]] | None = None,
                flags: dict[int, tuple[str, ...]] | None = None, used: Iterable[int] = (),
                gone: Iterable[int] = (), modseq: int | None = None) -> Token | None:
         """One transaction: ``rows`` (from :meth:`rows_of`), the refreshed ``flags``, today as the
@@ -375,8 +430,12 @@ class HeaderCache:
                             (token.uidvalidity, token.fingerprint, token.created):
                         db.execute("ROLLBACK")  # reset meanwhile: these rows belong to the old one
                         return None
-                    if rows:
-                        db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)", rows)
+                    for i in range(0, len(rows or ()), CHUNK):
+                        part = rows[i:i + CHUNK]  # type: ignore[index]
+                        cid = db.execute("INSERT INTO chunks (blob) VALUES (?)",
+                                         (encode_chunk([(u, v) for u, _f, v in part]),)).lastrowid
+                        db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)",
+                                       [(u, f, today, cid) for u, f, _v in part])
                     if flags:
                         db.executemany("UPDATE rows SET flags = ? WHERE uid = ?",
                                        [(flags_text(f), u) for u, f in flags.items()])
@@ -386,6 +445,8 @@ class HeaderCache:
                     gone = list(gone)
                     if gone:
                         db.executemany("DELETE FROM rows WHERE uid = ?", [(u,) for u in gone])
+                    if gone or rows:  # chunks no row points to any more (replaced or gone rows)
+                        db.execute(_GC)
                     stored = meta.get("modseq")
                     if modseq is None:
                         new = None

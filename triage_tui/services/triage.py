@@ -41,8 +41,7 @@ from triage_tui.errors import (
     TriageError,
     UidValidityChanged,
 )
-from triage_tui.services.cache import RECENT, HeaderCache, Token
-from triage_tui.services.cache import decode as _decode_row
+from triage_tui.services.cache import RECENT, HeaderCache, Rebuilder, Token
 from triage_tui.services.guard import MutationGuard
 from triage_tui.services.imap import (
     ConnectionSettings,
@@ -656,7 +655,7 @@ class TriageService:
         if info is None or info.uidvalidity != uidvalidity:
             return uids, [], None, None
         h0 = info.highestmodseq if "CONDSTORE" in self.capabilities else None
-        loaded = cache.load(uidvalidity, h0)
+        loaded = cache.load(uidvalidity, h0, uids)
         if loaded is None:
             return uids, [], None, None
         rows, since = loaded.rows, loaded.since
@@ -676,27 +675,35 @@ class TriageService:
             return uids, [], None, None
         recent = set(self._retrying("listing", lambda: self.reader.search("RECENT")))
         gone_set = set(gone)
-        stale_after = self.analysis.stale_after.total_seconds()
+        stored = loaded.values
+        rebuild = Rebuilder(uidvalidity, self.analysis.stale_after, now)
         today = int(time.time() // 86_400)
         out: list[Message] = []
         misses: list[int] = []
         used: list[int] = []
+        split: dict[str, tuple[str, ...]] = {}  # flags text -> tuple: a few distinct sets
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
             for u in uids:
-                row = rows.get(u)
-                if row is None:
+                v = stored.get(u)
+                if v is None:
                     misses.append(u)
                     continue
                 if u in gone_set:
                     continue  # expunged since the SEARCH: a cold listing would not show it either
+                row = rows[u]
                 fresh = changed.get(u)
-                flags = tuple(f for f in fresh if f != RECENT) if fresh is not None else tuple(row[0].split())
-                if u in recent:
+                if fresh is not None:
+                    flags = tuple(f for f in fresh if f != RECENT)
+                else:
+                    flags = split.get(row[0])  # type: ignore[assignment]
+                    if flags is None:
+                        flags = split[row[0]] = tuple(row[0].split())
+                if recent and u in recent:
                     flags += (RECENT,)  # where the server puts it: last
                 try:
-                    m = _decode_row(u, uidvalidity, flags, row[2], stale_after, now)
+                    m = rebuild(u, flags, v)
                 except Exception:  # noqa: BLE001 - a damaged row: fetched again
                     misses.append(u)
                     continue
