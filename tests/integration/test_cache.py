@@ -24,6 +24,7 @@ from triage_tui.domain.analysis import AnalysisConfig
 from triage_tui.domain.model import View
 from triage_tui.services import cache as cache_mod
 from triage_tui.services.cache import HeaderCache
+from triage_tui.services.imap import Limits
 from triage_tui.services.journal import AuditJournal
 from triage_tui.services.triage import TriageService
 
@@ -436,3 +437,37 @@ def test_age_limit_drops_unused_rows_and_files(mailbox: Mailbox, path: Path, tmp
     assert spy.uids == [first]  # dropped for age, so fetched again (and cached again)
     assert not old_file.exists()
     assert cache_mod.files(path.parent) == [path]
+
+
+def test_a_full_disk_costs_one_line_never_a_row(mailbox: Mailbox, path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    _seed(mailbox, 12)
+    connect = HeaderCache._connect
+
+    def full(self: HeaderCache) -> sqlite3.Connection:
+        db = connect(self)
+        db.execute("PRAGMA max_page_count = 4")  # SQLITE_FULL on the first real write
+        return db
+
+    monkeypatch.setattr(HeaderCache, "_connect", full)
+    problems: list[str] = []
+    svc, _ = _svc(mailbox, path, problems=problems)
+    assert _rows(svc) == _cold(mailbox)
+    assert len(problems) == 1 and "full" in problems[0], problems
+    monkeypatch.setattr(HeaderCache, "_connect", connect)
+    svc, _ = _svc(mailbox, path, problems=problems)
+    assert _rows(svc) == _cold(mailbox)  # whatever was (not) written, the next start is right
+
+
+def test_a_listing_stopped_early_keeps_what_arrived(mailbox: Mailbox, path: Path) -> None:
+    _seed(mailbox, 30)
+    svc, _ = _svc(mailbox, path)
+    svc.limits = Limits(max_count=5)  # batches of 5
+    it = svc.iter_list(View.ALL, now=NOW)
+    got = [m.uid for m in next(it)]
+    it.close()  # `list --limit`, a closed TUI
+    svc.close()
+    assert set(got) <= set(_db_rows(path))
+    svc, spy = _svc(mailbox, path)
+    assert _rows(svc) == _cold(mailbox)
+    assert not set(got) & set(spy.uids)

@@ -655,6 +655,8 @@ class TriageService:
         if info is None or info.uidvalidity != uidvalidity:
             return uids, [], None, None
         h0 = info.highestmodseq if "CONDSTORE" in self.capabilities else None
+        if h0 is not None and not 0 < h0 <= MAX_MODSEQ:
+            h0 = None  # an absurd HIGHESTMODSEQ: refresh every cached UID's flags instead
         loaded = cache.load(uidvalidity, h0, uids)
         if loaded is None:
             return uids, [], None, None
