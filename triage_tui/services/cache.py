@@ -31,6 +31,7 @@ import contextlib
 import hashlib
 import logging
 import marshal
+import operator
 import os
 import sqlite3
 import stat
@@ -38,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,11 @@ _I_OUTCOME = STORED.index("outcome")
 _I_STALE = STORED.index("stale")
 assert _ALL[:_FIRST] == ("uid", "uidvalidity", "flags"), "Message's field order changed: update the cache"
 _NOT_ANALYSED = "header not analysed"
+_GET = operator.attrgetter(*STORED)
+#: the fields whose values repeat across messages (senders, verdict texts): stored once per chunk
+_SHARED = tuple(STORED.index(n) for n in (
+    "from_name", "from_addr", "to", "cc", "kind", "project_slug", "project_path", "matched_header",
+    "bot_reason", "suspicious_reason", "outcome", "problems"))
 
 
 def cache_dir() -> Path:
@@ -127,7 +133,7 @@ def values(m: Message) -> tuple[Any, ...] | None:
     or its analysis failed as a whole: the next listing tries again)."""
     if m.internaldate is None or any(p.startswith(_NOT_ANALYSED) for p in m.problems):
         return None
-    v = [getattr(m, n) for n in STORED]
+    v = list(_GET(m))
     v[_I_INTERNALDATE] = m.internaldate.isoformat()
     v[_I_DATE] = m.date.isoformat() if m.date is not None else None
     o = m.outcome
@@ -140,9 +146,15 @@ def encode_chunk(rows: list[tuple[int, tuple[Any, ...]]]) -> bytes:
     """Many rows in one marshal blob. Equal strings and outcomes are made one object first, so
     marshal stores each once (its back-references): a chunk is a fraction of its rows' text."""
     same: dict[Any, Any] = {}
+    share = same.setdefault
     out = []
     for uid, v in rows:
-        out.append((uid, tuple(same.setdefault(x, x) if isinstance(x, str | tuple) else x for x in v)))
+        v = list(v)
+        for i in _SHARED:
+            x = v[i]
+            if x is not None:
+                v[i] = share(x, x)
+        out.append((uid, tuple(v)))
     return marshal.dumps(out)
 
 
@@ -511,7 +523,3 @@ def clear(directory: Path | None = None) -> int:
             p.unlink(missing_ok=True)
             n += p.name.endswith(SUFFIX)
     return n
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
