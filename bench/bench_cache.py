@@ -106,7 +106,6 @@ def bench_size(server: Dovecot, n: int, runs: int) -> None:
            "TRIAGE_IMAP_SECURITY": "none", "TRIAGE_IMAP_USER": user, "TRIAGE_IMAP_PASSWORD": PASSWORD,
            "TRIAGE_STATE_DIR": str(server.base / "state-bench"), "TRIAGE_ADDRESS": ADDRESS,
            "XDG_CACHE_HOME": str(cache_home), "PYTHONPATH": str(ROOT)}
-    env.pop("TRIAGE_CACHE_DIR", None)
     path = cache_path("127.0.0.1", port, user, "INBOX", cache_home / "triage-tui")
     raw_floor(port, user)  # Dovecot's own cache warm
     run_cli(["list", "--json"], env)

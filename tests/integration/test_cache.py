@@ -471,3 +471,24 @@ def test_a_listing_stopped_early_keeps_what_arrived(mailbox: Mailbox, path: Path
     svc, spy = _svc(mailbox, path)
     assert _rows(svc) == _cold(mailbox)
     assert not set(got) & set(spy.uids)
+
+
+def test_fetching_only_new_mail_leaves_the_cached_flags_to_the_next_refresh(mailbox: Mailbox, path: Path) -> None:
+    """The TUI's sync lists only new UIDs: that must not vouch for the cached rows' flags."""
+    _seed(mailbox, 10)
+    _warm_up(mailbox, path)
+    c = mailbox.client()
+    try:
+        c.append("INBOX", message(subject="new"))
+        c.select_folder("INBOX")
+        c.add_flags(mailbox.search("UNSEEN")[:3], [b"\\Seen"], silent=True)
+    finally:
+        c.logout()
+    svc, spy = _svc(mailbox, path)
+    uv, found = svc.search(View.ALL)
+    new = [u for u in found if u not in _db_rows(path)]
+    got = [m for batch in svc.iter_messages(uv, new, now=NOW) for m in batch]
+    svc.close()
+    assert [m.subject for m in got] == ["new"] and spy.uids == new
+    svc, spy = _svc(mailbox, path)
+    assert _rows(svc) == _cold(mailbox) and spy.uids == []

@@ -2,14 +2,16 @@
 parse headers again (as neomutt, aerc and mbsync keep one).
 
 One SQLite file per (server, port, user, mailbox), named by a hash of the four, in the
-platformdirs user cache directory (``$XDG_CACHE_HOME/triage-tui`` on Linux; ``TRIAGE_CACHE_DIR``
-overrides it). The directory is 0700 and the files 0600 whatever the umask: they hold customer
-mail headers.
+platformdirs user cache directory (``$XDG_CACHE_HOME/triage-tui`` on Linux). The directory is
+0700 and the files 0600 whatever the umask (a symlink or another user's file is refused): they
+hold customer mail headers.
 
-What is stored, per UID: the flags as last known, the day the row was last used, and the
-:class:`~triage_tui.domain.model.Message` fields that come from the header (a marshal blob of a
-tuple). What is *not* stored: anything that depends on the time (``stale`` is recomputed from
-INTERNALDATE and now at load; a row without INTERNALDATE is never cached), nor the lock fields.
+What is stored, per UID: the flags as last known (without ``\\Recent``, asked of the server each
+time) and the day the row was last used; and, in chunks of :data:`CHUNK` rows (one marshal blob
+each, equal strings stored once), the :class:`~triage_tui.domain.model.Message` fields that come
+from the header. What is *not* stored: anything that depends on the time (``stale`` is
+recomputed from INTERNALDATE and now at load; a row without INTERNALDATE is never cached), nor
+the lock fields.
 
 The whole file is tied to the mailbox's UIDVALIDITY and to a fingerprint of everything that
 shapes a row (the analysis config, the package version, :data:`CACHE_FORMAT`, the Message field
@@ -78,8 +80,8 @@ _SHARED = tuple(STORED.index(n) for n in (
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("TRIAGE_CACHE_DIR")
-    return Path(base) if base else Path(platformdirs.user_cache_dir(APP, appauthor=False))
+    """``$XDG_CACHE_HOME/triage-tui`` (``~/.cache/triage-tui``) on Linux, platformdirs elsewhere."""
+    return Path(platformdirs.user_cache_dir(APP, appauthor=False))
 
 
 def cache_path(host: str, port: int, user: str, mailbox: str, directory: Path | None = None) -> Path:
@@ -251,6 +253,8 @@ def _private_dir(path: Path) -> None:
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise CacheUnavailable(f"{path} is not a directory")
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise CacheUnavailable(f"{path} belongs to another user")
     if stat.S_IMODE(st.st_mode) != 0o700:
         os.chmod(path, 0o700)
 
@@ -262,6 +266,8 @@ def _private_file(path: Path) -> None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise CacheUnavailable(f"{path} is not a regular file")
+        if hasattr(os, "getuid") and st.st_uid != os.getuid():
+            raise CacheUnavailable(f"{path} belongs to another user")
         if stat.S_IMODE(st.st_mode) != 0o600:
             os.fchmod(fd, 0o600)
     finally:

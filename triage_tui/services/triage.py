@@ -661,8 +661,11 @@ class TriageService:
         if loaded is None:
             return uids, [], None, None
         rows, since = loaded.rows, loaded.since
-        if not rows:
+        if not rows:  # nothing cached: the rows this listing adds are known at h0
             return uids, [], h0, loaded.token
+        if not loaded.values:  # none of these is cached (new mail only): leave the rest as it is
+            kept = loaded.token.modseq
+            return uids, [], kept if isinstance(kept, int) else None, loaded.token
         wanted = set(uids)
         try:
             if since is not None:
