@@ -492,3 +492,30 @@ def test_fetching_only_new_mail_leaves_the_cached_flags_to_the_next_refresh(mail
     assert [m.subject for m in got] == ["new"] and spy.uids == new
     svc, spy = _svc(mailbox, path)
     assert _rows(svc) == _cold(mailbox) and spy.uids == []
+
+
+def test_a_connection_lost_during_the_flag_refresh_reconnects_and_lists_right(mailbox: Mailbox, path: Path) -> None:
+    from tests.faults.conftest import FAST_RETRY
+
+    _seed(mailbox, 10)
+    _warm_up(mailbox, path)
+    c = mailbox.client()
+    try:
+        c.select_folder("INBOX")
+        c.add_flags(mailbox.search("UNSEEN")[:2], [b"\\Seen"], silent=True)
+    finally:
+        c.logout()
+    svc, spy = _svc(mailbox, path)
+    svc.retry = FAST_RETRY
+    changed_since = svc._changed_since
+    cut = []
+
+    def dropping(uidvalidity: int, since: int) -> dict[int, tuple[str, ...]]:
+        if not cut:
+            cut.append(1)
+            svc.abort()  # the socket goes away under the refresh
+        return changed_since(uidvalidity, since)
+
+    svc._changed_since = dropping  # type: ignore[method-assign]
+    assert _rows(svc) == _cold(mailbox)
+    assert cut and spy.uids == []
