@@ -66,3 +66,34 @@ def test_damaged_values_raise() -> None:
         v[0] = bad
         with pytest.raises((ValueError, TypeError)):
             rebuild(1, (), tuple(v))
+
+
+def test_stored_flags_split_back_exactly() -> None:
+    from triage_tui.services.cache import flags_text, split_flags
+
+    flags = ("\\Seen", "$a\x1cb", "$c\u2028d", "$e\xa0f", "\\Recent", "$x\udcff")
+    text = flags_text(flags)
+    assert split_flags(text) == tuple(f for f in flags if f != "\\Recent")
+    assert split_flags("") == ()
+
+
+def test_a_flag_sqlite_cannot_store_is_not_kept_stale(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A lone surrogate in a flag (a hostile server): that row is dropped, never left with its
+    old flags, and nothing raises."""
+    from triage_tui.domain.settings import AnalysisConfig
+    from triage_tui.services.cache import HeaderCache, split_flags
+
+    problems: list[str] = []
+    c = HeaderCache(tmp_path / "c" / "x.sqlite3", AnalysisConfig(), on_problem=problems.append)
+    loaded = c.load(7, 10, [])
+    assert loaded is not None
+    good, bad = _msg(1, "a", UTC, NOW), _msg(2, "b", UTC, NOW)
+    good.flags, bad.flags = ("\\Seen",), ("\\Seen", "$\udcff")
+    token = c.commit(loaded.token, rows=c.rows_of([good, bad], 7), modseq=10)
+    assert token is not None
+    loaded = c.load(7, 10, [1, 2])
+    assert loaded is not None and set(loaded.rows) == {1}
+    token = c.commit(loaded.token, flags={1: ("$\udcff",)}, modseq=10)
+    loaded = c.load(7, 10, [1])
+    assert loaded is not None and loaded.rows == {} and not problems
+    assert split_flags("") == ()

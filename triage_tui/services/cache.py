@@ -130,6 +130,23 @@ def flags_text(flags: Iterable[str]) -> str:
     return " ".join(f for f in flags if f != RECENT)
 
 
+def storable(text: str) -> bool:
+    """Whether SQLite can take this text (not a lone surrogate, which no UTF-8 can hold)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def split_flags(text: str) -> tuple[str, ...]:
+    """The inverse of :func:`flags_text`. At " " only: ``str.split()`` would also cut at \\x1c or
+    \\u2028, which a decoded flag may hold (the wire parser splits at ASCII whitespace only)."""
+    return tuple(f for f in text.split(" ") if f)
+
+
 def values(m: Message) -> tuple[Any, ...] | None:
     """A row's stored values, or None when the row must not be cached (it depends on the time,
     or its analysis failed as a whole: the next listing tries again)."""
@@ -421,8 +438,9 @@ class HeaderCache:
                 v = values(m)
             except Exception:  # noqa: BLE001 - that row is simply not cached
                 continue
-            if v is not None:
-                out.append((m.uid, flags_text(m.flags), v))
+            text = flags_text(m.flags)
+            if v is not None and storable(text):
+                out.append((m.uid, text, v))
         return out
 
     def commit(self, token: Token, *, rows: list[tuple[int, str, tuple[Any, ...]]] | None = None,
@@ -454,13 +472,14 @@ class HeaderCache:
                                          (encode_chunk([(u, v) for u, _f, v in part]),)).lastrowid
                         db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)",
                                        [(u, f, today, cid) for u, f, _v in part])
+                    gone = list(gone)
                     if flags:
-                        db.executemany("UPDATE rows SET flags = ? WHERE uid = ?",
-                                       [(flags_text(f), u) for u, f in flags.items()])
+                        texts = [(flags_text(f), u) for u, f in flags.items()]
+                        gone += [u for t, u in texts if not storable(t)]  # not kept with old flags
+                        db.executemany("UPDATE rows SET flags = ? WHERE uid = ?", [x for x in texts if storable(x[0])])
                     used = list(used)
                     if used:
                         db.executemany("UPDATE rows SET day = ? WHERE uid = ?", [(today, u) for u in used])
-                    gone = list(gone)
                     if gone:
                         db.executemany("DELETE FROM rows WHERE uid = ?", [(u,) for u in gone])
                     if gone or rows:  # chunks no row points to any more (replaced or gone rows)

@@ -41,7 +41,7 @@ from triage_tui.errors import (
     TriageError,
     UidValidityChanged,
 )
-from triage_tui.services.cache import RECENT, HeaderCache, Rebuilder, Token
+from triage_tui.services.cache import RECENT, HeaderCache, Rebuilder, Token, split_flags
 from triage_tui.services.guard import MutationGuard
 from triage_tui.services.imap import (
     ConnectionSettings,
@@ -704,7 +704,7 @@ class TriageService:
                 else:
                     flags = split.get(row[0])  # type: ignore[assignment]
                     if flags is None:
-                        flags = split[row[0]] = tuple(row[0].split())
+                        flags = split[row[0]] = split_flags(row[0])
                 if recent and u in recent:
                     flags += (RECENT,)  # where the server puts it: last
                 try:
