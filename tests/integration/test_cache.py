@@ -363,6 +363,10 @@ def test_cli_list_twice_equal_and_cache_info_clear(mailbox: Mailbox, cli: Any, t
     # Received holds last (a second pass), a warm one lists every cached row in UID order
     assert sorted(_json_lines(warm.out), key=lambda r: r["uid"]) == sorted(_json_lines(cold.out),
                                                                            key=lambda r: r["uid"])
+    from tests.servers import PASSWORD
+
+    for p in _cache_files(tmp_path):  # customer headers, yes; the credential, never
+        assert PASSWORD.encode() not in p.read_bytes()
     info = cli(["cache", "info", "--json"], env=env)
     assert info.code == 0, info.err
     (entry,) = json.loads(info.out)["caches"]
