@@ -292,7 +292,8 @@ def _private_file(path: Path) -> None:
 
 
 class HeaderCache:
-    """The cache of one mailbox. Not thread-safe: the triage service calls it under its lock."""
+    """The cache of one mailbox. One SQLite connection, used under a lock: listings in several
+    threads (the TUI's workers) may share it; each listing carries its own :class:`Token`."""
 
     def __init__(self, path: Path, config: AnalysisConfig, *, max_age_days: int = DEFAULT_MAX_AGE_DAYS,
                  on_problem: Callable[[str], None] | None = None, busy_timeout: float = 2.0) -> None:
@@ -322,10 +323,11 @@ class HeaderCache:
         what = str(exc) or type(exc).__name__
         what = " ".join(what.split())[:160]
         self.problem = f"header cache disabled for this run ({what}): listing without it"
-        if self._db is not None:
-            with contextlib.suppress(Exception):
-                self._db.close()
-            self._db = None
+        with self._lock:
+            if self._db is not None:
+                with contextlib.suppress(Exception):
+                    self._db.close()
+                self._db = None
         if self.on_problem is not None:
             try:
                 self.on_problem(self.problem)
@@ -505,10 +507,11 @@ class HeaderCache:
         return Token(token.uidvalidity, token.fingerprint, token.created, new)
 
     def close(self) -> None:
-        if self._db is not None:
-            with contextlib.suppress(Exception):
-                self._db.close()
-            self._db = None
+        with self._lock:
+            if self._db is not None:
+                with contextlib.suppress(Exception):
+                    self._db.close()
+                self._db = None
 
 
 # -- `cache info` / `cache clear` ----------------------------------------------------------------

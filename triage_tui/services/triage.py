@@ -506,6 +506,8 @@ class TriageService:
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
+        if self.cache is not None:
+            self.cache.close()  # reopened by the next listing, if any
 
     def abort(self) -> None:
         """Shut the read connection's socket now, from any thread, without waiting for the session
@@ -616,7 +618,7 @@ class TriageService:
                 yield warm[i:i + step]
             if token is None or not cache.usable:
                 cache = None
-        pending: list[tuple[int, str, int, bytes]] = []  # new rows for the cache
+        pending: list[tuple[int, str, tuple[Any, ...]]] = []  # new rows for the cache
         two_pass = headers and bool(cfg.address)
         items = (FIRST_PASS_ITEMS if two_pass else LIST_ITEMS) if headers else LIGHT_ITEMS
         held: list[int] = []
