@@ -523,3 +523,37 @@ def test_a_connection_lost_during_the_flag_refresh_reconnects_and_lists_right(ma
     svc._changed_since = dropping  # type: ignore[method-assign]
     assert _rows(svc) == _cold(mailbox)
     assert cut and spy.uids == []
+
+
+def test_the_tui_lists_the_same_rows_warm_and_its_sync_stays_right(mailbox: Mailbox, path: Path) -> None:
+    """The UI's load and its sync (new mail only) through the cache: the same rows as cold."""
+    import asyncio
+
+    from tests.tui.conftest import loaded, wait_for
+    from triage_tui.tui.app import TriageApp
+
+    _seed(mailbox, 10)
+
+    async def shown(svc: TriageService, add: bool = False) -> dict[int, dict[str, Any]]:
+        app = TriageApp(svc, clock=lambda: NOW, watcher_factory=None, view=View.ALL)
+        async with app.run_test() as pilot:
+            await loaded(pilot)
+            if add:
+                c = mailbox.client()
+                try:
+                    c.append("INBOX", message(subject="during the session"))
+                finally:
+                    c.logout()
+                n = len(app.model.messages)
+                app.request_sync("test", force=True)
+                await wait_for(pilot, lambda: len(app.model.messages) > n, what="the new message")
+            rows = {u: m.to_json(NOW) for u, m in app.model.messages.items()}
+        svc.close()
+        return rows
+
+    cold = asyncio.run(shown(_svc(mailbox, path)[0]))
+    warm_svc, spy = _svc(mailbox, path)
+    warm = asyncio.run(shown(warm_svc, add=True))
+    assert {u: r for u, r in warm.items() if u in cold} == cold
+    assert spy.uids == [max(warm)]
+    assert _rows(_svc(mailbox, path)[0]) == _cold(mailbox)
