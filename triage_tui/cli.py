@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most B bytes of UID set per command (default 8192)")
     r.add_argument("--pipeline", type=int_arg(1, 256), metavar="K", help="commands kept in flight (default 8)")
     r.add_argument("--no-mouse", **_on(), help="TUI: do not enable mouse reporting")  # type: ignore[arg-type]
+    r.add_argument("--no-cache", **_on(),  # type: ignore[arg-type]
+                   help="do not read or write the header cache (customer mail headers kept on this disk "
+                   "for fast warm starts; `cache clear` deletes it) [TRIAGE_CACHE=false]")
 
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:

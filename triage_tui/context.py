@@ -149,15 +149,31 @@ class Context:
 
             # a reconnect is said on stderr: a listing or bulk change that pauses to reconnect
             # must not look hung, and stdout stays clean for --json
-            svc = TriageService(self.connection_settings(), read_only=self.read_only,
+            cs = self.connection_settings()
+            svc = TriageService(cs, read_only=self.read_only,
                                 journal=self.journal, limits=self.limits(), analysis=self.analysis(),
-                                on_reconnect=lambda msg, attempt: self.note(f"{msg} (attempt {attempt})"))
+                                on_reconnect=lambda msg, attempt: self.note(f"{msg} (attempt {attempt})"),
+                                cache=self.header_cache(cs))
             svc.guard.context.update(self.guard_notes())
             if one_connection:
                 svc.use_one_connection()
             svc.connect()
             self._service = svc
         return self._service
+
+    def header_cache(self, cs: ConnectionSettings, on_problem: Any = "note") -> Any:
+        """The :class:`~triage_tui.services.cache.HeaderCache` of this mailbox, or None when
+        disabled (``--no-cache``, ``TRIAGE_CACHE=false``, ``[cache] enabled = false``). Its one
+        line about a broken cache goes to stderr (``on_problem`` elsewhere, e.g. the TUI)."""
+        s = self.settings
+        if not s["cache.enabled"]:
+            return None
+        from triage_tui.services.cache import HeaderCache  # noqa: PLC0415
+
+        return HeaderCache.for_mailbox(cs.host, cs.effective_port, cs.user, cs.mailbox, self.analysis(),
+                                       max_age_days=int(s["cache.max_age_days"]),
+                                       on_problem=(lambda text: self.note(f"triage-tui: {text}"))
+                                       if on_problem == "note" else on_problem)
 
     def redis_configured(self) -> bool:
         s = self.settings

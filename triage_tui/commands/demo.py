@@ -136,6 +136,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         _scrub_environment()
         os.environ[PASSWORD_ENV] = servers.env()["TRIAGE_IMAP_PASSWORD"]
         os.environ["TRIAGE_DEMO"] = "1"
+        os.environ["TRIAGE_CACHE"] = "false"  # a throwaway server on a random port: nothing worth caching
         tui_args = tui_arguments(servers, read_only=read_only, no_mouse=no_mouse, debug=debug,
                                  config_file=config_file, build_parser=args._build_parser)
         tui_args.demo = True  # the pulse bar says DEMO

@@ -41,8 +41,12 @@ def build_service(ctx: Any) -> Any:
     config layer's audit notes (e.g. that TLS verification was skipped), as the CLI's do."""
     from triage_tui.services.triage import TriageService
 
-    svc = TriageService(ctx.connection_settings(), read_only=ctx.read_only, journal=ctx.journal,
-                        limits=ctx.limits(), analysis=ctx.analysis())
+    cs = ctx.connection_settings()
+    make_cache = getattr(ctx, "header_cache", None)
+    # a broken cache must not write on the TUI's screen: it is only given up (svc.cache.problem)
+    cache = make_cache(cs, on_problem=lambda _text: None) if callable(make_cache) else None
+    svc = TriageService(cs, read_only=ctx.read_only, journal=ctx.journal,
+                        limits=ctx.limits(), analysis=ctx.analysis(), cache=cache)
     notes = getattr(ctx, "guard_notes", None)
     if callable(notes):
         svc.guard.context.update(notes())

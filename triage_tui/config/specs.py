@@ -140,6 +140,11 @@ SPECS: tuple[Spec, ...] = (
     Spec("triage.max_command_bytes", "int", 8192, None, "--max-command-bytes", "max_command_bytes", minimum=64,
          maximum=1_048_576),
     Spec("triage.pipeline", "int", 8, None, "--pipeline", "pipeline", minimum=1, maximum=256),
+    # the persistent header cache (customer mail headers on this disk: see the README)
+    Spec("cache.enabled", "bool", True, "TRIAGE_CACHE", "--no-cache", "no_cache", invert=True,
+         help="keep parsed headers in the user cache directory for fast warm starts"),
+    Spec("cache.max_age_days", "int", 14, "TRIAGE_CACHE_MAX_AGE_DAYS", minimum=1, maximum=3650,
+         help="cached rows unused for this many days are dropped"),
     # UI
     Spec("tui.theme", "str", None, "TRIAGE_THEME", "--theme", "theme"),
     Spec("tui.mouse", "bool", True, None, "--no-mouse", "no_mouse", invert=True),

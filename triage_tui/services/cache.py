@@ -1,0 +1,553 @@
+"""A persistent header cache: the parsed rows of a mailbox, so a warm start does not fetch or
+parse headers again (as neomutt, aerc and mbsync keep one).
+
+One SQLite file per (server, port, user, mailbox), named by a hash of the four, in the
+platformdirs user cache directory (``$XDG_CACHE_HOME/triage-tui`` on Linux). The directory is
+0700 and the files 0600 whatever the umask (a symlink or another user's file is refused): they
+hold customer mail headers.
+
+What is stored, per UID: the flags as last known (without ``\\Recent``, asked of the server each
+time) and the day the row was last used; and, in chunks of :data:`CHUNK` rows (one marshal blob
+each, equal strings stored once), the :class:`~triage_tui.domain.model.Message` fields that come
+from the header. What is *not* stored: anything that depends on the time (``stale`` is
+recomputed from INTERNALDATE and now at load; a row without INTERNALDATE is never cached), nor
+the lock fields.
+
+The whole file is tied to the mailbox's UIDVALIDITY and to a fingerprint of everything that
+shapes a row (the analysis config, the package version, :data:`CACHE_FORMAT`, the Message field
+set and the domain code): a change of either empties it.
+
+Flags always come from the server: with CONDSTORE, ``UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE
+<stored HIGHESTMODSEQ>)``; the stored value only ever moves to a HIGHESTMODSEQ read *before*
+the flags it vouches for were fetched, and never forward past another process's (see
+:meth:`HeaderCache.commit`), so it is never newer than what the rows know.
+
+Any failure (a corrupt or foreign file, a locked database, a full disk, a read-only directory)
+says one line through ``on_problem`` and the listing goes on without the cache: a cache can
+only make a listing faster, never wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import marshal
+import operator
+import os
+import sqlite3
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from triage_tui.domain.model import Message
+from triage_tui.domain.outcome import Outcome
+from triage_tui.domain.settings import AnalysisConfig
+
+log = logging.getLogger(__name__)
+
+#: Bump when the stored encoding changes.
+CACHE_FORMAT = 2
+APP = "triage-tui"
+SUFFIX = ".sqlite3"
+DEFAULT_MAX_AGE_DAYS = 14
+_DAY = 86_400
+
+# The Message fields stored, in Message's positional order from internaldate to problems, so a
+# row is rebuilt with one positional call. uid, uidvalidity and flags come from their columns;
+# stale is recomputed; lock, lock_ttl and extra are never stored.
+_ALL = tuple(f.name for f in fields(Message))
+_FIRST, _LAST = _ALL.index("internaldate"), _ALL.index("problems")
+STORED = _ALL[_FIRST:_LAST + 1]
+_I_INTERNALDATE = STORED.index("internaldate")
+_I_DATE = STORED.index("date")
+_I_OUTCOME = STORED.index("outcome")
+_I_STALE = STORED.index("stale")
+assert _ALL[:_FIRST] == ("uid", "uidvalidity", "flags"), "Message's field order changed: update the cache"
+_NOT_ANALYSED = "header not analysed"
+_GET = operator.attrgetter(*STORED)
+#: the fields whose values repeat across messages (senders, verdict texts): stored once per chunk
+_SHARED = tuple(STORED.index(n) for n in (
+    "from_name", "from_addr", "to", "cc", "kind", "project_slug", "project_path", "matched_header",
+    "bot_reason", "suspicious_reason", "outcome", "problems"))
+
+
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/triage-tui`` (``~/.cache/triage-tui``) on Linux, platformdirs elsewhere."""
+    return Path(platformdirs.user_cache_dir(APP, appauthor=False))
+
+
+def cache_path(host: str, port: int, user: str, mailbox: str, directory: Path | None = None) -> Path:
+    key = "\0".join((host.lower(), str(port), user, mailbox)).encode("utf-8", "surrogatepass")
+    return (directory or cache_dir()) / (hashlib.sha256(key).hexdigest()[:32] + SUFFIX)
+
+
+_CODE_HASH: str | None = None
+
+
+def _code_hash() -> str:
+    """A hash of the domain code that builds rows: a changed classifier re-analyses."""
+    global _CODE_HASH
+    if _CODE_HASH is None:
+        h = hashlib.sha256()
+        domain = Path(__file__).resolve().parent.parent / "domain"
+        try:
+            for p in sorted(domain.glob("*.py")):
+                h.update(p.name.encode())
+                h.update(p.read_bytes())
+        except OSError:
+            h.update(str(time.time()).encode())  # unreadable: a fingerprint that never matches
+        _CODE_HASH = h.hexdigest()
+    return _CODE_HASH
+
+
+def fingerprint(config: AnalysisConfig) -> str:
+    """Everything that shapes a cached row, hashed."""
+    try:
+        from triage_tui import __version__ as version  # noqa: PLC0415
+    except ImportError:  # pragma: no cover
+        version = "?"
+    parts = (CACHE_FORMAT, version, _ALL, _code_hash(), config.address, config.mailbox_kind,
+             config.stale_after.total_seconds(), tuple(config.bot_sender_patterns),
+             tuple(config.bot_subject_patterns), tuple(config.suspicious_patterns),
+             sorted((str(k), str(v)) for k, v in (config.project_names or {}).items()), config.gitlab_host)
+    return hashlib.sha256(repr(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+RECENT = "\\Recent"
+
+
+def flags_text(flags: Iterable[str]) -> str:
+    """Flags as stored: without \\Recent, which belongs to a session (an EXAMINE does not clear
+    it, CONDSTORE does not track it): the listing asks the server for it each time."""
+    return " ".join(f for f in flags if f != RECENT)
+
+
+def storable(text: str) -> bool:
+    """Whether SQLite can take this text (not a lone surrogate, which no UTF-8 can hold)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def split_flags(text: str) -> tuple[str, ...]:
+    """The inverse of :func:`flags_text`. At " " only: ``str.split()`` would also cut at \\x1c or
+    \\u2028, which a decoded flag may hold (the wire parser splits at ASCII whitespace only)."""
+    return tuple(f for f in text.split(" ") if f)
+
+
+def values(m: Message) -> tuple[Any, ...] | None:
+    """A row's stored values, or None when the row must not be cached (it depends on the time,
+    or its analysis failed as a whole: the next listing tries again)."""
+    if m.internaldate is None or any(p.startswith(_NOT_ANALYSED) for p in m.problems):
+        return None
+    v = list(_GET(m))
+    v[_I_INTERNALDATE] = m.internaldate.isoformat()
+    v[_I_DATE] = m.date.isoformat() if m.date is not None else None
+    o = m.outcome
+    v[_I_OUTCOME] = (o.verdict, o.handler, o.reason, o.needs_db, o.rule) if o is not None else None
+    v[_I_STALE] = False
+    return tuple(v)
+
+
+def encode_chunk(rows: list[tuple[int, tuple[Any, ...]]]) -> bytes:
+    """Many rows in one marshal blob. Equal strings and outcomes are made one object first, so
+    marshal stores each once (its back-references): a chunk is a fraction of its rows' text."""
+    same: dict[Any, Any] = {}
+    share = same.setdefault
+    out = []
+    for uid, v in rows:
+        v = list(v)
+        for i in _SHARED:
+            x = v[i]
+            if x is not None:
+                v[i] = share(x, x)
+        out.append((uid, tuple(v)))
+    return marshal.dumps(out)
+
+
+def decode_chunk(blob: bytes) -> list[tuple[int, tuple[Any, ...]]]:
+    """Raises on a damaged blob (the caller fetches those UIDs instead)."""
+    rows = marshal.loads(blob)
+    if type(rows) is not list:
+        raise ValueError("damaged chunk")
+    n = len(STORED)
+    for item in rows:
+        if type(item) is not tuple or len(item) != 2 or type(item[0]) is not int or type(item[1]) is not tuple \
+                or len(item[1]) != n:
+            raise ValueError("damaged chunk")
+    return rows
+
+
+class Rebuilder:
+    """Messages from stored values, for one listing (``now`` and the stale limit fixed)."""
+
+    def __init__(self, uidvalidity: int, stale_after: timedelta, now: datetime) -> None:
+        self.uidvalidity = uidvalidity
+        self.cutoff = now - stale_after  # stale: delivered before this (age > stale_after)
+        self._outcomes: dict[Any, Outcome] = {}
+
+    def __call__(self, uid: int, flags: tuple[str, ...], v: tuple[Any, ...]) -> Message:
+        """Raises on damaged values (the caller fetches that UID instead)."""
+        m = Message(uid, self.uidvalidity, flags, *v)
+        internaldate = _fromiso(v[_I_INTERNALDATE])
+        if internaldate.tzinfo is None:
+            raise ValueError("damaged row")
+        m.internaldate = internaldate
+        d = v[_I_DATE]
+        if d is not None:
+            m.date = _fromiso(d)
+        o = v[_I_OUTCOME]
+        if o is not None:
+            outcome = self._outcomes.get(o)
+            if outcome is None:
+                outcome = self._outcomes[o] = Outcome(*o)
+            m.outcome = outcome
+        m.stale = internaldate < self.cutoff
+        return m
+
+
+_fromiso = datetime.fromisoformat
+
+
+@dataclass
+class Info:
+    path: Path
+    size: int
+    rows: int
+    uidvalidity: int | None
+    modseq: int | None
+    created: float | None
+    used: float | None
+
+
+@dataclass(frozen=True)
+class Token:
+    """Which cache generation a listing read, and the HIGHESTMODSEQ it saw stored."""
+
+    uidvalidity: int
+    fingerprint: str
+    created: float
+    modseq: Any
+
+
+@dataclass
+class Loaded:
+    rows: dict[int, tuple[str, int]]  # every cached uid -> (flags, day last used)
+    values: dict[int, tuple[Any, ...]]  # the wanted ones that could be read -> stored values
+    since: int | None  # a usable CHANGEDSINCE value, None: refresh every cached UID's flags
+    token: Token
+
+
+class CacheUnavailable(Exception):
+    """Raised inside the cache only; every public method turns it into one line and a no-op."""
+
+
+#: rows per chunk: a listing loads only the chunks holding rows it lists
+CHUNK = 2000
+_GC = "DELETE FROM chunks WHERE id NOT IN (SELECT DISTINCT chunk FROM rows)"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rows (uid INTEGER PRIMARY KEY, flags TEXT NOT NULL, day INTEGER NOT NULL,
+                                 chunk INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, blob BLOB NOT NULL);
+"""
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise CacheUnavailable(f"{path} is not a directory")
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise CacheUnavailable(f"{path} belongs to another user")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+
+
+def _private_file(path: Path) -> None:
+    """Create the file 0600 (or make it so), refusing a symlink."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CacheUnavailable(f"{path} is not a regular file")
+        if hasattr(os, "getuid") and st.st_uid != os.getuid():
+            raise CacheUnavailable(f"{path} belongs to another user")
+        if stat.S_IMODE(st.st_mode) != 0o600:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+class HeaderCache:
+    """The cache of one mailbox. One SQLite connection, used under a lock: listings in several
+    threads (the TUI's workers) may share it; each listing carries its own :class:`Token`."""
+
+    def __init__(self, path: Path, config: AnalysisConfig, *, max_age_days: int = DEFAULT_MAX_AGE_DAYS,
+                 on_problem: Callable[[str], None] | None = None, busy_timeout: float = 2.0) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout  # how long to wait for another process's write
+        self.config = config
+        self.max_age_days = max_age_days
+        self.on_problem = on_problem
+        self.problem: str | None = None  # set once the cache is given up for this run
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.RLock()  # one sqlite connection, listings in several threads
+
+    @classmethod
+    def for_mailbox(cls, host: str, port: int, user: str, mailbox: str, config: AnalysisConfig,
+                    **kw: Any) -> HeaderCache:
+        return cls(cache_path(host, port, user, mailbox), config, **kw)
+
+    # -- failure ------------------------------------------------------------------------------
+
+    @property
+    def usable(self) -> bool:
+        return self.problem is None
+
+    def _give_up(self, exc: BaseException) -> None:
+        if self.problem is not None:
+            return
+        what = str(exc) or type(exc).__name__
+        what = " ".join(what.split())[:160]
+        self.problem = f"header cache disabled for this run ({what}): listing without it"
+        with self._lock:
+            if self._db is not None:
+                with contextlib.suppress(Exception):
+                    self._db.close()
+                self._db = None
+        if self.on_problem is not None:
+            try:
+                self.on_problem(self.problem)
+            except Exception:  # noqa: BLE001 - a UI callback must not break a listing
+                log.warning("%s", self.problem)
+        else:
+            log.warning("%s", self.problem)
+
+    # -- the database -------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            _private_dir(self.path.parent)
+            self._prune_files()
+            _private_file(self.path)
+            db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+            except BaseException:
+                db.close()
+                raise
+            self._db = db
+        return self._db
+
+    def _prune_files(self) -> None:
+        """Drop other mailboxes' cache files unused for longer than the age limit."""
+        limit = time.time() - self.max_age_days * _DAY
+        try:
+            for p in self.path.parent.iterdir():
+                if p.name.endswith((SUFFIX, SUFFIX + "-wal", SUFFIX + "-shm")) and p.stat().st_mtime < limit \
+                        and not p.name.startswith(self.path.name):
+                    p.unlink()
+        except OSError:
+            pass
+
+    def _meta(self, db: sqlite3.Connection) -> dict[str, Any]:
+        return dict(db.execute("SELECT k, v FROM meta").fetchall())
+
+    # -- use ----------------------------------------------------------------------------------
+
+    def load(self, uidvalidity: int, highestmodseq: int | None, wanted: Iterable[int]) -> Loaded | None:
+        """Open the cache for this UIDVALIDITY (None when the cache is off). A different
+        UIDVALIDITY or fingerprint empties it first; rows unused for longer than the age limit
+        are dropped."""
+        if not self.usable:
+            return None
+        try:
+            with self._lock:
+                db = self._connect()
+                fp = fingerprint(self.config)
+                today = int(time.time() // _DAY)
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    meta = self._meta(db)
+                    if meta.get("uidvalidity") != uidvalidity or meta.get("fingerprint") != fp \
+                            or meta.get("format") != CACHE_FORMAT or not isinstance(meta.get("created"), float):
+                        db.execute("DROP TABLE IF EXISTS rows")  # also an older format's tables
+                        db.execute("DROP TABLE IF EXISTS chunks")
+                        db.execute("DELETE FROM meta")
+                        for statement in _SCHEMA.split(";"):
+                            if statement.strip():
+                                db.execute(statement)
+                        db.executemany("INSERT INTO meta VALUES (?, ?)", [
+                            ("format", CACHE_FORMAT), ("uidvalidity", uidvalidity), ("fingerprint", fp),
+                            ("modseq", None), ("created", time.time())])
+                        meta = self._meta(db)
+                    if db.execute("DELETE FROM rows WHERE day < ?", (today - self.max_age_days,)).rowcount:
+                        db.execute(_GC)
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('used', ?)", (time.time(),))
+                    db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        db.execute("ROLLBACK")
+                    raise
+                stored = meta.get("modseq")
+                since = stored if isinstance(stored, int) and highestmodseq is not None \
+                    and 0 < stored <= highestmodseq else None
+                rows: dict[int, tuple[str, int, int]] = {
+                    uid: (flags, day, chunk) for uid, flags, day, chunk in
+                    db.execute("SELECT uid, flags, day, chunk FROM rows")}
+                hits = [u for u in wanted if u in rows]
+                found: dict[int, tuple[Any, ...]] = {}
+                for cid in sorted({rows[u][2] for u in hits}):
+                    got = db.execute("SELECT blob FROM chunks WHERE id = ?", (cid,)).fetchone()
+                    try:
+                        items = decode_chunk(got[0]) if got else []
+                    except Exception:  # noqa: BLE001 - a damaged chunk: its UIDs are fetched again
+                        continue
+                    for uid, v in items:
+                        row = rows.get(uid)
+                        if row is not None and row[2] == cid:
+                            found[uid] = v
+        except Exception as exc:  # noqa: BLE001 - sqlite3.Error, OSError, MemoryError...
+            self._give_up(exc)
+            return None
+        return Loaded(rows={u: r[:2] for u, r in rows.items()}, values=found, since=since,
+                      token=Token(uidvalidity, fp, meta["created"], stored))
+
+    def rows_of(self, messages: Iterable[Message], uidvalidity: int) -> list[tuple[int, str, tuple[Any, ...]]]:
+        """Built rows as stored (flags as fetched with them), for :meth:`commit`."""
+        if not self.usable:
+            return []
+        out = []
+        for m in messages:
+            if m.uidvalidity != uidvalidity:
+                continue
+            try:
+                v = values(m)
+            except Exception:  # noqa: BLE001 - that row is simply not cached
+                continue
+            text = flags_text(m.flags)
+            if v is not None and storable(text):
+                out.append((m.uid, text, v))
+        return out
+
+    def commit(self, token: Token, *, rows: list[tuple[int, str, tuple[Any, ...]]] | None = None,
+               flags: dict[int, tuple[str, ...]] | None = None, used: Iterable[int] = (),
+               gone: Iterable[int] = (), modseq: int | None = None) -> Token | None:
+        """One transaction: ``rows`` (from :meth:`rows_of`), the refreshed ``flags``, today as the
+        last use of ``used``, ``gone`` deleted; and the stored HIGHESTMODSEQ set to ``modseq``
+        (read before any flags written here were fetched; None: no CONDSTORE). It moves to
+        ``modseq`` only if nobody changed it since ``token`` (what this listing read or last
+        wrote), else to the lower of the two: concurrent listings and processes never leave it
+        newer than a row. Nothing is written if the cache was reset meanwhile (another
+        UIDVALIDITY or config). Returns the token for a next commit (None: nothing written)."""
+        if not self.usable or self._db is None:
+            return None
+        db = self._db
+        today = int(time.time() // _DAY)
+        try:
+            with self._lock:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    meta = self._meta(db)
+                    if (meta.get("uidvalidity"), meta.get("fingerprint"), meta.get("created")) != \
+                            (token.uidvalidity, token.fingerprint, token.created):
+                        db.execute("ROLLBACK")  # reset meanwhile: these rows belong to the old one
+                        return None
+                    for i in range(0, len(rows or ()), CHUNK):
+                        part = rows[i:i + CHUNK]  # type: ignore[index]
+                        cid = db.execute("INSERT INTO chunks (blob) VALUES (?)",
+                                         (encode_chunk([(u, v) for u, _f, v in part]),)).lastrowid
+                        db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)",
+                                       [(u, f, today, cid) for u, f, _v in part])
+                    gone = list(gone)
+                    if flags:
+                        texts = [(flags_text(f), u) for u, f in flags.items()]
+                        gone += [u for t, u in texts if not storable(t)]  # not kept with old flags
+                        db.executemany("UPDATE rows SET flags = ? WHERE uid = ?", [x for x in texts if storable(x[0])])
+                    used = list(used)
+                    if used:
+                        db.executemany("UPDATE rows SET day = ? WHERE uid = ?", [(today, u) for u in used])
+                    if gone:
+                        db.executemany("DELETE FROM rows WHERE uid = ?", [(u,) for u in gone])
+                    if gone or rows:  # chunks no row points to any more (replaced or gone rows)
+                        db.execute(_GC)
+                    stored = meta.get("modseq")
+                    if modseq is None:
+                        new = None
+                    elif stored == token.modseq:  # nobody moved it since
+                        new = modseq
+                    elif isinstance(stored, int):  # someone did: never move past their value
+                        new = min(stored, modseq)
+                    else:
+                        new = None
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('modseq', ?)", (new,))
+                    db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        db.execute("ROLLBACK")
+                    raise
+        except Exception as exc:  # noqa: BLE001
+            self._give_up(exc)
+            return None
+        return Token(token.uidvalidity, token.fingerprint, token.created, new)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                with contextlib.suppress(Exception):
+                    self._db.close()
+                self._db = None
+
+
+# -- `cache info` / `cache clear` ----------------------------------------------------------------
+
+
+def info(path: Path) -> Info:
+    """What one cache file holds (read-only; raises sqlite3.Error / OSError)."""
+    size = sum(p.stat().st_size for p in (path, Path(str(path) + "-wal")) if p.exists())
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+    try:
+        meta = dict(db.execute("SELECT k, v FROM meta").fetchall())
+        rows = db.execute("SELECT count(*) FROM rows").fetchone()[0]
+    finally:
+        db.close()
+    return Info(path=path, size=size, rows=rows, uidvalidity=meta.get("uidvalidity"), modseq=meta.get("modseq"),
+                created=meta.get("created"), used=meta.get("used"))
+
+
+def files(directory: Path | None = None) -> list[Path]:
+    d = directory or cache_dir()
+    try:
+        return sorted(p for p in d.iterdir() if p.name.endswith(SUFFIX))
+    except FileNotFoundError:
+        return []
+
+
+def clear(directory: Path | None = None) -> int:
+    """Delete every cache file (with its WAL and shared-memory files). Returns how many caches."""
+    d = directory or cache_dir()
+    n = 0
+    try:
+        entries = list(d.iterdir())
+    except FileNotFoundError:
+        return 0
+    for p in entries:
+        if p.name.endswith(SUFFIX) or p.name.endswith((SUFFIX + "-wal", SUFFIX + "-shm", SUFFIX + "-journal")):
+            p.unlink(missing_ok=True)
+            n += p.name.endswith(SUFFIX)
+    return n
