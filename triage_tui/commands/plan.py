@@ -15,7 +15,6 @@ from triage_tui.commands._select import uids_arg
 from triage_tui.domain import plan as P
 from triage_tui.domain import uidset
 from triage_tui.domain.age import format_age
-from triage_tui.domain.classify import mark_duplicates
 from triage_tui.domain.model import TRIAGE_KEYWORD, Message, View
 from triage_tui.domain.text import inert
 from triage_tui.errors import Refused, UidValidityChanged, UsageError
@@ -97,6 +96,8 @@ def _list(svc: Any, locks: Any, view: View, now: datetime) -> tuple[int, list[Me
 
 
 def compute(ctx: Any, overrides: P.Overrides) -> tuple[P.IncidentPlan, str | None]:
+    from triage_tui.domain.classify import mark_duplicates  # noqa: PLC0415 - lazy: start-up cost
+
     svc = ctx.service()
     locks = ctx.lock_service()
     now = datetime.now(UTC)
