@@ -1,7 +1,11 @@
 """Process start-up cost of the CLI (issue 13): wall time of short subcommands run as a
 subprocess, interleaved, median of N runs; and which heavy packages each one imports.
 
-    python bench/bench_startup.py [-n 20] [--modules]
+    python bench/bench_startup.py [-n 20] [--modules] [--against OTHER_CHECKOUT]
+
+Wall time on a shared machine swings with the load; the child's CPU time (user+sys) is the
+steadier figure, and ``--against`` runs another checkout (e.g. ``git archive`` of the base
+commit) interleaved with this one, so both see the same load.
 
 The connection commands point at 127.0.0.1:1 (refused at once), so they measure everything a
 real run does before the first byte to the server: start-up, imports, settings, credentials.
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -41,41 +46,57 @@ raise SystemExit(main(sys.argv[1:]))
 """
 
 
-def _env() -> dict[str, str]:
+def _env(root: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("TRIAGE_CONFIG", None)
     env.update(TRIAGE_IMAP_PASSWORD="x", XDG_CONFIG_HOME="/nonexistent-triage",
                XDG_STATE_HOME="/tmp/triage-bench-startup-state", XDG_CACHE_HOME="/tmp/triage-bench-startup-cache")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = root
     return env
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=20)
     ap.add_argument("--modules", action="store_true", help="list the heavy packages each case imports")
+    ap.add_argument("--against", metavar="DIR", help="another checkout, run interleaved (its figures first)")
     ns = ap.parse_args()
-    env = _env()
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    trees = {"this": here} if not ns.against else {"other": os.path.abspath(ns.against), "this": here}
+    env = _env(here)
     if ns.modules:
         for name, argv in CASES.items():
-            r = subprocess.run([sys.executable, "-c", _PROBE, *argv], env=env, capture_output=True, text=True)
+            r = subprocess.run([sys.executable, "-c", _PROBE, *argv], env=env, cwd=here, capture_output=True,
+                               text=True)
             line = next((ln for ln in r.stderr.splitlines() if ln.startswith("MODULES ")), "MODULES ? ")
             _, count, *tops = line.split()
             heavy = [t for t in tops if t in HEAVY]
             print(f"{name:24} rc={r.returncode} modules={count:>4} heavy: {' '.join(heavy) or '-'}")
         return 0
-    times: dict[str, list[float]] = {k: [] for k in CASES}
-    for _ in range(ns.n):  # interleaved: load drifts hit every case alike
+    envs = {t: _env(root) for t, root in trees.items()}
+    wall: dict[tuple[str, str], list[float]] = {(t, k): [] for k in CASES for t in trees}
+    cpu: dict[tuple[str, str], list[float]] = {(t, k): [] for k in CASES for t in trees}
+    for _ in range(ns.n):  # interleaved: load drifts hit every case and tree alike
         for name, argv in CASES.items():
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "triage_tui.cli", *argv], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            times[name].append(time.perf_counter() - t0)
-    print(f"{'case':24} {'min':>7} {'median':>7} {'max':>7}  (s, n={ns.n}, {os.cpu_count()} cores, "
-          f"load {os.getloadavg()[0]:.1f})")
-    for name, ts in times.items():
-        print(f"{name:24} {min(ts):7.3f} {statistics.median(ts):7.3f} {max(ts):7.3f}")
+            for tree in trees:
+                c0, t0 = _cpu(), time.perf_counter()
+                # cwd: `python -m` puts the working directory first on sys.path
+                subprocess.run([sys.executable, "-m", "triage_tui.cli", *argv], env=envs[tree], cwd=trees[tree],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                wall[tree, name].append(time.perf_counter() - t0)
+                cpu[tree, name].append(_cpu() - c0)
+    print(f"n={ns.n} runs each, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end; seconds")
+    print(f"{'case':24} {'tree':5} {'wall min':>8} {'median':>7} {'max':>7} {'cpu min':>8} {'median':>7}")
+    for name in CASES:
+        for tree in trees:
+            w, c = wall[tree, name], cpu[tree, name]
+            print(f"{name:24} {tree:5} {min(w):8.3f} {statistics.median(w):7.3f} {max(w):7.3f} "
+                  f"{min(c):8.3f} {statistics.median(c):7.3f}")
     return 0
 
 
