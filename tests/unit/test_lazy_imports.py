@@ -39,7 +39,8 @@ with redirect_stdout(out), redirect_stderr(err):
         code = cli.main(argv)
     except SystemExit as e:  # --help / --version exit from argparse
         code = e.code
-print(json.dumps({"code": code, "err": err.getvalue()[-2000:], "modules": sorted(sys.modules)}))
+print(json.dumps({"code": code, "out": out.getvalue()[-4000:], "err": err.getvalue()[-2000:],
+                  "modules": sorted(sys.modules)}))
 """
 
 
@@ -124,3 +125,24 @@ def test_every_subcommand_still_has_its_arguments_when_introspected() -> None:
     sub = next(a for a in parser._actions if isinstance(a, cli.argparse._SubParsersAction))
     filled = [name for name, p in sub.choices.items() if "_fill" not in p.__dict__]
     assert filled == ["list"]
+
+
+def test_mark_seen_and_peek_on_a_real_mailbox_never_import_redis(mailbox, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Past the connection too: with mail_room's Redis configured (as --mail-room-config does),
+    mark-seen and peek talk to Dovecot only; Redis is imported by the commands that use it."""
+    import time
+
+    old = time.time() - 5 * 86400
+    mailbox.seed([(f"From: a{i}@example.com\r\nTo: incoming+x@example.com\r\nSubject: s{i}\r\n"
+                   f"Message-ID: <m{i}@example.com>\r\n\r\nbody\r\n".encode(), old, "") for i in range(3)])
+    env = {**_env(tmp_path), **mailbox.env(), "TRIAGE_REDIS_URL": "redis://127.0.0.1:1/0"}
+    for argv, check in ((["mark-seen", "--older-than", "1d", "--dry-run", "--json"], '"dry_run": true'),
+                        (["peek", "2"], "Subject: s1")):
+        r = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(argv)], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout.strip().splitlines()[-1])
+        assert doc["code"] == 0 and check in doc["out"], doc
+        assert "triage_tui.services.triage" in doc["modules"]
+        assert _loaded(doc["modules"], NEVER_HEADLESS) == [], argv
+    assert mailbox.search("UNSEEN") == [1, 2, 3]  # the dry run changed nothing on the server
