@@ -10,8 +10,6 @@ Errors are one line on stderr with a distinct exit code (see :mod:`triage_tui.er
 from __future__ import annotations
 
 import argparse
-import ast
-import difflib
 import importlib
 import logging
 import os
@@ -20,23 +18,42 @@ import shlex
 import shutil
 import signal
 import sys
-import traceback
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from triage_tui import __version__
 from triage_tui.commands import COMMAND_MODULES
-from triage_tui.context import Context
 from triage_tui.domain.numbers import float_arg, int_arg
 from triage_tui.domain.redact import mask_urls_in, scrub_registered
 from triage_tui.domain.text import inert
 from triage_tui.errors import TriageError, UsageError
+
+if TYPE_CHECKING:
+    from triage_tui.context import Context
 
 _INVALID_CHOICE = re.compile(r"argument (?P<arg>[^:]+): invalid choice: (?P<value>'.*') \(choose from (?P<choices>.*)\)$",
                              re.DOTALL)
 
 
 class _Parser(argparse.ArgumentParser):
+    """A parser whose arguments may be added on first use: a subcommand's ``add_arguments`` runs
+    only when that subcommand is parsed, or its help shown, or its arguments looked at (argparse
+    and callers all go through ``_actions``), so ``mark-seen`` never pays for ``release``'s Redis
+    constants or ``demo``'s backlog."""
+
+    _fill: Callable[[argparse.ArgumentParser], None] | None = None
+
+    @property  # type: ignore[override]
+    def _actions(self) -> list[argparse.Action]:
+        fill = self.__dict__.pop("_fill", None)
+        if fill is not None:
+            fill(self)
+        return self.__dict__["_actions_list"]
+
+    @_actions.setter
+    def _actions(self, value: list[argparse.Action]) -> None:
+        self.__dict__["_actions_list"] = value
+
     def error(self, message: str) -> None:  # type: ignore[override]
         message = _did_you_mean(message)
         raise UsageError(f"{mask_urls_in(message)} (see {self.prog} --help)")  # it may quote a typed URL
@@ -77,6 +94,9 @@ def _did_you_mean(message: str) -> str:
     m = _INVALID_CHOICE.match(message)
     if m is None:
         return message
+    import ast  # noqa: PLC0415 - only on a typo: start-up stays light
+    import difflib  # noqa: PLC0415
+
     choices = re.findall(r"'([^']*)'", m["choices"])
     try:
         value = ast.literal_eval(m["value"])
@@ -212,8 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         mod = importlib.import_module(f"triage_tui.commands.{name}")
         sp = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
-        mod.add_arguments(sp)
         sp.set_defaults(_run=mod.run)
+        sp._fill = mod.add_arguments  # type: ignore[attr-defined]  # run when this subcommand is used
     p.set_defaults(_build_parser=build_parser)  # `demo` parses what it types with this, never importing cli
     return p
 
@@ -250,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # log records quote server replies: inert too
             logging.basicConfig(level=logging.DEBUG, handlers=[_inert_handler(
                 logging.DEBUG, "%(asctime)s %(name)s %(levelname)s %(message)s")])
+        from triage_tui.context import Context  # noqa: PLC0415 - after parsing: --help/--version stay light
+
         ctx = Context(args)
         if not getattr(args, "_lazy_settings", False):
             # resolve now, so every subcommand (also those that read args.address directly) sees
@@ -315,6 +337,8 @@ def _error_line(text: str) -> None:
 
 def _print_traceback() -> None:
     """``--debug``: the traceback, inert too (its last line repeats the exception's text)."""
+    import traceback  # noqa: PLC0415
+
     sys.stderr.write(inert(scrub_registered(traceback.format_exc()), multiline=True))
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 from triage_tui.domain import uidset
 from triage_tui.domain.text import inert
-from triage_tui.services.triage import left_alone_lines
 
 
 def _progress_printer(label: str) -> Any:
@@ -31,6 +30,8 @@ def _short(ranges: str, limit: int = 200) -> str:
 
 
 def describe(plan: Any) -> str:
+    from triage_tui.services.triage import left_alone_lines  # noqa: PLC0415 - lazy: start-up cost
+
     verb = {"mark-seen": "mark \\Seen (mail_room will skip them; they stay in the mailbox)",
             "mark-unseen": "remove \\Seen",
             "expunge": "expunge (permanently remove)"}[plan.action]
@@ -51,6 +52,8 @@ def describe(plan: Any) -> str:
 
 
 def run_plan(args: argparse.Namespace, ctx: Any, plan: Any) -> int:
+    from triage_tui.services.triage import left_alone_lines  # noqa: PLC0415 - lazy: start-up cost
+
     svc = ctx.service()
     if args.dry_run:
         if args.json:

@@ -7,7 +7,6 @@ deletes them all. Neither connects to the server.
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import time
 from typing import Any
 
@@ -38,6 +37,8 @@ def _age(ts: Any) -> str:
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
+    import sqlite3  # noqa: PLC0415 - lazy: every start imports this module for its name and help
+
     from triage_tui.services import cache  # noqa: PLC0415
 
     directory = cache.cache_dir()

@@ -16,18 +16,20 @@ import argparse
 import dataclasses
 import os
 import socket
-import ssl
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from triage_tui.domain.age import format_age, parse_age
 from triage_tui.domain.numbers import float_arg
 from triage_tui.errors import AuthenticationFailed, ConnectionFailed, MailboxMissing, Refused, TriageError
-from triage_tui.services.imap import ConnectionSettings, ImapSession, is_loopback, make_ssl_context
+
+if TYPE_CHECKING:
+    import ssl
+
+    from triage_tui.services.imap import ConnectionSettings, ImapSession
 
 NAME = "check"
 HELP = "check the whole path step by step: DNS, TCP, TLS, login, capabilities, mailbox, address, Redis, mail_room"
@@ -193,6 +195,10 @@ class Checker:
         return False
 
     def _tls(self, base: ConnectionSettings) -> bool:
+        import ssl  # noqa: PLC0415 - lazy: start-up cost
+
+        from triage_tui.services.imap import is_loopback, make_ssl_context  # noqa: PLC0415
+
         if base.security == "none":
             if is_loopback(base.host):
                 self.add("tls", "warn", "plaintext IMAP (security none) to a loopback address",
@@ -258,6 +264,8 @@ class Checker:
     # -- IMAP -----------------------------------------------------------------------------------
 
     def _login(self, base: ConnectionSettings) -> None:
+        from triage_tui.services.imap import ImapSession  # noqa: PLC0415 - lazy: start-up cost
+
         try:
             cred = self.ctx.credentials(base)
         except TriageError as e:
@@ -521,6 +529,8 @@ class _NoStartTls(Exception):
 
 
 def _unverified_context() -> ssl.SSLContext:
+    import ssl  # noqa: PLC0415 - lazy: start-up cost
+
     c = ssl.create_default_context()
     c.check_hostname = False
     c.verify_mode = ssl.CERT_NONE
@@ -591,6 +601,9 @@ def _decode_der(der: bytes | None) -> dict[str, Any]:
     Uses CPython's certificate decoder through a temporary PEM file; a bonus, never required."""
     if not der:
         return {}
+    import ssl  # noqa: PLC0415 - lazy: start-up cost
+    import tempfile  # noqa: PLC0415
+
     try:
         decode = ssl._ssl._test_decode_cert  # type: ignore[attr-defined]
         with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as f:

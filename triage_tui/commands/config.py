@@ -11,8 +11,6 @@ import argparse
 import os
 from typing import Any
 
-from triage_tui.config import SPECS, credential_plan, journal_path, locate_config, state_dir
-
 NAME = "config"
 HELP = "show the effective settings with their sources (config show), or where files live (config path)"
 DESCRIPTION = (
@@ -38,6 +36,8 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
 
 def _path(args: argparse.Namespace, ctx: Any) -> int:
     """Works without resolving the settings, so it helps even when the config file is broken."""
+    from triage_tui.config import journal_path, locate_config, state_dir  # noqa: PLC0415 - lazy: start-up cost
+
     cfg, src, _ = locate_config(args, os.environ)
     info = {"config_file": str(cfg), "config_file_exists": cfg.exists(), "config_file_source": src.label,
             "audit_journal": str(journal_path()), "state_dir": str(state_dir())}
@@ -52,6 +52,8 @@ def _path(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def _show(args: argparse.Namespace, ctx: Any) -> int:
+    from triage_tui.config import SPECS, credential_plan  # noqa: PLC0415 - lazy: start-up cost
+
     s = ctx.settings
     plan = credential_plan(s, interactive=bool(getattr(ctx.stdin, "isatty", lambda: False)()))
     imported = {w: mb.files for w, mb in s.imported.items()}

@@ -11,20 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from triage_tui.domain.headers import Headers
-from triage_tui.domain.hops import describe_key
-from triage_tui.domain.keys import (
-    KeyInfo,
-    classify_key,
-    decode_address,
-    find_key,
-    split_addresses,
-    template_regex,
-)
 from triage_tui.domain.text import inert
 from triage_tui.errors import OperationFailed, UsageError
+
+if TYPE_CHECKING:
+    from triage_tui.domain.keys import KeyInfo
 
 NAME = "decode"
 HELP = "decode GitLab incoming-email addresses or a message's headers offline (no IMAP needed)"
@@ -82,6 +75,8 @@ def _hint(value: str, template: str | None) -> str:
     """Why an address did not decode, in the operator's terms."""
     if not template:
         return "no key"
+    from triage_tui.domain.keys import split_addresses, template_regex  # noqa: PLC0415 - lazy: start-up cost
+
     addrs = split_addresses(value)
     if any(a.startswith('"') for a in addrs):
         return "no key: a quoted local part never matches GitLab's pattern"
@@ -94,12 +89,18 @@ def _hint(value: str, template: str | None) -> str:
 
 
 def _decode_one(value: str, template: str | None, kind: str) -> KeyInfo:
+    from triage_tui.domain.keys import classify_key, decode_address  # noqa: PLC0415 - lazy: start-up cost
+
     if "@" not in value and value.strip():
         return classify_key(value.strip(), kind)
     return decode_address(value, template, kind)
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
+    from triage_tui.domain.headers import Headers  # noqa: PLC0415 - lazy: start-up cost
+    from triage_tui.domain.hops import describe_key  # noqa: PLC0415
+    from triage_tui.domain.keys import find_key  # noqa: PLC0415
+
     template = _template(args)
     kind = _mailbox_kind(args)
     if args.message and args.addresses:

@@ -16,8 +16,6 @@ from typing import Any
 
 from triage_tui.commands._select import compile_filter, filter_arg
 from triage_tui.domain.age import format_age
-from triage_tui.domain.classify import mark_duplicates
-from triage_tui.domain.headers import impersonated_address
 from triage_tui.domain.model import Message, View
 from triage_tui.domain.numbers import int_arg
 from triage_tui.domain.provenance import evidence, evidence_cell
@@ -105,8 +103,11 @@ def _glyphs(m: Message) -> str:
 def _sender(m: Message) -> str:
     """``Name <address>``; the bare address when the display name shows another address (the
     cut would keep the fake and drop the real one)."""
-    if m.suspicious and m.from_name and impersonated_address(m.from_name, m.from_addr):
-        return m.from_addr or "(no address)"
+    if m.suspicious and m.from_name:
+        from triage_tui.domain.headers import impersonated_address  # noqa: PLC0415 - rare: suspicious rows only
+
+        if impersonated_address(m.from_name, m.from_addr):
+            return m.from_addr or "(no address)"
     return m.sender
 
 
@@ -131,6 +132,8 @@ def _broken_row(m: Message, exc: Exception, as_json: bool) -> Any:
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
+    from triage_tui.domain.classify import mark_duplicates  # noqa: PLC0415 - lazy: start-up cost
+
     svc = ctx.service()
     flt = compile_filter(args.filter)
     now = datetime.now(UTC)

@@ -9,7 +9,6 @@ from triage_tui.domain import uidset
 from triage_tui.domain.numbers import int_arg
 from triage_tui.domain.text import inert
 from triage_tui.errors import UsageError
-from triage_tui.services.locks import COUNTER_NOTE, STATES, ttl_distribution
 
 NAME = "locks"
 HELP = "show mail_room's Redis locks joined with the mailbox: which UNSEEN messages they block, and until when"
@@ -36,6 +35,8 @@ def _ttl(pttl_ms: int) -> str:
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
+    from triage_tui.services.locks import COUNTER_NOTE, STATES, ttl_distribution  # noqa: PLC0415 - lazy: redis is imported only by the commands that use it
+
     ls = require_locks(ctx, "locks")
     report = ls.report(ctx.service())
     if args.json:

@@ -16,7 +16,6 @@ from triage_tui.domain import uidset
 from triage_tui.domain.age import format_age
 from triage_tui.domain.text import inert
 from triage_tui.errors import Refused, UsageError
-from triage_tui.services.incident import compute_incident, execute_step, prepare_step
 
 NAME = "plan"
 HELP = ("the incident in one plan: sort the mailbox into the runbook's buckets (ignore, review, release, "
@@ -77,6 +76,8 @@ def _overrides(args: argparse.Namespace) -> P.Overrides:
 
 
 def compute(ctx: Any, overrides: P.Overrides) -> tuple[P.IncidentPlan, str | None]:
+    from triage_tui.services.incident import compute_incident  # noqa: PLC0415 - lazy: start-up cost
+
     return compute_incident(ctx.service(), ctx.lock_service(), overrides)
 
 
@@ -149,6 +150,8 @@ def lines(plan: P.IncidentPlan, mailbox: str, args: argparse.Namespace) -> list[
 
 def _run_step(ctx: Any, svc: Any, ls: Any, step: P.Step, uv: int, dry: bool, yes: bool) -> dict[str, Any]:
     """One step: plan it through the service (re-checks UIDVALIDITY and the flags), confirm, run."""
+    from triage_tui.services.incident import execute_step, prepare_step  # noqa: PLC0415 - lazy: start-up cost
+
     prepared = prepare_step(svc, ls, step, uv)
     if step.action in (P.IGNORE, P.EXPUNGE):
         fp = prepared.flags

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from triage_tui.commands._select import add_plan_args, add_selector_args, resolve
 from triage_tui.commands.locks import require_locks
@@ -21,8 +21,10 @@ from triage_tui.domain import uidset
 from triage_tui.domain.model import View
 from triage_tui.domain.numbers import float_arg, int_arg
 from triage_tui.domain.provenance import reingest_warning
-from triage_tui.domain.reingest import ReingestSelection, select_for_reingest
-from triage_tui.services.locks import ACTION, DEFAULT_POLL_CYCLE, MAIL_ROOM_TTL, WatchStatus
+
+if TYPE_CHECKING:
+    from triage_tui.domain.reingest import ReingestSelection
+    from triage_tui.services.locks import WatchStatus
 
 NAME = "release"
 HELP = "release mail_room's Redis locks of UNSEEN messages so they are re-ingested (plan, confirm, watch)"
@@ -34,6 +36,8 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from triage_tui.services.locks import DEFAULT_POLL_CYCLE  # noqa: PLC0415 - redis: only once release is chosen
+
     add_selector_args(p)
     a = p.add_argument_group("action").add_mutually_exclusive_group()
     a.add_argument("--ttl", type=int_arg(0, 86400), metavar="SECONDS",
@@ -70,6 +74,8 @@ def _select(svc: Any, uidvalidity: int, uids: list[int], include_junk: bool) -> 
     """GitLab's verdict on the selection (headers fetched with BODY.PEEK: no flag changes): stale
     mail GitLab would reject or drop is left out unless ``include_junk``. UIDs whose header could
     not be fetched (expunged meanwhile) stay in: the plan says they are no longer there."""
+    from triage_tui.domain.reingest import select_for_reingest  # noqa: PLC0415
+
     now = datetime.now(UTC)
     msgs = [m for batch in svc.iter_messages(uidvalidity, list(uids), headers=True, now=now) for m in batch]
     selection = select_for_reingest(msgs, svc.analysis.stale_after, now=now, include_junk=include_junk)
@@ -83,6 +89,8 @@ def _short(text: str, limit: int = 200) -> str:
 
 
 def _report_result(ctx: Any, result: Any, plan: Any, journal_path: Any) -> None:
+    from triage_tui.services.locks import ACTION  # noqa: PLC0415 - redis only for the commands that use it
+
     if result.mark_unseen is not None:
         m = result.mark_unseen
         ctx.say(f"mark-unseen: {len(m.changed)} message(s) changed (journal op {m.op_id})")
@@ -155,6 +163,8 @@ def _warn_stale(svc: Any, plan: Any) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
+    from triage_tui.services.locks import ACTION, MAIL_ROOM_TTL  # noqa: PLC0415 - redis only for the commands that use it
+
     ls = require_locks(ctx, "release")
     svc = ctx.service()
     view = View.SEEN_STUCK if args.mark_unseen else View.UNSEEN
