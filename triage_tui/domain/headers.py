@@ -91,6 +91,23 @@ def decode_words(value: str) -> str:
     return _ENCODED_WORD.sub(_decode_word, value)
 
 
+#: field name as written -> lower-cased (bounded: hostile mail invents names)
+_LOWER: dict[str, str] = {}
+
+
+def _lower(name: str) -> str:
+    low = name.lower()
+    if len(_LOWER) < 4096:
+        _LOWER[name] = low
+    return low
+
+
+def _unfold(value: str) -> str:
+    """``_FOLD.sub(" ", value).strip()`` without a regex that starts matching at every character:
+    each line break with the blanks and tabs around it becomes one space."""
+    return " ".join([part.strip(" \t") for part in value.split("\n")]).strip()
+
+
 class Headers:
     """Header fields in order: lower-cased names, unfolded raw values (encoded words kept)."""
 
@@ -105,7 +122,9 @@ class Headers:
             return cls([])
         text = bytes_to_text(raw) if isinstance(raw, bytes) else raw
         if "\r" in text:
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
+            text = text.replace("\r\n", "\n")
+            if "\r" in text:
+                text = text.replace("\r", "\n")
         if "\x00" in text:
             text = text.replace("\x00", "")
         end = text.find("\n\n")  # the header ends at the first empty line
@@ -113,7 +132,8 @@ class Headers:
             text = text[:end]
         if text.startswith("\n"):
             return cls([])
-        fields = [(name.lower(), _FOLD.sub(" ", value).strip() if "\n" in value else value.strip())
+        lower = _LOWER.get
+        fields = [(lower(name) or _lower(name), _unfold(value) if "\n" in value else value.strip())
                   for name, value in _FIELD.findall(text)]
         return cls(fields)
 
