@@ -71,3 +71,21 @@ def test_unfold_is_the_regex() -> None:
     for _ in range(30_000):
         v = "".join(rng.choice(bits) for _ in range(rng.randint(0, 12)))
         assert H._unfold(v) == _FOLD.sub(" ", v).strip(), repr(v)
+
+
+def test_outcome_from_the_classifiers_grouping_is_as_from_the_fields() -> None:
+    from tests import mutations, realistic  # noqa: PLC0415
+    from triage_tui.domain import classify, outcome  # noqa: PLC0415
+    from triage_tui.domain.keys import find_key  # noqa: PLC0415
+
+    raws = [b for b, _t, _s in realistic.blocks(600, seed=5)]
+    raws += [c.raw for c in mutations.cases(77, 600) if len(c.raw) < 100_000]
+    raws += [b"Auto-Submitted: no\r\nAuto-Submitted: x\r\nX-Autoreply: yes\r\nX-Autoreply: yes\r\nFrom:  \r\n\r\n",
+             b"From: \r\nFrom: a@b\r\nX-Autoreply: yes\r\n\r\n", b"", b"\r\n"]
+    for cfg in mutations.CONFIGS:
+        for raw in raws:
+            h = H.Headers.parse(raw)
+            info = find_key(h, cfg.address, cfg.mailbox_kind, cfg.gitlab_host)
+            for size in (0, len(raw)):
+                assert outcome.predict(h, info, size, cfg, grouped=classify._group(h)[0]) == \
+                    outcome.predict(h, info, size, cfg), raw[:200]
