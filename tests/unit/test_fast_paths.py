@@ -89,3 +89,31 @@ def test_outcome_from_the_classifiers_grouping_is_as_from_the_fields() -> None:
             for size in (0, len(raw)):
                 assert outcome.predict(h, info, size, cfg, grouped=classify._group(h)[0]) == \
                     outcome.predict(h, info, size, cfg), raw[:200]
+
+
+def test_listing_fetch_fast_path_equals_the_general_paths(monkeypatch) -> None:  # noqa: ANN001
+    """The one-regex listing shape gives what the older regex path (or the tokenizer) gave."""
+    from triage_tui.services import imapwire as W  # noqa: PLC0415
+
+    rng = random.Random(3501)
+    flag_sets = [b"", b"\\Recent", b"\\Seen $TriageIgnored", b"\\Deleted \\Seen", b"$Junk caf\xc3\xa9", b"\\Seen\t\\Flagged",
+                 b'"q"', b"\\Seen  \\Answered"]
+    dates = [b"21-Nov-2026 20:29:37 +0000", b" 1-Nov-2026 20:29:37 -0700", b"31-Feb-2026 20:29:37 +0000",
+             b"21-Xyz-2026 20:29:37 +0000", b"", b"garbage", b"21-Nov-2026 20:29:37 +9999"]
+    fields = [b"FROM TO SUBJECT", b"FROM MODSEQ", b"", b"X-\"Q\""]
+    cases = []
+    for i in range(4000):
+        head = b'* %d FETCH (UID %d FLAGS (%s) INTERNALDATE "%s" RFC822.SIZE %d BODY[HEADER.FIELDS (%s)] {%d}\r\n'
+        lit = bytes(rng.randrange(256) for _ in range(rng.randint(0, 40)))
+        first = head % (i + 1, rng.randint(1, 2**32), rng.choice(flag_sets), rng.choice(dates), rng.randint(0, 10**9),
+                        rng.choice(fields), len(lit))
+        if rng.random() < 0.2:
+            first = first.replace(b"UID", rng.choice([b"uid", b"UID 3 MODSEQ (77)", b"UID"]), 1)
+        tail = rng.choice([b")\r\n", b")\r\n", b" MODSEQ (5))\r\n", b")\n"])
+        cases.append(W.Response([first, tail], [lit]))
+    fast = [W.parse_fetch(r) for r in cases]
+    assert sum(bool(W._F_LISTING.fullmatch(r.segments[0])) and r.segments[1] == b")\r\n" for r in cases) > 800
+    monkeypatch.setattr(W, "_F_LISTING", re.compile(rb"(?!)"))
+    slow = [W.parse_fetch(r) for r in cases]
+    for r, a, b in zip(cases, fast, slow, strict=True):
+        assert a == b, r.segments
