@@ -182,16 +182,8 @@ def suspicious_reasons(msg: Message, rules: _Rules | None = None, impersonates: 
 
 
 def _group(headers: Headers) -> tuple[dict[str, list[str]], dict[str, str]]:
-    grouped: dict[str, list[str]] = {}
-    first: dict[str, str] = {}
-    for name, value in headers.fields:
-        lst = grouped.get(name)
-        if lst is None:
-            grouped[name] = [value]
-            first[name] = value
-        else:
-            lst.append(value)
-    return grouped, first
+    """(every value by name, the first value by name): built once per header block and shared."""
+    return headers.grouped(), headers.first()
 
 
 def annotate(msg: Message, headers: Headers, config: AnalysisConfig, now: datetime) -> None:

@@ -136,10 +136,12 @@ def _unfold(value: str) -> str:
 class Headers:
     """Header fields in order: lower-cased names, unfolded raw values (encoded words kept)."""
 
-    __slots__ = ("fields",)
+    __slots__ = ("_first", "_grouped", "fields")
 
     def __init__(self, fields: list[tuple[str, str]]) -> None:
         self.fields = fields
+        self._first: dict[str, str] | None = None  # built on first use (fields are not changed after)
+        self._grouped: dict[str, list[str]] | None = None
 
     @classmethod
     def parse(cls, raw: bytes | str | None) -> Headers:
@@ -163,11 +165,31 @@ class Headers:
         return cls(fields)
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        name = name.lower()
-        for n, v in self.fields:
-            if n == name:
-                return v
-        return default
+        first = self._first
+        if first is None:
+            first = self.first()
+        return first.get(name.lower(), default)
+
+    def first(self) -> dict[str, str]:
+        """Each name's first value (lower-cased names). Built once; do not change it."""
+        first = self._first
+        if first is None:
+            first = self._first = dict(reversed(self.fields))  # the first occurrence is the last write
+        return first
+
+    def grouped(self) -> dict[str, list[str]]:
+        """Every value of each name, in order (lower-cased names). Built once; do not change it."""
+        grouped = self._grouped
+        if grouped is None:
+            grouped = {}
+            for name, value in self.fields:
+                lst = grouped.get(name)
+                if lst is None:
+                    grouped[name] = [value]
+                else:
+                    lst.append(value)
+            self._grouped = grouped
+        return grouped
 
     def get_all(self, name: str) -> list[str]:
         name = name.lower()
