@@ -151,12 +151,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--profile", choices=("wire", "build", "json"))
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--stage", choices=("none", "wire", "build", "json"),
+                    help="set up, then run this stage once and exit (for instruction counts: run under "
+                    "valgrind --tool=callgrind with this stage and with 'none', and subtract)")
     a = ap.parse_args()
     blocks = realistic.blocks(a.n, seed=a.seed, now=NOW)
     stream = wire_stream(blocks)
     records = stage_wire(stream)
     msgs = stage_build(records)
     emit_path(msgs)  # the real list loop runs (and is warm)
+    if a.stage:
+        if a.stage != "none":
+            {"wire": stage_wire, "build": stage_build, "json": stage_json}[a.stage](
+                {"wire": stream, "build": records, "json": msgs}[a.stage])
+        return
     if a.profile:
         fn, arg = {"wire": (stage_wire, stream), "build": (stage_build, records), "json": (stage_json, msgs)}[a.profile]
         prof = cProfile.Profile()
