@@ -117,3 +117,24 @@ def test_listing_fetch_fast_path_equals_the_general_paths(monkeypatch) -> None: 
     slow = [W.parse_fetch(r) for r in cases]
     for r, a, b in zip(cases, fast, slow, strict=True):
         assert a == b, r.segments
+
+
+def test_the_literal_precheck_never_hides_a_literal() -> None:
+    """read_response skips the {n} search on lines without '}' in their last 4 bytes: every line
+    the search would match has one there."""
+    from triage_tui.services import imapwire as W  # noqa: PLC0415
+
+    rng = random.Random(9)
+    bits = [b"{5}", b"{5+}", b"}", b"{", b"\r", b"\n", b" ", b"x", b"12", b"+"]
+    for _ in range(50_000):
+        line = b"".join(rng.choice(bits) for _ in range(rng.randint(0, 8)))
+        if W._LITERAL_AT_END.search(line):
+            assert b"}" in line[-4:], line
+
+
+def test_hostile_flag_lists_are_not_kept() -> None:
+    from triage_tui.services import imapwire as W  # noqa: PLC0415
+
+    huge = b"\\Seen " + b"$k " * 100_000
+    assert W._flags(huge)[0] == "\\Seen"
+    assert huge not in W._FLAGS

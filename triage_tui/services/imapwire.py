@@ -219,7 +219,7 @@ def _flags(raw: bytes) -> tuple[str, ...]:
     flags = _FLAGS.get(raw)
     if flags is None:
         flags = tuple(f.decode("utf-8", "replace") for f in raw.split())
-        if len(_FLAGS) < 1024:
+        if len(_FLAGS) < 1024 and len(raw) <= 512:  # a megabyte of flags is decoded, not kept
             _FLAGS[raw] = flags
     return flags
 
