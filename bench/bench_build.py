@@ -2,7 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python bench/bench_build.py [-n 20000] [--repeat 5] [--profile wire|build|json]
 
-Stages, each timed alone over the same N realistic messages (tests/realistic.py: RFC 2047 words
+Stages, each timed alone over the same N realistic messages (tests/realistic_headers.py: RFC 2047 words
 in many scripts and charsets, folded and malformed fields, raw 8-bit, multipart, every GitLab key
 kind, bots, bounces):
 
@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests import realistic  # noqa: E402
+from tests import realistic_headers as realistic  # noqa: E402
 from triage_tui.commands import list_  # noqa: E402
 from triage_tui.context import _JSON  # noqa: E402
 from triage_tui.domain.analysis import AnalysisConfig, build_message  # noqa: E402

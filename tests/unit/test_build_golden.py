@@ -2,7 +2,7 @@
 
 ``build_message`` (header parsing, RFC 2047 decoding, key decoding, verdicts, GitLab's outcome)
 runs over a large deterministic corpus: realistic header blocks in many scripts
-(tests/realistic.py), the mutation fuzzer's cases (tests/mutations.py: absurd dates, 1 MB
+(tests/realistic_headers.py), the mutation fuzzer's cases (tests/mutations.py: absurd dates, 1 MB
 values, every charset Python knows, control/bidi/invisible characters...), the hostile corpus
 and the demo backlog (every key kind). Each row's ``to_json(now)`` plus its outcome's rule is
 hashed and compared with ``tests/data/build_golden.json.gz``, generated from the code before the
@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-from tests import mutations, realistic
+from tests import mutations
+from tests import realistic_headers as realistic
 from tests.corpus.nasty import GENERATORS
 from triage_tui.domain.analysis import build_message
 from triage_tui.domain.model import Message

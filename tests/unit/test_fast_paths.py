@@ -74,7 +74,8 @@ def test_unfold_is_the_regex() -> None:
 
 
 def test_outcome_from_the_classifiers_grouping_is_as_from_the_fields() -> None:
-    from tests import mutations, realistic  # noqa: PLC0415
+    from tests import mutations  # noqa: PLC0415
+    from tests import realistic_headers as realistic  # noqa: PLC0415
     from triage_tui.domain import classify, outcome  # noqa: PLC0415
     from triage_tui.domain.keys import find_key  # noqa: PLC0415
 
