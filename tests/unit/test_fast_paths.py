@@ -139,3 +139,16 @@ def test_hostile_flag_lists_are_not_kept() -> None:
     huge = b"\\Seen " + b"$k " * 100_000
     assert W._flags(huge)[0] == "\\Seen"
     assert huge not in W._FLAGS
+
+
+def test_hostile_field_names_are_not_kept() -> None:
+    """The name cache is bounded in entries and in size: a megabyte-long or ever-new field name
+    is lower-cased every time, never stored."""
+    long_name = "X" * 1_000_000
+    h = H.Headers.parse(f"{long_name}: v\r\nFrom: a@b\r\n\r\n".encode())
+    assert h.fields[0] == (long_name.lower(), "v")
+    assert long_name not in H._LOWER
+    for i in range(5000):
+        H.Headers.parse(f"X-New-{i}: v\r\n\r\n".encode())
+    assert len(H._LOWER) <= 4096
+    assert H.Headers.parse(b"X-New-4999: v\r\n\r\n").get("x-new-4999") == "v"

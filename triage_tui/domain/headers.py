@@ -122,7 +122,7 @@ _LOWER: dict[str, str] = {}
 
 def _lower(name: str) -> str:
     low = name.lower()
-    if len(_LOWER) < 4096:
+    if len(_LOWER) < 4096 and len(name) <= 64:  # a megabyte-long name is lowered, not kept
         _LOWER[name] = low
     return low
 
