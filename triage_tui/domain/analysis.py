@@ -115,7 +115,7 @@ def _build(
     except Exception as exc:  # noqa: BLE001
         headers = Headers([])
         problems.append(f"unreadable header block ({type(exc).__name__})")
-    get = headers.get
+    get = headers.first().get  # lower-case names: Headers.get without its lower()
     value = get("from")
     try:
         name, addr = first_address(value)

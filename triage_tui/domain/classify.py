@@ -182,16 +182,8 @@ def suspicious_reasons(msg: Message, rules: _Rules | None = None, impersonates: 
 
 
 def _group(headers: Headers) -> tuple[dict[str, list[str]], dict[str, str]]:
-    grouped: dict[str, list[str]] = {}
-    first: dict[str, str] = {}
-    for name, value in headers.fields:
-        lst = grouped.get(name)
-        if lst is None:
-            grouped[name] = [value]
-            first[name] = value
-        else:
-            lst.append(value)
-    return grouped, first
+    """(every value by name, the first value by name): built once per header block and shared."""
+    return headers.grouped(), headers.first()
 
 
 def annotate(msg: Message, headers: Headers, config: AnalysisConfig, now: datetime) -> None:
@@ -199,8 +191,10 @@ def annotate(msg: Message, headers: Headers, config: AnalysisConfig, now: dateti
     step, and one that fails keeps its default and adds a reason to ``msg.problems``."""
     problems: list[str] = []
     key_error: Exception | None = None
+    shared: dict[str, list[str]] | None = None  # the grouping, shared with the outcome's prediction
     try:
         grouped, first = _group(headers)
+        shared = grouped
     except Exception as exc:  # noqa: BLE001 - one hostile message must not break a listing
         grouped, first = {}, {}
         problems.append(f"header fields unreadable ({type(exc).__name__})")
@@ -260,7 +254,7 @@ def annotate(msg: Message, headers: Headers, config: AnalysisConfig, now: dateti
         msg.outcome = outcome.Outcome(outcome.UNKNOWN, None, f"the key could not be decoded "
                                       f"({type(key_error).__name__}): GitLab's verdict is unknown", False, "error")
     else:
-        msg.outcome = outcome.predict(headers, info, msg.size, config)
+        msg.outcome = outcome.predict(headers, info, msg.size, config, grouped=shared)
     if problems:  # re-annotation must not repeat them
         msg.problems = tuple(dict.fromkeys((*msg.problems, *problems)))
 

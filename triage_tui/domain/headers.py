@@ -16,7 +16,7 @@ import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 
 _ENCODED_WORD = re.compile(r"=\?([^?\s]{1,40})\?([bBqQ])\?([^?\s]*)\?=")
-_BETWEEN_WORDS = re.compile(r"(\?=)[ \t\r\n]+(=\?)")
+_BETWEEN_WORDS = re.compile(r"\?=[ \t\r\n]+=\?")
 _Q_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
 # a field: name, colon, value with its continuation lines; lines that are neither (an mbox
 # "From " line, garbage) are skipped, never raised on
@@ -24,6 +24,8 @@ _FIELD = re.compile(r"^([!-9;-~]+)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.MULTILI
 _FOLD = re.compile(r"[ \t]*\n[ \t]*")
 #: charset name (as written) -> the codec it decodes with; bounded (hostile mail names thousands)
 _TEXT_CODECS: dict[str, str] = {}
+#: the same, by the name exactly as written (the encoded word's charset field)
+_RAW_CODECS: dict[str, str] = {}
 #: Codecs that are no MIME charset and decode crafted input in quadratic time (a 100 KB
 #: punycode word took 0.3 s, a megabyte minutes): read as UTF-8 instead.
 _SLOW_CODECS = frozenset({"punycode"})
@@ -48,6 +50,22 @@ def _charset_decode(data: bytes, charset: str) -> str:
     that refuses ``errors="replace"`` (``idna``), fails anyway (``undefined``) or is quadratic
     (``punycode``) falls back to UTF-8; surrogates a codec lets through (``utf-7``,
     ``unicode_escape``) become U+FFFD."""
+    codec = _RAW_CODECS.get(charset)
+    if codec is None:
+        codec = _codec_for(charset)
+        if len(_RAW_CODECS) < 512:
+            _RAW_CODECS[charset] = codec
+    try:
+        text = data.decode(codec, errors="replace")
+    except Exception:  # noqa: BLE001 - codecs that refuse 'replace' or fail on their own terms
+        text = data.decode("utf-8", errors="replace")
+    if codec not in _SURROGATE_FREE and _SURROGATE.search(text):
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def _codec_for(charset: str) -> str:
+    """The codec a charset name (as written) decodes with."""
     charset = charset.split("*", 1)[0].strip().lower()  # RFC 2231 language suffix
     codec = _TEXT_CODECS.get(charset)
     if codec is None:
@@ -59,25 +77,31 @@ def _charset_decode(data: bytes, charset: str) -> str:
             codec = "utf-8"
         if len(_TEXT_CODECS) < 512:
             _TEXT_CODECS[charset] = codec
-    try:
-        text = data.decode(codec, errors="replace")
-    except Exception:  # noqa: BLE001 - codecs that refuse 'replace' or fail on their own terms
-        text = data.decode("utf-8", errors="replace")
-    if codec not in _SURROGATE_FREE and _SURROGATE.search(text):
-        text = _SURROGATE.sub("\ufffd", text)
-    return text
+    return codec
+
+
+def _q_byte(h: re.Match[bytes]) -> bytes:
+    return bytes([int(h.group(1), 16)])
 
 
 def _decode_word(m: re.Match[str]) -> str:
-    charset, enc, payload = m.group(1), m.group(2).lower(), m.group(3)
+    charset, enc, payload = m.groups()
     try:
-        if enc == "b":
-            payload_b = payload.encode("ascii", errors="ignore")
-            payload_b += b"=" * (-len(payload_b) % 4)
-            data = base64.b64decode(payload_b, validate=False)
+        if enc == "b" or enc == "B":  # noqa: PLR1714
+            if payload.isascii():  # a2b_base64 takes an ASCII str as its bytes
+                data = binascii.a2b_base64(payload + "=" * (-len(payload) % 4), strict_mode=False)
+            else:
+                payload_b = payload.encode("ascii", errors="ignore")
+                payload_b += b"=" * (-len(payload_b) % 4)
+                data = base64.b64decode(payload_b, validate=False)
+        elif "=" not in payload:
+            data = payload.replace("_", " ").encode("latin-1", errors="replace")
+        elif "==" not in payload and payload[-1] != "=":
+            # a2b_qp differs from the pattern below only on "==" and a trailing "=" (the payload
+            # holds no line breaks): '_' is a space, =XX (either case) a byte, any other '=' kept
+            data = binascii.a2b_qp(payload.encode("latin-1", errors="replace"), header=True)
         else:
-            data = _Q_HEX.sub(lambda h: bytes([int(h.group(1), 16)]),
-                              payload.replace("_", " ").encode("latin-1", errors="replace"))
+            data = _Q_HEX.sub(_q_byte, payload.replace("_", " ").encode("latin-1", errors="replace"))
     except (binascii.Error, ValueError):
         return m.group(0)
     return _charset_decode(data, charset)
@@ -87,17 +111,37 @@ def decode_words(value: str) -> str:
     """Decode RFC 2047 encoded words; malformed words are left as they are. Never raises."""
     if "=?" not in value:
         return value
-    value = _BETWEEN_WORDS.sub(r"\1\2", value)
+    if "?=" in value:
+        value = _BETWEEN_WORDS.sub("?==?", value)
     return _ENCODED_WORD.sub(_decode_word, value)
+
+
+#: field name as written -> lower-cased (bounded: hostile mail invents names)
+_LOWER: dict[str, str] = {}
+
+
+def _lower(name: str) -> str:
+    low = name.lower()
+    if len(_LOWER) < 4096 and len(name) <= 64:  # a megabyte-long name is lowered, not kept
+        _LOWER[name] = low
+    return low
+
+
+def _unfold(value: str) -> str:
+    """``_FOLD.sub(" ", value).strip()`` without a regex that starts matching at every character:
+    each line break with the blanks and tabs around it becomes one space."""
+    return " ".join([part.strip(" \t") for part in value.split("\n")]).strip()
 
 
 class Headers:
     """Header fields in order: lower-cased names, unfolded raw values (encoded words kept)."""
 
-    __slots__ = ("fields",)
+    __slots__ = ("_first", "_grouped", "fields")
 
     def __init__(self, fields: list[tuple[str, str]]) -> None:
         self.fields = fields
+        self._first: dict[str, str] | None = None  # built on first use (fields are not changed after)
+        self._grouped: dict[str, list[str]] | None = None
 
     @classmethod
     def parse(cls, raw: bytes | str | None) -> Headers:
@@ -105,7 +149,9 @@ class Headers:
             return cls([])
         text = bytes_to_text(raw) if isinstance(raw, bytes) else raw
         if "\r" in text:
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
+            text = text.replace("\r\n", "\n")
+            if "\r" in text:
+                text = text.replace("\r", "\n")
         if "\x00" in text:
             text = text.replace("\x00", "")
         end = text.find("\n\n")  # the header ends at the first empty line
@@ -113,16 +159,37 @@ class Headers:
             text = text[:end]
         if text.startswith("\n"):
             return cls([])
-        fields = [(name.lower(), _FOLD.sub(" ", value).strip() if "\n" in value else value.strip())
+        lower = _LOWER.get
+        fields = [(lower(name) or _lower(name), _unfold(value) if "\n" in value else value.strip())
                   for name, value in _FIELD.findall(text)]
         return cls(fields)
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        name = name.lower()
-        for n, v in self.fields:
-            if n == name:
-                return v
-        return default
+        first = self._first
+        if first is None:
+            first = self.first()
+        return first.get(name.lower(), default)
+
+    def first(self) -> dict[str, str]:
+        """Each name's first value (lower-cased names). Built once; do not change it."""
+        first = self._first
+        if first is None:
+            first = self._first = dict(reversed(self.fields))  # the first occurrence is the last write
+        return first
+
+    def grouped(self) -> dict[str, list[str]]:
+        """Every value of each name, in order (lower-cased names). Built once; do not change it."""
+        grouped = self._grouped
+        if grouped is None:
+            grouped = {}
+            for name, value in self.fields:
+                lst = grouped.get(name)
+                if lst is None:
+                    grouped[name] = [value]
+                else:
+                    lst.append(value)
+            self._grouped = grouped
+        return grouped
 
     def get_all(self, name: str) -> list[str]:
         name = name.lower()

@@ -50,6 +50,7 @@ HEADER_ORDER: tuple[str, ...] = (
     "Received", "X-Original-To", "X-Forwarded-To", "Cc",
 )
 _HEADER_LOWER = {h.lower(): h for h in HEADER_ORDER}
+_ORDER = tuple((h, h.lower()) for h in HEADER_ORDER)
 
 # ReplyKey: BASE36 = [0-9a-z]; legacy 32 lowercase hex; partitioned <1-4>-<25>[-<1-13>].
 _PARTITIONED = r"(?P<partition>[0-9a-z]{1,4})-(?P<reply25>[0-9a-z]{25})(?:-(?P<namespace>[0-9a-z]{1,13}))?"
@@ -265,33 +266,34 @@ def _split_base_tail(body: str) -> tuple[str, str] | None:
     return body[:i], body[i + 1:]
 
 
-def _reply_info(m: re.Match[str], kind: str, key: str, reply_key: str) -> KeyInfo:
+def _reply_info(m: re.Match[str], kind: str, key: str, reply_key: str, header: str | None = None) -> KeyInfo:
     if m.group("legacy"):
-        return KeyInfo(kind=kind, key=key, reply_key=reply_key)
+        return KeyInfo(matched_header=header, kind=kind, key=key, reply_key=reply_key)
     ns = m.group("namespace")
-    return KeyInfo(kind=kind, key=key, reply_key=reply_key,
+    return KeyInfo(matched_header=header, kind=kind, key=key, reply_key=reply_key,
                    namespace_id=_int(ns, 36) if ns else None,
                    partition=_int(m.group("partition"), 36))
 
 
-def _slug_info(kind: str, key: str, slug: str, digits: str, iid: str | None = None) -> KeyInfo:
-    return KeyInfo(kind=kind, key=key, project_slug=slug, project_id=_int(digits),
+def _slug_info(kind: str, key: str, slug: str, digits: str, iid: str | None = None,
+               header: str | None = None) -> KeyInfo:
+    return KeyInfo(matched_header=header, kind=kind, key=key, project_slug=slug, project_id=_int(digits),
                    issue_iid=_int(iid) if iid is not None else None)
 
 
-def _match_create_issue(key: str) -> KeyInfo | None:
+def _match_create_issue(key: str, header: str | None = None) -> KeyInfo | None:
     if "/" not in key and "\n" not in key and key.endswith("-issue"):
         parts = _split_base(key[:-6])
         if parts:
-            return _slug_info("new_issue", key, parts[0], parts[1])
+            return _slug_info("new_issue", key, parts[0], parts[1], header=header)
     # legacy: \A(?<project_path>[^+]*)\+(?<token>.*)\z, token without '+', no '+unsubscribe'
     path, plus, token = key.partition("+")
     if plus and "\n" not in token and "+" not in token and UNSUBSCRIBE_SUFFIX_LEGACY not in key:
-        return KeyInfo(kind="new_issue", key=key, project_path=path)
+        return KeyInfo(matched_header=header, kind="new_issue", key=key, project_path=path)
     return None
 
 
-def _match_note_on_issuable(key: str) -> KeyInfo | None:
+def _match_note_on_issuable(key: str, header: str | None = None) -> KeyInfo | None:
     if "\n" in key:
         return None
     n = len(key)
@@ -302,63 +304,68 @@ def _match_note_on_issuable(key: str) -> KeyInfo | None:
     parts = _split_base(key[:k - 7])
     if parts is None:
         return None
-    return _slug_info("note_on_issuable", key, parts[0], parts[1], key[k:])
+    return _slug_info("note_on_issuable", key, parts[0], parts[1], key[k:], header=header)
 
 
-def _match_create_merge_request(key: str) -> KeyInfo | None:
+def _match_create_merge_request(key: str, header: str | None = None) -> KeyInfo | None:
     if "/" not in key and "\n" not in key and key.endswith("-merge-request"):
         parts = _split_base(key[:-14])
         if parts:
-            return _slug_info("new_merge_request", key, parts[0], parts[1])
+            return _slug_info("new_merge_request", key, parts[0], parts[1], header=header)
     # legacy: \A(?<project_path>[^+]*)\+merge-request\+(?<token>.*)   (no \z in GitLab)
     path, plus, rest = key.partition("+")
     if plus and rest.startswith("merge-request+"):
-        return KeyInfo(kind="new_merge_request", key=key, project_path=path)
+        return KeyInfo(matched_header=header, kind="new_merge_request", key=key, project_path=path)
     return None
 
 
-def _match_service_desk(key: str) -> KeyInfo | None:
+def _match_service_desk(key: str, header: str | None = None) -> KeyInfo | None:
     if "/" not in key and "\n" not in key and key.endswith("-issue-"):
         parts = _split_base_tail(key[:-7])
         if parts:
-            return _slug_info("service_desk", key, parts[0], parts[1])
+            return _slug_info("service_desk", key, parts[0], parts[1], header=header)
     # legacy: \A(?<project_path>[^+]*)\z with a '/' and no '+'
     if "+" not in key and "/" in key:
-        return KeyInfo(kind="service_desk", key=key, project_path=key)
+        return KeyInfo(matched_header=header, kind="service_desk", key=key, project_path=key)
     return None
 
 
-def _service_desk_mailbox(key: str) -> KeyInfo:
+def _service_desk_mailbox(key: str, header: str | None = None) -> KeyInfo:
     """The service_desk_email mailbox: ServiceDeskHandler takes every key (its opaque
     ``<slug>-<service desk key>`` form is resolved in GitLab's database)."""
     if "/" not in key and "\n" not in key and key.endswith("-issue-"):
         parts = _split_base_tail(key[:-7])
         if parts:
-            return _slug_info("service_desk", key, parts[0], parts[1])
+            return _slug_info("service_desk", key, parts[0], parts[1], header=header)
     if "+" not in key and "/" in key:
-        return KeyInfo(kind="service_desk", key=key, project_path=key)
+        return KeyInfo(matched_header=header, kind="service_desk", key=key, project_path=key)
     # PROJECT_KEY_PATTERN = \A(?<slug>.+)-(?<key>[a-z0-9_]+)\z
     i = key.rfind("-")
     if i > 0 and "\n" not in key[:i] and _SD_PROJECT_KEY_RE.fullmatch(key, i + 1) is not None:
-        return KeyInfo(kind="service_desk", key=key, project_slug=key[:i])
-    return KeyInfo(kind="service_desk", key=key)
+        return KeyInfo(matched_header=header, kind="service_desk", key=key, project_slug=key[:i])
+    return KeyInfo(matched_header=header, kind="service_desk", key=key)
 
 
 def classify_key(key: str, mailbox_kind: str = "incoming") -> KeyInfo:
     """The handler GitLab would pick for ``key``, with what the key carries. Never raises."""
+    return _classify(key, mailbox_kind, None)
+
+
+def _classify(key: str, mailbox_kind: str, header: str | None) -> KeyInfo:
+    """:func:`classify_key` with ``matched_header`` set (one KeyInfo built, not two)."""
     if mailbox_kind == "service_desk":
-        return _service_desk_mailbox(key)
+        return _service_desk_mailbox(key, header)
     m = _REPLY_RE.fullmatch(key)
     if m:
-        return _reply_info(m, "reply", key, key)
-    info = _match_create_issue(key) or _match_note_on_issuable(key)
+        return _reply_info(m, "reply", key, key, header)
+    info = _match_create_issue(key, header) or _match_note_on_issuable(key, header)
     if info:
         return info
     m = _UNSUBSCRIBE_RE.fullmatch(key)
     if m:
-        return _reply_info(m, "unsubscribe", key, m.group("token"))
-    info = _match_create_merge_request(key) or _match_service_desk(key)
-    return info or KeyInfo(kind="unknown", key=key)
+        return _reply_info(m, "unsubscribe", key, m.group("token"), header)
+    info = _match_create_merge_request(key, header) or _match_service_desk(key, header)
+    return info or KeyInfo(matched_header=header, kind="unknown", key=key)
 
 
 # --- whole messages ---------------------------------------------------------------------------
@@ -419,8 +426,7 @@ def find_key_grouped(
     groups a message's fields once and shares them)."""
     if not template or not grouped:
         return UNKNOWN
-    for header in HEADER_ORDER:
-        name = header.lower()
+    for header, name in _ORDER:
         values = grouped.get(name)
         if not values:
             continue
@@ -429,10 +435,10 @@ def find_key_grouped(
                 for mail_id in reference_ids(v):
                     key = key_from_message_id(mail_id, gitlab_host)
                     if key is not None:
-                        return classify_key(key, mailbox_kind).with_header(header)
+                        return _classify(key, mailbox_kind, header)
             continue
         for addr in _candidates(name, values, "@" in template):
             key = key_from_address(addr, template)
             if key is not None:
-                return classify_key(key, mailbox_kind).with_header(header)
+                return _classify(key, mailbox_kind, header)
     return UNKNOWN

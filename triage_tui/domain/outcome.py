@@ -389,16 +389,18 @@ def predict(
     *,
     size_limit: int | None = None,
     custom_emails: frozenset[str] | tuple[str, ...] | None = None,
+    grouped: dict[str, list[str]] | None = None,
 ) -> Outcome:
     """GitLab's verdict for a message, from its parsed headers, the key decoding
     (:func:`keys.find_key_grouped`'s result), its RFC822.SIZE and the
     :class:`~triage_tui.domain.analysis.AnalysisConfig`. ``size_limit`` is the Sidekiq job size
     limit in bytes (webhook delivery; None or 0: no limit); ``custom_emails`` are Service Desk
-    custom e-mail addresses known to GitLab. Never raises."""
+    custom e-mail addresses known to GitLab; ``grouped``: the header's values by lower-cased
+    name, in order, when the caller has them already (the classifier does). Never raises."""
     try:
         info = info or KeyInfo()
         return _predict(headers, info.kind, info.key, info.matched_header, info.project_id,
-                        info.project_slug, info.project_path, size, config, size_limit, custom_emails)
+                        info.project_slug, info.project_path, size, config, size_limit, custom_emails, grouped)
     except Exception as exc:  # noqa: BLE001 - one hostile message must not break a listing
         return _error(exc)
 
@@ -439,6 +441,7 @@ def _predict(
     config: Any,
     size_limit: int | None,
     custom_emails: frozenset[str] | tuple[str, ...] | None,
+    grouped: dict[str, list[str]] | None = None,
 ) -> Outcome:
     fields = headers.fields
     cfg = _settings(config, size_limit, custom_emails)
@@ -459,7 +462,17 @@ def _predict(
     autoreply: str | None = None
     n_autoreply = 0
     has_from = False
-    for name, value in fields:
+    if grouped is not None:  # the same as the loop below, from the classifier's grouping
+        values = grouped.get("auto-submitted")
+        if values:
+            n_auto, auto = len(values), values[0]
+        values = grouped.get("x-autoreply")
+        if values:
+            n_autoreply, autoreply = len(values), values[0]
+        values = grouped.get("from")
+        if values:
+            has_from = any(v.strip() for v in values)
+    for name, value in () if grouped is not None else fields:
         if name in _WATCHED:
             if name == "auto-submitted":
                 n_auto += 1
@@ -487,7 +500,8 @@ def _predict(
         return NO_TEMPLATE
     custom = cfg.custom
     if custom or _may_hold_custom_form(fields, _UP_TO.get(header, _UP_TO[None]), cfg.prefix, cfg.suffix):
-        route = _custom_email_route(_group(fields), template, custom, header if key is not None else None)
+        route = _custom_email_route(grouped if grouped is not None else _group(fields), template, custom,
+                                    header if key is not None else None)
         if route is not None:
             return _custom_outcome(route, key, kind, header)
     if key is None:
