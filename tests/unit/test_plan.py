@@ -148,3 +148,21 @@ def test_printed_commands_are_exact_or_absent():
     big = compute([msg(u) for u in range(1, 4000, 2)])  # 2000 single UIDs: ~10k characters
     text = "\n".join(cmd.lines(big, "INBOX", args))
     assert "--uids 1,3," not in text and "too long to print" in text and "--all" in text
+
+
+def test_crash_trapped_with_a_held_lock_says_it_may_be_in_delivery():
+    """A \\Seen message whose mail_room lock is still held was taken less than a lock ago: a running
+    mail_room may still be delivering it. The bucket says how many, only when the locks were read."""
+    held = msg(20, seen=True)
+    held.lock, held.lock_ttl = "1", 420
+    expired = msg(21, seen=True)
+    for locks_read, expect in ((True, "1 still locked by mail_room"), (False, None)):
+        p = P.compute_plan([], [held, expired], uidvalidity=7, stale_after=STALE, now=NOW, locks_read=locks_read)
+        why = p.bucket("crash-trapped").why
+        assert list(p.bucket("crash-trapped").uids) == [20, 21]  # still planned: the operator decides
+        if expect:
+            assert expect in why and "twice" in why
+        else:
+            assert "still locked" not in why
+    p = P.compute_plan([], [expired], uidvalidity=7, stale_after=STALE, now=NOW, locks_read=True)
+    assert "still locked" not in p.bucket("crash-trapped").why

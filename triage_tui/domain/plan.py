@@ -50,6 +50,7 @@ from triage_tui.domain import uidset
 from triage_tui.domain.age import format_age
 from triage_tui.domain.model import TRIAGE_KEYWORD, Message
 from triage_tui.domain.outcome import DROPPED, REJECTED
+from triage_tui.domain.provenance import HELD, lock_state
 from triage_tui.domain.reingest import JUNK, verdict_of
 
 IGNORE, REVIEW, RELEASE, UNSEE_RELEASE, LEAVE, EXPUNGE, SKIP = (
@@ -101,6 +102,18 @@ def _why(name: str, limit: str) -> str:
                    "un-seeing it would re-ingest it; left \\Seen",
         DELETED: "\\Deleted leftovers awaiting expunge (optional: --include-expunge)",
     }[name]
+
+
+def _in_flight(held: int) -> str:
+    """What the crash-trapped bucket adds when mail_room's lock on some of them is still held: it
+    took them less than a lock ago, so a mail_room that is running may still be delivering them
+    (fetched, \\Seen, not yet \\Deleted); un-seeing those can deliver them twice. The guarded
+    store skips a message whose flags changed after the listing (mail_room's \\Deleted), which
+    covers the usual seconds; a delivery that hangs longer is what this line is for."""
+    if not held:
+        return ""
+    return (f". {held:,} still locked by mail_room (taken less than a lock ago): a running mail_room may "
+            "be delivering them, and un-seeing them would deliver them twice; stop it first")
 
 
 @dataclass(frozen=True)
@@ -256,7 +269,10 @@ def compute_plan(unseen: Iterable[Message], seen_stuck: Iterable[Message], *, ui
             continue
         rows = sorted(members[name], key=lambda r: r[0].uid)
         sample = tuple(Sample(m.uid, a, m.sender, m.subject) for m, a in rows[:SAMPLE])
-        buckets.append(Bucket(name, _DEFAULT[name], tuple(m.uid for m, _ in rows), sample, _why(name, limit),
+        why = _why(name, limit)
+        if name == CRASH_TRAPPED:
+            why += _in_flight(sum(1 for m, _ in rows if lock_state(m, locks_read) == HELD))
+        buckets.append(Bucket(name, _DEFAULT[name], tuple(m.uid for m, _ in rows), sample, why,
                               sum(1 for m, _ in rows if m.problems)))
     base = IncidentPlan(uidvalidity, stale_s, tuple(buckets), (), Overrides(), locks_read)
     return apply_overrides(base, overrides or Overrides())
