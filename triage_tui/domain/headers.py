@@ -13,8 +13,11 @@ import codecs
 import email.utils
 import re
 import unicodedata
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from typing import TypeVar
 
+T = TypeVar("T")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]{1,40})\?([bBqQ])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(r"\?=[ \t\r\n]+=\?")
 _Q_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
@@ -33,6 +36,34 @@ _SURROGATE_FREE = frozenset({"utf-8", "ascii", "latin-1", "iso8859-1", "cp1252",
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SIMPLE_ADDR = re.compile(r'^\s*(?:"([^"\\]*)"|([^"<>,;:()\\@]*?))\s*<([^<>\s,;:()"\\@]+@[^<>\s,;:()"\\@]+)>\s*$'
                           r'|^\s*([^<>\s,;:()"\\@]+@[^<>\s,;:()"\\@]+)\s*$')
+
+
+_MISS = object()
+
+
+def bounded_memo(fn: Callable[[str], T], maxsize: int = 2048, maxlen: int = 256) -> Callable[[str], T]:
+    """``fn`` (pure, one str argument, an immutable result) with a bounded cache by value: real
+    mail repeats its senders, recipients and subjects. Values longer than ``maxlen`` are never
+    kept (hostile mail must not grow memory: at most ``maxsize`` x ``maxlen`` characters), and the
+    cache is emptied when full rather than frozen by the first ``maxsize`` values it saw. What
+    ``fn`` raises is raised again each time (never cached). Thread-safe: dict operations only."""
+    cache: dict[str, T] = {}
+    get = cache.get
+
+    def call(value: str) -> T:
+        if len(value) > maxlen:
+            return fn(value)
+        out = get(value, _MISS)
+        if out is _MISS:
+            out = fn(value)
+            if len(cache) >= maxsize:
+                cache.clear()
+            cache[value] = out
+        return out  # type: ignore[return-value]
+
+    call.cache = cache  # type: ignore[attr-defined]  # for tests
+    call.__wrapped__ = fn  # type: ignore[attr-defined]
+    return call
 
 
 def bytes_to_text(raw: bytes) -> str:
