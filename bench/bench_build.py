@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from tests import realistic_headers as realistic  # noqa: E402
 from triage_tui.commands import list_  # noqa: E402
 from triage_tui.context import _JSON  # noqa: E402
-from triage_tui.domain.analysis import AnalysisConfig, build_message  # noqa: E402
+from triage_tui.domain.analysis import AnalysisConfig, build_message, clear_value_caches  # noqa: E402
 from triage_tui.domain.model import LIST_HEADER_FIELDS, Message  # noqa: E402
 from triage_tui.services.imapwire import Response, Wire, parse_fetch  # noqa: E402
 
@@ -78,6 +78,7 @@ def stage_wire(stream: bytes) -> list[Any]:
 
 
 def stage_build(records: list[Any]) -> list[Message]:
+    clear_value_caches()  # each run starts cold, as a listing's process does
     was = gc.isenabled()
     gc.disable()
     try:

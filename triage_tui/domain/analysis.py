@@ -39,6 +39,15 @@ _first_address = bounded_memo(first_address)
 _decode_words = bounded_memo(decode_words)
 
 
+def clear_value_caches() -> None:
+    """Empty every per-value cache of the list path (tests and benchmarks: a cold start)."""
+    from triage_tui.domain import keys, outcome  # noqa: PLC0415 - already imported by classify
+
+    for cache in (_first_address.cache, _decode_words.cache, classify._SENDER_CACHE,  # type: ignore[attr-defined]
+                  classify._IMP_CACHE, keys._VALUE_KEYS, keys._KEY_INFOS, outcome._FORM_CACHE):
+        cache.clear()
+
+
 def shown(value: str | None, n: int = _SHOWN) -> str:
     """A header value as quoted in a problem: whitespace collapsed, cut to ``n`` characters
     (not yet inert: every output path makes it so)."""
