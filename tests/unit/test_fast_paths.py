@@ -210,3 +210,57 @@ def test_value_caches_are_bounded_against_hostile_mail() -> None:
     assert rows[0][0]["key"] == huge and rows[0][0]["subject"] == huge
     for c in caches:
         assert all(len(repr(k)) < 2000 for k in c), "a huge value was kept"
+
+
+_OLD_FAST = re.compile(r"^\s*(?:[A-Za-z]{3},\s*)?(\d{1,2}) ([A-Za-z]{3}) (\d{4}) (\d\d):(\d\d)(?::(\d\d))? "
+                       r"([+-])(\d\d)(\d\d)\s*(?:\([^()]*\))?\s*$")
+
+
+def _old_date(value: str):  # noqa: ANN202 - parse_date before the GMT/two-digit-year fast path
+    import email.utils  # noqa: PLC0415
+    from datetime import UTC, datetime, timedelta, timezone  # noqa: PLC0415
+
+    m = _OLD_FAST.match(value)
+    if m:
+        day, mon, year, hh, mi, ss, sign, oh, om = m.groups()
+        month = H._MONTHS.get(mon.lower())
+        if not month or oh >= "24" or om >= "60":
+            return None
+        off = timedelta(hours=int(oh), minutes=int(om))
+        try:
+            return datetime(int(year), month, int(day), int(hh), int(mi), int(ss or 0),
+                            tzinfo=timezone(off if sign == "+" else -off))
+        except ValueError:
+            return None
+    try:
+        dt = email.utils.parsedate_to_datetime(value)
+    except Exception:  # noqa: BLE001
+        return None
+    if dt is None:
+        return None
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+def test_date_fast_path_is_the_old_parser() -> None:
+    """Every Date the fast path reads (numeric zones, GMT/UT/UTC/Z in any case, two-digit years,
+    absurd fields) is what the code before it read (the old fast path, else email.utils), offset
+    included."""
+    rng = random.Random(5322)
+    days = ["", "Fri, ", "fri,", "Xyz, ", "Fri,  "]
+    dds = ["1", "01", "31", "0", "32", "99", "7"]
+    mons = ["Jan", "feb", "MAR", "Xyz", "Dec", "sep"]
+    years = ["2026", "26", "68", "69", "99", "00", "0000", "0026", "0069", "0099", "0100", "9999", "1969", "10000", "1", "123"]
+    times = ["20:37:26", "20:37", "24:00:00", "23:59:60", "00:00:00", "9:00:00"]
+    zones = ["+0000", "-0000", "+0100", "-0700", "+2359", "+2400", "-9999", "+0060", "GMT", "gmt", "UT", "UTC", "utc",
+             "Z", "z", "EST", "PDT", "+01:00", "Gmt"]
+    tails = ["", " ", " (UTC)", "  (Coordinated Universal Time) ", "\t"]
+    n_fast = 0
+    for _ in range(20_000):
+        v = (rng.choice(days) + rng.choice(dds) + " " + rng.choice(mons) + " " + rng.choice(years) + " "
+             + rng.choice(times) + " " + rng.choice(zones) + rng.choice(tails))
+        n_fast += bool(H._DATE_FAST.match(v))
+        got, want = H.parse_date(v), _old_date(v)
+        assert got == want, v
+        if got is not None:
+            assert got.utcoffset() == want.utcoffset() and got.isoformat() == want.isoformat(), v
+    assert n_fast > 5_000

@@ -239,8 +239,9 @@ class Headers:
 
 _MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
                                           "nov", "dec"), 1)}
-_DATE_FAST = re.compile(r"^\s*(?:[A-Za-z]{3},\s*)?(\d{1,2}) ([A-Za-z]{3}) (\d{4}) (\d\d):(\d\d)(?::(\d\d))? "
-                        r"([+-])(\d\d)(\d\d)\s*(?:\([^()]*\))?\s*$")
+# also the obsolete two-digit years and the zone names the stdlib reads as +0000 (RFC 5322 §4.3)
+_DATE_FAST = re.compile(r"^\s*(?:[A-Za-z]{3},\s*)?(\d{1,2}) ([A-Za-z]{3}) (\d{4}|\d\d) (\d\d):(\d\d)(?::(\d\d))? "
+                        r"(?:([+-])(\d\d)(\d\d)|(?i:GMT|UTC|UT|Z))\s*(?:\([^()]*\))?\s*$")
 _TZS: dict[str, timezone] = {}
 
 
@@ -257,11 +258,21 @@ def parse_date(value: str | None) -> datetime | None:
 
 def _parse_date(value: str) -> datetime | None:
     m = _DATE_FAST.match(value)
-    if m:  # RFC 5322's usual shape; anything else goes to the stdlib's lenient parser
+    # RFC 5322's usual shape; anything else goes to the stdlib's lenient parser (and so does a
+    # two-digit year with a +HH60..+HH99 offset, which email.utils reads as HH+1 hours: as before)
+    if m and not (len(m.group(3)) == 2 and m.group(9) and m.group(9) >= "60"):
         day, mon, year, hh, mi, ss, sign, oh, om = m.groups()
         month = _MONTHS.get(mon.lower())
+        if sign is None:  # GMT, UT, UTC, Z in any case: what email.utils reads as offset 0
+            sign, oh, om = "+", "00", "00"
         if not month or oh >= "24" or om >= "60":  # timezone() refuses a day or more (+2400, -9999)
             return None
+        if m.group(7) is None or len(year) == 2:
+            # shapes email.utils used to read: its years (POSIX): 69-99 are 1969-1999, 0-68 are
+            # 2000-2068, also when written with four digits ("0026" with a zone name)
+            y = int(year)
+            if y < 100:
+                year = str(y + (1900 if y > 68 else 2000))
         key = sign + oh + om
         tz = _TZS.get(key)
         if tz is None:
