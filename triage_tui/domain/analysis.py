@@ -35,8 +35,9 @@ UNREAD_OUTCOME = Outcome(UNKNOWN, None, "the header could not be analysed: GitLa
 _SHOWN = 60  # characters of a header value quoted in a problem
 # Senders, recipients and subjects repeat across a mailbox: each distinct value is parsed once
 # (bounded caches: values over 256 characters are never kept, see bounded_memo).
-_first_address = bounded_memo(first_address)
-_decode_words = bounded_memo(decode_words)
+# (each looks its function up when it runs, so a patched decode_words is what a miss calls)
+_first_address = bounded_memo(lambda value: first_address(value))
+_decode_words = bounded_memo(lambda value: decode_words(value))
 
 
 def clear_value_caches() -> None:
