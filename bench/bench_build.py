@@ -9,7 +9,8 @@ kind, bots, bounces):
 * ``wire``: a recorded ``UID FETCH`` response stream (as Dovecot sends it, with the header block
   as a literal) read with :class:`Wire.read_response` from memory and decoded by ``parse_fetch``;
 * ``build``: ``build_message`` per record (header parsing, decoding, key, verdicts, outcome), with
-  the young-generation GC off as the listing does;
+  the young-generation GC off as the listing does, each run starting with the per-value caches
+  (senders, recipients, subjects, keys) empty, as a listing's process does;
 * ``json``: what ``list --json`` does per row: duplicate Message-ID bookkeeping, ``to_json`` and
   the JSON Lines write.
 
