@@ -9,7 +9,8 @@ kind, bots, bounces):
 * ``wire``: a recorded ``UID FETCH`` response stream (as Dovecot sends it, with the header block
   as a literal) read with :class:`Wire.read_response` from memory and decoded by ``parse_fetch``;
 * ``build``: ``build_message`` per record (header parsing, decoding, key, verdicts, outcome), with
-  the young-generation GC off as the listing does;
+  the young-generation GC off as the listing does, each run starting with the per-value caches
+  (senders, recipients, subjects, keys) empty, as a listing's process does;
 * ``json``: what ``list --json`` does per row: duplicate Message-ID bookkeeping, ``to_json`` and
   the JSON Lines write.
 
@@ -37,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from tests import realistic_headers as realistic  # noqa: E402
 from triage_tui.commands import list_  # noqa: E402
 from triage_tui.context import _JSON  # noqa: E402
-from triage_tui.domain.analysis import AnalysisConfig, build_message  # noqa: E402
+from triage_tui.domain.analysis import AnalysisConfig, build_message, clear_value_caches  # noqa: E402
 from triage_tui.domain.model import LIST_HEADER_FIELDS, Message  # noqa: E402
 from triage_tui.services.imapwire import Response, Wire, parse_fetch  # noqa: E402
 
@@ -78,6 +79,7 @@ def stage_wire(stream: bytes) -> list[Any]:
 
 
 def stage_build(records: list[Any]) -> list[Message]:
+    clear_value_caches()  # each run starts cold, as a listing's process does
     was = gc.isenabled()
     gc.disable()
     try:

@@ -152,3 +152,115 @@ def test_hostile_field_names_are_not_kept() -> None:
         H.Headers.parse(f"X-New-{i}: v\r\n\r\n".encode())
     assert len(H._LOWER) <= 4096
     assert H.Headers.parse(b"X-New-4999: v\r\n\r\n").get("x-new-4999") == "v"
+
+
+def _row(m) -> tuple:  # noqa: ANN001
+    return (m.to_json(_NOW), m.outcome)
+
+
+_NOW = __import__("datetime").datetime(2026, 3, 10, 12, 0, tzinfo=__import__("datetime").UTC)
+
+
+def test_value_caches_give_what_a_cold_computation_gives() -> None:
+    """Rows built with every per-value cache emptied before each message equal rows built with
+    warm caches, in another order (hits come from other messages), with configurations mixed."""
+    from tests import mutations  # noqa: PLC0415
+    from tests import realistic_headers as realistic  # noqa: PLC0415
+    from triage_tui.domain import analysis  # noqa: PLC0415
+
+    cases = [(b, t, s) for b, t, s in realistic.blocks(500, seed=31, now=_NOW)]
+    cases += [(c.raw, c.internaldate, len(c.raw)) for c in mutations.cases(4242, 500) if len(c.raw) < 100_000]
+    cfgs = mutations.CONFIGS
+    cold = []
+    for i, (raw, t, size) in enumerate(cases):
+        analysis.clear_value_caches()
+        cold.append(_row(analysis.build_message(i + 1, 1, (), t, size, raw, cfgs[i % len(cfgs)], _NOW)))
+    order = list(range(len(cases)))
+    random.Random(5).shuffle(order)
+    warm: dict[int, tuple] = {}
+    for _ in range(2):
+        for i in order:
+            raw, t, size = cases[i]
+            warm[i] = _row(analysis.build_message(i + 1, 1, (), t, size, raw, cfgs[i % len(cfgs)], _NOW))
+    for i, row in enumerate(cold):
+        assert warm[i] == row, cases[i][0][:300]
+
+
+def test_value_caches_are_bounded_against_hostile_mail() -> None:
+    """Ever-new senders, recipients and subjects cannot grow the caches past their size, and a
+    huge value is never kept (it is computed every time, with the same result)."""
+    from triage_tui.domain import analysis, classify, keys, outcome  # noqa: PLC0415
+    from triage_tui.domain.settings import AnalysisConfig  # noqa: PLC0415
+
+    cfg = AnalysisConfig(address="incoming+%{key}@gitlab.example.com", gitlab_host="gitlab.example.com")
+    analysis.clear_value_caches()
+    caches = (analysis._first_address.cache, analysis._decode_words.cache, classify._SENDER_CACHE,
+              classify._IMP_CACHE, keys._VALUE_KEYS, keys._KEY_INFOS, outcome._FORM_CACHE)
+    for i in range(5000):
+        raw = (f"From: \"x{i}@evil.example\" <bot{i}@a.example>\r\nTo: incoming+k{i}-issue@gitlab.example.com, "
+               f"u+verify{i}@b.example\r\nSubject: =?utf-8?q?s{i}?=\r\n\r\n").encode()
+        analysis.build_message(i + 1, 1, (), _NOW, 10, raw, cfg, _NOW)
+        assert all(len(c) <= 2048 for c in caches)
+    analysis.clear_value_caches()
+    huge = "n" * 100_000
+    raw = (f"From: \"{huge}@x\" <noreply@{huge}>\r\nTo: incoming+{huge}@gitlab.example.com, a+verify@{huge}\r\n"
+           f"Cc: {huge}\r\nSubject: =?utf-8?q?{huge}?=\r\n\r\n").encode()
+    rows = [_row(analysis.build_message(1, 1, (), _NOW, 10, raw, cfg, _NOW)) for _ in range(2)]
+    assert rows[0] == rows[1]
+    assert rows[0][0]["key"] == huge and rows[0][0]["subject"] == huge
+    for c in caches:
+        assert all(len(repr(k)) < 2000 for k in c), "a huge value was kept"
+
+
+_OLD_FAST = re.compile(r"^\s*(?:[A-Za-z]{3},\s*)?(\d{1,2}) ([A-Za-z]{3}) (\d{4}) (\d\d):(\d\d)(?::(\d\d))? "
+                       r"([+-])(\d\d)(\d\d)\s*(?:\([^()]*\))?\s*$")
+
+
+def _old_date(value: str):  # noqa: ANN202 - parse_date before the GMT/two-digit-year fast path
+    import email.utils  # noqa: PLC0415
+    from datetime import UTC, datetime, timedelta, timezone  # noqa: PLC0415
+
+    m = _OLD_FAST.match(value)
+    if m:
+        day, mon, year, hh, mi, ss, sign, oh, om = m.groups()
+        month = H._MONTHS.get(mon.lower())
+        if not month or oh >= "24" or om >= "60":
+            return None
+        off = timedelta(hours=int(oh), minutes=int(om))
+        try:
+            return datetime(int(year), month, int(day), int(hh), int(mi), int(ss or 0),
+                            tzinfo=timezone(off if sign == "+" else -off))
+        except ValueError:
+            return None
+    try:
+        dt = email.utils.parsedate_to_datetime(value)
+    except Exception:  # noqa: BLE001
+        return None
+    if dt is None:
+        return None
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+def test_date_fast_path_is_the_old_parser() -> None:
+    """Every Date the fast path reads (numeric zones, GMT/UT/UTC/Z in any case, two-digit years,
+    absurd fields) is what the code before it read (the old fast path, else email.utils), offset
+    included."""
+    rng = random.Random(5322)
+    days = ["", "Fri, ", "fri,", "Xyz, ", "Fri,  "]
+    dds = ["1", "01", "31", "0", "32", "99", "7"]
+    mons = ["Jan", "feb", "MAR", "Xyz", "Dec", "sep"]
+    years = ["2026", "26", "68", "69", "99", "00", "0000", "0026", "0069", "0099", "0100", "9999", "1969", "10000", "1", "123"]
+    times = ["20:37:26", "20:37", "24:00:00", "23:59:60", "00:00:00", "9:00:00"]
+    zones = ["+0000", "-0000", "+0100", "-0700", "+2359", "+2400", "-9999", "+0060", "GMT", "gmt", "UT", "UTC", "utc",
+             "Z", "z", "EST", "PDT", "+01:00", "Gmt"]
+    tails = ["", " ", " (UTC)", "  (Coordinated Universal Time) ", "\t"]
+    n_fast = 0
+    for _ in range(20_000):
+        v = (rng.choice(days) + rng.choice(dds) + " " + rng.choice(mons) + " " + rng.choice(years) + " "
+             + rng.choice(times) + " " + rng.choice(zones) + rng.choice(tails))
+        n_fast += bool(H._DATE_FAST.match(v))
+        got, want = H.parse_date(v), _old_date(v)
+        assert got == want, v
+        if got is not None:
+            assert got.utcoffset() == want.utcoffset() and got.isoformat() == want.isoformat(), v
+    assert n_fast > 5_000

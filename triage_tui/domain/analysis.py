@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from triage_tui.domain import classify
-from triage_tui.domain.headers import Headers, decode_words, first_address, parse_date
+from triage_tui.domain.headers import Headers, bounded_memo, decode_words, first_address, parse_date
 from triage_tui.domain.model import Message
 from triage_tui.domain.outcome import UNKNOWN, Outcome
 from triage_tui.domain.settings import AnalysisConfig
@@ -33,6 +33,20 @@ FUTURE_DATE_SLACK = timedelta(days=1)
 #: GitLab's verdict on a message whose header could not be analysed at all.
 UNREAD_OUTCOME = Outcome(UNKNOWN, None, "the header could not be analysed: GitLab's verdict is unknown", False, "error")
 _SHOWN = 60  # characters of a header value quoted in a problem
+# Senders, recipients and subjects repeat across a mailbox: each distinct value is parsed once
+# (bounded caches: values over 256 characters are never kept, see bounded_memo).
+# (each looks its function up when it runs, so a patched decode_words is what a miss calls)
+_first_address = bounded_memo(lambda value: first_address(value))
+_decode_words = bounded_memo(lambda value: decode_words(value))
+
+
+def clear_value_caches() -> None:
+    """Empty every per-value cache of the list path (tests and benchmarks: a cold start)."""
+    from triage_tui.domain import keys, outcome  # noqa: PLC0415 - already imported by classify
+
+    for cache in (_first_address.cache, _decode_words.cache, classify._SENDER_CACHE,  # type: ignore[attr-defined]
+                  classify._IMP_CACHE, keys._VALUE_KEYS, keys._KEY_INFOS, outcome._FORM_CACHE):
+        cache.clear()
 
 
 def shown(value: str | None, n: int = _SHOWN) -> str:
@@ -118,21 +132,21 @@ def _build(
     get = headers.first().get  # lower-case names: Headers.get without its lower()
     value = get("from")
     try:
-        name, addr = first_address(value)
+        name, addr = _first_address(value) if value else ("", "")
     except Exception as exc:  # noqa: BLE001
         name, addr = value or "", ""  # shown raw
         problems.append(problem("From", value, exc))
     to, cc, subject = get("to"), get("cc"), get("subject")
     try:
-        to = decode_words(to) if to else ""
+        to = (_decode_words(to) if "=?" in to else to) if to else ""
     except Exception as exc:  # noqa: BLE001 - shown raw
         problems.append(problem("To", to, exc))
     try:
-        cc = decode_words(cc) if cc else ""
+        cc = (_decode_words(cc) if "=?" in cc else cc) if cc else ""
     except Exception as exc:  # noqa: BLE001
         problems.append(problem("Cc", cc, exc))
     try:
-        subject = decode_words(subject) if subject else ""
+        subject = (_decode_words(subject) if "=?" in subject else subject) if subject else ""
     except Exception as exc:  # noqa: BLE001
         problems.append(problem("Subject", subject, exc))
     value = get("date")

@@ -106,6 +106,32 @@ def _local_part(addr: str) -> str:
     return addr.rpartition("@")[0] if "@" in addr else addr
 
 
+#: (From address, display name, impersonated address) -> what the sender alone says; bounded
+#: (hostile mail invents senders): pairs over _MAX_CACHED characters are never kept, and the
+#: cache is emptied when full.
+_SENDER_CACHE: dict[tuple[str, str, str | None], tuple[str | None, str | None]] = {}
+_SENDER_CACHE_SIZE = 2048
+_MAX_CACHED = 256
+
+
+def _sender_traits(from_addr: str, from_name: str, impersonates: str | None) -> tuple[str | None, str | None]:
+    """(the delivery-status part the sender gives, the no-reply/automated reason): the parts of
+    :func:`bot_reasons` that depend on the sender only."""
+    local = "" if impersonates else _local_part(from_addr).lower()
+    dsn_from = None
+    if local in _DSN_LOCALPARTS:
+        dsn_from = f"from {local.upper() if local == 'mailer-daemon' else local}"
+    elif not impersonates and _DSN_NAME_RE.search(from_name[:_MAX_MATCH]):
+        dsn_from = "from a mail delivery system"
+    reason = None
+    if local and local not in _DSN_LOCALPARTS and _NOREPLY_RE.search(local[:_MAX_MATCH]):
+        reason = f"no-reply style sender {_cut(from_addr)}"
+    elif (local and _AUTOMATION_RE.search(local[:_MAX_MATCH])) or (
+            not impersonates and "[bot]" in from_name[:_MAX_MATCH].lower()):
+        reason = f"automated sender {_cut(from_addr)} (monitoring, CI or a bot)"
+    return dsn_from, reason
+
+
 def bot_reasons(msg: Message, first: dict[str, str], rules: _Rules | None = None,
                 impersonates: str | None = None) -> list[str]:
     """Why a message looks machine-sent, most consequential first. A sender whose display name
@@ -125,11 +151,20 @@ def bot_reasons(msg: Message, first: dict[str, str], rules: _Rules | None = None
     rpath = first.get("return-path")
     if rpath is not None and rpath.replace(" ", "").replace("\t", "") == "<>":
         dsn.append("Return-Path <>")
-    local = "" if impersonates else _local_part(msg.from_addr).lower()
-    if local in _DSN_LOCALPARTS:
-        dsn.append(f"from {local.upper() if local == 'mailer-daemon' else local}")
-    elif not impersonates and _DSN_NAME_RE.search(msg.from_name[:_MAX_MATCH]):
-        dsn.append("from a mail delivery system")
+    from_addr, from_name = msg.from_addr, msg.from_name
+    if len(from_addr) + len(from_name) <= _MAX_CACHED:  # senders repeat: each one is judged once
+        ckey = (from_addr, from_name, impersonates)
+        traits = _SENDER_CACHE.get(ckey)
+        if traits is None:
+            traits = _sender_traits(from_addr, from_name, impersonates)
+            if len(_SENDER_CACHE) >= _SENDER_CACHE_SIZE:
+                _SENDER_CACHE.clear()
+            _SENDER_CACHE[ckey] = traits
+    else:
+        traits = _sender_traits(from_addr, from_name, impersonates)
+    dsn_from, sender_reason = traits
+    if dsn_from:
+        dsn.append(dsn_from)
     if dsn:
         reasons.append(f"delivery status notification ({', '.join(dsn)}): reply-loop risk")
     prec = first.get("precedence")
@@ -139,11 +174,8 @@ def bot_reasons(msg: Message, first: dict[str, str], rules: _Rules | None = None
         reasons.append("mailing list (List-Id)")
     elif "list-unsubscribe" in first:
         reasons.append("bulk mail (List-Unsubscribe)")
-    if local and local not in _DSN_LOCALPARTS and _NOREPLY_RE.search(local[:_MAX_MATCH]):
-        reasons.append(f"no-reply style sender {_cut(msg.from_addr)}")
-    elif (local and _AUTOMATION_RE.search(local[:_MAX_MATCH])) or (
-            not impersonates and "[bot]" in msg.from_name[:_MAX_MATCH].lower()):
-        reasons.append(f"automated sender {_cut(msg.from_addr)} (monitoring, CI or a bot)")
+    if sender_reason:
+        reasons.append(sender_reason)
     if rules is not None:
         addr = msg.from_addr[:_MAX_MATCH]
         sender = addr if impersonates else msg.sender[:_MAX_MATCH]
@@ -179,6 +211,28 @@ def suspicious_reasons(msg: Message, rules: _Rules | None = None, impersonates: 
                 reasons.append(f"matches configured suspicious pattern {_cut(text)!r}")
                 break
     return reasons
+
+
+_IMP_CACHE: dict[tuple[str, str], str | None] = {}
+
+
+def _impersonated(name: str, addr: str) -> str | None:
+    """:func:`impersonated_address`, each (display name, address) pair judged once (bounded as
+    the sender cache is)."""
+    if not name or (name.isascii() and "@" not in name):
+        return None  # what impersonated_address answers at once
+    if len(name) + len(addr) > _MAX_CACHED:
+        return impersonated_address(name, addr)
+    key = (name, addr)
+    try:
+        return _IMP_CACHE[key]
+    except KeyError:
+        pass
+    out = impersonated_address(name, addr)
+    if len(_IMP_CACHE) >= _SENDER_CACHE_SIZE:
+        _IMP_CACHE.clear()
+    _IMP_CACHE[key] = out
+    return out
 
 
 def _group(headers: Headers) -> tuple[dict[str, list[str]], dict[str, str]]:
@@ -220,7 +274,7 @@ def annotate(msg: Message, headers: Headers, config: AnalysisConfig, now: dateti
         problems.append(f"age unknown ({type(exc).__name__})")
 
     try:
-        imp = impersonated_address(msg.from_name, msg.from_addr)
+        imp = _impersonated(msg.from_name, msg.from_addr)
     except Exception as exc:  # noqa: BLE001
         imp = None
         problems.append(f"display name not checked ({type(exc).__name__})")

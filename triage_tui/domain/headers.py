@@ -13,8 +13,11 @@ import codecs
 import email.utils
 import re
 import unicodedata
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from typing import TypeVar
 
+T = TypeVar("T")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]{1,40})\?([bBqQ])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(r"\?=[ \t\r\n]+=\?")
 _Q_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
@@ -33,6 +36,34 @@ _SURROGATE_FREE = frozenset({"utf-8", "ascii", "latin-1", "iso8859-1", "cp1252",
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SIMPLE_ADDR = re.compile(r'^\s*(?:"([^"\\]*)"|([^"<>,;:()\\@]*?))\s*<([^<>\s,;:()"\\@]+@[^<>\s,;:()"\\@]+)>\s*$'
                           r'|^\s*([^<>\s,;:()"\\@]+@[^<>\s,;:()"\\@]+)\s*$')
+
+
+_MISS = object()
+
+
+def bounded_memo(fn: Callable[[str], T], maxsize: int = 2048, maxlen: int = 256) -> Callable[[str], T]:
+    """``fn`` (pure, one str argument, an immutable result) with a bounded cache by value: real
+    mail repeats its senders, recipients and subjects. Values longer than ``maxlen`` are never
+    kept (hostile mail must not grow memory: at most ``maxsize`` x ``maxlen`` characters), and the
+    cache is emptied when full rather than frozen by the first ``maxsize`` values it saw. What
+    ``fn`` raises is raised again each time (never cached). Thread-safe: dict operations only."""
+    cache: dict[str, T] = {}
+    get = cache.get
+
+    def call(value: str) -> T:
+        if len(value) > maxlen:
+            return fn(value)
+        out = get(value, _MISS)
+        if out is _MISS:
+            out = fn(value)
+            if len(cache) >= maxsize:
+                cache.clear()
+            cache[value] = out
+        return out  # type: ignore[return-value]
+
+    call.cache = cache  # type: ignore[attr-defined]  # for tests
+    call.__wrapped__ = fn  # type: ignore[attr-defined]
+    return call
 
 
 def bytes_to_text(raw: bytes) -> str:
@@ -208,8 +239,9 @@ class Headers:
 
 _MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
                                           "nov", "dec"), 1)}
-_DATE_FAST = re.compile(r"^\s*(?:[A-Za-z]{3},\s*)?(\d{1,2}) ([A-Za-z]{3}) (\d{4}) (\d\d):(\d\d)(?::(\d\d))? "
-                        r"([+-])(\d\d)(\d\d)\s*(?:\([^()]*\))?\s*$")
+# also the obsolete two-digit years and the zone names the stdlib reads as +0000 (RFC 5322 §4.3)
+_DATE_FAST = re.compile(r"^\s*(?:[A-Za-z]{3},\s*)?(\d{1,2}) ([A-Za-z]{3}) (\d{4}|\d\d) (\d\d):(\d\d)(?::(\d\d))? "
+                        r"(?:([+-])(\d\d)(\d\d)|(?i:GMT|UTC|UT|Z))\s*(?:\([^()]*\))?\s*$")
 _TZS: dict[str, timezone] = {}
 
 
@@ -226,11 +258,21 @@ def parse_date(value: str | None) -> datetime | None:
 
 def _parse_date(value: str) -> datetime | None:
     m = _DATE_FAST.match(value)
-    if m:  # RFC 5322's usual shape; anything else goes to the stdlib's lenient parser
+    # RFC 5322's usual shape; anything else goes to the stdlib's lenient parser (and so does a
+    # two-digit year with a +HH60..+HH99 offset, which email.utils reads as HH+1 hours: as before)
+    if m and not (len(m.group(3)) == 2 and m.group(9) and m.group(9) >= "60"):
         day, mon, year, hh, mi, ss, sign, oh, om = m.groups()
         month = _MONTHS.get(mon.lower())
+        if sign is None:  # GMT, UT, UTC, Z in any case: what email.utils reads as offset 0
+            sign, oh, om = "+", "00", "00"
         if not month or oh >= "24" or om >= "60":  # timezone() refuses a day or more (+2400, -9999)
             return None
+        if m.group(7) is None or len(year) == 2:
+            # shapes email.utils used to read: its years (POSIX): 69-99 are 1969-1999, 0-68 are
+            # 2000-2068, also when written with four digits ("0026" with a zone name)
+            y = int(year)
+            if y < 100:
+                year = str(y + (1900 if y > 68 else 2000))
         key = sign + oh + om
         tz = _TZS.get(key)
         if tz is None:

@@ -328,6 +328,49 @@ def _may_hold_custom_form(fields: list[tuple[str, str]], names: frozenset[str], 
     return False
 
 
+def _value_may_hold_custom_form(value: str, prefix: str | None, suffix: str | None) -> bool:
+    """:func:`_may_hold_custom_form` on one value."""
+    if "+" not in value:
+        return False
+    if prefix and suffix and value.count("+") == value.count(prefix) == value.count(suffix):
+        return False  # every '+' opens one of the template's own addresses (the usual To)
+    for m in _PLUS_FORM.finditer(value, 0, MAX_SCAN):
+        at = m.end() - 1
+        if prefix is None or suffix is None or not (
+                value.startswith(suffix, at) and value.endswith(prefix, 0, m.start() + 1)):
+            return True
+    return False
+
+
+#: (value, prefix, suffix) -> _value_may_hold_custom_form: recipients repeat across a mailbox.
+#: Bounded: values over 256 characters are never kept, a full cache is emptied.
+_FORM_CACHE: dict[tuple[str, str | None, str | None], bool] = {}
+
+
+def _grouped_may_hold_custom_form(grouped: dict[str, list[str]], names: frozenset[str], prefix: str | None,
+                                  suffix: str | None) -> bool:
+    """:func:`_may_hold_custom_form` over the grouped values (the answer does not depend on the
+    fields' order), each distinct value judged once."""
+    for name in names.intersection(grouped):
+        for value in grouped[name]:
+            if "+" not in value:
+                continue
+            if len(value) > 256:
+                if _value_may_hold_custom_form(value, prefix, suffix):
+                    return True
+                continue
+            key = (value, prefix, suffix)
+            hit = _FORM_CACHE.get(key)
+            if hit is None:
+                hit = _value_may_hold_custom_form(value, prefix, suffix)
+                if len(_FORM_CACHE) >= 2048:
+                    _FORM_CACHE.clear()
+                _FORM_CACHE[key] = hit
+            if hit:
+                return True
+    return False
+
+
 def _group(fields: list[tuple[str, str]]) -> dict[str, list[str]]:
     grouped: dict[str, list[str]] = {}
     for name, value in fields:
@@ -499,7 +542,9 @@ def _predict(
     if not template:
         return NO_TEMPLATE
     custom = cfg.custom
-    if custom or _may_hold_custom_form(fields, _UP_TO.get(header, _UP_TO[None]), cfg.prefix, cfg.suffix):
+    names = _UP_TO.get(header, _UP_TO[None])
+    if custom or (_grouped_may_hold_custom_form(grouped, names, cfg.prefix, cfg.suffix) if grouped is not None
+                  else _may_hold_custom_form(fields, names, cfg.prefix, cfg.suffix)):
         route = _custom_email_route(grouped if grouped is not None else _group(fields), template, custom,
                                     header if key is not None else None)
         if route is not None:
