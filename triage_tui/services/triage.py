@@ -51,6 +51,8 @@ from triage_tui.services.plan_types import (
     LEFT_GONE,
     LEFT_NO_MODSEQ_DELETED,
     LEFT_UNCONFIRMED,
+    MAX_MODSEQ,
+    MAX_UID,
     NO_KEYWORDS_NOTE,
     NO_KEYWORDS_SHORT,
     REINGEST_WARNING,
@@ -67,17 +69,18 @@ from triage_tui.services.plan_types import (
     merge_left_alone,
     older_than,
 )
-from triage_tui.services.undo import MAX_UNDO_GROUPS, DamagedRecord, UndoPlanning
+from triage_tui.services.undo import MAX_JOURNAL_UIDS, MAX_UNDO_GROUPS, DamagedRecord, UndoPlanning
 from triage_tui.services.undo import _merged as _merged  # re-exported (tests/unit/test_journal.py)
 
 # The service's public names, imported from here by the commands, the TUI, tests and benchmarks
 # (the value types live in plan_types, the undo, listing and execution in their own modules).
 __all__ = [
-    "FIRST_PASS_ITEMS", "LEFT_ALREADY", "LEFT_CHANGED", "LEFT_GONE", "LEFT_NO_MODSEQ_DELETED", "LEFT_UNCONFIRMED",
-    "LIGHT_ITEMS", "LIST_ITEMS", "NO_KEYWORDS_NOTE", "NO_KEYWORDS_SHORT", "PEEK_ITEMS", "REINGEST_WARNING",
-    "MAX_UNDO_GROUPS", "Counts", "DamagedRecord", "OperationStopped", "OpResult", "Peek", "Plan", "Progress",
-    "RetryPolicy", "TriageService",
-    "journal_ignored", "left_alone_json", "left_alone_lines", "merge_left_alone", "older_than",
+    "FIRST_PASS_ITEMS", "LEFT_ALREADY", "LEFT_CHANGED", "LEFT_GONE", "LEFT_NO_MODSEQ_DELETED",
+    "LEFT_UNCONFIRMED", "LIGHT_ITEMS", "LIST_ITEMS", "MAX_JOURNAL_UIDS", "MAX_MODSEQ", "MAX_UID",
+    "MAX_UNDO_GROUPS", "NO_KEYWORDS_NOTE", "NO_KEYWORDS_SHORT", "PEEK_ITEMS", "REINGEST_WARNING",
+    "Counts", "DamagedRecord", "OperationStopped", "OpResult", "Peek", "Plan", "Progress",
+    "RetryPolicy", "TriageService", "journal_ignored", "left_alone_json", "left_alone_lines",
+    "merge_left_alone", "older_than",
 ]
 
 PEEK_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER]"
