@@ -50,3 +50,14 @@ def test_the_service_keeps_every_method_on_one_class() -> None:
                  "plan_expunge", "plan_undo", "execute", "cancel", "select_view", "search_uids", "internaldates",
                  "_resumable_fetch", "_changed_since", "_retrying", "_backoff", "_open_writer"):
         assert callable(getattr(svc, name)), name
+
+
+def test_only_services_execute_calls_the_mutating_imap_primitives() -> None:
+    """The one writer: read-only mode, UIDVALIDITY and the journal are enforced there."""
+    writers = set()
+    for path in (ROOT / "triage_tui").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("_store", "_uid_expunge", "_expunge", "_expunge_all")):
+                writers.add(path.relative_to(ROOT).as_posix())
+    assert writers == {"triage_tui/services/execute.py"}
