@@ -90,6 +90,10 @@ T = TypeVar("T")
 
 
 class TriageService(Listing, UndoPlanning, Execution):
+    """Connections, counts, searches, peeks, flag and expunge plans, and reconnecting. Mixed in: the
+    listing (:mod:`~triage_tui.services.listing`), the undo plan (:mod:`~triage_tui.services.undo`)
+    and the only writes (:mod:`~triage_tui.services.execute`)."""
+
     def __init__(
         self,
         settings: ConnectionSettings,
