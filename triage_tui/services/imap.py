@@ -1,8 +1,8 @@
 """IMAP sessions: connecting safely, EXAMINE/SELECT, searching and streaming fetches.
 
 Reads go through EXAMINE and BODY.PEEK only. The mutating primitives (``_store``,
-``_uid_expunge``, ``_expunge``) are meant for :mod:`triage_tui.services.triage` alone, which
-enforces read-only mode, UIDVALIDITY and the audit journal.
+``_uid_expunge``, ``_expunge``) are meant for :mod:`triage_tui.services.execute` alone (the triage
+service's writes), which enforces read-only mode, UIDVALIDITY and the audit journal.
 """
 
 from __future__ import annotations
@@ -693,7 +693,7 @@ class ImapSession:
                     return rec
         return None
 
-    # -- writing (for services.triage only) -----------------------------------------------------
+    # -- writing (for services.execute only) ----------------------------------------------------
 
     def _store(self, uids: list[int], flag: str, add: bool, unchangedsince: int | None = None,
                progress: Callable[[list[int]], None] | None = None,

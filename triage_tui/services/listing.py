@@ -1,0 +1,257 @@
+"""Listing: a view's messages streamed in batches, through the persistent header cache when
+there is one (flags refreshed from the server: CHANGEDSINCE with CONDSTORE, else a FLAGS fetch),
+and the fetch that resumes after a lost connection.
+
+:class:`Listing` is mixed into :class:`~triage_tui.services.triage.TriageService`; it uses the
+service's ``analysis``, ``cache``, ``limits``, ``capabilities``, ``reader``, ``search``,
+``_retrying``, ``_backoff`` and ``_check_uidvalidity``."""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from triage_tui.domain.analysis import AnalysisConfig, build_message
+from triage_tui.domain.classify import mark_duplicates
+from triage_tui.domain.model import LIST_HEADER_FIELDS, Message, View
+from triage_tui.errors import ConnectionFailed, ConnectionLost, OperationFailed
+from triage_tui.services.cache import RECENT, HeaderCache, Rebuilder, Token, split_flags
+from triage_tui.services.imapwire import FetchRecord, parse_fetch
+from triage_tui.services.plan_types import MAX_MODSEQ
+
+LIST_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (" + " ".join(LIST_HEADER_FIELDS) + ")]"
+# Received is the bulkiest field (several long lines per message) and GitLab consults it only when
+# To, References, Delivered-To, X-Delivered-To, Envelope-To and X-Envelope-To carry no key: the
+# first pass leaves it out and a second pass fetches it for the few messages that need it.
+FIRST_PASS_ITEMS = LIST_ITEMS.replace(" RECEIVED", "")
+_AFTER_RECEIVED = frozenset({"x-original-to", "x-forwarded-to", "cc"})
+LIGHT_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE"
+
+
+class Listing:
+    """The listing of :class:`~triage_tui.services.triage.TriageService`."""
+
+    def iter_list(self, view: View = View.UNSEEN, *, headers: bool = True, uids: list[int] | None = None,
+                  now: datetime | None = None, narrow: str | None = None) -> Iterator[list[Message]]:
+        """Stream the view as batches of :class:`Message` while chunks arrive. ``narrow``: see
+        :meth:`search`; callers still apply their filter to what comes back."""
+        uidvalidity, found = self.search(view, narrow)
+        if uids is not None:
+            wanted = set(uids)
+            found = [u for u in found if u in wanted]
+        yield from self.iter_messages(uidvalidity, found, headers=headers, now=now)
+
+    def iter_messages(self, uidvalidity: int, uids: list[int], *, headers: bool = True,
+                      now: datetime | None = None) -> Iterator[list[Message]]:
+        """Fetch and build messages chunk by chunk.
+
+        With an address template, the first pass leaves out Received (the bulkiest field); the
+        few messages whose key GitLab could find in Received are held back and fetched again with
+        it once the first pass is done (one connection carries one pipeline at a time), so they
+        arrive in a last batch."""
+        now = now or datetime.now(UTC)
+        cfg = self.analysis
+        cache = self.cache if headers and self.cache is not None and self.cache.usable else None
+        modseq: int | None = None
+        token = None
+        if cache is not None:
+            uids, warm, modseq, token = self._warm(cache, uidvalidity, uids, now)
+            step = max(1, self.limits.max_count)
+            for i in range(0, len(warm), step):
+                yield warm[i:i + step]
+            if token is None or not cache.usable:
+                cache = None
+        pending: list[tuple[int, str, tuple[Any, ...]]] = []  # new rows for the cache
+        two_pass = headers and bool(cfg.address)
+        items = (FIRST_PASS_ITEMS if two_pass else LIST_ITEMS) if headers else LIGHT_ITEMS
+        held: list[int] = []
+        try:
+            for records in self._resumable_fetch(uidvalidity, uids, items):
+                messages = self._build(records, uidvalidity, cfg, now)
+                if two_pass:
+                    ready = []
+                    for m in messages:
+                        if m.matched_header is None or m.matched_header.lower() in _AFTER_RECEIVED:
+                            held.append(m.uid)
+                        else:
+                            ready.append(m)
+                    messages = ready
+                if messages:
+                    if cache is not None:  # encoded now: the caller may change them afterwards
+                        pending.extend(cache.rows_of(messages, uidvalidity))
+                    yield messages
+            if held:
+                for records in self._resumable_fetch(uidvalidity, held, LIST_ITEMS):
+                    messages = self._build(records, uidvalidity, cfg, now)
+                    if cache is not None:
+                        pending.extend(cache.rows_of(messages, uidvalidity))
+                    yield messages
+        finally:
+            if cache is not None and token is not None:  # what arrived, also when the listing stops early
+                cache.commit(token, rows=pending, modseq=modseq)
+
+    def _warm(self, cache: HeaderCache, uidvalidity: int, uids: list[int],
+              now: datetime) -> tuple[list[int], list[Message], int | None, Token | None]:
+        """The cached part of a listing: ``(UIDs still to fetch, rows from the cache, the
+        HIGHESTMODSEQ their flags are known at)``. Flags come from the server: with CONDSTORE,
+        what changed since the stored HIGHESTMODSEQ; else a FLAGS fetch of every cached UID
+        (which also finds the expunged ones)."""
+        info = self.reader.mailbox  # as the SEARCH that found ``uids`` saw it
+        if info is None or info.uidvalidity != uidvalidity:
+            return uids, [], None, None
+        h0 = info.highestmodseq if "CONDSTORE" in self.capabilities else None
+        if h0 is not None and not 0 < h0 <= MAX_MODSEQ:
+            h0 = None  # an absurd HIGHESTMODSEQ: refresh every cached UID's flags instead
+        loaded = cache.load(uidvalidity, h0, uids)
+        if loaded is None:
+            return uids, [], None, None
+        rows, since = loaded.rows, loaded.since
+        if not rows:  # nothing cached: the rows this listing adds are known at h0
+            return uids, [], h0, loaded.token
+        if not loaded.values:  # none of these is cached (new mail only): leave the rest as it is
+            kept = loaded.token.modseq
+            return uids, [], kept if isinstance(kept, int) else None, loaded.token
+        wanted = set(uids)
+        try:
+            if since is not None:
+                changed = self._retrying("listing", lambda: self._changed_since(uidvalidity, since))
+                extra = [u for u in rows if u not in wanted]
+                alive = set(self._retrying("listing", lambda: self._alive(uidvalidity, extra))) if extra else set()
+                gone = [u for u in extra if u not in alive]
+            else:
+                changed, gone = self._retrying("listing", lambda: self._flags_of(uidvalidity, sorted(rows)))
+        except OperationFailed as e:  # a server refusing CHANGEDSINCE: list without the cache
+            cache._give_up(e)
+            return uids, [], None, None
+        recent = set(self._retrying("listing", lambda: self.reader.search("RECENT")))
+        gone_set = set(gone)
+        stored = loaded.values
+        rebuild = Rebuilder(uidvalidity, self.analysis.stale_after, now)
+        today = int(time.time() // 86_400)
+        out: list[Message] = []
+        misses: list[int] = []
+        used: list[int] = []
+        split: dict[str, tuple[str, ...]] = {}  # flags text -> tuple: a few distinct sets
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for u in uids:
+                v = stored.get(u)
+                if v is None:
+                    misses.append(u)
+                    continue
+                if u in gone_set:
+                    continue  # expunged since the SEARCH: a cold listing would not show it either
+                row = rows[u]
+                fresh = changed.get(u)
+                if fresh is not None:
+                    flags = tuple(f for f in fresh if f != RECENT)
+                else:
+                    flags = split.get(row[0])  # type: ignore[assignment]
+                    if flags is None:
+                        flags = split[row[0]] = split_flags(row[0])
+                if recent and u in recent:
+                    flags += (RECENT,)  # where the server puts it: last
+                try:
+                    m = rebuild(u, flags, v)
+                except Exception:  # noqa: BLE001 - a damaged row: fetched again
+                    misses.append(u)
+                    continue
+                out.append(m)
+                if row[1] != today:
+                    used.append(u)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        token = cache.commit(loaded.token, flags={u: f for u, f in changed.items() if u in rows}, used=used,
+                             gone=gone, modseq=h0)
+        if token is None:  # the refresh could not be written: list without the cache
+            return uids, [], None, None
+        return misses, out, h0, token
+
+    def _changed_since(self, uidvalidity: int, since: int) -> dict[int, tuple[str, ...]]:
+        """``UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE since)``: the flags of every message changed
+        since (RFC 7162), in one round trip."""
+        r = self.reader
+        assert r.mailbox is not None
+        self._check_uidvalidity(uidvalidity, r.mailbox.uidvalidity)
+        with r.lock:
+            if r.wire is None:
+                raise ConnectionLost("not connected")
+            untagged, done = r.wire.command(f"UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE {int(since)})".encode("ascii"))
+        if not done.ok:
+            raise OperationFailed(f"FETCH CHANGEDSINCE failed: {done}")
+        out: dict[int, tuple[str, ...]] = {}
+        for resp in untagged:
+            rec = parse_fetch(resp)
+            if rec is not None and rec.uid is not None and rec.flags is not None:
+                out[rec.uid] = rec.flags
+        return out
+
+    def _flags_of(self, uidvalidity: int, uids: list[int]) -> tuple[dict[int, tuple[str, ...]], list[int]]:
+        """The flags of ``uids`` (chunked, pipelined) and those no longer in the mailbox."""
+        r = self.reader
+        assert r.mailbox is not None
+        self._check_uidvalidity(uidvalidity, r.mailbox.uidvalidity)
+        out: dict[int, tuple[str, ...]] = {}
+        for batch in r.fetch_stream(uids, "UID FLAGS"):
+            for rec in batch:
+                if rec.uid is not None and rec.flags is not None:
+                    out[rec.uid] = rec.flags
+        return out, [u for u in uids if u not in out]
+
+    def _alive(self, uidvalidity: int, uids: list[int]) -> list[int]:
+        r = self.reader
+        assert r.mailbox is not None
+        self._check_uidvalidity(uidvalidity, r.mailbox.uidvalidity)
+        return r.search_within(uids, "ALL")
+
+    def _resumable_fetch(self, uidvalidity: int, uids: list[int], items: str) -> Iterator[list[FetchRecord]]:
+        """``fetch_stream`` that survives a lost connection: reconnect (backoff), check
+        UIDVALIDITY, and go on with the UIDs not received yet."""
+        remaining = uids
+        received: set[int] = set()
+        attempt = 0
+        while True:
+            try:
+                for batch in self.reader.fetch_stream(remaining, items):
+                    received.update(rec.uid for rec in batch if rec.uid is not None)
+                    yield batch
+                return
+            except ConnectionFailed as e:
+                attempt = self._backoff(e, attempt, "listing")
+                try:
+                    info = self.reader.mailbox
+                except ConnectionFailed:
+                    continue  # the next round counts another attempt
+                assert info is not None
+                self._check_uidvalidity(uidvalidity, info.uidvalidity)
+                remaining = [u for u in remaining if u not in received]
+
+    def _build(self, batch: list[FetchRecord], uidvalidity: int, cfg: AnalysisConfig, now: datetime) -> list[Message]:
+        # a batch allocates ~50 small objects per message, none cyclic: collecting the young
+        # generation over and over costs a third of the parse time for nothing
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return [self._to_message(rec, uidvalidity, cfg, now) for rec in batch]
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    @staticmethod
+    def _to_message(rec: FetchRecord, uidvalidity: int, cfg: AnalysisConfig, now: datetime) -> Message:
+        assert rec.uid is not None
+        return build_message(rec.uid, uidvalidity, rec.flags or (), rec.internaldate, rec.size or 0,
+                             rec.body, cfg, now)
+
+    def list(self, view: View = View.UNSEEN, **kw: Any) -> list[Message]:
+        """The whole view, with cross-message verdicts (duplicate Message-IDs) applied."""
+        out: list[Message] = []
+        for batch in self.iter_list(view, **kw):
+            out.extend(batch)
+        mark_duplicates(out)
+        return out
