@@ -188,6 +188,12 @@ def test_disk_full_mid_expunge_stops_before_the_next_uid_expunge(mailbox: Mailbo
         pos += len(raw)
     path.unlink()
     mailbox.seed(backlog(100, now=1_700_000_000.0, deleted_every=1))  # UIDs 101..200
+    # seed() writes into a maildir Dovecot has already indexed, in the same second and under the
+    # file names it just expunged: make Dovecot read the directory again now (a real delivery goes
+    # through Dovecot and updates the index itself), so the expunge sees all 100 from its first EXAMINE
+    r = mailbox.server.doveadm("force-resync", "-u", mailbox.user, "INBOX")
+    assert r.returncode == 0, r.stderr
+    assert mailbox.search("DELETED") == list(range(101, 201))
     r = run_cli(mailbox, "expunge", "--yes", fsize=cut_inside(records, "intent", 2))
     line = one_error_line(r)
     assert line.endswith("40 of 100 message(s) were expunged (UIDs 101:140), nothing else was sent"), line
