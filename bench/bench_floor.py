@@ -98,7 +98,7 @@ def cli_env(port: int, user: str, state: Path, cache: Path) -> dict[str, str]:
 
 
 def has_cache_flag() -> bool:
-    out = subprocess.run([*CLI, "list", "--help"], capture_output=True, text=True,
+    out = subprocess.run([*CLI, "--help"], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False).stdout
     return "--no-cache" in out
 
