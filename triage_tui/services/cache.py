@@ -265,6 +265,20 @@ CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, blob BLOB NOT NULL);
 """
 
 
+def _went_back(db: sqlite3.Connection, stored: Any, highestmodseq: int | None, uidnext: int | None) -> bool:
+    """Whether the server is behind what the cache saw under the same UIDVALIDITY: its state is
+    another history, where a cached UID may name another message and a flag change may have
+    no MODSEQ above the stored one (RFC 3501 wants a new UIDVALIDITY then; a restore does not
+    always give one)."""
+    if isinstance(stored, int) and highestmodseq is not None and highestmodseq < stored:
+        return True
+    if uidnext is not None:
+        top = db.execute("SELECT max(uid) FROM rows").fetchone()[0]
+        if isinstance(top, int) and top >= uidnext:
+            return True
+    return False
+
+
 def _private_dir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = os.lstat(path)
@@ -370,10 +384,13 @@ class HeaderCache:
 
     # -- use ----------------------------------------------------------------------------------
 
-    def load(self, uidvalidity: int, highestmodseq: int | None, wanted: Iterable[int]) -> Loaded | None:
+    def load(self, uidvalidity: int, highestmodseq: int | None, wanted: Iterable[int],
+             uidnext: int | None = None) -> Loaded | None:
         """Open the cache for this UIDVALIDITY (None when the cache is off). A different
-        UIDVALIDITY or fingerprint empties it first; rows unused for longer than the age limit
-        are dropped."""
+        UIDVALIDITY or fingerprint empties it first, and so does a server gone back in time
+        with the same UIDVALIDITY (a restored backup, a failover replica): a HIGHESTMODSEQ lower
+        than the stored one, or a UIDNEXT not above a cached UID (that UID may be given to
+        another message). Rows unused for longer than the age limit are dropped."""
         if not self.usable:
             return None
         try:
@@ -385,7 +402,8 @@ class HeaderCache:
                 try:
                     meta = self._meta(db)
                     if meta.get("uidvalidity") != uidvalidity or meta.get("fingerprint") != fp \
-                            or meta.get("format") != CACHE_FORMAT or not isinstance(meta.get("created"), float):
+                            or meta.get("format") != CACHE_FORMAT or not isinstance(meta.get("created"), float) \
+                            or _went_back(db, meta.get("modseq"), highestmodseq, uidnext):
                         db.execute("DROP TABLE IF EXISTS rows")  # also an older format's tables
                         db.execute("DROP TABLE IF EXISTS chunks")
                         db.execute("DELETE FROM meta")

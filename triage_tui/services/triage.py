@@ -667,7 +667,7 @@ class TriageService:
         h0 = info.highestmodseq if "CONDSTORE" in self.capabilities else None
         if h0 is not None and not 0 < h0 <= MAX_MODSEQ:
             h0 = None  # an absurd HIGHESTMODSEQ: refresh every cached UID's flags instead
-        loaded = cache.load(uidvalidity, h0, uids)
+        loaded = cache.load(uidvalidity, h0, uids, uidnext=info.uidnext)
         if loaded is None:
             return uids, [], None, None
         rows, since = loaded.rows, loaded.since
