@@ -108,3 +108,62 @@ def test_highestmodseq_lower_than_stored_discards_the_cache(mailbox: Mailbox, pa
     assert _rows(svc) == _cold(mailbox)
     assert spy.uids, "the cache of a server that went back in time was trusted"
     assert {u: set(f.split()) for u, f in _db_rows(path).items()} == mailbox.flags()
+
+
+# -- every view, --limit, filters: warm output is cold output, order included -------------------
+
+
+def _seed_order(mb: Mailbox) -> None:
+    """Rows whose key only Received holds (a cold listing sends them last), a duplicate
+    Message-ID across such a row and a plain one, seen and deleted rows among them."""
+    import time
+
+    from tests.mailgen import ADDRESS
+
+    key_addr = ADDRESS.replace("%{key}", "grp-proj-9-glimt-rcv1-issue")
+    now = time.time()
+    rows: list[tuple[bytes, float, str]] = []
+    for i in range(14):
+        if i % 3 == 0:
+            raw = message(subject=f"received only {i}", key=None, to="someone@elsewhere.example",
+                          extra={"Received": f"from mx by gl for <{key_addr}>; Mon, 1 Jan 2024 00:00:00 +0000"},
+                          message_id="<twin@example.org>" if i == 3 else None)
+        else:
+            raw = message(subject=f"plain {i}", message_id="<twin@example.org>" if i == 7 else None)
+        rows.append((raw, now - 86_400 * (i % 5) - i, "S" if i % 4 == 1 else ("T" if i == 11 else "")))
+    mb.seed(rows)
+
+
+def _cli_rows(cli: object, env: dict[str, str], *args: str) -> list[dict[str, object]]:
+    import json
+
+    r = cli([*args, "--json"], env=env)  # type: ignore[operator]
+    assert r.code == 0, r.err
+    assert "Traceback" not in r.err and not r.err.strip(), r.err
+    out = [json.loads(line) for line in r.out.splitlines() if line.strip()]
+    for x in out:
+        x.pop("age_seconds", None)
+        if isinstance(x.get("evidence"), dict):
+            x["evidence"].pop("age_seconds")  # seen-stuck: the age again
+    return out
+
+
+@pytest.mark.parametrize("args", [
+    ("--view", "all"), ("--view", "all", "--limit", "5"), ("--view", "unseen", "--limit", "3"),
+    ("--view", "seen"), ("--view", "seen-stuck"), ("--view", "ignored"), ("--view", "deleted"),
+    ("--view", "all", "--filter", "subject:received"),
+], ids=lambda a: " ".join(a))
+def test_cli_warm_output_is_cold_output_order_included(mailbox: Mailbox, cli: object, args: tuple[str, ...]) -> None:
+    from tests.mailgen import ADDRESS
+
+    _seed_order(mailbox)
+    _flag(mailbox, mailbox.search("SEEN")[:1], b"$TriageIgnored")
+    env = {**mailbox.env(), "TRIAGE_ADDRESS": ADDRESS}
+    cold = _cli_rows(cli, env, "--no-cache", "list", *args)
+    assert cold
+    for warm_up in (("--view", "unseen"), ("--view", "all")):  # part of the rows cached, then all
+        _cli_rows(cli, env, "list", *warm_up)
+        warm = _cli_rows(cli, env, "list", *args)
+        diff = [(w["uid"], c["uid"], {k: (w[k], c[k]) for k in w if w[k] != c.get(k)}) for w, c in zip(warm, cold)
+                if w != c]
+        assert warm == cold, (warm_up, len(warm), len(cold), diff[:3])

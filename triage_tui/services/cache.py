@@ -29,6 +29,7 @@ only make a listing faster, never wrong.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import logging
@@ -219,6 +220,39 @@ class Rebuilder:
 
 
 _fromiso = datetime.fromisoformat
+
+
+class InOrder:
+    """Cached rows (ascending UIDs) given out where a cold listing would give them: each just
+    before the first fetched row with a higher UID. What the CLI prints first (``--limit``)
+    and which copy of a duplicate Message-ID it flags depend on that order."""
+
+    def __init__(self, rows: list[Message], misses: Iterable[int]) -> None:
+        self.rows = rows
+        self.uids = [m.uid for m in rows]
+        self.misses = sorted(misses)  # the UIDs still to fetch, which arrive in this order
+        self.i = 0
+
+    def _upto(self, uid: int | None) -> list[Message]:
+        j = len(self.rows) if uid is None else bisect.bisect_left(self.uids, uid, self.i)
+        part, self.i = self.rows[self.i:j], j
+        return part
+
+    def before_fetch(self) -> list[Message]:
+        return self._upto(self.misses[0] if self.misses else None)
+
+    def with_batch(self, last_uid: int, fetched: list[Message]) -> list[Message]:
+        """The cached rows that go before the next UID still to fetch after ``last_uid``, merged
+        with ``fetched``."""
+        k = bisect.bisect_right(self.misses, last_uid)
+        part = self._upto(self.misses[k] if k < len(self.misses) else None)
+        return sorted(part + fetched, key=_UID) if part else fetched
+
+    def rest(self) -> list[Message]:
+        return self._upto(None)
+
+
+_UID = operator.attrgetter("uid")
 
 
 @dataclass
