@@ -13,11 +13,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Mailbox
-from tests.integration.test_cache import NOW, _cold, _db_rows, _rows, _seed, _svc, _warm_up
+from tests.integration.test_cache import CFG, NOW, _cold, _db_rows, _rows, _seed, _svc, _warm_up
 from tests.integration.test_cache import path as path  # noqa: F401 - the fixture
 from tests.mailgen import message
 from tests.servers import MAIL_GID, MAIL_UID
 from triage_tui.domain.model import View
+from triage_tui.services.cache import HeaderCache
+from triage_tui.services.imap import Limits
+from triage_tui.services.journal import AuditJournal
+from triage_tui.services.triage import TriageService
 
 
 def _chown_tree(root: Path) -> None:
@@ -167,3 +171,42 @@ def test_cli_warm_output_is_cold_output_order_included(mailbox: Mailbox, cli: ob
         diff = [(w["uid"], c["uid"], {k: (w[k], c[k]) for k in w if w[k] != c.get(k)}) for w, c in zip(warm, cold)
                 if w != c]
         assert warm == cold, (warm_up, len(warm), len(cold), diff[:3])
+
+
+# -- other clients during a listing -------------------------------------------------------------
+
+
+def test_changes_during_a_warm_listing_show_on_the_next_one(mailbox: Mailbox, path: Path) -> None:
+    """Between the flag refresh and the listing's end another operator flips \\\\Seen and our
+    keyword both ways, mail_room deletes and expunges, new mail arrives: the next warm start of
+    every view equals a cold one, and the stored flags are the server's."""
+    _seed(mailbox, 16)
+    _flag(mailbox, mailbox.search("SEEN")[:2], b"$TriageIgnored")
+    _warm_up(mailbox, path, View.UNSEEN)  # part cached: the ALL listing below also fetches
+    svc = TriageService(mailbox.settings(), read_only=True, journal=AuditJournal(), analysis=CFG,
+                        cache=HeaderCache(path, CFG), limits=Limits(max_count=3, window=1))
+    it = svc.iter_list(View.ALL, now=NOW)
+    assert next(it)
+    unseen, seen = mailbox.search("UNSEEN"), mailbox.search("SEEN")
+    ignored = mailbox.search("KEYWORD $TriageIgnored")
+    _flag(mailbox, unseen[:2], b"\\Seen")  # cached rows, already given out
+    _flag(mailbox, ignored[:1], b"$TriageIgnored", add=False)  # ignored -> seen-stuck
+    _flag(mailbox, seen[-2:], b"$TriageIgnored")  # seen-stuck -> ignored (not fetched yet)
+    _flag(mailbox, [seen[-1]], b"\\Seen", add=False)
+    gone = [unseen[-1], seen[0]]
+    c = mailbox.client()
+    try:
+        c.select_folder("INBOX")
+        c.add_flags(gone, [b"\\Deleted"], silent=True)
+        c.uid_expunge(gone)
+    finally:
+        c.logout()
+    _append(mailbox, "arrived during the listing")
+    rest = [m for batch in it for m in batch]
+    svc.close()
+    assert rest  # the listing went on
+    for view in View:
+        warm = _rows(_svc(mailbox, path)[0], view)
+        assert warm == _cold(mailbox, view), view
+    assert {u: set(f.split()) for u, f in _db_rows(path).items()} == mailbox.flags()
+    assert not set(gone) & set(_db_rows(path))
