@@ -212,7 +212,9 @@ def test_uidvalidity_reset_discards_the_cache(mailbox: Mailbox, path: Path) -> N
     AnalysisConfig(address=ADDRESS, mailbox_kind="service_desk"),
     AnalysisConfig(address=ADDRESS, project_names={1: "renamed/project"}),
     AnalysisConfig(address=ADDRESS, gitlab_host="gitlab.example.com"),
-], ids=["no-address", "bot-pattern", "service-desk", "projects", "gitlab-host"])
+    AnalysisConfig(address=ADDRESS.replace("incoming+", "in-")),  # another incoming address template
+    AnalysisConfig(address=ADDRESS, stale_after=timedelta(minutes=1)),  # the stale limit
+], ids=["no-address", "bot-pattern", "service-desk", "projects", "gitlab-host", "template", "stale-limit"])
 def test_config_change_re_analyses(mailbox: Mailbox, path: Path, changed: AnalysisConfig) -> None:
     _seed(mailbox, 10)
     _warm_up(mailbox, path)

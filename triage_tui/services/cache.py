@@ -93,15 +93,25 @@ def cache_path(host: str, port: int, user: str, mailbox: str, directory: Path | 
 _CODE_HASH: str | None = None
 
 
+#: the services modules that shape a row besides the domain: the wire parser (what a header's
+#: bytes decode to) and the listing (which header fields it fetches, how a row is built)
+_ROW_SERVICES = ("imapwire.py", "triage.py", "listing.py", "cache.py")
+
+
+def _code_files() -> list[Path]:
+    here = Path(__file__).resolve().parent
+    return sorted((here.parent / "domain").rglob("*.py")) + [here / n for n in _ROW_SERVICES if (here / n).exists()]
+
+
 def _code_hash() -> str:
-    """A hash of the domain code that builds rows: a changed classifier re-analyses."""
+    """A hash of the code that builds rows (the domain, the wire parser, the listing): a changed
+    classifier or decoder re-analyses, also when the version number did not move."""
     global _CODE_HASH
     if _CODE_HASH is None:
         h = hashlib.sha256()
-        domain = Path(__file__).resolve().parent.parent / "domain"
         try:
-            for p in sorted(domain.glob("*.py")):
-                h.update(p.name.encode())
+            for p in _code_files():
+                h.update(f"{p.parent.name}/{p.name}".encode())
                 h.update(p.read_bytes())
         except OSError:
             h.update(str(time.time()).encode())  # unreadable: a fingerprint that never matches
