@@ -210,3 +210,43 @@ def test_changes_during_a_warm_listing_show_on_the_next_one(mailbox: Mailbox, pa
         assert warm == _cold(mailbox, view), view
     assert {u: set(f.split()) for u, f in _db_rows(path).items()} == mailbox.flags()
     assert not set(gone) & set(_db_rows(path))
+
+
+# -- the files ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("side", ["-wal", "-shm", "-journal"])
+def test_a_symlink_planted_beside_the_db_is_refused(mailbox: Mailbox, path: Path, tmp_path: Path, side: str) -> None:
+    """A directory that was open to others (its mode is fixed, what was planted stays): SQLite
+    would follow a planted -wal/-shm link and write through it."""
+    _seed(mailbox, 4)
+    path.parent.mkdir(parents=True)
+    os.chmod(path.parent, 0o777)
+    target = tmp_path / "victim"
+    target.write_bytes(b"precious\n")
+    Path(str(path) + side).symlink_to(target)
+    problems: list[str] = []
+    svc, _ = _svc(mailbox, path, problems=problems)
+    assert _rows(svc) == _cold(mailbox)
+    assert len(problems) == 1 and side in problems[0], problems
+    assert target.read_bytes() == b"precious\n"
+
+
+@pytest.mark.parametrize("what", ["fifo", "fifo-wal", "dir-of-another-user", "file-of-another-user"])
+def test_odd_files_cost_one_line_never_a_row(mailbox: Mailbox, path: Path, what: str) -> None:
+    _seed(mailbox, 4)
+    path.parent.mkdir(parents=True, mode=0o700)
+    if what == "fifo":
+        os.mkfifo(path)
+    elif what == "fifo-wal":
+        os.mkfifo(str(path) + "-wal")
+    elif what == "dir-of-another-user":
+        os.chown(path.parent, MAIL_UID, MAIL_GID)  # /tmp/x/triage-tui made by someone else first
+    else:
+        path.write_bytes(b"")
+        os.chown(path, MAIL_UID, MAIL_GID)
+    problems: list[str] = []
+    svc, _ = _svc(mailbox, path, problems=problems)
+    assert _rows(svc) == _cold(mailbox)
+    assert len(problems) == 1, problems
+    assert "\n" not in problems[0] and "Traceback" not in problems[0]

@@ -334,13 +334,26 @@ def _private_dir(path: Path) -> None:
         os.chmod(path, 0o700)
 
 
+def _no_planted_side_files(path: Path) -> None:
+    """SQLite opens its -wal, -shm and -journal files following links: one planted while the
+    directory was open to others (its mode is fixed since, not what is in it) is refused."""
+    for side in ("-wal", "-shm", "-journal"):
+        p = Path(str(path) + side)
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
+            raise CacheUnavailable(f"{p} is not a private regular file")
+
+
 def _private_file(path: Path) -> None:
     """Create the file 0600 (or make it so), refusing a symlink."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise CacheUnavailable(f"{path} is not a regular file")
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:  # a hard link: another file's data
+            raise CacheUnavailable(f"{path} is not a private regular file")
         if hasattr(os, "getuid") and st.st_uid != os.getuid():
             raise CacheUnavailable(f"{path} belongs to another user")
         if stat.S_IMODE(st.st_mode) != 0o600:
@@ -401,6 +414,7 @@ class HeaderCache:
             _private_dir(self.path.parent)
             self._prune_files()
             _private_file(self.path)
+            _no_planted_side_files(self.path)
             db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
             try:
                 db.execute("PRAGMA journal_mode=WAL")
