@@ -250,3 +250,40 @@ def test_odd_files_cost_one_line_never_a_row(mailbox: Mailbox, path: Path, what:
     assert _rows(svc) == _cold(mailbox)
     assert len(problems) == 1, problems
     assert "\n" not in problems[0] and "Traceback" not in problems[0]
+
+
+# -- two processes ------------------------------------------------------------------------------------
+
+
+def test_two_listings_at_once_while_a_third_marks_seen(mailbox: Mailbox, path: Path, cli: object) -> None:
+    """A TUI and a CLI (two caches on one file, in threads) listing together while mark-seen runs
+    through the CLI: no problem line, and the next warm start equals a cold one."""
+    import threading
+
+    from tests.mailgen import ADDRESS
+
+    _seed(mailbox, 40)
+    _warm_up(mailbox, path, View.UNSEEN)
+    problems: list[str] = []
+    errors: list[BaseException] = []
+    got: list[list[dict[str, object]]] = []
+
+    def run(view: View) -> None:
+        try:
+            got.append(_rows(_svc(mailbox, path, problems=problems)[0], view))
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(v,)) for v in (View.ALL, View.UNSEEN, View.ALL)]
+    for t in threads:
+        t.start()
+    r = cli(["mark-seen", "--yes", "--all"],  # type: ignore[operator]
+            env={**mailbox.env(), "TRIAGE_ADDRESS": ADDRESS})
+    for t in threads:
+        t.join(60)
+    assert not errors and not problems, (errors, problems)
+    assert r.code == 0, r.err
+    assert mailbox.search("UNSEEN") == []  # it did mark them while the listings ran
+    for view in (View.ALL, View.UNSEEN, View.SEEN_STUCK, View.IGNORED):
+        assert _rows(_svc(mailbox, path)[0], view) == _cold(mailbox, view), view
+    assert {u: set(f.split()) for u, f in _db_rows(path).items()} == mailbox.flags()
