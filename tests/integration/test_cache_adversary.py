@@ -287,3 +287,42 @@ def test_two_listings_at_once_while_a_third_marks_seen(mailbox: Mailbox, path: P
     for view in (View.ALL, View.UNSEEN, View.SEEN_STUCK, View.IGNORED):
         assert _rows(_svc(mailbox, path)[0], view) == _cold(mailbox, view), view
     assert {u: set(f.split()) for u, f in _db_rows(path).items()} == mailbox.flags()
+
+
+# -- the clock ----------------------------------------------------------------------------------------
+
+
+def test_the_clock_going_back_and_forth(mailbox: Mailbox, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows written by a clock 100 days ahead, read by the right one: used, not lost, not
+    wrong; a clock 30 days ahead (past the 14-day limit) drops them and fetches again."""
+    import time as real_time
+
+    from triage_tui.services import cache as cache_mod
+    from triage_tui.services import triage as triage_mod
+
+    class Clock:
+        shift = 0.0
+
+        def time(self) -> float:
+            return real_time.time() + self.shift
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real_time, name)
+
+    clock = Clock()
+    monkeypatch.setattr(cache_mod, "time", clock)
+    monkeypatch.setattr(triage_mod, "time", clock)
+    _seed(mailbox, 8)
+    cold = _cold(mailbox)
+    clock.shift = 100 * 86_400.0
+    _warm_up(mailbox, path)
+    clock.shift = 0.0
+    problems: list[str] = []
+    svc, spy = _svc(mailbox, path, problems=problems)
+    assert _rows(svc) == cold and spy.uids == [] and not problems
+    clock.shift = 30 * 86_400.0
+    svc, spy = _svc(mailbox, path, problems=problems)
+    assert _rows(svc) == cold and spy.uids and not problems
+    clock.shift = -400 * 86_400.0  # before the file was created
+    svc, spy = _svc(mailbox, path, problems=problems)
+    assert _rows(svc) == cold and spy.uids == [] and not problems
