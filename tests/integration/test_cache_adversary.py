@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -168,7 +167,7 @@ def test_cli_warm_output_is_cold_output_order_included(mailbox: Mailbox, cli: ob
     for warm_up in (("--view", "unseen"), ("--view", "all")):  # part of the rows cached, then all
         _cli_rows(cli, env, "list", *warm_up)
         warm = _cli_rows(cli, env, "list", *args)
-        diff = [(w["uid"], c["uid"], {k: (w[k], c[k]) for k in w if w[k] != c.get(k)}) for w, c in zip(warm, cold)
+        diff = [(w["uid"], c["uid"], {k: (w[k], c[k]) for k in w if w[k] != c.get(k)}) for w, c in zip(warm, cold, strict=False)
                 if w != c]
         assert warm == cold, (warm_up, len(warm), len(cold), diff[:3])
 
@@ -326,3 +325,26 @@ def test_the_clock_going_back_and_forth(mailbox: Mailbox, path: Path, monkeypatc
     clock.shift = -400 * 86_400.0  # before the file was created
     svc, spy = _svc(mailbox, path, problems=problems)
     assert _rows(svc) == cold and spy.uids == [] and not problems
+
+
+@pytest.mark.parametrize("tamper", [
+    "UPDATE rows SET flags = x'5c5365656e' WHERE uid = 2",  # a blob where text belongs
+    "UPDATE rows SET day = 'soon' WHERE uid = 3",
+    "UPDATE rows SET chunk = 'x' WHERE uid = 4",
+    "UPDATE meta SET v = 'high' WHERE k = 'modseq'",
+    "UPDATE meta SET v = 99e300 WHERE k = 'modseq'",
+    "UPDATE chunks SET blob = 'text' WHERE id = (SELECT min(id) FROM chunks)",
+], ids=["flags-blob", "day-text", "chunk-text", "modseq-text", "modseq-huge"] + ["chunk-blob-text"])
+def test_a_tampered_row_is_fetched_again_never_a_traceback(mailbox: Mailbox, path: Path, tamper: str) -> None:
+    _seed(mailbox, 6)
+    _warm_up(mailbox, path)
+    db = sqlite3.connect(path)
+    db.execute(tamper)
+    db.commit()
+    db.close()
+    problems: list[str] = []
+    svc, _ = _svc(mailbox, path, problems=problems)
+    assert _rows(svc) == _cold(mailbox)
+    assert len(problems) <= 1
+    svc, _ = _svc(mailbox, path, problems=problems)
+    assert _rows(svc) == _cold(mailbox)

@@ -4,8 +4,8 @@ would write by hand; damaged chunks raise (and are then fetched again, never sho
 from __future__ import annotations
 
 import marshal
-from pathlib import Path
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 

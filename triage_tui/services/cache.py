@@ -239,8 +239,8 @@ class InOrder:
 
     def __init__(self, rows: list[Message], misses: Iterable[int]) -> None:
         self.rows = rows
-        self.uids = [m.uid for m in rows]
         self.misses = sorted(misses)  # the UIDs still to fetch, which arrive in this order
+        self.uids = [m.uid for m in rows] if self.misses else []  # nothing to fetch: not needed
         self.i = 0
 
     def _upto(self, uid: int | None) -> list[Message]:
@@ -485,7 +485,8 @@ class HeaderCache:
                     and 0 < stored <= highestmodseq else None
                 rows: dict[int, tuple[str, int, int]] = {
                     uid: (flags, day, chunk) for uid, flags, day, chunk in
-                    db.execute("SELECT uid, flags, day, chunk FROM rows")}
+                    db.execute("SELECT uid, flags, day, chunk FROM rows WHERE typeof(flags) = 'text' "
+                               "AND typeof(day) = 'integer' AND typeof(chunk) = 'integer'")}  # else: fetched again
                 hits = [u for u in wanted if u in rows]
                 found: dict[int, tuple[Any, ...]] = {}
                 for cid in sorted({rows[u][2] for u in hits}):

@@ -66,6 +66,20 @@ def _held_back(matched_header: str | None) -> bool:
     """Whether a cold listing sends this (whole-header) row in its second pass: its key is in
     Received or after it, or nowhere (the first pass, without Received, found none before)."""
     return matched_header is None or matched_header.lower() in _AFTER_RECEIVED or matched_header.lower() == "received"
+
+
+def _split_held(rows: list[Message]) -> tuple[list[Message], list[Message]]:
+    """(first-pass rows, held-back rows), each in the given order."""
+    memo: dict[str | None, bool] = {}  # a few distinct header names
+    first: list[Message] = []
+    late: list[Message] = []
+    for m in rows:
+        h = m.matched_header
+        held = memo.get(h)
+        if held is None:
+            held = memo[h] = _held_back(h)
+        (late if held else first).append(m)
+    return first, late
 LIGHT_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE"
 PEEK_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER]"
 
@@ -632,8 +646,7 @@ class TriageService:
         if cache is not None:
             uids, warm, modseq, token = self._warm(cache, uidvalidity, uids, now)
             if two_pass:  # the rows a cold listing holds back for its second pass come last
-                late_rows = [m for m in warm if _held_back(m.matched_header)]
-                warm = [m for m in warm if not _held_back(m.matched_header)]
+                warm, late_rows = _split_held(warm)
             early = InOrder(warm, uids)
             part = early.before_fetch()
             for i in range(0, len(part), step):
