@@ -15,7 +15,9 @@ the lock fields.
 
 The whole file is tied to the mailbox's UIDVALIDITY and to a fingerprint of everything that
 shapes a row (the analysis config, the package version, :data:`CACHE_FORMAT`, the Message field
-set and the domain code): a change of either empties it.
+set and the code that builds a row): a change of either empties it. So does a server gone back
+in time under the same UIDVALIDITY (a restored backup, a failover replica: HIGHESTMODSEQ below
+the stored one, or UIDNEXT not above a cached UID).
 
 Flags always come from the server: with CONDSTORE, ``UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE
 <stored HIGHESTMODSEQ>)``; the stored value only ever moves to a HIGHESTMODSEQ read *before*
