@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import marshal
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
 from triage_tui.domain.model import Message
 from triage_tui.domain.outcome import Outcome
+from triage_tui.domain.settings import AnalysisConfig
+from triage_tui.services import cache as cache_mod
 from triage_tui.services.cache import Rebuilder, decode_chunk, encode_chunk, values
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -97,3 +100,25 @@ def test_a_flag_sqlite_cannot_store_is_not_kept_stale(tmp_path) -> None:  # type
     loaded = c.load(7, 10, [1])
     assert loaded is not None and loaded.rows == {} and not problems
     assert split_flags("") == ()
+
+
+
+def test_the_fingerprint_covers_the_code_that_shapes_a_row(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A changed classifier, decoder or header list (the domain, the wire parser, the listing)
+    re-analyses even when the version number did not move."""
+    files = cache_mod._code_files()
+    assert {"keys.py", "classify.py", "headers.py", "model.py", "imapwire.py", "triage.py", "cache.py"} \
+        <= {p.name for p in files}
+    cfg = AnalysisConfig()
+    base = cache_mod.fingerprint(cfg)
+    for name in ("imapwire.py", "triage.py", "keys.py"):
+        orig = next(p for p in files if p.name == name)
+        copy = tmp_path / orig.parent.name / name
+        copy.parent.mkdir(exist_ok=True)
+        copy.write_bytes(orig.read_bytes() + b"\n# changed\n")
+        monkeypatch.setattr(cache_mod, "_code_files", lambda o=orig, c=copy: [c if p == o else p for p in files])
+        monkeypatch.setattr(cache_mod, "_CODE_HASH", None)
+        assert cache_mod.fingerprint(cfg) != base, name
+    monkeypatch.setattr(cache_mod, "_code_files", lambda: files)
+    monkeypatch.setattr(cache_mod, "_CODE_HASH", None)
+    assert cache_mod.fingerprint(cfg) == base  # stable

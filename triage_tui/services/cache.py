@@ -15,7 +15,9 @@ the lock fields.
 
 The whole file is tied to the mailbox's UIDVALIDITY and to a fingerprint of everything that
 shapes a row (the analysis config, the package version, :data:`CACHE_FORMAT`, the Message field
-set and the domain code): a change of either empties it.
+set and the code that builds a row): a change of either empties it. So does a server gone back
+in time under the same UIDVALIDITY (a restored backup, a failover replica: HIGHESTMODSEQ below
+the stored one, or UIDNEXT not above a cached UID).
 
 Flags always come from the server: with CONDSTORE, ``UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE
 <stored HIGHESTMODSEQ>)``; the stored value only ever moves to a HIGHESTMODSEQ read *before*
@@ -29,6 +31,7 @@ only make a listing faster, never wrong.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import logging
@@ -92,15 +95,25 @@ def cache_path(host: str, port: int, user: str, mailbox: str, directory: Path | 
 _CODE_HASH: str | None = None
 
 
+#: the services modules that shape a row besides the domain: the wire parser (what a header's
+#: bytes decode to) and the listing (which header fields it fetches, how a row is built)
+_ROW_SERVICES = ("imapwire.py", "triage.py", "listing.py", "cache.py")
+
+
+def _code_files() -> list[Path]:
+    here = Path(__file__).resolve().parent
+    return sorted((here.parent / "domain").rglob("*.py")) + [here / n for n in _ROW_SERVICES if (here / n).exists()]
+
+
 def _code_hash() -> str:
-    """A hash of the domain code that builds rows: a changed classifier re-analyses."""
+    """A hash of the code that builds rows (the domain, the wire parser, the listing): a changed
+    classifier or decoder re-analyses, also when the version number did not move."""
     global _CODE_HASH
     if _CODE_HASH is None:
         h = hashlib.sha256()
-        domain = Path(__file__).resolve().parent.parent / "domain"
         try:
-            for p in sorted(domain.glob("*.py")):
-                h.update(p.name.encode())
+            for p in _code_files():
+                h.update(f"{p.parent.name}/{p.name}".encode())
                 h.update(p.read_bytes())
         except OSError:
             h.update(str(time.time()).encode())  # unreadable: a fingerprint that never matches
@@ -221,6 +234,39 @@ class Rebuilder:
 _fromiso = datetime.fromisoformat
 
 
+class InOrder:
+    """Cached rows (ascending UIDs) given out where a cold listing would give them: each just
+    before the first fetched row with a higher UID. What the CLI prints first (``--limit``)
+    and which copy of a duplicate Message-ID it flags depend on that order."""
+
+    def __init__(self, rows: list[Message], misses: Iterable[int]) -> None:
+        self.rows = rows
+        self.misses = sorted(misses)  # the UIDs still to fetch, which arrive in this order
+        self.uids = [m.uid for m in rows] if self.misses else []  # nothing to fetch: not needed
+        self.i = 0
+
+    def _upto(self, uid: int | None) -> list[Message]:
+        j = len(self.rows) if uid is None else bisect.bisect_left(self.uids, uid, self.i)
+        part, self.i = self.rows[self.i:j], j
+        return part
+
+    def before_fetch(self) -> list[Message]:
+        return self._upto(self.misses[0] if self.misses else None)
+
+    def with_batch(self, last_uid: int, fetched: list[Message]) -> list[Message]:
+        """The cached rows that go before the next UID still to fetch after ``last_uid``, merged
+        with ``fetched``."""
+        k = bisect.bisect_right(self.misses, last_uid)
+        part = self._upto(self.misses[k] if k < len(self.misses) else None)
+        return sorted(part + fetched, key=_UID) if part else fetched
+
+    def rest(self) -> list[Message]:
+        return self._upto(None)
+
+
+_UID = operator.attrgetter("uid")
+
+
 @dataclass
 class Info:
     path: Path
@@ -265,6 +311,20 @@ CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, blob BLOB NOT NULL);
 """
 
 
+def _went_back(db: sqlite3.Connection, stored: Any, highestmodseq: int | None, uidnext: int | None) -> bool:
+    """Whether the server is behind what the cache saw under the same UIDVALIDITY: its state is
+    another history, where a cached UID may name another message and a flag change may have
+    no MODSEQ above the stored one (RFC 3501 wants a new UIDVALIDITY then; a restore does not
+    always give one)."""
+    if isinstance(stored, int) and highestmodseq is not None and highestmodseq < stored:
+        return True
+    if uidnext is not None:
+        top = db.execute("SELECT max(uid) FROM rows").fetchone()[0]
+        if isinstance(top, int) and top >= uidnext:
+            return True
+    return False
+
+
 def _private_dir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = os.lstat(path)
@@ -276,13 +336,26 @@ def _private_dir(path: Path) -> None:
         os.chmod(path, 0o700)
 
 
+def _no_planted_side_files(path: Path) -> None:
+    """SQLite opens its -wal, -shm and -journal files following links: one planted while the
+    directory was open to others (its mode is fixed since, not what is in it) is refused."""
+    for side in ("-wal", "-shm", "-journal"):
+        p = Path(str(path) + side)
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
+            raise CacheUnavailable(f"{p} is not a private regular file")
+
+
 def _private_file(path: Path) -> None:
     """Create the file 0600 (or make it so), refusing a symlink."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise CacheUnavailable(f"{path} is not a regular file")
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:  # a hard link: another file's data
+            raise CacheUnavailable(f"{path} is not a private regular file")
         if hasattr(os, "getuid") and st.st_uid != os.getuid():
             raise CacheUnavailable(f"{path} belongs to another user")
         if stat.S_IMODE(st.st_mode) != 0o600:
@@ -343,6 +416,7 @@ class HeaderCache:
             _private_dir(self.path.parent)
             self._prune_files()
             _private_file(self.path)
+            _no_planted_side_files(self.path)
             db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
             try:
                 db.execute("PRAGMA journal_mode=WAL")
@@ -370,10 +444,13 @@ class HeaderCache:
 
     # -- use ----------------------------------------------------------------------------------
 
-    def load(self, uidvalidity: int, highestmodseq: int | None, wanted: Iterable[int]) -> Loaded | None:
+    def load(self, uidvalidity: int, highestmodseq: int | None, wanted: Iterable[int],
+             uidnext: int | None = None) -> Loaded | None:
         """Open the cache for this UIDVALIDITY (None when the cache is off). A different
-        UIDVALIDITY or fingerprint empties it first; rows unused for longer than the age limit
-        are dropped."""
+        UIDVALIDITY or fingerprint empties it first, and so does a server gone back in time
+        with the same UIDVALIDITY (a restored backup, a failover replica): a HIGHESTMODSEQ lower
+        than the stored one, or a UIDNEXT not above a cached UID (that UID may be given to
+        another message). Rows unused for longer than the age limit are dropped."""
         if not self.usable:
             return None
         try:
@@ -385,7 +462,8 @@ class HeaderCache:
                 try:
                     meta = self._meta(db)
                     if meta.get("uidvalidity") != uidvalidity or meta.get("fingerprint") != fp \
-                            or meta.get("format") != CACHE_FORMAT or not isinstance(meta.get("created"), float):
+                            or meta.get("format") != CACHE_FORMAT or not isinstance(meta.get("created"), float) \
+                            or _went_back(db, meta.get("modseq"), highestmodseq, uidnext):
                         db.execute("DROP TABLE IF EXISTS rows")  # also an older format's tables
                         db.execute("DROP TABLE IF EXISTS chunks")
                         db.execute("DELETE FROM meta")
@@ -409,7 +487,8 @@ class HeaderCache:
                     and 0 < stored <= highestmodseq else None
                 rows: dict[int, tuple[str, int, int]] = {
                     uid: (flags, day, chunk) for uid, flags, day, chunk in
-                    db.execute("SELECT uid, flags, day, chunk FROM rows")}
+                    db.execute("SELECT uid, flags, day, chunk FROM rows WHERE typeof(flags) = 'text' "
+                               "AND typeof(day) = 'integer' AND typeof(chunk) = 'integer'")}  # else: fetched again
                 hits = [u for u in wanted if u in rows]
                 found: dict[int, tuple[Any, ...]] = {}
                 for cid in sorted({rows[u][2] for u in hits}):

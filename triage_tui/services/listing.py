@@ -18,7 +18,7 @@ from triage_tui.domain.analysis import AnalysisConfig, build_message
 from triage_tui.domain.classify import mark_duplicates
 from triage_tui.domain.model import LIST_HEADER_FIELDS, Message, View
 from triage_tui.errors import ConnectionFailed, ConnectionLost, OperationFailed
-from triage_tui.services.cache import RECENT, HeaderCache, Rebuilder, Token, split_flags
+from triage_tui.services.cache import RECENT, HeaderCache, InOrder, Rebuilder, Token, split_flags
 from triage_tui.services.imapwire import FetchRecord, parse_fetch
 from triage_tui.services.plan_types import MAX_MODSEQ
 
@@ -29,6 +29,26 @@ LIST_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (" + " 
 FIRST_PASS_ITEMS = LIST_ITEMS.replace(" RECEIVED", "")
 _AFTER_RECEIVED = frozenset({"x-original-to", "x-forwarded-to", "cc"})
 LIGHT_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE"
+
+
+def _held_back(matched_header: str | None) -> bool:
+    """Whether a cold listing sends this (whole-header) row in its second pass: its key is in
+    Received or after it, or nowhere (the first pass, without Received, found none before)."""
+    return matched_header is None or matched_header.lower() in _AFTER_RECEIVED or matched_header.lower() == "received"
+
+
+def _split_held(rows: list[Message]) -> tuple[list[Message], list[Message]]:
+    """(first-pass rows, held-back rows), each in the given order."""
+    memo: dict[str | None, bool] = {}  # a few distinct header names
+    first: list[Message] = []
+    late: list[Message] = []
+    for m in rows:
+        h = m.matched_header
+        held = memo.get(h)
+        if held is None:
+            held = memo[h] = _held_back(h)
+        (late if held else first).append(m)
+    return first, late
 
 
 class Listing:
@@ -57,15 +77,21 @@ class Listing:
         cache = self.cache if headers and self.cache is not None and self.cache.usable else None
         modseq: int | None = None
         token = None
+        two_pass = headers and bool(cfg.address)
+        step = max(1, self.limits.max_count)
+        early = late = None  # cached rows, given out where a cold listing gives them
+        late_rows: list[Message] = []
         if cache is not None:
             uids, warm, modseq, token = self._warm(cache, uidvalidity, uids, now)
-            step = max(1, self.limits.max_count)
-            for i in range(0, len(warm), step):
-                yield warm[i:i + step]
+            if two_pass:  # the rows a cold listing holds back for its second pass come last
+                warm, late_rows = _split_held(warm)
+            early = InOrder(warm, uids)
+            part = early.before_fetch()
+            for i in range(0, len(part), step):
+                yield part[i:i + step]
             if token is None or not cache.usable:
                 cache = None
         pending: list[tuple[int, str, tuple[Any, ...]]] = []  # new rows for the cache
-        two_pass = headers and bool(cfg.address)
         items = (FIRST_PASS_ITEMS if two_pass else LIST_ITEMS) if headers else LIGHT_ITEMS
         held: list[int] = []
         try:
@@ -79,16 +105,28 @@ class Listing:
                         else:
                             ready.append(m)
                     messages = ready
+                if messages and cache is not None:  # encoded now: the caller may change them afterwards
+                    pending.extend(cache.rows_of(messages, uidvalidity))
+                if early is not None and records:
+                    messages = early.with_batch(max(r.uid or 0 for r in records), messages)
                 if messages:
-                    if cache is not None:  # encoded now: the caller may change them afterwards
-                        pending.extend(cache.rows_of(messages, uidvalidity))
                     yield messages
+            if early is not None:  # the first pass is done: then what a cold second pass lists
+                late = InOrder(late_rows, held)
+                part = early.rest() + late.before_fetch()
+                for i in range(0, len(part), step):
+                    yield part[i:i + step]
             if held:
                 for records in self._resumable_fetch(uidvalidity, held, LIST_ITEMS):
                     messages = self._build(records, uidvalidity, cfg, now)
                     if cache is not None:
                         pending.extend(cache.rows_of(messages, uidvalidity))
+                    if late is not None and records:
+                        messages = late.with_batch(max(r.uid or 0 for r in records), messages)
                     yield messages
+            if late is not None and (part := late.rest()):
+                for i in range(0, len(part), step):
+                    yield part[i:i + step]
         finally:
             if cache is not None and token is not None:  # what arrived, also when the listing stops early
                 cache.commit(token, rows=pending, modseq=modseq)
@@ -105,7 +143,7 @@ class Listing:
         h0 = info.highestmodseq if "CONDSTORE" in self.capabilities else None
         if h0 is not None and not 0 < h0 <= MAX_MODSEQ:
             h0 = None  # an absurd HIGHESTMODSEQ: refresh every cached UID's flags instead
-        loaded = cache.load(uidvalidity, h0, uids)
+        loaded = cache.load(uidvalidity, h0, uids, uidnext=info.uidnext)
         if loaded is None:
             return uids, [], None, None
         rows, since = loaded.rows, loaded.since
