@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import gc
 import statistics
 import subprocess
@@ -230,17 +231,156 @@ def bench_keys(n: int, presses: int) -> dict[str, Any]:
     return res
 
 
+# -- part 3: load, re-list (R), event-loop lag and RSS (in-memory service) ----------------------
+
+
+class CopyingService(FakeService):
+    """FakeService that builds new Message objects on every listing, as the real service does
+    (the plain fake hands out the same objects, which would hide two listings coexisting).
+    ``delay``: seconds per batch, the worker's share of a real listing (0: a warm cache)."""
+
+    delay = 0.0
+
+    def iter_messages(self, uidvalidity: int, uids: list[int], **kw: Any) -> Any:
+        for batch in super().iter_messages(uidvalidity, uids, **kw):
+            if self.delay:
+                time.sleep(self.delay)
+            yield [copy.copy(m) for m in batch]
+
+
+class LagMonitor:
+    """Event-loop lag: a task that asks to wake every 5 ms and records how late it woke. Also
+    samples RSS (VmRSS) for the peak of a phase."""
+
+    TICK = 0.005
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self.rss_peak = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        n = 0
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(self.TICK)
+            self.lags.append(max(0.0, time.perf_counter() - t - self.TICK))
+            n += 1
+            if n % 4 == 0:
+                self.rss_peak = max(self.rss_peak, rss_mb())
+
+    def start(self) -> None:
+        self.lags, self.rss_peak = [], rss_mb()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def stop(self) -> dict[str, float]:
+        assert self._task is not None
+        self._task.cancel()
+        self.rss_peak = max(self.rss_peak, rss_mb())
+        lags = self.lags or [0.0]
+        return {"lag_max": max(lags), "lag_p99": pct(lags, 99), "rss_peak": self.rss_peak}
+
+
+async def wait_listed(app: TriageApp, pilot: Any) -> None:
+    while app._loading or app._uidvalidity is None:
+        await pilot.pause(0.005)
+
+
+def bench_load(n: int, presses: int, delay: float) -> dict[str, Any]:
+    svc = CopyingService(big_messages(n), chunk=1000)
+    svc.delay = delay
+    app = BenchApp(svc, watcher_factory=None)
+    res: dict[str, Any] = {}
+    marks: dict[str, float] = {}
+
+    def on_frame() -> None:
+        if "first_rows" not in marks and app.model.rows:
+            marks["first_rows"] = time.perf_counter()
+        if "whole" not in marks and not app._loading and len(app.model.rows) >= n:
+            marks["whole"] = time.perf_counter()
+
+    app.frame_hook = on_frame
+    mon = LagMonitor()
+
+    async def run() -> None:
+        gc.collect()
+        marks["start"] = time.perf_counter()
+        async with app.run_test(size=(120, 36)) as pilot:
+            mon.start()
+            await wait_listed(app, pilot)
+            await pilot.pause(0.1)
+            res["cold_first_rows"] = marks["first_rows"] - marks["start"]
+            res["cold_whole"] = marks.get("whole", float("nan")) - marks["start"]
+            res["load"] = mon.stop()
+            await pilot.pause(0.3)
+            res["rss_steady"] = rss_mb()
+            # marks and the cursor, to check they survive the re-list
+            app.list.move_cursor(n // 2)
+            cursor_uid = app.list.current
+            for u in list(app.model.rows[:50:3]):
+                app.model.marks.add(u)  # type: ignore[arg-type]
+            marked = set(app.model.marks)
+            relists = []
+            mon.start()
+            for _ in range(3):
+                t0 = time.perf_counter()
+                await pilot.press("R")
+                await wait_listed(app, pilot)
+                relists.append(time.perf_counter() - t0)
+                await pilot.pause(0.1)
+            res["relist"] = mon.stop()
+            res["relist_s"] = relists
+            res["relist_kept"] = (app.model.marks == marked, app.list.current == cursor_uid)
+            await pilot.pause(0.3)
+            gc.collect()
+            res["rss_after_relist"] = rss_mb()
+            lat = []
+            for key in ("down", "pagedown", "space") * max(1, presses // 3):
+                lat.append(await key_to_frame(app, key, " " if key == "space" else None))
+                await settle(pilot)
+            res["keys"] = lat
+
+    asyncio.run(run())
+    return res
+
+
+def print_load(n: int, r: dict[str, Any], label: str) -> None:
+    print(f"\n{label}, {n:,} messages, 120x36 (in-memory service building new objects per listing):")
+    rows = [
+        ("first rows (cold)", fmt_ms(r["cold_first_rows"])),
+        ("whole list on screen (cold)", fmt_ms(r["cold_whole"])),
+        ("event-loop lag during load, max / p99", f"{fmt_ms(r['load']['lag_max'])} / {fmt_ms(r['load']['lag_p99'])}"),
+        ("re-list (R) x3, each", " ".join(fmt_ms(x) for x in r["relist_s"])),
+        ("event-loop lag during re-lists, max / p99",
+         f"{fmt_ms(r['relist']['lag_max'])} / {fmt_ms(r['relist']['lag_p99'])}"),
+        ("marks kept / cursor kept across R", f"{r['relist_kept'][0]} / {r['relist_kept'][1]}"),
+        ("RSS steady (after load)", f"{r['rss_steady']:.0f} MiB"),
+        ("RSS peak during load / re-lists", f"{r['load']['rss_peak']:.0f} / {r['relist']['rss_peak']:.0f} MiB"),
+        ("RSS after re-lists", f"{r['rss_after_relist']:.0f} MiB"),
+        ("key median / p95 (down, pgdn, space)",
+         f"{fmt_ms(statistics.median(r['keys']))} / {fmt_ms(pct(r['keys'], 95))}"),
+    ]
+    w = max(len(a) for a, _ in rows)
+    print(f"  | {'measure':<{w}} | value |")
+    print(f"  |{'-' * (w + 2)}|-------|")
+    for a, b in rows:
+        print(f"  | {a:<{w}} | {b} |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--presses", type=int, default=60)
     ap.add_argument("--skip-dovecot", action="store_true")
-    ap.add_argument("--part", choices=("all", "keys", "dovecot"), default="all",
+    ap.add_argument("--delay", type=float, default=0.0,
+                    help="load part: seconds per 1000-message batch in the worker (0: a warm cache)")
+    ap.add_argument("--part", choices=("all", "keys", "load", "dovecot"), default="all",
                     help="each part runs in its own process, so RSS figures do not mix")
     args = ap.parse_args()
     if args.part == "all":
         base = [sys.executable, __file__, "--n", str(args.n), "--presses", str(args.presses)]
         print(f"triage-tui TUI benchmark, {args.n:,} messages")
+        subprocess.run([*base, "--part", "load"], check=True)
         subprocess.run([*base, "--part", "keys"], check=True)
         if not args.skip_dovecot:
             subprocess.run([*base, "--part", "dovecot"], check=True)
@@ -253,6 +393,9 @@ def main() -> int:
               f"({fmt_ms(d['first_rows_from_start'])} after app start)")
         print(f"  all {int(d['rows']):,} rows listed: {d['listed_from_start']:.2f} s after app start")
         print(f"  RSS of the app process with {int(d['rows']):,} rows: {d['rss_mb']:.0f} MB")
+        return 0
+    if args.part == "load":
+        print_load(args.n, bench_load(args.n, args.presses, args.delay), "Load and re-list")
         return 0
     keys = bench_keys(args.n, args.presses)
     print("\nUI with an in-memory service (120x36):")

@@ -146,6 +146,11 @@ class ListModel:
         self.groups: list[Group] = []
         self._keys: dict[str, dict[int, Any]] = {}
         self._match: dict[int, bool] = {}
+        # what changed since the last resort: new UIDs (merged into ``order``), and whether
+        # some were replaced or removed (then ``order`` is re-sorted / pruned)
+        self._new: list[int] = []
+        self._dirty = True  # order must be rebuilt from scratch (sort key or direction changed)
+        self._removed = False
 
     # -- contents --------------------------------------------------------------------------------
 
@@ -157,6 +162,7 @@ class ListModel:
         self.marks.clear()
         self._keys.clear()
         self._match.clear()
+        self._new, self._dirty, self._removed = [], True, False
         self.order, self.filtered, self.rows, self.groups = [], [], [], []
 
     def add(self, batch: Iterable[Message]) -> int:
@@ -164,14 +170,19 @@ class ListModel:
         :meth:`rebuild` afterwards (once per burst of batches, not per batch)."""
         new = 0
         keys = self._keys
+        msgs = self.messages
+        fresh = self._new
         for m in batch:
-            if m.uid not in self.messages:
+            u = m.uid
+            if u not in msgs:
                 new += 1
+                fresh.append(u)
             else:
                 for cache in keys.values():
-                    cache.pop(m.uid, None)
-                self._match.pop(m.uid, None)
-            self.messages[m.uid] = m
+                    cache.pop(u, None)
+                self._match.pop(u, None)
+                self._dirty = True  # its sort key may have changed: re-sort (timsort: near O(n))
+            msgs[u] = m
         return new
 
     def remove(self, uids: Iterable[int]) -> int:
@@ -180,27 +191,68 @@ class ListModel:
         for u in uids:
             if self.messages.pop(u, None) is not None:
                 gone += 1
+                self._removed = True
                 self.marks.discard(u)
                 self._match.pop(u, None)
                 for cache in self._keys.values():
                     cache.pop(u, None)
         return gone
 
+    def forget_sort_keys(self, column: str) -> None:
+        """Drop a column's cached sort keys (its values change in place, e.g. lock TTLs)."""
+        if self._keys.pop(column, None) is not None and column == self.sort_key:
+            self._dirty = True
+
     # -- derived lists --------------------------------------------------------------------------
 
-    def _sort_keys(self) -> dict[int, Any]:
+    def _sort_keys(self, uids: Iterable[int] | None = None) -> dict[int, Any]:
+        """The cached sort keys of the current column; computed for ``uids`` (default: every
+        message) where missing."""
         cache = self._keys.setdefault(self.sort_key, {})
         fn = SORTS[self.sort_key][1]
-        if len(cache) != len(self.messages):
-            for u, m in self.messages.items():
-                if u not in cache:
+        msgs = self.messages
+        if uids is None:
+            if len(cache) == len(msgs):
+                return cache
+            uids = msgs
+        for u in uids:
+            if u not in cache:
+                m = msgs.get(u)
+                if m is not None:
                     cache[u] = fn(m)
         return cache
 
     def resort(self) -> None:
-        keys = self._sort_keys()
-        order = list(self.messages)
-        order.sort(key=keys.__getitem__, reverse=self.reverse)
+        """Bring ``order`` up to date. Incremental when only new UIDs arrived (a listing's
+        batches, a refresh): their keys alone are computed and they are merged in (appended
+        when they all sort after the last row, the common case of a listing by age)."""
+        msgs = self.messages
+        new, self._new = self._new, []
+        if self._dirty or len(new) > len(msgs) // 2 + 1000:
+            self._dirty = self._removed = False
+            keys = self._sort_keys()
+            order = list(msgs)
+            order.sort(key=keys.__getitem__, reverse=self.reverse)
+            self.order = order
+            return
+        order = self.order
+        if self._removed:
+            self._removed = False
+            order = [u for u in order if u in msgs]
+        if new:
+            new = [u for u in dict.fromkeys(new) if u in msgs]  # added then removed: gone
+            keys = self._sort_keys(new)
+            get = keys.__getitem__
+            new.sort(key=get, reverse=self.reverse)
+            if not order:
+                order = new
+            else:
+                last, first = get(order[-1]), get(new[0])
+                if (first < last) if self.reverse else (first > last):
+                    order = order + new
+                else:
+                    order = order + new
+                    order.sort(key=get, reverse=self.reverse)  # two sorted runs: one merge
         self.order = order
 
     def refilter(self) -> None:
@@ -291,6 +343,7 @@ class ListModel:
         self.sort_key = key
         if reverse is not None:
             self.reverse = reverse
+        self._dirty = True
         self.resort()
         self.refilter()
         self.regroup()
