@@ -172,6 +172,8 @@ class ListModel:
         keys = self._keys
         msgs = self.messages
         fresh = self._new
+        sort_keys = keys.setdefault(self.sort_key, {})
+        fn = SORTS[self.sort_key][1]  # keys computed here, a batch at a time, not all at the next resort
         for m in batch:
             u = m.uid
             if u not in msgs:
@@ -183,7 +185,27 @@ class ListModel:
                 self._match.pop(u, None)
                 self._dirty = True  # its sort key may have changed: re-sort (timsort: near O(n))
             msgs[u] = m
+            sort_keys[u] = fn(m)
         return new
+
+    def update(self, batch: Iterable[Message]) -> int:
+        """Like :meth:`add`, but a message that differs from the one held only in its flags
+        updates that one in place (the row and its object stay; a re-list's common case).
+        Returns how many were new."""
+        msgs = self.messages
+        rest = []
+        for m in batch:
+            old = msgs.get(m.uid)
+            if old is not None and old.flags != m.flags:
+                flags, m.flags = m.flags, old.flags
+                same = m == old
+                m.flags = flags
+                if same:
+                    old.flags = flags
+                    self._match.pop(m.uid, None)  # a filter may look at flags (sort keys do not)
+                    continue
+            rest.append(m)
+        return self.add(rest)
 
     def remove(self, uids: Iterable[int]) -> int:
         """Drop vanished UIDs (and their marks). Returns how many were present."""

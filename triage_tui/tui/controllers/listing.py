@@ -168,7 +168,7 @@ class ListingController:
             return  # a re-list that found the mailbox reset: its chunks were diffed against gone rows
         if msg.seen is not None:
             self.relist_seen.update(msg.seen)
-        added = h.model.add(msg.batch)
+        added = h.model.add(msg.batch) if msg.seen is None else h.model.update(msg.batch)
         self._freeze(added)
         total = h.pulse_state.loading[1] if h.pulse_state.loading else msg.done
         h.pulse_state.loading = (msg.done, total)
