@@ -88,6 +88,7 @@ def test_relist_after_a_uidvalidity_reset_drops_rows_and_marks() -> None:
             await loaded(pilot)
             assert app._uidvalidity == svc.uidvalidity
             assert not app.model.marks
+            assert sorted(app.model.messages) == sorted(svc.messages)
             assert all(m is not old[u] and m.subject == f"other {u}" for u, m in app.model.messages.items())
 
     asyncio.run(go())

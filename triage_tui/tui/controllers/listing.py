@@ -87,7 +87,7 @@ class ListingController:
         out = []
         for m in batch:
             old = known.get(m.uid)
-            if old is not None:
+            if old is not None and old.uidvalidity == m.uidvalidity:
                 m.lock, m.lock_ttl = old.lock, old.lock_ttl
                 if m == old:
                     continue
@@ -164,11 +164,13 @@ class ListingController:
         h = self.host
         if msg.gen != h._gen:
             return
-        if msg.seen is not None and self.relist_uv is None:
-            return  # a re-list that found the mailbox reset: its chunks were diffed against gone rows
-        if msg.seen is not None:
+        if msg.seen is not None and self.relist_uv is not None:
             self.relist_seen.update(msg.seen)
-        added = h.model.add(msg.batch) if msg.seen is None else h.model.update(msg.batch)
+            added = h.model.update(msg.batch)
+        else:
+            # a fresh listing; or a re-list that found the mailbox reset (list_started cleared
+            # the rows): its chunks are whole, every message differs in its UIDVALIDITY
+            added = h.model.add(msg.batch)
         self._freeze(added)
         total = h.pulse_state.loading[1] if h.pulse_state.loading else msg.done
         h.pulse_state.loading = (msg.done, total)
