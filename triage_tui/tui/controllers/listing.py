@@ -55,7 +55,9 @@ class ListingController:
             h.model.clear()
         if first:
             # Textual's own long-lived objects: out of every later GC pass (listings freeze
-            # their messages as they arrive, see _freeze)
+            # their messages as they arrive, see _freeze). Unfrozen first: what an earlier app
+            # in this process froze and left as cyclic garbage goes now (tests, benchmarks).
+            gc.unfreeze()
             gc.collect()
             gc.freeze()
         h._uidvalidity = None
@@ -315,11 +317,13 @@ class ListingController:
             return
         h._sync_pending = False
         h._sync_running = True
-        run_thread(h, self._sync_worker, h._gen, h.view, set(h.model.messages), h._uidvalidity,
+        # the UIDs in a box the worker empties (see locks_all)
+        run_thread(h, self._sync_worker, h._gen, h.view, [set(h.model.messages)], h._uidvalidity,
                    name="_sync_worker", group="sync")
 
-    def _sync_worker(self, gen: int, view: View, known: set[int], uidvalidity: int) -> None:
+    def _sync_worker(self, gen: int, view: View, box: builtins.list[set[int]], uidvalidity: int) -> None:
         h = self.host
+        known = box.pop()
         svc = h.service
         with h._io_lock:
             if h._needs_reconnect:
