@@ -9,9 +9,11 @@ import asyncio
 import random
 import time
 from dataclasses import replace
+from datetime import timedelta
 
 from tests.mailgen import backlog, message
 from tests.tui.conftest import loaded, wait_for
+from tests.tui.fakes import NOW as FAKE_NOW
 from tests.tui.fakes import FakeService, big_messages, fixed_clock, sample_messages
 from triage_tui.tui.app import TriageApp
 from triage_tui.tui.listmodel import SORTS, ListModel
@@ -143,3 +145,43 @@ def test_incremental_sort_matches_a_full_sort() -> None:
                 m.rebuild()
                 fn = SORTS[key][1]
                 assert m.order == sorted(m.messages, key=lambda u: fn(m.messages[u]), reverse=reverse), key
+
+
+def _reference_groups(m: ListModel) -> list[tuple[str, list[int], float | None, int, int, int]]:
+    """The grouping written the plain way (one pass per message), to hold the fast one to."""
+    now = m.clock()
+    keyfn = m._group_key_fn(now)
+    by: dict[str, list] = {}
+    for u in m.filtered:
+        msg = m.messages[u]
+        g = by.setdefault(keyfn(msg), [[], None, 0, 0, 0])
+        g[0].append(u)
+        age = msg.age_seconds(now)
+        if age is not None and (g[1] is None or age > g[1]):
+            g[1] = age
+        g[2] += u in m.marks
+        g[3] += msg.bot
+        g[4] += msg.stale
+    return sorted((k, *v) for k, v in by.items())
+
+
+def test_grouping_matches_the_plain_computation_across_changes() -> None:
+    rng = random.Random(7)
+    pool = big_messages(900) + sample_messages(40)
+    pool = [replace(p, uid=i + 1) for i, p in enumerate(pool)]
+    pool[5] = replace(pool[5], internaldate=None)
+    pool[6] = replace(pool[6], internaldate=FAKE_NOW - timedelta(hours=1))  # exactly on a bucket limit
+    pool[7] = replace(pool[7], internaldate=FAKE_NOW + timedelta(days=3))  # from the future
+    m = ListModel(clock=fixed_clock)
+    m.add(pool[:500])
+    m.rebuild()
+    for group in ("project", "kind", "domain", "age", "outcome"):
+        m.set_group(group)
+        m.mark_many(rng.sample(sorted(m.messages), 40))
+        m.add(pool[500 + rng.randint(0, 300):][:60])
+        u = rng.choice(sorted(m.messages))
+        m.add([replace(m.messages[u], from_addr=f"x{rng.random()}@elsewhere.example", bot=not m.messages[u].bot)])
+        m.remove(rng.sample(sorted(m.messages), 7))
+        m.rebuild()
+        got = sorted((g.key, g.uids, g.oldest, g.marked, g.bots, g.stale) for g in m.groups)
+        assert got == _reference_groups(m), group

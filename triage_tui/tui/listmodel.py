@@ -12,9 +12,11 @@ cached tuples), filter results are cached per UID (new chunks only evaluate thei
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any, Protocol
 
 from triage_tui.domain.model import Message
@@ -66,6 +68,10 @@ def outcome_label(verdict: str) -> str:
     words = {"handled": "GitLab handles", "dropped": "GitLab drops (no reply)",
              "rejected": "GitLab rejects (writes to the sender)", "unknown": "GitLab: unknown"}
     return f"{OUTCOME_GLYPHS.get(verdict, '?')} {words.get(verdict, verdict)}"
+
+
+_BOT = attrgetter("bot")
+_STALE = attrgetter("stale")
 
 
 def verdict_rank(m: Message) -> int:
@@ -299,29 +305,53 @@ class ListModel:
         self.filtered = out
 
     def regroup(self) -> None:
+        """Group the filtered rows. At 100k rows this runs on every refresh, so the per-row work
+        is done by C-level ``map`` over cached per-UID values (group keys and timestamps are
+        cached like sort keys and dropped with them when a message is replaced or removed);
+        only the age buckets, which depend on the clock, are computed per row."""
         if self.group_by is None:
             self.groups = []
             self.rows = self.filtered  # type: ignore[assignment]
             return
         now = self.clock()
-        by: dict[str, Group] = {}
         msgs = self.messages
-        keyfn = self._group_key_fn(now)
+        filtered = self.filtered
+        ts_cache = self._cached("group:ts", _ts, filtered)
+        if self.group_by == "age":
+            # age < limit  <=>  date after now - limit; timestamps keep the dates' order (and
+            # tell microseconds apart), so one bisect per row gives age_bucket's answer
+            cuts = [(now - timedelta(seconds=limit)).timestamp() for limit, _ in AGE_BUCKETS[:-1]]
+            cuts.reverse()  # ascending: the oldest limit first
+            labels = [label for _, label in reversed(AGE_BUCKETS)]
+
+            def bucket(t: float) -> str:
+                return "(no date)" if t == _BIG else labels[bisect_left(cuts, t)]
+
+            keys: Iterable[str] = map(bucket, map(ts_cache.__getitem__, filtered))
+        else:
+            keys = map(self._cached("group:" + self.group_by, self._group_key_fn(now), filtered).__getitem__,
+                       filtered)
+        members: dict[str, list[int]] = {}
+        get = members.get
+        for k, u in zip(keys, filtered, strict=True):
+            lst = get(k)
+            if lst is None:
+                members[k] = [u]
+            else:
+                lst.append(u)
+        ts = ts_cache.__getitem__
         marks = self.marks
-        for u in self.filtered:
-            m = msgs[u]
-            k = keyfn(m)
-            g = by.get(k)
-            if g is None:
-                g = by[k] = Group(key=k, label=outcome_label(k) if self.group_by == "outcome" else k)
-            g.uids.append(u)
-            age = m.age_seconds(now)
-            if age is not None and (g.oldest is None or age > g.oldest):
-                g.oldest = age
-            if u in marks:
-                g.marked += 1
-            g.bots += m.bot
-            g.stale += m.stale
+        outcome = self.group_by == "outcome"
+        by: dict[str, Group] = {}
+        for k, uids in members.items():
+            g = by[k] = Group(key=k, label=outcome_label(k) if outcome else k, uids=uids)
+            first = min(uids, key=ts)  # the oldest (timestamps order as the dates do)
+            if ts(first) != _BIG:
+                g.oldest = msgs[first].age_seconds(now)
+            g.marked = sum(map(marks.__contains__, uids)) if marks else 0
+            members_ = list(map(msgs.__getitem__, uids))
+            g.bots = sum(map(_BOT, members_))
+            g.stale = sum(map(_STALE, members_))
         groups = list(by.values())
         if self.group_by == "age":
             rank = {label: i for i, (_, label) in enumerate(AGE_BUCKETS)}
@@ -338,6 +368,17 @@ class ListModel:
                 rows.extend(g.uids)
         self.groups = groups
         self.rows = rows
+
+    def _cached(self, name: str, fn: Callable[[Message], Any], uids: Iterable[int]) -> dict[int, Any]:
+        """Per-UID values of ``fn`` for ``uids``, cached under ``name`` (with the sort keys: a
+        replaced or removed message drops its entries)."""
+        cache = self._keys.setdefault(name, {})
+        if len(cache) < len(self.messages):
+            msgs = self.messages
+            for u in uids:
+                if u not in cache:
+                    cache[u] = fn(msgs[u])
+        return cache
 
     def _group_key_fn(self, now: datetime) -> Callable[[Message], str]:
         if self.group_by == "project":
