@@ -185,3 +185,30 @@ def test_grouping_matches_the_plain_computation_across_changes() -> None:
         m.rebuild()
         got = sorted((g.key, g.uids, g.oldest, g.marked, g.bots, g.stale) for g in m.groups)
         assert got == _reference_groups(m), group
+
+
+def test_relist_evaluates_a_clock_dependent_filter_again() -> None:
+    """A kept row is not a stale filter answer: ``age>`` style filters see the new clock."""
+    msgs = sample_messages(20)
+    now = [FAKE_NOW]
+    svc = FakeService(msgs)
+    app = app_for(svc, clock=lambda: now[0])
+    cutoff = FAKE_NOW - timedelta(hours=2)
+
+    class Older:
+        def matches(self, m, at):  # type: ignore[no-untyped-def]
+            return m.internaldate is not None and m.internaldate < at - (FAKE_NOW - cutoff)
+
+    async def go() -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await loaded(pilot)
+            app.model.set_filter(Older(), "older")
+            before = set(app.model.filtered)
+            now[0] = FAKE_NOW + timedelta(days=30)  # a month later every message is older
+            await pilot.press("R")
+            await loaded(pilot)
+            assert app.model.filter_text == "older"
+            assert set(app.model.filtered) == {u for u, m in app.model.messages.items() if m.internaldate}
+            assert set(app.model.filtered) > before or before == set(app.model.filtered) == set(app.model.messages)
+
+    asyncio.run(go())

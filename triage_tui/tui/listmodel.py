@@ -213,6 +213,14 @@ class ListModel:
             rest.append(m)
         return self.add(rest)
 
+    def forget_matches(self, uids: Iterable[int]) -> None:
+        """Evaluate the filter again for these UIDs at the next refilter (a re-list: a filter
+        may depend on the clock, e.g. ``age>1d``)."""
+        if self._match:
+            pop = self._match.pop
+            for u in uids:
+                pop(u, None)
+
     def remove(self, uids: Iterable[int]) -> int:
         """Drop vanished UIDs (and their marks). Returns how many were present."""
         gone = 0

@@ -168,6 +168,7 @@ class ListingController:
             return
         if msg.seen is not None and self.relist_uv is not None:
             self.relist_seen.update(msg.seen)
+            h.model.forget_matches(msg.seen)  # as a fresh listing would, a chunk at a time
             added = h.model.update(msg.batch)
         else:
             # a fresh listing; or a re-list that found the mailbox reset (list_started cleared
