@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import gc
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,11 @@ from triage_tui.tui.controllers import run_thread
 from triage_tui.tui.controllers.host import Host
 
 SYNC_SETTLE = 0.5  # seconds between a sync and the next one a change asked for meanwhile
+#: How long a thread may hold the GIL before it is asked to hand it over (Python's default: 5 ms).
+#: The listing worker is CPU-bound; the event loop gives the GIL up at every select() and write,
+#: and waited up to 5 ms for it each time: 100-170 ms loop stalls at 100k rows, and the load
+#: itself twice as long (bench/bench_tui.py --part load). 1 ms keeps the loop's share.
+SWITCH_INTERVAL = 0.001
 FREEZE_EVERY = 10_000  # messages added between two gc.freeze() (each costs one GC pass over them)
 
 
@@ -60,6 +66,7 @@ class ListingController:
             gc.unfreeze()
             gc.collect()
             gc.freeze()
+            sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         h._uidvalidity = None
         h._loading = True
         self.load_started = time.perf_counter()
