@@ -12,9 +12,11 @@ cached tuples), filter results are cached per UID (new chunks only evaluate thei
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any, Protocol
 
 from triage_tui.domain.model import Message
@@ -66,6 +68,10 @@ def outcome_label(verdict: str) -> str:
     words = {"handled": "GitLab handles", "dropped": "GitLab drops (no reply)",
              "rejected": "GitLab rejects (writes to the sender)", "unknown": "GitLab: unknown"}
     return f"{OUTCOME_GLYPHS.get(verdict, '?')} {words.get(verdict, verdict)}"
+
+
+_BOT = attrgetter("bot")
+_STALE = attrgetter("stale")
 
 
 def verdict_rank(m: Message) -> int:
@@ -146,6 +152,11 @@ class ListModel:
         self.groups: list[Group] = []
         self._keys: dict[str, dict[int, Any]] = {}
         self._match: dict[int, bool] = {}
+        # what changed since the last resort: new UIDs (merged into ``order``), and whether
+        # some were replaced or removed (then ``order`` is re-sorted / pruned)
+        self._new: list[int] = []
+        self._dirty = True  # order must be rebuilt from scratch (sort key or direction changed)
+        self._removed = False
 
     # -- contents --------------------------------------------------------------------------------
 
@@ -157,6 +168,7 @@ class ListModel:
         self.marks.clear()
         self._keys.clear()
         self._match.clear()
+        self._new, self._dirty, self._removed = [], True, False
         self.order, self.filtered, self.rows, self.groups = [], [], [], []
 
     def add(self, batch: Iterable[Message]) -> int:
@@ -164,15 +176,50 @@ class ListModel:
         :meth:`rebuild` afterwards (once per burst of batches, not per batch)."""
         new = 0
         keys = self._keys
+        msgs = self.messages
+        fresh = self._new
+        sort_keys = keys.setdefault(self.sort_key, {})
+        fn = SORTS[self.sort_key][1]  # keys computed here, a batch at a time, not all at the next resort
         for m in batch:
-            if m.uid not in self.messages:
+            u = m.uid
+            if u not in msgs:
                 new += 1
+                fresh.append(u)
             else:
                 for cache in keys.values():
-                    cache.pop(m.uid, None)
-                self._match.pop(m.uid, None)
-            self.messages[m.uid] = m
+                    cache.pop(u, None)
+                self._match.pop(u, None)
+                self._dirty = True  # its sort key may have changed: re-sort (timsort: near O(n))
+            msgs[u] = m
+            sort_keys[u] = fn(m)
         return new
+
+    def update(self, batch: Iterable[Message]) -> int:
+        """Like :meth:`add`, but a message that differs from the one held only in its flags
+        updates that one in place (the row and its object stay; a re-list's common case).
+        Returns how many were new."""
+        msgs = self.messages
+        rest = []
+        for m in batch:
+            old = msgs.get(m.uid)
+            if old is not None and old.flags != m.flags:
+                flags, m.flags = m.flags, old.flags
+                same = m == old
+                m.flags = flags
+                if same:
+                    old.flags = flags
+                    self._match.pop(m.uid, None)  # a filter may look at flags (sort keys do not)
+                    continue
+            rest.append(m)
+        return self.add(rest)
+
+    def forget_matches(self, uids: Iterable[int]) -> None:
+        """Evaluate the filter again for these UIDs at the next refilter (a re-list: a filter
+        may depend on the clock, e.g. ``age>1d``)."""
+        if self._match:
+            pop = self._match.pop
+            for u in uids:
+                pop(u, None)
 
     def remove(self, uids: Iterable[int]) -> int:
         """Drop vanished UIDs (and their marks). Returns how many were present."""
@@ -180,27 +227,68 @@ class ListModel:
         for u in uids:
             if self.messages.pop(u, None) is not None:
                 gone += 1
+                self._removed = True
                 self.marks.discard(u)
                 self._match.pop(u, None)
                 for cache in self._keys.values():
                     cache.pop(u, None)
         return gone
 
+    def forget_sort_keys(self, column: str) -> None:
+        """Drop a column's cached sort keys (its values change in place, e.g. lock TTLs)."""
+        if self._keys.pop(column, None) is not None and column == self.sort_key:
+            self._dirty = True
+
     # -- derived lists --------------------------------------------------------------------------
 
-    def _sort_keys(self) -> dict[int, Any]:
+    def _sort_keys(self, uids: Iterable[int] | None = None) -> dict[int, Any]:
+        """The cached sort keys of the current column; computed for ``uids`` (default: every
+        message) where missing."""
         cache = self._keys.setdefault(self.sort_key, {})
         fn = SORTS[self.sort_key][1]
-        if len(cache) != len(self.messages):
-            for u, m in self.messages.items():
-                if u not in cache:
+        msgs = self.messages
+        if uids is None:
+            if len(cache) == len(msgs):
+                return cache
+            uids = msgs
+        for u in uids:
+            if u not in cache:
+                m = msgs.get(u)
+                if m is not None:
                     cache[u] = fn(m)
         return cache
 
     def resort(self) -> None:
-        keys = self._sort_keys()
-        order = list(self.messages)
-        order.sort(key=keys.__getitem__, reverse=self.reverse)
+        """Bring ``order`` up to date. Incremental when only new UIDs arrived (a listing's
+        batches, a refresh): their keys alone are computed and they are merged in (appended
+        when they all sort after the last row, the common case of a listing by age)."""
+        msgs = self.messages
+        new, self._new = self._new, []
+        if self._dirty or len(new) > len(msgs) // 2 + 1000:
+            self._dirty = self._removed = False
+            keys = self._sort_keys()
+            order = list(msgs)
+            order.sort(key=keys.__getitem__, reverse=self.reverse)
+            self.order = order
+            return
+        order = self.order
+        if self._removed:
+            self._removed = False
+            order = [u for u in order if u in msgs]
+        if new:
+            new = [u for u in dict.fromkeys(new) if u in msgs]  # added then removed: gone
+            keys = self._sort_keys(new)
+            get = keys.__getitem__
+            new.sort(key=get, reverse=self.reverse)
+            if not order:
+                order = new
+            else:
+                last, first = get(order[-1]), get(new[0])
+                if (first < last) if self.reverse else (first > last):
+                    order = order + new
+                else:
+                    order = order + new
+                    order.sort(key=get, reverse=self.reverse)  # two sorted runs: one merge
         self.order = order
 
     def refilter(self) -> None:
@@ -225,29 +313,53 @@ class ListModel:
         self.filtered = out
 
     def regroup(self) -> None:
+        """Group the filtered rows. At 100k rows this runs on every refresh, so the per-row work
+        is done by C-level ``map`` over cached per-UID values (group keys and timestamps are
+        cached like sort keys and dropped with them when a message is replaced or removed);
+        only the age buckets, which depend on the clock, are computed per row."""
         if self.group_by is None:
             self.groups = []
             self.rows = self.filtered  # type: ignore[assignment]
             return
         now = self.clock()
-        by: dict[str, Group] = {}
         msgs = self.messages
-        keyfn = self._group_key_fn(now)
+        filtered = self.filtered
+        ts_cache = self._cached("group:ts", _ts, filtered)
+        if self.group_by == "age":
+            # age < limit  <=>  date after now - limit; timestamps keep the dates' order (and
+            # tell microseconds apart), so one bisect per row gives age_bucket's answer
+            cuts = [(now - timedelta(seconds=limit)).timestamp() for limit, _ in AGE_BUCKETS[:-1]]
+            cuts.reverse()  # ascending: the oldest limit first
+            labels = [label for _, label in reversed(AGE_BUCKETS)]
+
+            def bucket(t: float) -> str:
+                return "(no date)" if t == _BIG else labels[bisect_left(cuts, t)]
+
+            keys: Iterable[str] = map(bucket, map(ts_cache.__getitem__, filtered))
+        else:
+            keys = map(self._cached("group:" + self.group_by, self._group_key_fn(now), filtered).__getitem__,
+                       filtered)
+        members: dict[str, list[int]] = {}
+        get = members.get
+        for k, u in zip(keys, filtered, strict=True):
+            lst = get(k)
+            if lst is None:
+                members[k] = [u]
+            else:
+                lst.append(u)
+        ts = ts_cache.__getitem__
         marks = self.marks
-        for u in self.filtered:
-            m = msgs[u]
-            k = keyfn(m)
-            g = by.get(k)
-            if g is None:
-                g = by[k] = Group(key=k, label=outcome_label(k) if self.group_by == "outcome" else k)
-            g.uids.append(u)
-            age = m.age_seconds(now)
-            if age is not None and (g.oldest is None or age > g.oldest):
-                g.oldest = age
-            if u in marks:
-                g.marked += 1
-            g.bots += m.bot
-            g.stale += m.stale
+        outcome = self.group_by == "outcome"
+        by: dict[str, Group] = {}
+        for k, uids in members.items():
+            g = by[k] = Group(key=k, label=outcome_label(k) if outcome else k, uids=uids)
+            first = min(uids, key=ts)  # the oldest (timestamps order as the dates do)
+            if ts(first) != _BIG:
+                g.oldest = msgs[first].age_seconds(now)
+            g.marked = sum(map(marks.__contains__, uids)) if marks else 0
+            members_ = list(map(msgs.__getitem__, uids))
+            g.bots = sum(map(_BOT, members_))
+            g.stale = sum(map(_STALE, members_))
         groups = list(by.values())
         if self.group_by == "age":
             rank = {label: i for i, (_, label) in enumerate(AGE_BUCKETS)}
@@ -264,6 +376,17 @@ class ListModel:
                 rows.extend(g.uids)
         self.groups = groups
         self.rows = rows
+
+    def _cached(self, name: str, fn: Callable[[Message], Any], uids: Iterable[int]) -> dict[int, Any]:
+        """Per-UID values of ``fn`` for ``uids``, cached under ``name`` (with the sort keys: a
+        replaced or removed message drops its entries)."""
+        cache = self._keys.setdefault(name, {})
+        if len(cache) < len(self.messages):
+            msgs = self.messages
+            for u in uids:
+                if u not in cache:
+                    cache[u] = fn(msgs[u])
+        return cache
 
     def _group_key_fn(self, now: datetime) -> Callable[[Message], str]:
         if self.group_by == "project":
@@ -291,6 +414,7 @@ class ListModel:
         self.sort_key = key
         if reverse is not None:
             self.reverse = reverse
+        self._dirty = True
         self.resort()
         self.refilter()
         self.regroup()

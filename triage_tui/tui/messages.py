@@ -30,8 +30,9 @@ class ListStarted(TMessage):
 
 
 class ListBatch(TMessage):
-    def __init__(self, gen: int, batch: list[Message], done: int) -> None:
+    def __init__(self, gen: int, batch: list[Message], done: int, seen: list[int] | None = None) -> None:
         self.gen, self.batch, self.done = gen, batch, done
+        self.seen = seen  # a re-list: every UID of the chunk (``batch`` holds the new or changed ones)
         super().__init__()
 
 

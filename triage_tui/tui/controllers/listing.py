@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import gc
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,12 @@ from triage_tui.tui.controllers import run_thread
 from triage_tui.tui.controllers.host import Host
 
 SYNC_SETTLE = 0.5  # seconds between a sync and the next one a change asked for meanwhile
+#: How long a thread may hold the GIL before it is asked to hand it over (Python's default: 5 ms).
+#: The listing worker is CPU-bound; the event loop gives the GIL up at every select() and write,
+#: and waited up to 5 ms for it each time: 100-170 ms loop stalls at 100k rows, and the load
+#: itself twice as long (bench/bench_tui.py --part load). 1 ms keeps the loop's share.
+SWITCH_INTERVAL = 0.001
+FREEZE_EVERY = 10_000  # messages added between two gc.freeze() (each costs one GC pass over them)
 
 
 class ListingController:
@@ -30,20 +37,36 @@ class ListingController:
         self.rebuild_timer: Any = None
         self.carry_marks: set[int] = set()
         self.watch_started = False
+        # an incremental re-list (R): the rows stay, each chunk is diffed by UID against them
+        self.relist_uv: int | None = None  # UIDVALIDITY of the rows kept; None: a fresh listing
+        self.relist_seen: set[int] = set()  # UIDs the re-list found so far
+        self.unfrozen = 0  # messages added since the last gc.freeze()
 
     # -- loading ------------------------------------------------------------------------------
 
     def load(self, *, first: bool = False, keep_marks: bool = False) -> None:
         h = self.host
         h._gen += 1
-        self.carry_marks = set(h.model.marks) if keep_marks else set()
-        h.model.clear()
-        if gc.get_freeze_count():
-            # The previous listing was frozen (list_done): what of it is cyclic garbage can
-            # only go once unfrozen; collected now, it is not still in memory while the new
-            # listing loads (bench/soak.py re-lists 100k rows every few minutes).
+        self.carry_marks = set()
+        self.relist_seen = set()
+        uv = h._uidvalidity if h._uidvalidity is not None else self.relist_uv  # R during an R
+        if keep_marks and uv is not None and h.model.messages:
+            # Re-list in place: rows, Message objects, marks and the cursor stay; the worker
+            # sends only new or changed messages, and what the re-list did not find goes at the
+            # end (two listings never coexist in full; bench/bench_tui.py --part load).
+            self.relist_uv = uv
+        else:
+            self.carry_marks = set(h.model.marks) if keep_marks else set()
+            self.relist_uv = None
+            h.model.clear()
+        if first:
+            # Textual's own long-lived objects: out of every later GC pass (listings freeze
+            # their messages as they arrive, see _freeze). Unfrozen first: what an earlier app
+            # in this process froze and left as cyclic garbage goes now (tests, benchmarks).
             gc.unfreeze()
             gc.collect()
+            gc.freeze()
+            sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         h._uidvalidity = None
         h._loading = True
         self.load_started = time.perf_counter()
@@ -51,10 +74,36 @@ class ListingController:
         h.pulse_state.vanished = h.pulse_state.arrived = 0
         h.pulse_state.loading = (0, 0)
         h.list.empty_text = f"listing the {h.view.value} view…"
-        h._refresh_list()
-        run_thread(h, self._load_worker, h.view, h._gen, first, name="_load_worker", group="list")
+        h._refresh_list(h.list.current if self.relist_uv is not None else None)
+        known = h.model.messages if self.relist_uv is not None else None
+        run_thread(h, self._load_worker, h.view, h._gen, first, known, name="_load_worker", group="list")
 
-    def _load_worker(self, view: View, gen: int, first: bool) -> None:
+    def _freeze(self, added: int) -> None:
+        """Keep long-lived messages out of the cyclic GC (100k of them made every full pass a
+        100+ ms pause mid-keypress), a slice at a time: collect what is garbage among the
+        objects made since the last freeze (a pass over those only), then freeze the rest."""
+        self.unfrozen += added
+        if self.unfrozen >= FREEZE_EVERY:
+            self.unfrozen = 0
+            gc.collect()
+            gc.freeze()
+
+    @staticmethod
+    def _diff(batch: builtins.list[Message], known: dict[int, Message]) -> builtins.list[Message]:
+        """The messages of a re-listed chunk that are new or changed (the others are the rows
+        already shown: they stay, and the copies just built are dropped). The lock columns
+        come from Redis, not IMAP: kept from the row until the locks are read again."""
+        out = []
+        for m in batch:
+            old = known.get(m.uid)
+            if old is not None and old.uidvalidity == m.uidvalidity:
+                m.lock, m.lock_ttl = old.lock, old.lock_ttl
+                if m == old:
+                    continue
+            out.append(m)
+        return out
+
+    def _load_worker(self, view: View, gen: int, first: bool, known: dict[int, Message] | None = None) -> None:
         h = self.host
         svc = h.service
         worker = get_current_worker()
@@ -86,7 +135,11 @@ class ListingController:
                         svc.reconnect()
                         return
                     done += len(batch)
-                    h.post_message(M.ListBatch(gen, batch, done))
+                    if known is None:
+                        h.post_message(M.ListBatch(gen, batch, done))
+                    else:
+                        seen = [m.uid for m in batch]
+                        h.post_message(M.ListBatch(gen, self._diff(batch, known), done, seen))
             finally:
                 with contextlib.suppress(Exception):
                     stream.close()  # type: ignore[attr-defined]
@@ -105,6 +158,11 @@ class ListingController:
         h = self.host
         if msg.gen != h._gen:
             return
+        if self.relist_uv is not None and msg.uidvalidity != self.relist_uv:
+            # the mailbox was reset meanwhile: every UID names another message now
+            self.relist_uv = None
+            h.model.clear()
+            h._refresh_list()
         h._uidvalidity = msg.uidvalidity
         h.pulse_state.loading = (0, msg.total)
         if msg.total == 0:
@@ -115,10 +173,18 @@ class ListingController:
         h = self.host
         if msg.gen != h._gen:
             return
-        h.model.add(msg.batch)
+        if msg.seen is not None and self.relist_uv is not None:
+            self.relist_seen.update(msg.seen)
+            h.model.forget_matches(msg.seen)  # as a fresh listing would, a chunk at a time
+            added = h.model.update(msg.batch)
+        else:
+            # a fresh listing; or a re-list that found the mailbox reset (list_started cleared
+            # the rows): its chunks are whole, every message differs in its UIDVALIDITY
+            added = h.model.add(msg.batch)
+        self._freeze(added)
         total = h.pulse_state.loading[1] if h.pulse_state.loading else msg.done
         h.pulse_state.loading = (msg.done, total)
-        if self.first_rows_at is None:
+        if self.first_rows_at is None and self.relist_uv is None:
             # The first screen appears at once; later batches are folded in a few times a second.
             self.first_rows_at = time.perf_counter()
             h.stats["first_batch_s"] = self.first_rows_at - self.load_started
@@ -141,20 +207,17 @@ class ListingController:
             self.rebuild_timer.stop()
         h._loading = False
         h.pulse_state.loading = None
+        if self.relist_uv is not None:
+            # what the re-list did not find is gone (its marks with it)
+            h.model.remove(set(h.model.messages) - self.relist_seen)
+            h.model.forget_sort_keys("lock")  # TTLs are read again (locks_all below)
+            self.relist_uv = None
+            self.relist_seen = set()
         if self.carry_marks:
             h.model.marks = self.carry_marks & set(h.model.messages)
             self.carry_marks = set()
         self.rebuild()
         h.stats["list_s"] = time.perf_counter() - self.load_started
-        if len(h.model) > 10_000 or gc.get_freeze_count():
-            # 100k long-lived Message objects make every full GC pass scan them all (100+ ms
-            # pauses mid-keypress); frozen, they are skipped. But a frozen object that becomes
-            # cyclic garbage is never collected: unfreeze first, or every earlier listing stays
-            # in memory (bench/soak.py: +20 MiB per re-list of 20k rows).
-            gc.unfreeze()
-            gc.collect()
-            if len(h.model) > 10_000:
-                gc.freeze()
         h.pulse_state.refreshed = h.clock()
         if not h.model.messages:
             h.list.empty_text = f"the {h.view.value} view is empty"
@@ -181,11 +244,14 @@ class ListingController:
     def locks_all(self) -> None:
         h = self.host
         if h.lock_service is not None and h.model.messages:
-            run_thread(h, self._locks_worker, h._gen, list(h.model.messages.values()),
+            # handed over in a box the worker empties: a finished Worker can linger (a cycle,
+            # or frozen by gc.freeze) and must not keep 100k messages alive with it
+            run_thread(h, self._locks_worker, h._gen, [list(h.model.messages.values())],
                        name="_locks_worker", group="locks", exclusive=True)
 
-    def _locks_worker(self, gen: int, messages: builtins.list[Message]) -> None:
+    def _locks_worker(self, gen: int, box: builtins.list[builtins.list[Message]]) -> None:
         h = self.host
+        messages = box.pop()
         error = None
         try:
             h.lock_service.annotate(messages)
@@ -259,11 +325,13 @@ class ListingController:
             return
         h._sync_pending = False
         h._sync_running = True
-        run_thread(h, self._sync_worker, h._gen, h.view, set(h.model.messages), h._uidvalidity,
+        # the UIDs in a box the worker empties (see locks_all)
+        run_thread(h, self._sync_worker, h._gen, h.view, [set(h.model.messages)], h._uidvalidity,
                    name="_sync_worker", group="sync")
 
-    def _sync_worker(self, gen: int, view: View, known: set[int], uidvalidity: int) -> None:
+    def _sync_worker(self, gen: int, view: View, box: builtins.list[set[int]], uidvalidity: int) -> None:
         h = self.host
+        known = box.pop()
         svc = h.service
         with h._io_lock:
             if h._needs_reconnect:
@@ -300,7 +368,7 @@ class ListingController:
             picked = msg.gone - h._own_changed
             h._own_changed -= msg.gone
             h.model.remove(msg.gone)
-            h.model.add(msg.new)
+            self._freeze(h.model.add(msg.new))
             h.model.rebuild()
             s = h.pulse_state
             s.vanished, s.arrived = len(picked), len(msg.new)
