@@ -67,6 +67,7 @@ from triage_tui.tui.controllers.listing import ListingController
 from triage_tui.tui.controllers.preview import PreviewController
 from triage_tui.tui.controllers.reingest import ReingestController
 from triage_tui.tui.controllers.view import ViewController
+from triage_tui.tui.driver import hangup_safe
 from triage_tui.tui.keyorder import KeyOrder
 from triage_tui.tui.listmodel import Group, ListModel
 from triage_tui.tui.palette import TriageCommands
@@ -332,6 +333,10 @@ class TriageApp(KeyOrder, App[int]):
         a mailbox name, a server reply or a subject in a message shows as itself."""
         super().notify(inert(message, multiline=True, limit=2000), title=inert(title, limit=200),
                        severity=severity, timeout=timeout, markup=False)
+
+    def get_driver_class(self) -> Any:
+        """Textual's driver, made safe against a vanished terminal (tui/driver.py says why)."""
+        return hangup_safe(super().get_driver_class())
 
     def validate_title(self, title: Any) -> str:
         return inert(super().validate_title(title), limit=500)
