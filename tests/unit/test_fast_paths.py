@@ -194,8 +194,9 @@ def test_value_caches_are_bounded_against_hostile_mail() -> None:
 
     cfg = AnalysisConfig(address="incoming+%{key}@gitlab.example.com", gitlab_host="gitlab.example.com")
     analysis.clear_value_caches()
-    caches = (analysis._first_address.cache, analysis._decode_words.cache, classify._SENDER_CACHE,
-              classify._IMP_CACHE, keys._VALUE_KEYS, keys._KEY_INFOS, outcome._FORM_CACHE)
+    caches = (analysis._first_address.cache, analysis._decode_words.cache, classify._sender_traits_once.cache,
+              classify._impersonated_once.cache, keys._key_in_value.cache, keys._classified.cache,
+              outcome._form_once.cache)
     for i in range(5000):
         raw = (f"From: \"x{i}@evil.example\" <bot{i}@a.example>\r\nTo: incoming+k{i}-issue@gitlab.example.com, "
                f"u+verify{i}@b.example\r\nSubject: =?utf-8?q?s{i}?=\r\n\r\n").encode()

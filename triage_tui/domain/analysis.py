@@ -21,7 +21,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from triage_tui.domain import classify
-from triage_tui.domain.headers import Headers, bounded_memo, decode_words, first_address, parse_date
+from triage_tui.domain.headers import (
+    Headers,
+    bounded_memo,
+    clear_memos,
+    decode_words,
+    first_address,
+    parse_date,
+)
 from triage_tui.domain.model import Message
 from triage_tui.domain.outcome import UNKNOWN, Outcome
 from triage_tui.domain.settings import AnalysisConfig
@@ -42,11 +49,7 @@ _decode_words = bounded_memo(lambda value: decode_words(value))
 
 def clear_value_caches() -> None:
     """Empty every per-value cache of the list path (tests and benchmarks: a cold start)."""
-    from triage_tui.domain import keys, outcome  # noqa: PLC0415 - already imported by classify
-
-    for cache in (_first_address.cache, _decode_words.cache, classify._SENDER_CACHE,  # type: ignore[attr-defined]
-                  classify._IMP_CACHE, keys._VALUE_KEYS, keys._KEY_INFOS, outcome._FORM_CACHE):
-        cache.clear()
+    clear_memos()
 
 
 def shown(value: str | None, n: int = _SHOWN) -> str:

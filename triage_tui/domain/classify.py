@@ -26,7 +26,7 @@ from datetime import datetime
 from functools import lru_cache
 
 from triage_tui.domain import outcome
-from triage_tui.domain.headers import Headers, impersonated_address
+from triage_tui.domain.headers import Headers, bounded_memo, impersonated_address
 from triage_tui.domain.keys import UNKNOWN, find_key_grouped
 from triage_tui.domain.model import Message
 from triage_tui.domain.settings import AnalysisConfig
@@ -106,14 +106,6 @@ def _local_part(addr: str) -> str:
     return addr.rpartition("@")[0] if "@" in addr else addr
 
 
-#: (From address, display name, impersonated address) -> what the sender alone says; bounded
-#: (hostile mail invents senders): pairs over _MAX_CACHED characters are never kept, and the
-#: cache is emptied when full.
-_SENDER_CACHE: dict[tuple[str, str, str | None], tuple[str | None, str | None]] = {}
-_SENDER_CACHE_SIZE = 2048
-_MAX_CACHED = 256
-
-
 def _sender_traits(from_addr: str, from_name: str, impersonates: str | None) -> tuple[str | None, str | None]:
     """(the delivery-status part the sender gives, the no-reply/automated reason): the parts of
     :func:`bot_reasons` that depend on the sender only."""
@@ -130,6 +122,9 @@ def _sender_traits(from_addr: str, from_name: str, impersonates: str | None) -> 
             not impersonates and "[bot]" in from_name[:_MAX_MATCH].lower()):
         reason = f"automated sender {_cut(from_addr)} (monitoring, CI or a bot)"
     return dsn_from, reason
+
+
+_sender_traits_once = bounded_memo(_sender_traits)
 
 
 def bot_reasons(msg: Message, first: dict[str, str], rules: _Rules | None = None,
@@ -152,16 +147,7 @@ def bot_reasons(msg: Message, first: dict[str, str], rules: _Rules | None = None
     if rpath is not None and rpath.replace(" ", "").replace("\t", "") == "<>":
         dsn.append("Return-Path <>")
     from_addr, from_name = msg.from_addr, msg.from_name
-    if len(from_addr) + len(from_name) <= _MAX_CACHED:  # senders repeat: each one is judged once
-        ckey = (from_addr, from_name, impersonates)
-        traits = _SENDER_CACHE.get(ckey)
-        if traits is None:
-            traits = _sender_traits(from_addr, from_name, impersonates)
-            if len(_SENDER_CACHE) >= _SENDER_CACHE_SIZE:
-                _SENDER_CACHE.clear()
-            _SENDER_CACHE[ckey] = traits
-    else:
-        traits = _sender_traits(from_addr, from_name, impersonates)
+    traits = _sender_traits_once(from_addr, from_name, impersonates)  # senders repeat: each judged once
     dsn_from, sender_reason = traits
     if dsn_from:
         dsn.append(dsn_from)
@@ -213,26 +199,14 @@ def suspicious_reasons(msg: Message, rules: _Rules | None = None, impersonates: 
     return reasons
 
 
-_IMP_CACHE: dict[tuple[str, str], str | None] = {}
+_impersonated_once = bounded_memo(lambda name, addr: impersonated_address(name, addr))
 
 
 def _impersonated(name: str, addr: str) -> str | None:
-    """:func:`impersonated_address`, each (display name, address) pair judged once (bounded as
-    the sender cache is)."""
+    """:func:`impersonated_address`, each (display name, address) pair judged once."""
     if not name or (name.isascii() and "@" not in name):
         return None  # what impersonated_address answers at once
-    if len(name) + len(addr) > _MAX_CACHED:
-        return impersonated_address(name, addr)
-    key = (name, addr)
-    try:
-        return _IMP_CACHE[key]
-    except KeyError:
-        pass
-    out = impersonated_address(name, addr)
-    if len(_IMP_CACHE) >= _SENDER_CACHE_SIZE:
-        _IMP_CACHE.clear()
-    _IMP_CACHE[key] = out
-    return out
+    return _impersonated_once(name, addr)
 
 
 def _group(headers: Headers) -> tuple[dict[str, list[str]], dict[str, str]]:

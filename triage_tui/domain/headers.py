@@ -15,7 +15,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]{1,40})\?([bBqQ])\?([^?\s]*)\?=")
@@ -41,29 +41,45 @@ _SIMPLE_ADDR = re.compile(r'^\s*(?:"([^"\\]*)"|([^"<>,;:()\\@]*?))\s*<([^<>\s,;:
 _MISS = object()
 
 
-def bounded_memo(fn: Callable[[str], T], maxsize: int = 2048, maxlen: int = 256) -> Callable[[str], T]:
-    """``fn`` (pure, one str argument, an immutable result) with a bounded cache by value: real
-    mail repeats its senders, recipients and subjects. Values longer than ``maxlen`` are never
-    kept (hostile mail must not grow memory: at most ``maxsize`` x ``maxlen`` characters), and the
-    cache is emptied when full rather than frozen by the first ``maxsize`` values it saw. What
-    ``fn`` raises is raised again each time (never cached). Thread-safe: dict operations only."""
-    cache: dict[str, T] = {}
+#: every bounded_memo's cache (clear_memos empties them all: a cold start for tests and benches)
+_MEMO_CACHES: list[dict[Any, Any]] = []
+
+
+def bounded_memo(fn: Callable[..., T], maxsize: int = 2048, maxlen: int = 256) -> Callable[..., T]:
+    """``fn`` (pure, string or None arguments, an immutable result) with a bounded cache by
+    value: real mail repeats its senders, recipients and subjects. Calls whose strings add up to
+    more than ``maxlen`` characters are never kept (hostile mail must not grow memory: at most
+    ``maxsize`` x ``maxlen`` characters), and the cache is emptied when full rather than frozen by
+    the first ``maxsize`` values it saw. What ``fn`` raises is raised again each time (never
+    cached). Thread-safe: dict operations only."""
+    cache: dict[Any, T] = {}
+    _MEMO_CACHES.append(cache)
     get = cache.get
 
-    def call(value: str) -> T:
-        if len(value) > maxlen:
-            return fn(value)
-        out = get(value, _MISS)
+    def call(*args: str | None) -> T:
+        n = 0
+        for a in args:
+            if a:
+                n += len(a)
+        if n > maxlen:
+            return fn(*args)
+        out = get(args, _MISS)
         if out is _MISS:
-            out = fn(value)
+            out = fn(*args)
             if len(cache) >= maxsize:
                 cache.clear()
-            cache[value] = out
+            cache[args] = out
         return out  # type: ignore[return-value]
 
     call.cache = cache  # type: ignore[attr-defined]  # for tests
     call.__wrapped__ = fn  # type: ignore[attr-defined]
     return call
+
+
+def clear_memos() -> None:
+    """Empty every :func:`bounded_memo` cache (tests and benchmarks: a cold start)."""
+    for cache in _MEMO_CACHES:
+        cache.clear()
 
 
 def bytes_to_text(raw: bytes) -> str:

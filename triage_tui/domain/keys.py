@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
-from triage_tui.domain.headers import Headers
+from triage_tui.domain.headers import Headers, bounded_memo
 
 WILDCARD_PLACEHOLDER = "%{key}"
 UNSUBSCRIBE_SUFFIX = "-unsubscribe"
@@ -445,50 +445,24 @@ def find_key_grouped(
                     return _classified(key, mailbox_kind, header)
             continue
         for v in values:  # the first value with a key wins, as over _candidates' flattened list
-            if len(v) > _MAX_CACHED:
-                key = _key_in_value(name, v, template, at)
-            else:
-                ckey = (template, name, v)
-                key = _VALUE_KEYS.get(ckey, _MISS)  # type: ignore[arg-type]
-                if key is _MISS:
-                    key = _key_in_value(name, v, template, at)
-                    if len(_VALUE_KEYS) >= _CACHE_SIZE:
-                        _VALUE_KEYS.clear()
-                    _VALUE_KEYS[ckey] = key
+            key = _key_in_value(name, v, template)
             if key is not None:
-                return _classified(key, mailbox_kind, header)  # type: ignore[arg-type]
+                return _classified(key, mailbox_kind, header)
     return UNKNOWN
 
 
 # Recipients repeat across a mailbox (the project's address in To, the mailbox in Delivered-To):
-# each distinct value is searched for a key, and each distinct key classified, once. Bounded:
-# values and keys over _MAX_CACHED characters are never kept; a full cache is emptied.
-_MAX_CACHED = 256
-_CACHE_SIZE = 2048
-_MISS = object()
-_VALUE_KEYS: dict[tuple[str, str, str], str | None] = {}  # (template, header name, value) -> key
-_KEY_INFOS: dict[tuple[str, str, str], KeyInfo] = {}  # (key, mailbox kind, header) -> its KeyInfo
-
-
-def _key_in_value(name: str, value: str, template: str, at: bool) -> str | None:
+# each distinct value is searched for a key, and each distinct key classified, once (bounded_memo).
+def _key_in_value_of(name: str, value: str, template: str) -> str | None:
     """The first key of one value of an address header (``to``/``cc`` split as an address list,
     the others matched whole): :func:`_candidates` and :func:`key_from_address` on one value."""
-    for addr in _candidates(name, [value], at):
+    for addr in _candidates(name, [value], "@" in template):
         key = key_from_address(addr, template)
         if key is not None:
             return key
     return None
 
 
-def _classified(key: str, mailbox_kind: str, header: str) -> KeyInfo:
-    """:func:`_classify`, each distinct (key, mailbox kind, header) once (KeyInfo is frozen)."""
-    if len(key) > _MAX_CACHED:
-        return _classify(key, mailbox_kind, header)
-    ckey = (key, mailbox_kind, header)
-    info = _KEY_INFOS.get(ckey)
-    if info is None:
-        info = _classify(key, mailbox_kind, header)
-        if len(_KEY_INFOS) >= _CACHE_SIZE:
-            _KEY_INFOS.clear()
-        _KEY_INFOS[ckey] = info
-    return info
+_key_in_value = bounded_memo(_key_in_value_of)
+#: :func:`_classify`, each distinct (key, mailbox kind, header) once (KeyInfo is frozen)
+_classified = bounded_memo(lambda key, mailbox_kind, header: _classify(key, mailbox_kind, header))

@@ -74,7 +74,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from triage_tui.domain.headers import Headers
+from triage_tui.domain.headers import Headers, bounded_memo
 from triage_tui.domain.keys import (
     HANDLER_NAMES,
     HEADER_ORDER,
@@ -342,9 +342,8 @@ def _value_may_hold_custom_form(value: str, prefix: str | None, suffix: str | No
     return False
 
 
-#: (value, prefix, suffix) -> _value_may_hold_custom_form: recipients repeat across a mailbox.
-#: Bounded: values over 256 characters are never kept, a full cache is emptied.
-_FORM_CACHE: dict[tuple[str, str | None, str | None], bool] = {}
+#: _value_may_hold_custom_form, each distinct (value, prefix, suffix) once: recipients repeat
+_form_once = bounded_memo(lambda value, prefix, suffix: _value_may_hold_custom_form(value, prefix, suffix))
 
 
 def _grouped_may_hold_custom_form(grouped: dict[str, list[str]], names: frozenset[str], prefix: str | None,
@@ -355,17 +354,7 @@ def _grouped_may_hold_custom_form(grouped: dict[str, list[str]], names: frozense
         for value in grouped[name]:
             if "+" not in value:
                 continue
-            if len(value) > 256:
-                if _value_may_hold_custom_form(value, prefix, suffix):
-                    return True
-                continue
-            key = (value, prefix, suffix)
-            hit = _FORM_CACHE.get(key)
-            if hit is None:
-                hit = _value_may_hold_custom_form(value, prefix, suffix)
-                if len(_FORM_CACHE) >= 2048:
-                    _FORM_CACHE.clear()
-                _FORM_CACHE[key] = hit
+            hit = _form_once(value, prefix, suffix)
             if hit:
                 return True
     return False
