@@ -4,7 +4,6 @@ services, output helpers and the confirmation rule."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any, TextIO
@@ -13,6 +12,7 @@ from triage_tui.config import Credentials, Settings, obtain_credentials, resolve
 from triage_tui.config import read_password_file as read_password_file  # re-exported: public since 0.1
 from triage_tui.domain.age import parse_age
 from triage_tui.domain.analysis import AnalysisConfig
+from triage_tui.domain.jsonline import ENCODER
 from triage_tui.domain.text import inert
 from triage_tui.errors import Refused, UsageError
 from triage_tui.services.imap import ConnectionSettings, Limits
@@ -22,7 +22,7 @@ from triage_tui.services.journal import AuditJournal
 # ensure_ascii: text from mail may hold C0/C1 controls, bidi or invisible format characters,
 # lone surrogates: every one leaves as a JSON escape (\u001b, \u202e, \udcff), exact and inert.
 # (ensure_ascii=False would let them out raw: tests/integration/test_one_way_out.py checks the bytes.)
-_JSON = json.JSONEncoder(ensure_ascii=True, default=str)
+_JSON = ENCODER
 
 INSECURE_WARNING = ("triage-tui: WARNING: TLS certificate verification is OFF (--insecure-skip-verify): "
                     "anyone on the network path can read the IMAP password and the mail; every change is "
@@ -231,6 +231,11 @@ class Context:
 
     def emit_json(self, obj: Any) -> None:
         self.out.write(_JSON.encode(obj) + "\n")  # pure ASCII: see _JSON
+
+    def emit_json_line(self, text: str) -> None:
+        """A line :func:`~triage_tui.domain.jsonline.message_json` wrote: ASCII JSON by construction
+        (checked here all the same: a non-ASCII line is written through the encoder, as a string)."""
+        self.out.write((text if text.isascii() else _JSON.encode(text)) + "\n")
 
     def say(self, text: str = "") -> None:
         self.out.write(inert(text, multiline=True) + "\n")

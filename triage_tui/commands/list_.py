@@ -133,6 +133,7 @@ def _broken_row(m: Message, exc: Exception, as_json: bool) -> Any:
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
     from triage_tui.domain.classify import mark_duplicates  # noqa: PLC0415 - lazy: start-up cost
+    from triage_tui.domain.jsonline import message_json  # noqa: PLC0415
 
     svc = ctx.service()
     flt = compile_filter(args.filter)
@@ -171,13 +172,16 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
                     continue
                 if stuck:  # the evidence of a seen-stuck row: mail_room's lock and the age
                     m.extra["evidence"] = evidence(m, now, locks is not None, svc.analysis.stale_after)
-                out: Any = m.to_json(now) if args.json else _row(m, now, lay)
+                out: Any = message_json(m, now) if args.json else _row(m, now, lay)
                 if stuck and not args.json:
                     out = f"{out[:7]} {evidence_cell(m, locks is not None):>10}{out[7:]}"
             except Exception as exc:  # noqa: BLE001 - one bad message costs its own row, never the listing
                 out = _broken_row(m, exc, args.json)
             if args.json:
-                ctx.emit_json(out)
+                if type(out) is str:
+                    ctx.emit_json_line(out)
+                else:
+                    ctx.emit_json(out)
             else:
                 ctx.say(out)
             shown += 1
