@@ -32,7 +32,7 @@ _int_repr = int.__repr__
 _float_repr = float.__repr__
 _NO_OUTCOME = ', "gitlab_outcome": "unknown", "gitlab_handler": null, "gitlab_outcome_reason": "not predicted", ' \
     '"gitlab_needs_db": null'
-_outcomes: dict[Any, str] = {}
+_outcomes: dict[int, tuple[Any, str]] = {}
 _MAX_OUTCOMES = 4096
 
 
@@ -56,6 +56,10 @@ def _i(x: Any) -> str:
     if type(x) is not int:
         raise _Unexpected
     return _int_repr(x)
+
+
+def _bad() -> str:
+    raise _Unexpected
 
 
 def _b(x: Any) -> str:
@@ -91,13 +95,16 @@ def _iso(d: Any) -> str:
 def _outcome(o: Any) -> str:
     if o is None:
         return _NO_OUTCOME
-    text = _outcomes.get(o)
-    if text is None:
-        text = (f', "gitlab_outcome": {_s(o.verdict)}, "gitlab_handler": {_s(o.handler)}, '
-                f'"gitlab_outcome_reason": {_s(o.reason)}, "gitlab_needs_db": {_b(o.needs_db)}')
-        if len(_outcomes) >= _MAX_OUTCOMES:
-            _outcomes.clear()
-        _outcomes[o] = text
+    # by identity (outcomes are shared objects; hashing the dataclass costs more than a row's
+    # other fields): the entry holds the object, so its id cannot be reused while it is there
+    hit = _outcomes.get(id(o))
+    if hit is not None and hit[0] is o:
+        return hit[1]
+    text = (f', "gitlab_outcome": {_s(o.verdict)}, "gitlab_handler": {_s(o.handler)}, '
+            f'"gitlab_outcome_reason": {_s(o.reason)}, "gitlab_needs_db": {_b(o.needs_db)}')
+    if len(_outcomes) >= _MAX_OUTCOMES:
+        _outcomes.clear()
+    _outcomes[id(o)] = (o, text)
     return text
 
 
@@ -116,18 +123,27 @@ def message_json(m: Message, now: datetime | None = None) -> str:
     if now is None:
         now = datetime.now(UTC)
     try:
+        # _esc raises TypeError on anything but a str; _n writes None as null; _i and _b check types
         text = (
             f'{{"uid": {_i(m.uid)}, "uidvalidity": {_i(m.uidvalidity)}, "flags": {_strs(m.flags)}, '
-            f'"internaldate": {_iso(m.internaldate)}, "size": {_i(m.size)}, "from_name": {_s(m.from_name)}, '
-            f'"from_addr": {_s(m.from_addr)}, "to": {_s(m.to)}, "cc": {_s(m.cc)}, "subject": {_s(m.subject)}, '
-            f'"date": {_iso(m.date)}, "message_id": {_s(m.message_id)}, "kind": {_s(m.kind)}, "key": {_s(m.key)}, '
-            f'"project_id": {_i(m.project_id)}, "project_slug": {_s(m.project_slug)}, '
-            f'"project_path": {_s(m.project_path)}, "issue_iid": {_i(m.issue_iid)}, "reply_key": {_s(m.reply_key)}, '
-            f'"namespace_id": {_i(m.namespace_id)}, "matched_header": {_s(m.matched_header)}, '
-            f'"stale": {_b(m.stale)}, "bot": {_b(m.bot)}, "bot_reason": {_s(m.bot_reason)}, '
-            f'"suspicious": {_b(m.suspicious)}, "suspicious_reason": {_s(m.suspicious_reason)}, '
-            f'"no_key": {_b(m.no_key)}, "problems": {_strs(m.problems)}, "lock": {_s(m.lock)}, '
-            f'"lock_ttl": {_i(m.lock_ttl)}, "from": {_s(m.sender)}, "age_seconds": {_age(m, now)}'
+            f'"internaldate": {_iso(m.internaldate)}, "size": {_i(m.size)}, "from_name": {_esc(m.from_name)}, '
+            f'"from_addr": {_esc(m.from_addr)}, "to": {_esc(m.to)}, "cc": {_esc(m.cc)}, "subject": {_esc(m.subject)}, '
+            f'"date": {_iso(m.date)}, "message_id": {_esc(m.message_id)}, "kind": {_esc(m.kind)}, '
+            f'"key": {"null" if (x := m.key) is None else _esc(x)}, '
+            f'"project_id": {_i(m.project_id)}, '
+            f'"project_slug": {"null" if (x := m.project_slug) is None else _esc(x)}, '
+            f'"project_path": {"null" if (x := m.project_path) is None else _esc(x)}, '
+            f'"issue_iid": {_i(m.issue_iid)}, '
+            f'"reply_key": {"null" if (x := m.reply_key) is None else _esc(x)}, '
+            f'"namespace_id": {_i(m.namespace_id)}, '
+            f'"matched_header": {"null" if (x := m.matched_header) is None else _esc(x)}, '
+            f'"stale": {"true" if (x := m.stale) is True else "false" if x is False else _bad()}, "bot": {"true" if (x := m.bot) is True else "false" if x is False else _bad()}, '
+            f'"bot_reason": {"null" if (x := m.bot_reason) is None else _esc(x)}, '
+            f'"suspicious": {"true" if (x := m.suspicious) is True else "false" if x is False else _bad()}, '
+            f'"suspicious_reason": {"null" if (x := m.suspicious_reason) is None else _esc(x)}, '
+            f'"no_key": {"true" if (x := m.no_key) is True else "false" if x is False else _bad()}, "problems": {_strs(m.problems)}, '
+            f'"lock": {"null" if (x := m.lock) is None else _esc(x)}, '
+            f'"lock_ttl": {_i(m.lock_ttl)}, "from": {_esc(m.sender)}, "age_seconds": {_age(m, now)}'
             f'{_outcome(m.outcome)}'
         )
         extra = m.extra
