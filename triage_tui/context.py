@@ -111,8 +111,9 @@ class Context:
 
     def limits(self) -> Limits:
         s = self.settings
+        workers = s["triage.workers"]
         return Limits(max_bytes=int(s["triage.max_command_bytes"]), max_count=int(s["triage.chunk"]),
-                      window=int(s["triage.pipeline"]))
+                      window=int(s["triage.pipeline"]), workers=None if workers is None else int(workers))
 
     def analysis(self) -> AnalysisConfig:
         s = self.settings

@@ -93,11 +93,14 @@ class ConnectionSettings:
 
 @dataclass(frozen=True)
 class Limits:
-    """How commands are cut. Bytes per command, UIDs per command, commands in flight."""
+    """How commands are cut (bytes per command, UIDs per command, commands in flight), and how
+    many processes build what they bring."""
 
     max_bytes: int = 8192
     max_count: int = 1000
     window: int = 8
+    #: worker processes that build a large listing's rows (None: one per CPU, at most 2; 0: none)
+    workers: int | None = None
 
 
 @dataclass

@@ -18,8 +18,10 @@ from triage_tui.domain.analysis import AnalysisConfig, build_message
 from triage_tui.domain.classify import mark_duplicates
 from triage_tui.domain.model import LIST_HEADER_FIELDS, Message, View
 from triage_tui.errors import ConnectionFailed, ConnectionLost, OperationFailed
+from triage_tui.services import parallel
 from triage_tui.services.cache import RECENT, HeaderCache, InOrder, Rebuilder, Token, split_flags
 from triage_tui.services.imapwire import FetchRecord, parse_fetch
+from triage_tui.services.parallel import BuildPool, built_in_order
 from triage_tui.services.plan_types import MAX_MODSEQ
 
 LIST_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (" + " ".join(LIST_HEADER_FIELDS) + ")]"
@@ -94,9 +96,13 @@ class Listing:
         pending: list[tuple[int, str, tuple[Any, ...]]] = []  # new rows for the cache
         items = (FIRST_PASS_ITEMS if two_pass else LIST_ITEMS) if headers else LIGHT_ITEMS
         held: list[int] = []
+        pool = self._build_pool(uidvalidity, len(uids), now) if headers else None
+
+        def build(records: list[FetchRecord]) -> list[Message]:
+            return self._build(records, uidvalidity, cfg, now)
+
         try:
-            for records in self._resumable_fetch(uidvalidity, uids, items):
-                messages = self._build(records, uidvalidity, cfg, now)
+            for records, messages in built_in_order(self._resumable_fetch(uidvalidity, uids, items), build, pool):
                 if two_pass:
                     ready = []
                     for m in messages:
@@ -117,8 +123,8 @@ class Listing:
                 for i in range(0, len(part), step):
                     yield part[i:i + step]
             if held:
-                for records in self._resumable_fetch(uidvalidity, held, LIST_ITEMS):
-                    messages = self._build(records, uidvalidity, cfg, now)
+                for records, messages in built_in_order(self._resumable_fetch(uidvalidity, held, LIST_ITEMS), build,
+                                                        pool if len(held) >= parallel.MIN_MESSAGES else None):
                     if cache is not None:
                         pending.extend(cache.rows_of(messages, uidvalidity))
                     if late is not None and records:
@@ -128,8 +134,22 @@ class Listing:
                 for i in range(0, len(part), step):
                     yield part[i:i + step]
         finally:
+            if pool is not None:
+                pool.close()
             if cache is not None and token is not None:  # what arrived, also when the listing stops early
                 cache.commit(token, rows=pending, modseq=modseq)
+
+    def _build_pool(self, uidvalidity: int, count: int, now: datetime) -> BuildPool | None:
+        """Worker processes for a large listing (see :mod:`triage_tui.services.parallel`), or None."""
+        workers = self.limits.workers
+        if workers is None:
+            workers = parallel.auto_workers()
+        if workers <= 0 or count < parallel.MIN_MESSAGES:
+            return None
+        try:
+            return BuildPool(self.analysis, uidvalidity, now, workers)
+        except Exception:  # noqa: BLE001 - no processes here (a sandbox, a limit): build in process
+            return None
 
     def _warm(self, cache: HeaderCache, uidvalidity: int, uids: list[int],
               now: datetime) -> tuple[list[int], list[Message], int | None, Token | None]:

@@ -1,0 +1,155 @@
+"""Rows built in worker processes are exactly the rows built in process, in the same order,
+against the real Dovecot: realistic mail in many scripts, the nasty rows (absurd dates, broken
+bytes, controls, duplicates), the seen, deleted and held-back (key only in Received) ones; and a
+worker that dies, answers garbage or cannot start costs speed, never a row."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.conftest import Mailbox
+from tests.integration.test_cache import CFG, NASTY
+from tests.mailgen import backlog, message
+from tests.realistic_headers import blocks
+from triage_tui.domain.model import View
+from triage_tui.services import parallel
+from triage_tui.services.imap import Limits
+from triage_tui.services.journal import AuditJournal
+from triage_tui.services.triage import TriageService
+
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture
+def seeded(mailbox: Mailbox) -> Mailbox:
+    now = time.time()
+    rows = backlog(60, now=now, seen_every=4, deleted_every=7)
+    rows += [(raw, now - 3 * 86_400 + i, "") for i, raw in enumerate(NASTY)]
+    rows += [(head + b"body\r\n", t.timestamp(), "") for head, t, _size in blocks(240, seed=29)]
+    # keys GitLab finds only in Received: the listing's second pass
+    rows += [(message(key=None, to="list@lists.example.org",
+                      extra={"Received": f"from a by b for <incoming+grp-prj-{i}-issue@incoming.gitlab.example.com>; "
+                                         "Mon, 1 Jan 2024 00:00:00 +0000"}), now - i, "") for i in range(30)]
+    mailbox.seed(rows)
+    return mailbox
+
+
+def _list(mb: Mailbox, workers: int, view: View = View.ALL) -> tuple[list[int], list[dict[str, Any]], list[int]]:
+    """(UIDs in the order listed, rows, batch sizes)."""
+    svc = TriageService(mb.settings(), read_only=True, journal=AuditJournal(), analysis=CFG,
+                        limits=Limits(max_count=17, window=1, workers=workers))
+    try:
+        batches = list(svc.iter_list(view, now=NOW))
+    finally:
+        svc.close()
+    flat = [m for b in batches for m in b]
+    return [m.uid for m in flat], [m.to_json(NOW) for m in flat], [len(b) for b in batches]
+
+
+@pytest.fixture
+def always(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel, "MIN_MESSAGES", 1)
+
+
+def test_workers_build_exactly_what_the_process_builds(seeded: Mailbox, always: None,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    collected = []
+    orig = parallel.BuildPool.collect
+
+    def spy(self: parallel.BuildPool, w: Any) -> Any:
+        got = orig(self, w)
+        collected.append(got is not None)
+        return got
+
+    monkeypatch.setattr(parallel.BuildPool, "collect", spy)
+    here = _list(seeded, 0)
+    assert not collected
+    there = _list(seeded, 2)
+    assert collected and all(collected), "every batch came from a worker"
+    assert len(here[0]) > 300
+    assert there == here  # same UIDs in the same order, same rows, same batches
+    for view in (View.UNSEEN, View.DELETED):
+        assert _list(seeded, 3, view) == _list(seeded, 0, view)
+
+
+def test_a_worker_that_dies_costs_no_row(seeded: Mailbox, always: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = _list(seeded, 0)
+    orig = parallel.BuildPool.collect
+    calls = []
+
+    def kill_after_first(self: parallel.BuildPool, w: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            for worker in self.workers:
+                worker.proc.kill()
+                worker.proc.wait()
+        return orig(self, w)
+
+    monkeypatch.setattr(parallel.BuildPool, "collect", kill_after_first)
+    assert _list(seeded, 2) == expected
+    assert len(calls) >= 2
+
+
+def test_a_worker_answering_garbage_costs_no_row(seeded: Mailbox, always: None,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = _list(seeded, 0)
+    real_popen = subprocess.Popen
+
+    def liar(cmd: list[str], **kw: Any) -> Any:  # a "worker" that answers one absurd frame, then junk
+        script = ("import sys; o=sys.stdout.buffer; o.write((5).to_bytes(8,'little')+b'\\xff\\x00junk'); "
+                  "o.write(b'x'*100); o.flush(); sys.stdin.buffer.read()")
+        return real_popen([sys.executable, "-c", script], **kw)
+
+    monkeypatch.setattr(parallel.subprocess, "Popen", liar)
+    assert _list(seeded, 2) == expected
+
+
+def test_a_worker_that_cannot_start_costs_no_row(seeded: Mailbox, always: None,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = _list(seeded, 0)
+
+    def refuse(*a: Any, **kw: Any) -> Any:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(parallel.subprocess, "Popen", refuse)
+    assert _list(seeded, 2) == expected
+
+
+def test_workers_end_with_the_listing(seeded: Mailbox, always: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also when the caller stops reading early (``--limit``): no worker is left behind."""
+    started: list[Any] = []
+    real_init = parallel._Worker.__init__
+
+    def track(self: Any, setup: bytes) -> None:
+        real_init(self, setup)
+        started.append(self.proc)
+
+    monkeypatch.setattr(parallel._Worker, "__init__", track)
+    svc = TriageService(seeded.settings(), read_only=True, journal=AuditJournal(), analysis=CFG,
+                        limits=Limits(max_count=17, window=1, workers=2))
+    try:
+        it = svc.iter_list(View.ALL, now=NOW)
+        assert next(it)
+        it.close()
+    finally:
+        svc.close()
+    assert len(started) == 2
+    for p in started:
+        assert p.wait(timeout=5) is not None
+
+
+def test_no_workers_for_small_listings_or_one_cpu(seeded: Mailbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    started = []
+    monkeypatch.setattr(parallel, "_Worker", lambda setup: started.append(setup))
+    _list(seeded, 2)  # 400-odd messages: below MIN_MESSAGES
+    assert not started
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0})
+    assert parallel.auto_workers() == 0
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert parallel.auto_workers() == parallel.MAX_AUTO_WORKERS

@@ -1,0 +1,50 @@
+"""A worker process of :mod:`triage_tui.services.parallel`: ``python -m
+triage_tui.services.buildworker``.
+
+Reads length-prefixed frames on stdin: first the pickled ``(AnalysisConfig, UIDVALIDITY, now)``,
+then one pickled list of ``(uid, flags, INTERNALDATE, size, header bytes)`` per batch; answers
+each batch, in order, with one frame on stdout: marshalled ``(rows, whole)``, ``rows`` a list of
+``(uid, flags, stored values or None)`` and ``whole`` the pickled ``{uid: Message}`` of the rows
+the header cache cannot hold (or None). Ends at the end of stdin. The frames come from the
+process that started it (its own pipes), never from the network."""
+
+from __future__ import annotations
+
+import gc
+import marshal
+import pickle
+import signal
+import sys
+
+from triage_tui.domain.analysis import build_message
+from triage_tui.services.cache import values
+from triage_tui.services.parallel import read_frame, write_frame
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process stops us (it closes our stdin)
+    gc.disable()  # a batch allocates many small objects, none cyclic (as Listing._build)
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    setup = read_frame(inp)
+    if setup is None:
+        return 0
+    cfg, uidvalidity, now = pickle.loads(setup)  # noqa: S301 - from the parent, over our own pipe
+    while (frame := read_frame(inp)) is not None:
+        rows = []
+        whole = {}
+        for uid, flags, internaldate, size, body in pickle.loads(frame):  # noqa: S301 - as above
+            m = build_message(uid, uidvalidity, flags, internaldate, size, body, cfg, now)
+            v = values(m)
+            if v is None:
+                whole[uid] = m
+            rows.append((uid, m.flags, v))
+        write_frame(out, marshal.dumps((rows, pickle.dumps(whole, protocol=pickle.HIGHEST_PROTOCOL) if whole else None)))
+        gc.collect(0)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (BrokenPipeError, EOFError, KeyboardInterrupt):
+        sys.exit(1)

@@ -1,0 +1,202 @@
+"""Building listed messages in worker processes while the main one reads the socket.
+
+A cold listing is CPU-bound: about three quarters of its time builds messages from their header
+blocks (decoding, GitLab's key, the verdicts), which the GIL keeps on one core. A large listing
+sends each fetched batch to a few worker processes and takes the results back **in order**, so
+the caller sees exactly the batches, rows and order of a listing built in process. A worker
+sends each row as the header cache stores it (:func:`~triage_tui.services.cache.values`,
+marshalled) and the main process rebuilds it with the cache's
+:class:`~triage_tui.services.cache.Rebuilder`; the rare row the cache does not hold (no
+INTERNALDATE, an analysis that failed) is pickled whole.
+
+A worker is ``python -m triage_tui.services.buildworker`` with pipes on stdin and stdout (not
+``multiprocessing``: its spawn re-imports the caller's main module, and its feeder and manager
+threads cost the main process more than the pipes do). Its stderr is /dev/null: the TUI owns
+the terminal. It ignores Ctrl-C (the main process stops it) and ends when its stdin closes,
+also when the main process dies.
+
+It only ever makes a listing faster: a worker that cannot start, dies or sends something
+damaged costs its batches a build in process, and nothing is lost (the main process keeps each
+batch until its result is in). Small listings never start workers (starting one costs ~0.1 s).
+
+How many: ``triage.workers`` (``TRIAGE_WORKERS``, ``--workers``; 0 = none), by default one
+per CPU this process may use, at most :data:`MAX_AUTO_WORKERS`, none on a single CPU."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import marshal
+import os
+import pickle
+import queue
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from typing import IO
+
+from triage_tui.domain.analysis import AnalysisConfig
+from triage_tui.domain.model import Message
+from triage_tui.services.cache import Rebuilder
+from triage_tui.services.imapwire import FetchRecord
+
+log = logging.getLogger(__name__)
+
+MAX_AUTO_WORKERS = 2
+#: below this many messages a listing is built in process (workers cost more than they save)
+MIN_MESSAGES = 3000
+_LEN = struct.Struct("<Q")
+#: a worker's answer larger than this is damage, not a batch
+MAX_FRAME = 1 << 31
+
+
+def auto_workers() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return 0 if cpus < 2 else min(MAX_AUTO_WORKERS, cpus)
+
+
+def write_frame(out: IO[bytes], payload: bytes) -> None:
+    out.write(_LEN.pack(len(payload)))
+    out.write(payload)
+    out.flush()
+
+
+def read_frame(inp: IO[bytes]) -> bytes | None:
+    """One frame, or None at the end of the stream; raises on a damaged one."""
+    head = inp.read(_LEN.size)
+    if not head:
+        return None
+    if len(head) != _LEN.size:
+        raise EOFError("truncated frame header")
+    (n,) = _LEN.unpack(head)
+    if n > MAX_FRAME:
+        raise ValueError("frame too large")
+    body = inp.read(n)
+    if len(body) != n:
+        raise EOFError("truncated frame")
+    return body
+
+
+class _Worker:
+    """One worker process and the thread that feeds it (so the main thread, which reads the
+    answers, never blocks on a full pipe while the worker blocks on its answer)."""
+
+    def __init__(self, setup: bytes) -> None:
+        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "triage_tui.services.buildworker"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin: IO[bytes] = self.proc.stdin
+        self.stdout: IO[bytes] = self.proc.stdout
+        self.jobs: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.failed = False
+        self.jobs.put(setup)
+        self.thread = threading.Thread(target=self._feed, name="triage-buildworker-feed", daemon=True)
+        self.thread.start()
+
+    def _feed(self) -> None:
+        try:
+            while (job := self.jobs.get()) is not None:
+                write_frame(self.stdin, job)
+        except (OSError, ValueError):  # the worker died: its reader sees the end of the stream
+            self.failed = True
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                self.stdin.close()
+
+    def close(self) -> None:
+        self.jobs.put(None)
+        with contextlib.suppress(OSError, ValueError):
+            self.stdout.close()
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=2)
+
+
+class BuildPool:
+    """Worker processes for one listing (one config, UIDVALIDITY and ``now``)."""
+
+    def __init__(self, cfg: AnalysisConfig, uidvalidity: int, now: datetime, workers: int) -> None:
+        self.rebuild = Rebuilder(uidvalidity, cfg.stale_after, now)
+        self.broken = False
+        setup = pickle.dumps((cfg, uidvalidity, now), protocol=pickle.HIGHEST_PROTOCOL)
+        self.workers: list[_Worker] = []
+        try:
+            for _ in range(workers):
+                self.workers.append(_Worker(setup))
+        except BaseException:
+            self.close()
+            raise
+        self._next = 0
+
+    def submit(self, records: list[FetchRecord]) -> _Worker | None:
+        """Send a batch to the next worker; the worker to collect it from (None: build it here)."""
+        if self.broken:
+            return None
+        w = self.workers[self._next]
+        self._next = (self._next + 1) % len(self.workers)
+        items = [(r.uid, r.flags or (), r.internaldate, r.size or 0, r.body) for r in records]
+        w.jobs.put(pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL))
+        return w
+
+    def collect(self, w: _Worker) -> list[Message] | None:
+        """The next batch of ``w``, in order, or None when it must be built in process."""
+        if self.broken:
+            return None
+        try:
+            blob = read_frame(w.stdout)
+            if blob is None:
+                raise EOFError("the worker ended")
+            rows, whole_blob = marshal.loads(blob)
+            whole = pickle.loads(whole_blob) if whole_blob else {}  # noqa: S301 - our own worker's bytes
+            rebuild = self.rebuild
+            return [whole[uid] if v is None else rebuild(uid, flags, v) for uid, flags, v in rows]
+        except Exception as exc:  # noqa: BLE001 - a dead worker, a damaged answer: build in process
+            self._give_up(exc)
+            return None
+
+    def _give_up(self, exc: BaseException) -> None:
+        """From now on every batch is built in process (answers still on their way are dropped:
+        which of them arrived whole cannot be told from a broken stream)."""
+        if not self.broken:
+            log.warning("parallel build stopped, building in process: %s: %s", type(exc).__name__, exc)
+        self.broken = True
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.close()
+
+
+def built_in_order(batches: Iterable[list[FetchRecord]], build: Callable[[list[FetchRecord]], list[Message]],
+                   pool: BuildPool | None) -> Iterator[tuple[list[FetchRecord], list[Message]]]:
+    """``(records, messages)`` for each batch, in the order the batches came: through ``pool``
+    when there is one (a few batches in flight per worker), else (or for any batch the pool
+    fails) by ``build`` in process."""
+    if pool is None:
+        for records in batches:
+            yield records, build(records)
+        return
+    depth = 2 * len(pool.workers)
+    pending: collections.deque[tuple[list[FetchRecord], _Worker | None]] = collections.deque()
+
+    def first() -> tuple[list[FetchRecord], list[Message]]:
+        records, w = pending.popleft()
+        messages = pool.collect(w) if w is not None else None
+        return records, (messages if messages is not None else build(records))
+
+    for records in batches:
+        pending.append((records, pool.submit(records) if records else None))
+        while len(pending) > depth or (pending and pending[0][1] is None):
+            yield first()
+    while pending:
+        yield first()
