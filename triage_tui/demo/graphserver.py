@@ -47,7 +47,8 @@ Covered (shapes from Microsoft's published docs: learn.microsoft.com/graph/json-
 
 Fault injection for tests (thread-safe): :meth:`GraphServer.throttle` (the next N Graph requests,
 or the next N requests inside batches, answer 429 with ``Retry-After``), :meth:`fail_503`,
-:meth:`expire_tokens`, ``token_lifetime``, ``concurrency_limit`` (429 ``MailboxConcurrency``
+:meth:`expire_tokens`, :meth:`drop_answers` (carry out the request, then cut the connection),
+:meth:`stop` (cuts kept-alive connections too), ``token_lifetime``, ``concurrency_limit`` (429 ``MailboxConcurrency``
 beyond N simultaneous requests to one mailbox, as Exchange does with 4). The wire is recorded:
 :attr:`GraphServer.log` and :meth:`GraphServer.count` (read-only tests assert no PATCH, DELETE
 or POST other than the token), :attr:`peak_in_flight` per mailbox.
@@ -68,6 +69,7 @@ import contextlib
 import json
 import re
 import secrets
+import socket
 import threading
 import time
 import uuid
@@ -228,7 +230,9 @@ class GraphServer:
         self._throttle_after = 1.0
         self._fail_503 = 0
         self._fail_503_after: float | None = None
+        self._drop_answers = 0
         self._httpd: ThreadingHTTPServer | None = None
+        self._connections: set[Any] = set()  # open client sockets: stop() cuts kept-alive ones too
         self._thread: threading.Thread | None = None
         self.log: list[tuple[str, str]] = []        # (method, path) of every HTTP request
         self.batch_log: list[tuple[str, str]] = []  # (method, url) of every request inside a batch
@@ -256,10 +260,17 @@ class GraphServer:
         return self
 
     def stop(self) -> None:
+        """Stop listening and cut every open connection (as a crashed or restarted server would)."""
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+        with self._lock:
+            conns = list(self._connections)
+            self._connections.clear()
+        for sock in conns:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> GraphServer:
         return self.start() if self._httpd is None else self
@@ -329,6 +340,12 @@ class GraphServer:
         with self._lock:
             self._fail_503 = n
             self._fail_503_after = retry_after
+
+    def drop_answers(self, n: int = 1) -> None:
+        """The next ``n`` requests are carried out, then the connection is cut before the answer
+        (a lost answer: the client cannot know whether its change was applied)."""
+        with self._lock:
+            self._drop_answers = n
 
     def expire_tokens(self) -> None:
         """Every token issued so far is expired from now on."""
@@ -736,6 +753,17 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # else each answer waits ~40 ms for a delayed ACK
     server_version = "GraphTestServer/1.0"
 
+    def setup(self) -> None:
+        super().setup()
+        with self.graph._lock:
+            self.graph._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.graph._lock:
+            self.graph._connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's signature
         pass  # never on the terminal the TUI draws on
 
@@ -754,7 +782,17 @@ class _Handler(BaseHTTPRequestHandler):
         with self.graph._lock:
             self.graph.log.append((self.command, self.path))
         headers = {k: v for k, v in self.headers.items()}
-        self._send(self.graph.handle(self.command, self.path, headers, body))
+        answer = self.graph.handle(self.command, self.path, headers, body)
+        with self.graph._lock:
+            drop = self.graph._drop_answers > 0
+            if drop:
+                self.graph._drop_answers -= 1
+        if drop:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self._send(answer)
 
     do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _serve
 
