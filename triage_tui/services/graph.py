@@ -10,8 +10,9 @@ What it does, and why so:
 - **Transport**: ``http.client`` with a small keep-alive pool (one connection per concurrent
   request), not ``urllib.request``, which opens a new TCP (and TLS) connection for every request:
   against Graph that is one to two extra round trips per request. Measured on loopback with the
-  test server (no TLS, so the gap is the smallest it can be): see ``bench`` in the module's tests
-  and the report of the commit. A connection that the server closed while idle is reopened and
+  test server, no TLS, so the gap is the smallest it can be (``bench/bench_graph.py``, 500
+  sequential GETs, 2 shared cores, noisy): urllib.request 0.76-1.85 ms a request, keep-alive
+  0.39 ms. A connection that the server closed while idle is reopened and
   the request sent again only when sending it twice is harmless (GET, PATCH, a ``$batch`` of
   those, the token POST); a DELETE whose answer was lost raises :class:`ConnectionLost`.
 - **Throttling**: 429, 503 and 504 (and 509, which mail_room also backs off on) are retried
