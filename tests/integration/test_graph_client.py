@@ -342,3 +342,34 @@ def test_lost_answer_is_resent_only_when_harmless(server: GraphServer, client: G
     # it was applied: the operator must re-list, which is what the message says
     assert len(server.messages(DEMO_MAILBOX, "deleteditems")) == 2
     assert server.count("DELETE") == 0 and len([m for m, _ in server.batch_log if m == "DELETE"]) == 2
+
+
+def test_mime_through_a_batch_is_base64(server: GraphServer, client: GraphClient) -> None:
+    from triage_tui.services.graph import BatchRequest, decode_batch_binary
+
+    msg = unread(client)[0]
+    [result] = client.batch([BatchRequest("GET", client.message_path(msg["id"]) + "/$value")])
+    assert result.ok and decode_batch_binary(result) == raw_message(N - 1)
+    assert server.find(DEMO_MAILBOX, msg["id"]).is_read is False  # type: ignore[union-attr]
+
+
+def test_garbage_answers_are_one_line_errors(sleeps: Sleeps) -> None:
+    class Garbage(GraphServer):
+        def handle(self, method: str, target: str, headers: dict[str, str], body: bytes | None, *,
+                   in_batch: bool = False) -> Answer:
+            ans = super().handle(method, target, headers, body, in_batch=in_batch)
+            if "$batch" in target:
+                return Answer(200, {"Content-Type": "text/html"}, b"<html>\x1b[2J</html>", binary=True)
+            if "/messages" in target and method == "GET":
+                return Answer(200, {}, {"value": "not a list"})
+            return ans
+
+    with Garbage() as srv:
+        fill(srv, 2)
+        with GraphClient(settings(srv), sleep=sleeps) as c:
+            with pytest.raises(GraphError) as e:
+                unread(c)
+            assert "no list of messages" in str(e.value)
+            with pytest.raises(GraphError) as e:
+                c.set_read([m.regular_id for m in srv.messages(DEMO_MAILBOX)], True)
+            assert "not JSON" in str(e.value) and "\x1b" not in str(e.value) and "\n" not in str(e.value)
