@@ -507,18 +507,22 @@ class HeaderCache:
         return Loaded(rows={u: r[:2] for u, r in rows.items()}, values=found, since=since,
                       token=Token(uidvalidity, fp, meta["created"], stored))
 
-    def rows_of(self, messages: Iterable[Message], uidvalidity: int) -> list[tuple[int, str, tuple[Any, ...]]]:
-        """Built rows as stored (flags as fetched with them), for :meth:`commit`."""
+    def rows_of(self, messages: Iterable[Message], uidvalidity: int,
+                known: dict[int, tuple[Any, ...]] | None = None) -> list[tuple[int, str, tuple[Any, ...]]]:
+        """Built rows as stored (flags as fetched with them), for :meth:`commit`. ``known``: the
+        stored values of some of them, already made (by a worker process that built them)."""
         if not self.usable:
             return []
         out = []
         for m in messages:
             if m.uidvalidity != uidvalidity:
                 continue
-            try:
-                v = values(m)
-            except Exception:  # noqa: BLE001 - that row is simply not cached
-                continue
+            v = known.get(m.uid) if known is not None else None
+            if v is None:
+                try:
+                    v = values(m)
+                except Exception:  # noqa: BLE001 - that row is simply not cached
+                    continue
             text = flags_text(m.flags)
             if v is not None and storable(text):
                 out.append((m.uid, text, v))

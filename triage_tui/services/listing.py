@@ -102,7 +102,8 @@ class Listing:
             return self._build(records, uidvalidity, cfg, now)
 
         try:
-            for records, messages in built_in_order(self._resumable_fetch(uidvalidity, uids, items), build, pool):
+            for records, messages, known in built_in_order(self._resumable_fetch(uidvalidity, uids, items), build,
+                                                           pool):
                 if two_pass:
                     ready = []
                     for m in messages:
@@ -112,7 +113,7 @@ class Listing:
                             ready.append(m)
                     messages = ready
                 if messages and cache is not None:  # encoded now: the caller may change them afterwards
-                    pending.extend(cache.rows_of(messages, uidvalidity))
+                    pending.extend(cache.rows_of(messages, uidvalidity, known))
                 if early is not None and records:
                     messages = early.with_batch(max(r.uid or 0 for r in records), messages)
                 if messages:
@@ -123,10 +124,11 @@ class Listing:
                 for i in range(0, len(part), step):
                     yield part[i:i + step]
             if held:
-                for records, messages in built_in_order(self._resumable_fetch(uidvalidity, held, LIST_ITEMS), build,
-                                                        pool if len(held) >= parallel.MIN_MESSAGES else None):
+                for records, messages, known in built_in_order(
+                        self._resumable_fetch(uidvalidity, held, LIST_ITEMS), build,
+                        pool if len(held) >= parallel.MIN_MESSAGES else None):
                     if cache is not None:
-                        pending.extend(cache.rows_of(messages, uidvalidity))
+                        pending.extend(cache.rows_of(messages, uidvalidity, known))
                     if late is not None and records:
                         messages = late.with_batch(max(r.uid or 0 for r in records), messages)
                     yield messages

@@ -37,7 +37,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import IO
+from typing import IO, Any
 
 from triage_tui.domain.analysis import AnalysisConfig
 from triage_tui.domain.model import Message
@@ -149,8 +149,9 @@ class BuildPool:
         w.jobs.put(pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL))
         return w
 
-    def collect(self, w: _Worker) -> list[Message] | None:
-        """The next batch of ``w``, in order, or None when it must be built in process."""
+    def collect(self, w: _Worker) -> tuple[list[Message], dict[int, tuple[Any, ...]]] | None:
+        """The next batch of ``w``, in order, with the stored values of its rows (what the header
+        cache writes: no need to make them again), or None when it must be built in process."""
         if self.broken:
             return None
         try:
@@ -160,7 +161,8 @@ class BuildPool:
             rows, whole_blob = marshal.loads(blob)
             whole = pickle.loads(whole_blob) if whole_blob else {}  # noqa: S301 - our own worker's bytes
             rebuild = self.rebuild
-            return [whole[uid] if v is None else rebuild(uid, flags, v) for uid, flags, v in rows]
+            messages = [whole[uid] if v is None else rebuild(uid, flags, v) for uid, flags, v in rows]
+            return messages, {uid: v for uid, _flags, v in rows if v is not None}
         except Exception as exc:  # noqa: BLE001 - a dead worker, a damaged answer: build in process
             self._give_up(exc)
             return None
@@ -177,22 +179,25 @@ class BuildPool:
             w.close()
 
 
+Built = tuple[list[FetchRecord], list[Message], dict[int, tuple[Any, ...]] | None]
+
+
 def built_in_order(batches: Iterable[list[FetchRecord]], build: Callable[[list[FetchRecord]], list[Message]],
-                   pool: BuildPool | None) -> Iterator[tuple[list[FetchRecord], list[Message]]]:
-    """``(records, messages)`` for each batch, in the order the batches came: through ``pool``
-    when there is one (a few batches in flight per worker), else (or for any batch the pool
-    fails) by ``build`` in process."""
+                   pool: BuildPool | None) -> Iterator[Built]:
+    """``(records, messages, stored values or None)`` for each batch, in the order the batches
+    came: through ``pool`` when there is one (a few batches in flight per worker; the values are
+    the workers'), else (or for any batch the pool fails) by ``build`` in process (None)."""
     if pool is None:
         for records in batches:
-            yield records, build(records)
+            yield records, build(records), None
         return
     depth = 2 * len(pool.workers)
     pending: collections.deque[tuple[list[FetchRecord], _Worker | None]] = collections.deque()
 
-    def first() -> tuple[list[FetchRecord], list[Message]]:
+    def first() -> Built:
         records, w = pending.popleft()
-        messages = pool.collect(w) if w is not None else None
-        return records, (messages if messages is not None else build(records))
+        got = pool.collect(w) if w is not None else None
+        return (records, *got) if got is not None else (records, build(records), None)
 
     for records in batches:
         pending.append((records, pool.submit(records) if records else None))
