@@ -37,6 +37,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import IO, Any
 
 from triage_tui.domain.analysis import AnalysisConfig
@@ -84,6 +85,15 @@ def read_frame(inp: IO[bytes]) -> bytes | None:
     return body
 
 
+def _worker_env() -> dict[str, str]:
+    """Our environment, with this package's directory first on PYTHONPATH: the worker imports
+    the same code even when the caller found it through sys.path, not an install."""
+    root = str(Path(__file__).resolve().parent.parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
 class _Worker:
     """One worker process and the thread that feeds it (so the main thread, which reads the
     answers, never blocks on a full pipe while the worker blocks on its answer)."""
@@ -91,7 +101,7 @@ class _Worker:
     def __init__(self, setup: bytes) -> None:
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "triage_tui.services.buildworker"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True, env=_worker_env())
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin: IO[bytes] = self.proc.stdin
         self.stdout: IO[bytes] = self.proc.stdout
@@ -171,7 +181,9 @@ class BuildPool:
         """From now on every batch is built in process (answers still on their way are dropped:
         which of them arrived whole cannot be told from a broken stream)."""
         if not self.broken:
-            log.warning("parallel build stopped, building in process: %s: %s", type(exc).__name__, exc)
+            # info, not warning: it costs speed only, and a warning would reach the terminal
+            # (logging's last resort) under the TUI
+            log.info("parallel build stopped, building in process: %s: %s", type(exc).__name__, exc)
         self.broken = True
 
     def close(self) -> None:
