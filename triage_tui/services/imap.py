@@ -583,28 +583,45 @@ class ImapSession:
     def search(self, criteria: str) -> list[int]:
         """``UID SEARCH``; uses ESEARCH (compact ranges) when offered, so 100k results stay small."""
         _, wire = self._require()
-        crit = criteria.encode("ascii")
+        esearch = "ESEARCH" in self.capabilities
         with self.lock:
-            if "ESEARCH" in self.capabilities:
-                untagged, done = wire.command(b"UID SEARCH RETURN (ALL) " + crit)
-                self._check(done, "SEARCH")
-                for resp in untagged:
-                    if not _is_esearch(resp):
-                        continue  # unsolicited: FLAGS, OK [PERMANENTFLAGS ...] after a new keyword, EXISTS
-                    toks = resp.tokens()
-                    if len(toks) > 1 and isinstance(toks[1], bytes) and toks[1].upper() == b"ESEARCH":
-                        for i, t in enumerate(toks):
-                            if isinstance(t, bytes) and t.upper() == b"ALL" and i + 1 < len(toks):
-                                return uidset.parse(toks[i + 1].decode())
-                return []
-            untagged, done = wire.command(b"UID SEARCH " + crit)
+            untagged, done = wire.command(self._search_command(criteria))
             self._check(done, "SEARCH")
-            out: list[int] = []
-            for resp in untagged:
-                line = resp.first
-                if line[:9].upper() == b"* SEARCH ":
-                    out.extend(int(x) for x in line[9:].split() if x.isdigit())
-            return sorted(set(out))
+        return _search_answer(untagged, esearch)
+
+    def _search_command(self, criteria: str) -> bytes:
+        return (b"UID SEARCH RETURN (ALL) " if "ESEARCH" in self.capabilities else b"UID SEARCH ") \
+            + criteria.encode("ascii")
+
+    def changed_since_and_search(self, since: int, criteria: str) -> tuple[dict[int, tuple[str, ...]], list[int]]:
+        """``UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE since)`` (RFC 7162: the flags of every
+        message changed since) and ``UID SEARCH criteria``, pipelined: one round trip for both.
+        Raises :class:`OperationFailed` naming the command the server refused."""
+        _, wire = self._require()
+        esearch = "ESEARCH" in self.capabilities
+        fetch = f"UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE {int(since)})".encode("ascii")
+        with self.lock:
+            pipe = wire.pipeline(2)
+            pipe.submit(fetch, "FETCH CHANGEDSINCE")
+            pipe.submit(self._search_command(criteria), "SEARCH")
+            changed: dict[int, tuple[str, ...]] = {}
+            searched: list[Response] = []
+            failed: list[str] = []
+            for ev in pipe.events():
+                if isinstance(ev, Response):
+                    rec = parse_fetch(ev)
+                    if rec is not None:
+                        if rec.uid is not None and rec.flags is not None:
+                            changed[rec.uid] = rec.flags
+                    else:
+                        searched.append(ev)
+                    continue
+                what, done = ev
+                if not done.ok:
+                    failed.append(f"{what} failed: {done}")
+        if failed:
+            raise OperationFailed("; ".join(failed))
+        return changed, _search_answer(searched, esearch)
 
     def search_within(self, uids: Iterable[int], criteria: str) -> list[int]:
         """Which of ``uids`` match ``criteria`` now: ``UID SEARCH UID <piece> <criteria>`` per piece
@@ -782,6 +799,26 @@ class ImapSession:
     def _check(done: Completion, what: str) -> None:
         if not done.ok:
             raise OperationFailed(f"{what} failed: {done}")
+
+
+def _search_answer(untagged: list[Response], esearch: bool) -> list[int]:
+    """The UIDs of a ``UID SEARCH`` answer (``* ESEARCH ... ALL <set>`` or ``* SEARCH n n``)."""
+    if esearch:
+        for resp in untagged:
+            if not _is_esearch(resp):
+                continue  # unsolicited: FLAGS, OK [PERMANENTFLAGS ...] after a new keyword, EXISTS
+            toks = resp.tokens()
+            if len(toks) > 1 and isinstance(toks[1], bytes) and toks[1].upper() == b"ESEARCH":
+                for i, t in enumerate(toks):
+                    if isinstance(t, bytes) and t.upper() == b"ALL" and i + 1 < len(toks):
+                        return uidset.parse(toks[i + 1].decode())
+        return []
+    out: list[int] = []
+    for resp in untagged:
+        line = resp.first
+        if line[:9].upper() == b"* SEARCH ":
+            out.extend(int(x) for x in line[9:].split() if x.isdigit())
+    return sorted(set(out))
 
 
 def _is_esearch(resp: Response) -> bool:
