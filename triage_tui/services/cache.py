@@ -296,7 +296,7 @@ class Token:
 
 @dataclass
 class Loaded:
-    rows: dict[int, tuple[str, int]]  # every cached uid -> (flags, day last used)
+    rows: dict[int, tuple[str, int, int]]  # every cached uid -> (flags, day last used, its chunk)
     values: dict[int, tuple[Any, ...]]  # the wanted ones that could be read -> stored values
     since: int | None  # a usable CHANGEDSINCE value, None: refresh every cached UID's flags
     token: Token
@@ -510,7 +510,7 @@ class HeaderCache:
         except Exception as exc:  # noqa: BLE001 - sqlite3.Error, OSError, MemoryError...
             self._give_up(exc)
             return None
-        return Loaded(rows={u: r[:2] for u, r in rows.items()}, values=found, since=since,
+        return Loaded(rows=rows, values=found, since=since,
                       token=Token(uidvalidity, fp, meta["created"], stored))
 
     def rows_of(self, messages: Iterable[Message], uidvalidity: int,
