@@ -152,10 +152,9 @@ def test_no_workers_for_small_listings_or_one_cpu(seeded: Mailbox, monkeypatch: 
     monkeypatch.setattr(parallel, "_Worker", lambda setup: started.append(setup))
     _list(seeded, 2)  # 400-odd messages: below MIN_MESSAGES
     assert not started
-    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0})
-    assert parallel.auto_workers() == 0
-    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: set(range(64)))
-    assert parallel.auto_workers() == parallel.MAX_AUTO_WORKERS
+    for cpus, workers in ((1, 0), (2, 2), (3, 2), (4, 3), (64, parallel.MAX_AUTO_WORKERS)):
+        monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid, n=cpus: set(range(n)))
+        assert parallel.auto_workers() == workers
 
 
 def test_the_cache_the_workers_wrote_lists_the_same(seeded: Mailbox, always: None, tmp_path: Path) -> None:

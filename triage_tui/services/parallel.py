@@ -19,8 +19,9 @@ It only ever makes a listing faster: a worker that cannot start, dies or sends s
 damaged costs its batches a build in process, and nothing is lost (the main process keeps each
 batch until its result is in). Small listings never start workers (starting one costs ~0.1 s).
 
-How many: ``triage.workers`` (``TRIAGE_WORKERS``, ``--workers``; 0 = none), by default one
-per CPU this process may use, at most :data:`MAX_AUTO_WORKERS`, none on a single CPU."""
+How many: ``triage.workers`` (``TRIAGE_WORKERS``, ``--workers``; 0 = none), by default two on
+two CPUs, one fewer than the CPUs this process may use on more, at most
+:data:`MAX_AUTO_WORKERS`; none on a single CPU."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ from triage_tui.services.imapwire import FetchRecord
 
 log = logging.getLogger(__name__)
 
-MAX_AUTO_WORKERS = 2
+MAX_AUTO_WORKERS = 4
 #: below this many messages a listing is built in process (workers cost more than they save)
 MIN_MESSAGES = 3000
 _LEN = struct.Struct("<Q")
@@ -60,7 +61,10 @@ def auto_workers() -> int:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return 0 if cpus < 2 else min(MAX_AUTO_WORKERS, cpus)
+    # two CPUs: two workers (the main process mostly waits on them and the socket); more: one
+    # CPU left to the main process, whose own share (the socket, rebuilding rows, JSON) then
+    # bounds the listing
+    return 0 if cpus < 2 else min(MAX_AUTO_WORKERS, max(2, cpus - 1))
 
 
 def write_frame(out: IO[bytes], payload: bytes) -> None:
