@@ -166,6 +166,13 @@ class Execution:
                                  for part, f in ((with_kw, both), (without, flag)) if part]
                 else:
                     segments.append((found, crit, m if condstore else None, both))
+        elif (not undo and condstore and plan.searched_in is not None and plan.searched_in is w.mailbox
+              and w.mailbox.highestmodseq is not None):
+            # searched just now on this very SELECT (mark-seen's one connection): the STORE's
+            # UNCHANGEDSINCE, that SELECT's HIGHESTMODSEQ, predates the SEARCH, so the server
+            # itself leaves alone (MODIFIED) whatever another client changed since; a second
+            # SEARCH of the same UIDs would find nothing more
+            segments.append((list(plan.uids), criteria, None, both))
         else:
             segments.append((self._narrow(w, plan.uids, criteria) if plan.uids else [], criteria, None, both))
         targets = [u for seg, _, _, _ in segments for u in seg]
