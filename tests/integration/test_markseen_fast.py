@@ -108,8 +108,16 @@ def test_one_connection_journal_and_result(mailbox: Mailbox, cli: Any, monkeypat
         sent.append(f"STORE {unchangedsince}")
         return orig_store(self, uids, flag, add, unchangedsince, **kw)
 
+    synced: list[tuple[str, bool]] = []
+    orig_append = AuditJournal.append
+
+    def append(self: AuditJournal, record: dict[str, Any], *, durable: bool = True) -> Any:
+        synced.append((record.get("phase", ""), durable))
+        return orig_append(self, record, durable=durable)
+
     monkeypatch.setattr(ImapSession, "search", search)
     monkeypatch.setattr(ImapSession, "_store", store)
+    monkeypatch.setattr(AuditJournal, "append", append)
     try:
         r = cli(["mark-seen", "--older-than", "1h", "--yes"], env=env)
         assert r.code == 0, r.err
@@ -121,6 +129,11 @@ def test_one_connection_journal_and_result(mailbox: Mailbox, cli: Any, monkeypat
                                                                f"SEARCH OLDER {3600 - _select.AGE_BAND_SECONDS} "
                                                                f"YOUNGER {3600 + _select.AGE_BAND_SECONDS}"], sent
         assert sent[-1].startswith("STORE") and "STORE None" not in sent, sent
+        # write-ahead: begin and each intent are fsynced before what they announce is sent, the
+        # end after; a chunk's progress is fsynced with the next of those
+        assert {p for p, on in synced if on} == {"begin", "intent", "end"}, synced
+        assert {p for p, on in synced if not on} == {"progress"}, synced
+        monkeypatch.setattr(AuditJournal, "append", orig_append)
         monkeypatch.setattr(ImapSession, "search", orig_search)
         monkeypatch.setattr(ImapSession, "_store", orig_store)
         check(mailbox, ages, cli, env)

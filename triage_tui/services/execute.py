@@ -210,7 +210,9 @@ class Execution:
                     if not journal_error:
                         seqs = [modseqs.pop(u) for u in uids if u in modseqs]
                         try:
-                            self.guard.progress(op, done=uidset.compress(uids), count=len(uids),
+                            # fsynced with the next intent (before more is sent) or the end: a
+                            # chunk's fsync no longer holds up reading the next chunk's answer
+                            self.guard.progress(op, durable=False, done=uidset.compress(uids), count=len(uids),
                                                 **({"modseq": max(seqs)} if seqs else {}))
                         except JournalWriteFailed as e:
                             journal_error.append(e)

@@ -84,9 +84,16 @@ class AuditJournal:
         #: lines the last :meth:`records` pass skipped (torn or not a JSON object)
         self.skipped_lines = 0
 
-    def append(self, record: dict[str, Any]) -> dict[str, Any]:
+    def append(self, record: dict[str, Any], *, durable: bool = True) -> dict[str, Any]:
         """Write one record durably, or raise :class:`JournalWriteFailed` (then it may be torn:
-        the next append fences it)."""
+        the next append fences it).
+
+        ``durable=False`` (a chunk's ``progress``, written while the next commands are answered):
+        the record is written whole, so it survives the process being killed, but not fsynced
+        here: the next durable append (the next ``intent``, before anything more is sent, or
+        the ``end``) fsyncs the file, and with it this record. Only a machine crash in between can
+        lose it, and then the journal shows that chunk as announced but unconfirmed (``intent``
+        without ``done``): what may have happened, the conservative reading."""
         full = _scrubbed({"time": _now(), **self._identity, **record})
         line = (json.dumps(full, ensure_ascii=True, sort_keys=False, default=str) + "\n").encode("ascii")
         with self._lock:
@@ -105,7 +112,8 @@ class AuditJournal:
                     # "#" ends the torn line: whatever prefix of a record it was, it can not parse now
                     line = b"#\n" + (json.dumps(fence, ensure_ascii=True) + "\n").encode("ascii") + line
                 write_all(fd, line)
-                os.fsync(fd)
+                if durable:
+                    os.fsync(fd)  # the file's every earlier write too (a non-durable one included)
                 if created:
                     _fsync_dir(self.path.parent)  # a new file's name must survive a crash too
             except OSError as e:
