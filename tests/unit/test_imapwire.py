@@ -101,3 +101,35 @@ def test_pipeline_matches_tags_and_bye():
     pipe.submit(b"NOOP")
     with pytest.raises(ConnectionLost):
         list(pipe.events())
+
+
+def test_pipeline_announces_each_window_before_sending_it_without_draining():
+    """Write-ahead without a stall: the next window is announced (journaled) right before its
+    first command goes, while the previous window's last command is still in flight."""
+    fake = _FakeImap(b"".join(b"T%d OK done\r\n" % i for i in range(1, 6)))
+    log: list[object] = []
+    fake.send = lambda data: log.append(data.split(b" ", 1)[0])  # type: ignore[method-assign]
+
+    def announce(ctxs: list[object]) -> bool:
+        log.append(list(ctxs))
+        return True
+
+    pipe = Wire(fake).pipeline(2, announce=announce)  # type: ignore[arg-type]
+    for c in "abcde":
+        pipe.submit(b"NOOP", c)
+    done = [e[0] for e in pipe.events() if isinstance(e, tuple)]
+    assert done == list("abcde")
+    # T2 is still unanswered when [c, d] is announced and T3 sent
+    assert log == [["a", "b"], b"T1", b"T2", ["c", "d"], b"T3", b"T4", ["e"], b"T5"]
+
+
+def test_pipeline_sends_nothing_more_once_an_announcement_fails():
+    fake = _FakeImap(b"".join(b"T%d OK done\r\n" % i for i in range(1, 6)))
+    answers = iter([True, False])
+    pipe = Wire(fake).pipeline(2, announce=lambda _ctxs: next(answers))  # type: ignore[arg-type]
+    for c in "abcde":
+        pipe.submit(b"NOOP", c)
+    done = [e[0] for e in pipe.events() if isinstance(e, tuple)]
+    assert done == ["a", "b"]  # what was in flight completes
+    assert pipe.unsent == ["c", "d", "e"]
+    assert fake.sent == b"T1 NOOP\r\nT2 NOOP\r\n"

@@ -13,6 +13,7 @@ paths (listing 100k messages, bulk STORE, UID EXPUNGE, big SEARCH answers) go th
 from __future__ import annotations
 
 import imaplib
+import itertools
 import logging
 import re
 import ssl
@@ -387,8 +388,8 @@ class Wire:
             log.debug("S: %s", segments[0][:200])
         return resp
 
-    def pipeline(self, window: int = 8, stop: Any = None) -> Pipeline:
-        return Pipeline(self, window, stop)
+    def pipeline(self, window: int = 8, stop: Any = None, announce: Any = None) -> Pipeline:
+        return Pipeline(self, window, stop, announce)
 
     def command(self, command: bytes) -> tuple[list[Response], Completion]:
         """Run one command and collect its untagged responses."""
@@ -410,7 +411,7 @@ class Pipeline:
     objects as they arrive and ``(context, Completion)`` pairs as commands finish; callers may
     ``submit`` more commands while iterating (e.g. to retry a halved chunk)."""
 
-    def __init__(self, wire: Wire, window: int, stop: Any = None) -> None:
+    def __init__(self, wire: Wire, window: int, stop: Any = None, announce: Any = None) -> None:
         self.wire = wire
         self.window = max(1, window)
         self.queue: deque[tuple[bytes, Any]] = deque()
@@ -418,6 +419,12 @@ class Pipeline:
         #: a threading.Event: once set, nothing more is sent; what is in flight still completes
         self.stop = stop
         self.unsent: list[Any] = []
+        #: write-ahead: ``announce(contexts)`` is called with the contexts of the next ``window``
+        #: queued commands before the first of them is sent, and again when those are all sent;
+        #: False means send nothing more (the rest goes to ``unsent``). The commands before
+        #: stay in flight meanwhile: a batch boundary does not drain the pipeline.
+        self.announce = announce
+        self._announced = 0
 
     def submit(self, command: bytes, context: Any = None) -> None:
         self.queue.append((command, context))
@@ -428,6 +435,14 @@ class Pipeline:
             self.queue.clear()
             return
         while self.queue and len(self.inflight) < self.window:
+            if self.announce is not None and self._announced <= 0:
+                batch = [c for _, c in itertools.islice(self.queue, self.window)]
+                if not self.announce(batch):
+                    self.unsent.extend(c for _, c in self.queue)
+                    self.queue.clear()
+                    return
+                self._announced = len(batch)
+            self._announced -= 1
             command, ctx = self.queue.popleft()
             tag = self.wire.new_tag()
             self.inflight[tag] = _Pending(tag, command, ctx)
