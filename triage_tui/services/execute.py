@@ -37,6 +37,9 @@ _PAST = {"mark-seen": "marked \\Seen", "mark-unseen": "marked unseen (\\Seen rem
 _FETCH_MODSEQ = re.compile(rb"^\* \d+ FETCH \((.*)\)\s*$", re.IGNORECASE | re.DOTALL)
 _UID_ITEM = re.compile(rb"\bUID (\d+)", re.IGNORECASE)
 _MODSEQ_ITEM = re.compile(rb"\bMODSEQ \((\d+)\)", re.IGNORECASE)
+#: the answer to each message of a CONDSTORE STORE as Dovecot (and most servers) word it: one
+#: match instead of three (a 90k-message mark-seen reads 90k of these)
+_UID_MODSEQ_FAST = re.compile(rb"\* \d+ FETCH \(UID (\d+) MODSEQ \((\d+)\)\)\r?\n?\Z")
 
 
 class Execution:
@@ -185,6 +188,10 @@ class Execution:
                 result.op_id = op.id
 
                 def on_untagged(resp: Response) -> None:
+                    fast = _UID_MODSEQ_FAST.match(resp.first)
+                    if fast:
+                        modseqs[int(fast.group(1))] = int(fast.group(2))
+                        return
                     m = _FETCH_MODSEQ.match(resp.first)
                     if m:
                         u, ms = _UID_ITEM.search(m.group(1)), _MODSEQ_ITEM.search(m.group(1))
