@@ -133,3 +133,32 @@ def test_pipeline_sends_nothing_more_once_an_announcement_fails():
     assert done == ["a", "b"]  # what was in flight completes
     assert pipe.unsent == ["c", "d", "e"]
     assert fake.sent == b"T1 NOOP\r\nT2 NOOP\r\n"
+
+
+def test_pipeline_skims_runs_of_one_line_answers_across_buffer_edges():
+    """Runs of ``* n FETCH (UID u MODSEQ (m))`` go to the skim callback in bulk, whatever the
+    read buffer's edges; a line cut by an edge, or worded otherwise, comes as a Response."""
+    import re
+
+    lines = [b"* %d FETCH (UID %d MODSEQ (%d))\r\n" % (i, 100 + i, 5000 + i) for i in range(1, 301)]
+    lines.insert(150, b"* 7 EXPUNGE\r\n")
+    lines.insert(200, b"* 8 FETCH (MODSEQ (1) UID 999)\r\n")
+    data = b"".join(lines[:250]) + b"T1 OK done\r\n" + b"".join(lines[250:]) + b"T2 OK done\r\n"
+    for size in (64, 100, 4096):
+        fake = _FakeImap(b"")
+        fake.file = io.BufferedReader(io.BytesIO(data), buffer_size=size)  # type: ignore[assignment]
+        skimmed: list[bytes] = []
+        run = re.compile(rb"(?:\* \d+ FETCH \(UID \d+ MODSEQ \(\d+\)\)\r\n)+")
+        pipe = Wire(fake).pipeline(2, skim=(run, skimmed.append))  # type: ignore[arg-type]
+        pipe.submit(b"UID STORE 1:150 +FLAGS.SILENT (\\Seen)", "a")
+        pipe.submit(b"UID STORE 151:300 +FLAGS.SILENT (\\Seen)", "b")
+        events = list(pipe.events())
+        done = [e[0] for e in events if isinstance(e, tuple)]
+        slow = [e.first for e in events if not isinstance(e, tuple)]
+        assert done == ["a", "b"]
+        assert b"* 7 EXPUNGE\r\n" in slow and b"* 8 FETCH (MODSEQ (1) UID 999)\r\n" in slow
+        # every line is seen exactly once, in bulk or as a Response
+        got = b"".join(skimmed).split(b"\r\n")[:-1]
+        assert sorted(got + [s.rstrip(b"\r\n") for s in slow]) == sorted(x.rstrip(b"\r\n") for x in lines)
+        if size == 4096:
+            assert len(slow) <= 2 + 4  # the two odd lines, and at most one cut line per refill

@@ -37,9 +37,11 @@ _PAST = {"mark-seen": "marked \\Seen", "mark-unseen": "marked unseen (\\Seen rem
 _FETCH_MODSEQ = re.compile(rb"^\* \d+ FETCH \((.*)\)\s*$", re.IGNORECASE | re.DOTALL)
 _UID_ITEM = re.compile(rb"\bUID (\d+)", re.IGNORECASE)
 _MODSEQ_ITEM = re.compile(rb"\bMODSEQ \((\d+)\)", re.IGNORECASE)
-#: the answer to each message of a CONDSTORE STORE as Dovecot (and most servers) word it: one
-#: match instead of three (a 90k-message mark-seen reads 90k of these)
-_UID_MODSEQ_FAST = re.compile(rb"\* \d+ FETCH \(UID (\d+) MODSEQ \((\d+)\)\)\r?\n?\Z")
+#: the answer to each message of a CONDSTORE STORE as Dovecot (and most servers) word it: a
+#: 90k-message mark-seen reads 90k of these, so runs of them are taken in bulk (Wire.skim) and
+#: only the pairs are read out; any other wording goes the general way (on_untagged)
+_UID_MODSEQ_RUN = re.compile(rb"(?:\* \d+ FETCH \(UID \d+ MODSEQ \(\d+\)\)\r\n)+")
+_UID_MODSEQ_PAIR = re.compile(rb"UID (\d+) MODSEQ \((\d+)\)")
 
 
 class Execution:
@@ -187,11 +189,11 @@ class Execution:
                                       **extra) as op:
                 result.op_id = op.id
 
+                def on_run(run: bytes) -> None:
+                    for u, ms in _UID_MODSEQ_PAIR.findall(run):
+                        modseqs[int(u)] = int(ms)
+
                 def on_untagged(resp: Response) -> None:
-                    fast = _UID_MODSEQ_FAST.match(resp.first)
-                    if fast:
-                        modseqs[int(fast.group(1))] = int(fast.group(2))
-                        return
                     m = _FETCH_MODSEQ.match(resp.first)
                     if m:
                         u, ms = _UID_ITEM.search(m.group(1)), _MODSEQ_ITEM.search(m.group(1))
@@ -248,7 +250,8 @@ class Execution:
                                 else:
                                     r = w._store(pending, seg_flags, add, unchangedsince=modseq, progress=chunk_done,
                                                  stop=stop, on_untagged=on_untagged if condstore else None,
-                                                 announce=announce)
+                                                 announce=announce,
+                                                 skim=(_UID_MODSEQ_RUN, on_run) if condstore else None)
                                 result.interrupted.extend(r.unsent)
                                 result.skipped_concurrent.extend(r.modified)
                                 result.failed.extend(r.failed)
