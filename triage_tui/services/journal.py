@@ -7,9 +7,12 @@ compressed into ranges, counts) and how it ended. Secrets never go in.
 Write-ahead: an operation writes ``begin``, then for each chunk an ``intent`` record naming the
 UIDs *before* the chunk's commands are sent and a ``progress`` record (``done``) once the server
 answered, then ``end``. Every append is one whole line, written in full (a short ``os.write`` is
-continued; no progress is an error), flushed and fsynced; if it cannot be, :class:`JournalWriteFailed`
-is raised and the caller sends nothing more. After a crash the journal therefore says what may
-have happened (intent without done) and what did (done).
+continued; no progress is an error); ``begin``, ``intent`` and ``end`` are fsynced before the
+caller goes on, a chunk's ``progress`` is fsynced with the next of them (fsync is per file), so
+a killed process loses none and a machine crash at most the last window's, which then read as
+announced but unconfirmed. If a write cannot be done, :class:`JournalWriteFailed` is raised and
+the caller sends nothing more. After a crash the journal therefore says what may have happened
+(intent without done) and what did (done).
 
 A torn last line (a write cut short by a full disk) is fenced on the next append (``#`` and a
 newline end it, so it can never parse, and a ``fence`` record goes first) and skipped, with a
