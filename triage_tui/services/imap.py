@@ -718,10 +718,14 @@ class ImapSession:
     def _store(self, uids: list[int], flag: str, add: bool, unchangedsince: int | None = None,
                progress: Callable[[list[int]], None] | None = None,
                stop: threading.Event | None = None,
-               on_untagged: Callable[[Response], None] | None = None) -> StoreResult:
+               on_untagged: Callable[[Response], None] | None = None,
+               announce: Callable[[list[Any]], bool] | None = None,
+               skim: tuple[re.Pattern[bytes], Callable[[bytes], None]] | None = None) -> StoreResult:
         """Silent ``UID STORE`` in compressed, split, pipelined chunks. With ``unchangedsince``,
         UIDs another client changed meanwhile come back in ``modified`` (CONDSTORE), not done.
-        ``on_untagged`` sees the untagged answers (the FETCH ... MODSEQ of each change)."""
+        ``on_untagged`` sees the untagged answers (the FETCH ... MODSEQ of each change);
+        ``announce`` the members of each window of commands before they go, ``skim`` runs of
+        one-line untagged answers in bulk (see :class:`Pipeline`)."""
         op = "+FLAGS.SILENT" if add else "-FLAGS.SILENT"
         mod = f" (UNCHANGEDSINCE {unchangedsince})" if unchangedsince is not None else ""
 
@@ -731,14 +735,16 @@ class ImapSession:
             return [u for u in members if u not in modified]
 
         return self._chunked(uids, lambda s: f"UID STORE {s}{mod} {op} ({flag})", accept, progress, stop,
-                             on_untagged)
+                             on_untagged, announce, skim)
 
     def _uid_expunge(self, uids: list[int], progress: Callable[[list[int]], None] | None = None,
-                     stop: threading.Event | None = None) -> StoreResult:
+                     stop: threading.Event | None = None,
+                     announce: Callable[[list[Any]], bool] | None = None) -> StoreResult:
         if "UIDPLUS" not in self.capabilities:
             raise Refused("the server does not offer UIDPLUS, so an exact UID EXPUNGE is impossible; "
                           "use --all-deleted to expunge every \\Deleted message")
-        return self._chunked(uids, lambda s: f"UID EXPUNGE {s}", lambda members, _d, _r: members, progress, stop)
+        return self._chunked(uids, lambda s: f"UID EXPUNGE {s}", lambda members, _d, _r: members, progress, stop,
+                             announce=announce)
 
     def _chunked(
         self,
@@ -748,6 +754,8 @@ class ImapSession:
         progress: Callable[[list[int]], None] | None,
         stop: threading.Event | None,
         on_untagged: Callable[[Response], None] | None = None,
+        announce: Callable[[list[Any]], bool] | None = None,
+        skim: tuple[re.Pattern[bytes], Callable[[bytes], None]] | None = None,
     ) -> StoreResult:
         """One command per piece of the UID set, pipelined. A throttling answer waits and resends
         the piece, a BAD halves it; ``stop`` ends sending (what is in flight completes). On a lost
@@ -757,7 +765,7 @@ class ImapSession:
         result = StoreResult()
         with self.lock:
             self._throttle_hits = 0  # per operation
-            pipe = wire.pipeline(self.limits.window, stop)
+            pipe = wire.pipeline(self.limits.window, stop, announce, skim)
             for text, members in self._pieces(uids):
                 pipe.submit(command(text).encode("ascii"), members)
             try:
