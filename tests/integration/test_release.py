@@ -381,13 +381,13 @@ def test_journal_failure_stops_before_the_next_batch(mailbox, redis_server, redi
     real = AuditJournal.append
     seen = {"intent": 0, "record": 0}
 
-    def append(self, record):  # type: ignore[no-untyped-def]
+    def append(self, record, **kw):  # type: ignore[no-untyped-def]
         if record.get("action") == "release-locks" and record.get("phase") in ("intent", "progress"):
             which = "intent" if record["phase"] == "intent" else "record"
             seen[which] += 1
             if which == fail_at and seen[which] == 2:  # the second batch's
                 raise JournalWriteFailed("No space left on device")
-        return real(self, record)
+        return real(self, record, **kw)
 
     monkeypatch.setattr(AuditJournal, "append", append)
     with pytest.raises(ReleaseStopped) as exc:

@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "triage_tui"
 ALLOWED: dict[tuple[str, str], set[str]] = {
     # the CLI's exits: every line passes through inert() there
     ("context.py", "Context.emit_json"): {".out.write"},  # ensure_ascii JSON: escapes, never raw
+    ("context.py", "Context.emit_json_lines"): {".out.write"},  # the same, checked ASCII, a batch at a time
     ("context.py", "Context.say"): {".out.write"},
     ("context.py", "Context.note"): {"sys.stderr.write"},
     ("context.py", "Context.confirm"): {"input"},  # the question is made inert first

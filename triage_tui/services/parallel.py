@@ -67,10 +67,11 @@ def auto_workers() -> int:
     return 0 if cpus < 2 else min(MAX_AUTO_WORKERS, max(2, cpus - 1))
 
 
-def write_frame(out: IO[bytes], payload: bytes) -> None:
-    out.write(_LEN.pack(len(payload)))
-    out.write(payload)
-    out.flush()
+def write_frame(pipe: IO[bytes], payload: bytes) -> None:
+    """One frame to a worker's pipe (or, in the worker, to the main process): never a terminal."""
+    pipe.write(_LEN.pack(len(payload)))
+    pipe.write(payload)
+    pipe.flush()
 
 
 def read_frame(inp: IO[bytes]) -> bytes | None:
