@@ -225,10 +225,13 @@ class Execution:
                                     pending = []
                                     break
                                 batch, after = self._next_batch(w, pending)
+                                # a Graph mailbox also names the messages by their Graph ids
+                                ids = getattr(w, "journal_fields", None)
                                 try:
                                     self.guard.journal.append({"phase": "intent", "op": op.id, "action": action,
                                                                **self.guard.context, "uids": uidset.compress(batch),
-                                                               "count": len(batch)})
+                                                               "count": len(batch),
+                                                               **(ids(batch) if ids is not None else {})})
                                 except JournalWriteFailed as e:
                                     journal_error.append(e)
                                     stop.set()
