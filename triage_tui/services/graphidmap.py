@@ -126,16 +126,32 @@ class IdMap:
                     raise OperationFailed(f"the Graph id map {self.path} cannot be written ({e})") from None
             return {g: self._by_gid[g] for g, _r, _f in items}
 
+    def refresh(self) -> None:
+        """Read what other processes (or other sessions of this one) added since."""
+        with self._lock:
+            try:
+                self._catch_up()
+            except sqlite3.Error as e:
+                raise OperationFailed(f"the Graph id map {self.path} cannot be read ({e})") from None
+
     def gid(self, uid: int) -> str | None:
-        entry = self._by_uid.get(uid)
+        entry = self.entry(uid)
         return entry[0] if entry else None
 
     def entry(self, uid: int) -> tuple[str, str, str] | None:
         """(gid, receivedDateTime, folder) of ``uid``, or None."""
-        return self._by_uid.get(uid)
+        entry = self._by_uid.get(uid)
+        if entry is None and isinstance(uid, int) and self._max < uid <= MAX_UID:
+            self.refresh()  # assigned elsewhere since (the lock service shares the file with sessions)
+            entry = self._by_uid.get(uid)
+        return entry
 
     def uid(self, gid: str) -> int | None:
-        return self._by_gid.get(gid)
+        found = self._by_gid.get(gid)
+        if found is None:
+            self.refresh()
+            found = self._by_gid.get(gid)
+        return found
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):

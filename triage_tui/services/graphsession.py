@@ -91,6 +91,8 @@ class GraphSession:
     idmap: IdMap | None = None
     mailbox: MailboxInfo | None = None
     capabilities: frozenset[str] = frozenset()
+    #: what the triage service says when asked to plan an expunge
+    expunge_refusal: str = NO_EXPUNGE
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -187,6 +189,11 @@ class GraphSession:
 
         return {"messages": num("totalItemCount"), "unseen": num("unreadItemCount"),
                 "uidnext": self.idmap.uidnext, "uidvalidity": self.idmap.uidvalidity}
+
+    def poll_status(self) -> tuple[int, ...]:
+        """What the watcher compares between polls: the folder's and Deleted Items' counts."""
+        main, deleted = self.status(), self.status(DELETED_FOLDER)
+        return main["messages"], main["unseen"], deleted["messages"], main["uidvalidity"]
 
     def _folder_name(self, which: str) -> str:
         return DELETED_FOLDER if which == "deleted" else self.graph.folder

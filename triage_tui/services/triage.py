@@ -30,6 +30,7 @@ from triage_tui.errors import (
     ConnectionFailed,
     ConnectionLost,
     OperationFailed,
+    Refused,
     UidValidityChanged,
 )
 from triage_tui.services.cache import HeaderCache
@@ -350,6 +351,9 @@ class TriageService(Listing, UndoPlanning, Execution):
         return self._retrying("plan", lambda: self._plan_expunge(uidvalidity, wanted, all_deleted))
 
     def _plan_expunge(self, uidvalidity: int, uids: builtins.list[int] | None, all_deleted: bool) -> Plan:
+        refusal = getattr(self.reader, "expunge_refusal", None)  # a Graph mailbox has no EXPUNGE
+        if refusal:
+            raise Refused(refusal)
         info = self.reader.examine()
         self._check_uidvalidity(uidvalidity, info.uidvalidity)
         deleted = self.reader.search("DELETED")
