@@ -298,3 +298,62 @@ def test_the_id_map_keeps_uids_and_a_new_map_is_a_new_uidvalidity(graph, backlog
     third = service(graph, tmp_path)
     uv3, _ = third.search(View.UNSEEN)
     assert uv3 != uv
+
+
+def test_the_client_secret_and_the_tokens_never_show(backlog, cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    canary = "CANARY-graph-secret-7Qx9"
+    tokens: set[str] = set()
+    runs = []
+    with GraphServer(client_secret=canary, token_lifetime=3599) as srv:
+        load(srv, backlog)
+        env = graph_env(srv, TRIAGE_GRAPH_CLIENT_SECRET=canary)
+
+        def run(args: list[str], **extra: str) -> Any:
+            r = cli(args, env={**env, **extra})
+            with srv._lock:
+                tokens.update(srv._tokens)
+            runs.append(r)
+            return r
+
+        assert run(["--debug", "list", "--json"]).code == 0
+        assert run(["mark-seen", "--bots", "--yes"]).code == 0
+        run(["undo", "--yes"])
+        run(["peek", "1"])
+        assert run(["list"], TRIAGE_GRAPH_CLIENT_SECRET=canary + "-wrong").code == 3
+        srv.expire_tokens()
+        assert run(["list"]).code == 0  # a renewal
+    assert len(tokens) >= 2
+    state = tmp_path / "state"
+    texts = [r.out + r.err for r in runs] + [p.read_bytes().decode("utf-8", "replace")
+                                             for p in state.rglob("*") if p.is_file()]
+    for text in texts:
+        assert canary not in text
+        assert not any(t in text for t in tokens)
+
+
+def test_the_incident_plan_is_the_same_over_graph_as_over_dovecot(mailbox, graph, backlog, cli, redis_server,  # type: ignore[no-untyped-def]
+                                                                   redis_client) -> None:
+    letters = {"\\Seen": "S", "\\Deleted": "T"}
+    mailbox.seed([(raw, ts, "".join(letters[f] for f in flags if f in letters)) for raw, ts, flags in backlog.items()])
+    ids = load(graph, backlog)
+    imap_prefix, graph_prefix = "imap:gitlab:", "graph:gitlab:"
+    for lk in backlog.locks:
+        if lk.index is not None:  # the same message locked on both sides: by UID (index + 1) and by Graph id
+            redis_client.set(f"{imap_prefix}delivered:{lk.index + 1}", "1", ex=lk.ttl or 600)
+            redis_client.set(f"{graph_prefix}delivered:{ids[lk.index]}", "1", ex=lk.ttl or 600)
+    envs = {"imap": {**mailbox.env(), "TRIAGE_ADDRESS": ADDRESS_TEMPLATE, "TRIAGE_REDIS_URL": redis_server.url,
+                     "TRIAGE_KEY_PREFIX": imap_prefix},
+            "graph": graph_env(graph, TRIAGE_REDIS_URL=redis_server.url, TRIAGE_KEY_PREFIX=graph_prefix)}
+    buckets = {}
+    for side, env in envs.items():
+        msgid = {}
+        for view in ("all", "deleted"):
+            for line in cli(["list", "--json", "--view", view], env=env).lines:
+                row = json.loads(line)
+                msgid[row["uid"]] = row["message_id"]
+        r = cli(["plan", "--json"], env=env)
+        assert r.code == 0, r.err
+        buckets[side] = {b["name"]: sorted(msgid[u] for u in (parse(b["uids"]) if b["uids"] else []))
+                         for b in json.loads(r.out)["buckets"]}
+    assert buckets["imap"] == buckets["graph"]
+    assert buckets["graph"]["bots"] and buckets["graph"]["stale"] and buckets["graph"]["crash-trapped"]
