@@ -357,3 +357,57 @@ def test_the_incident_plan_is_the_same_over_graph_as_over_dovecot(mailbox, graph
                          for b in json.loads(r.out)["buckets"]}
     assert buckets["imap"] == buckets["graph"]
     assert buckets["graph"]["bots"] and buckets["graph"]["stale"] and buckets["graph"]["crash-trapped"]
+
+
+def _move_to_deleted(srv: GraphServer, gid: str) -> None:
+    """What the server's DELETE does (mail_room's soft delete after delivery)."""
+    import secrets  # noqa: PLC0415
+
+    with srv._lock:
+        mb = srv.mailbox(DEMO_MAILBOX)
+        m = mb.find(gid)
+        assert m is not None
+        mb.by_regular.pop(m.regular_id, None)
+        m.folder, m.regular_id = "deleteditems", "AAMk" + secrets.token_hex(20)
+        mb.by_regular[m.regular_id] = m.immutable_id
+        m.change += 1
+
+
+def test_a_search_misses_nothing_while_mail_room_deletes_during_paging(graph, backlog, tmp_path,  # type: ignore[no-untyped-def]
+                                                                       monkeypatch) -> None:
+    import triage_tui.services.graphsession as gs  # noqa: PLC0415
+
+    load(graph, backlog)
+    monkeypatch.setattr(gs, "PAGE_SIZE", 40)  # several pages for 200 messages
+    original = graph._list
+    moved: list[str] = []
+
+    def deleting(mb: Any, folder: str, query: dict[str, str], immutable: bool) -> Any:
+        answer = original(mb, folder, query, immutable)
+        if folder == "inbox" and not moved:  # right after the first page: mail_room delivers 15 of it
+            for item in answer.body["value"][:15]:
+                moved.append(item["id"])
+                _move_to_deleted(graph, item["id"])
+        return answer
+
+    def expected() -> set[str]:
+        return {m.internet_message_id for m in graph.messages(DEMO_MAILBOX, "inbox") if not m.is_read}
+
+    # the hazard is real: following nextLink (offset paging) skips messages that never left
+    monkeypatch.setattr(graph, "_list", deleting)
+    svc = service(graph, tmp_path)
+    svc.connect()
+    naive = {m["id"] for m in svc.reader.client.list_messages("inbox", filter="isRead eq false", top=40)}
+    still = {m.regular_id for m in graph.messages(DEMO_MAILBOX, "inbox") if not m.is_read}
+    assert still - naive, "offset paging should have skipped some"
+    # the session's search does not: every message unread in the folder throughout is found
+    moved.clear()
+    uids = svc.reader.search("UNSEEN")
+    assert moved  # the deletions happened during this search too
+    rows = {rec.uid: rec for batch in svc.reader.fetch_stream(uids, "UID FLAGS BODY.PEEK[HEADER]") for rec in batch}
+    found = set()
+    for rec in rows.values():
+        for line in (rec.body or b"").decode().splitlines():
+            if line.lower().startswith("message-id:"):
+                found.add(line.split(":", 1)[1].strip())
+    assert expected() <= found

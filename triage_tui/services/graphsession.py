@@ -28,6 +28,7 @@ with IMAP's meaning, mapped onto Graph:
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -38,7 +39,14 @@ from urllib.parse import urlsplit
 
 from triage_tui.domain.model import TRIAGE_KEYWORD
 from triage_tui.errors import ConnectionLost, OperationFailed, Refused, TriageError
-from triage_tui.services.graph import MAX_BATCH, BatchRequest, BatchResult, GraphClient, GraphSettings
+from triage_tui.services.graph import (
+    MAX_BATCH,
+    PAGE_SIZE,
+    BatchRequest,
+    BatchResult,
+    GraphClient,
+    GraphSettings,
+)
 from triage_tui.services.graphcriteria import TRIAGE_CATEGORY, Row, parse, received_range
 from triage_tui.services.graphidmap import IdMap, map_path
 from triage_tui.services.imap import ConnectionSettings, Limits, MailboxInfo, StoreResult, TlsInfo
@@ -53,6 +61,8 @@ NO_EXPUNGE = ("expunge does not apply to a Graph mailbox: mail_room's deletes al
 _SEARCH_SELECT = ("id", "receivedDateTime", "isRead", "categories")
 #: at most this many messages are read one GET each; more are read by listing their time range
 _SMALL_FETCH = 8
+_EPOCH = "1900-01-01T00:00:00Z"
+_ISO_SECOND = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
 
 @dataclass
@@ -206,10 +216,9 @@ class GraphSession:
         client = self._require()
         assert self.idmap is not None
         rows: list[Row] = []
-        flt = " and ".join(clauses) or None
         for which in folders:
             name = self._folder_name(which)
-            items = list(client.list_messages(name, filter=flt, select=select))
+            items = self._scan(client, name, clauses, select)
             seen = [(str(m["id"]), _text(m.get("receivedDateTime")), name) for m in items]
             uids = self.idmap.assign(seen)
             for m in items:
@@ -222,6 +231,46 @@ class GraphSession:
                 if keep is not None:
                     keep(row, m)
         return rows
+
+    @staticmethod
+    def _scan(client: GraphClient, folder: str, clauses: list[str], select: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Every message of ``folder`` matching ``clauses``, oldest first, by keyset paging: each
+        request asks for the next page *received at or after the last one seen* rather than
+        following ``nextLink``. Graph's message paging is by offset (``$skip``), so while mail_room
+        moves messages out of the folder (it deletes what it delivered, every poll) an offset page
+        would skip as many messages as left before it: a search would silently miss some. Only
+        when a whole page shares one second (or has no usable date) is ``nextLink`` followed."""
+        ordered = sorted(clauses, key=lambda c: not c.startswith("receivedDateTime"))  # Graph wants it first
+        since = _EPOCH
+        seen: set[str] = set()
+        out: list[dict[str, Any]] = []
+
+        def take(item: dict[str, Any]) -> None:
+            gid = str(item["id"])
+            if gid not in seen:
+                seen.add(gid)
+                out.append(item)
+
+        while True:
+            flt = " and ".join([f"receivedDateTime ge {since}", *ordered])
+            count, last = 0, None
+            pages = client.list_messages(folder, filter=flt, select=select, top=PAGE_SIZE,
+                                         orderby="receivedDateTime asc")
+            for item in pages:
+                take(item)
+                count += 1
+                r = item.get("receivedDateTime")
+                if isinstance(r, str) and _ISO_SECOND.fullmatch(r):
+                    last = r
+                if count >= PAGE_SIZE:
+                    break
+            if count < PAGE_SIZE:
+                return out
+            if last is None or last == since:
+                for item in pages:  # a page-full within one second: the rest by nextLink
+                    take(item)
+                return out
+            since = last
 
     def search(self, criteria: str) -> list[int]:
         """UIDs matching ``criteria`` now (see :mod:`~triage_tui.services.graphcriteria`)."""
