@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from triage_tui.domain.model import TRIAGE_KEYWORD
-from triage_tui.errors import ConnectionLost, OperationFailed, Refused, TriageError
+from triage_tui.errors import ConnectionLost, OperationFailed, Refused, TriageError, UsageError
 from triage_tui.services.graph import (
     MAX_BATCH,
     PAGE_SIZE,
@@ -134,6 +134,9 @@ class GraphSession:
 
     def connect(self) -> None:
         g = self.graph
+        if g.folder.strip().lower() == DELETED_FOLDER:
+            raise UsageError("the Graph folder cannot be Deleted Items: it is where mail_room's deletes go (the "
+                             "deleted view lists it); give the folder mail_room reads (--graph-folder)")
         client = GraphClient(g)
         try:
             client.token()  # authenticate now: a wrong secret is one clear line before anything else
