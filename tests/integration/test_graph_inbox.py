@@ -411,3 +411,49 @@ def test_a_search_misses_nothing_while_mail_room_deletes_during_paging(graph, ba
             if line.lower().startswith("message-id:"):
                 found.add(line.split(":", 1)[1].strip())
     assert expected() <= found
+
+
+def test_gitlab_yml_and_mail_room_yml_with_microsoft_graph_are_imported(graph, backlog, cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    load(graph, backlog)
+    gitlab_yml = tmp_path / "gitlab.yml"
+    gitlab_yml.write_text(f"""production:
+  incoming_email:
+    enabled: true
+    address: "{ADDRESS_TEMPLATE}"
+    user: "{DEMO_MAILBOX}"
+    mailbox: "inbox"
+    inbox_method: "microsoft_graph"
+    inbox_options:
+      tenant_id: "{DEMO_TENANT}"
+      client_id: "{DEMO_CLIENT_ID}"
+      client_secret: "{DEMO_CLIENT_SECRET}"
+      azure_ad_endpoint: "{graph.url}"
+      graph_endpoint: "{graph.url}"
+""")
+    r = cli(["--gitlab-config", str(gitlab_yml), "list", "--json"])
+    assert r.code == 0, r.err
+    assert len(r.lines) == sum(1 for m in backlog.messages if not m.flags)
+    shown = cli(["--gitlab-config", str(gitlab_yml), "config", "show"])
+    assert "triage.inbox" in shown.out and DEMO_CLIENT_SECRET not in shown.out + shown.err
+    mail_room = tmp_path / "mail_room.yml"
+    mail_room.write_text(f"""---
+:mailboxes:
+  -
+    :email: "{DEMO_MAILBOX}"
+    :name: "inbox"
+    :delete_after_delivery: true
+    :inbox_method: microsoft_graph
+    :inbox_options:
+      :tenant_id: "{DEMO_TENANT}"
+      :client_id: "{DEMO_CLIENT_ID}"
+      :client_secret: "{DEMO_CLIENT_SECRET}"
+      :azure_ad_endpoint: "{graph.url}"
+      :graph_endpoint: "{graph.url}"
+    :delivery_method: sidekiq
+    :delivery_options:
+      :worker: EmailReceiverWorker
+""")
+    r = cli(["--mail-room-config", str(mail_room), "--address", ADDRESS_TEMPLATE, "list", "--json", "--view",
+             "deleted"])
+    assert r.code == 0, r.err
+    assert len(r.lines) == sum(1 for m in backlog.messages if "\\Deleted" in m.flags)

@@ -247,6 +247,10 @@ def obtain_graph_secret(settings: Settings) -> Secret:
                                   source=s.source("graph.client_secret_command"),
                                   timeout=float(s["imap.secret_command_timeout"]))
     name = s["graph.client_secret_env"]
+    if _nonempty(env, name) is None and s["graph.client_secret"]:
+        imported = s["graph.client_secret"]
+        _check_secret(imported.reveal(), f"the client secret ({s.source('graph.client_secret')})")
+        return imported  # type: ignore[no-any-return]
     if _nonempty(env, name) is None:
         raise UsageError(f"no Graph client secret: set {name}, or give --graph-secret-file or --graph-secret-command")
     return _secret_from_env(env, name, "no Graph client secret", s.source("graph.client_secret_env"))

@@ -107,6 +107,7 @@ SPECS: tuple[Spec, ...] = (
          "inbox_method)"),
     Spec("graph.tenant_id", "str", None, "TRIAGE_GRAPH_TENANT_ID", "--graph-tenant-id", "graph_tenant_id"),
     Spec("graph.client_id", "str", None, "TRIAGE_GRAPH_CLIENT_ID", "--graph-client-id", "graph_client_id"),
+    Spec("graph.client_secret", "secret", None, in_file=False, help="only from an imported gitlab.yml / mail_room file"),
     Spec("graph.client_secret_env", "str", "TRIAGE_GRAPH_CLIENT_SECRET", None, "--graph-secret-env",
          "graph_secret_env"),
     Spec("graph.client_secret_file", "path", None, "TRIAGE_GRAPH_CLIENT_SECRET_FILE", "--graph-secret-file",
@@ -183,7 +184,7 @@ TABLES = {s.name: s for s in SPECS if s.section is None}  # whole-table settings
 #: writable by anyone else.
 COMMAND_KEYS = ("password_command", "oauth2_token_command", "client_secret_command")
 #: Settings that are never echoed back, even in an error message.
-SENSITIVE = {"imap.password", "redis.sentinel_password", "redis.url"}
+SENSITIVE = {"imap.password", "redis.sentinel_password", "redis.url", "graph.client_secret"}
 #: Write-back attributes that must not be set on the namespace (a subcommand parses its own).
 _NO_WRITE_BACK = {"keymap", "theme"}
 
