@@ -457,3 +457,25 @@ def test_gitlab_yml_and_mail_room_yml_with_microsoft_graph_are_imported(graph, b
              "deleted"])
     assert r.code == 0, r.err
     assert len(r.lines) == sum(1 for m in backlog.messages if "\\Deleted" in m.flags)
+
+
+def test_a_plan_says_what_it_spends_of_the_budget_and_spends_no_more(graph, backlog, cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    load(graph, backlog)
+    env = graph_env(graph)
+    r = cli(["mark-seen", "--bots", "--dry-run", "--json"], env=env)
+    assert r.code == 0, r.err
+    plan = json.loads(r.out)
+    budget = plan["graph_budget"]
+    assert budget["batches"] == plan["commands"] == -(-plan["count"] // 20)
+    text = cli(["mark-seen", "--bots", "--dry-run"], env=env).out
+    assert f"about {budget['requests']:,} of the mailbox's ~10,000 requests per 10 minutes" in text
+    # executing spends no more than the plan said (in process, so the selection is apart)
+    svc = service(graph, tmp_path)
+    uv, uids = svc.search(View.UNSEEN)
+    p = svc.plan_flags("mark-seen", uv, uids)
+    assert p.budget is not None
+    graph.reset_log()
+    svc.execute(p)
+    c = graph.counts()
+    assert len(graph.batch_log) == p.budget["patches"] == len(uids) and c["POST"] == p.budget["batches"]
+    assert len(graph.batch_log) + c["GET"] <= p.budget["requests"]

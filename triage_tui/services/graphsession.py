@@ -395,6 +395,15 @@ class GraphSession:
                 return None
             raise
 
+    def budget(self, count: int) -> dict[str, int]:
+        """What changing ``count`` messages spends, at most: a PATCH each (inside ``$batch`` POSTs
+        of 20, which Graph counts by their requests), the folder opened for writing, and the
+        search that narrows them right before (a page per 1,000). Messages already as wanted by
+        then cost nothing."""
+        batches = -(-count // MAX_BATCH)
+        return {"batches": batches, "requests": count + 1 + (-(-count // PAGE_SIZE) if count else 0),
+                "patches": count}
+
     def graph_ids(self, uids: Iterable[int]) -> dict[int, str]:
         """The Graph (regular) id of each of ``uids`` known to the map."""
         assert self.idmap is not None
