@@ -479,3 +479,17 @@ def test_a_plan_says_what_it_spends_of_the_budget_and_spends_no_more(graph, back
     c = graph.counts()
     assert len(graph.batch_log) == p.budget["patches"] == len(uids) and c["POST"] == p.budget["batches"]
     assert len(graph.batch_log) + c["GET"] <= p.budget["requests"]
+
+
+def test_a_page_full_within_one_second_is_still_listed_whole(graph, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import triage_tui.services.graphsession as gs  # noqa: PLC0415
+
+    monkeypatch.setattr(gs, "PAGE_SIZE", 40)
+    when = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    for i in range(100):  # a burst: all received in the same second
+        graph.add_message(DEMO_MAILBOX, f"Subject: {i}\r\nMessage-ID: <b{i}@x>\r\n\r\n".encode(), received=when)
+    graph.add_message(DEMO_MAILBOX, b"Subject: later\r\n\r\n", received=when.replace(minute=5))
+    svc = service(graph, tmp_path)
+    svc.connect()
+    assert len(svc.reader.search("ALL")) == 101
+    assert len(svc.reader.search("UNSEEN SINCE 1-Mar-2026")) == 101

@@ -248,19 +248,21 @@ class GraphSession:
         seen: set[str] = set()
         out: list[dict[str, Any]] = []
 
-        def take(item: dict[str, Any]) -> None:
+        def take(item: dict[str, Any]) -> bool:
             gid = str(item["id"])
-            if gid not in seen:
-                seen.add(gid)
-                out.append(item)
+            if gid in seen:
+                return False
+            seen.add(gid)
+            out.append(item)
+            return True
 
         while True:
             flt = " and ".join([f"receivedDateTime ge {since}", *ordered])
-            count, last = 0, None
+            count, last, new = 0, None, 0
             pages = client.list_messages(folder, filter=flt, select=select, top=PAGE_SIZE,
                                          orderby="receivedDateTime asc")
             for item in pages:
-                take(item)
+                new += take(item)
                 count += 1
                 r = item.get("receivedDateTime")
                 if isinstance(r, str) and _ISO_SECOND.fullmatch(r):
@@ -269,10 +271,13 @@ class GraphSession:
                     break
             if count < PAGE_SIZE:
                 return out
-            if last is None or last == since:
+            if last is None or last <= since:
                 for item in pages:  # a page-full within one second: the rest by nextLink
                     take(item)
                 return out
+            if not new:  # a full page of messages already seen, yet later ones: not Graph's order
+                raise OperationFailed(f"{client.where}: listing {folder!r} by receivedDateTime gave the same "
+                                      "messages again; stopping rather than looping")
             since = last
 
     def search(self, criteria: str) -> list[int]:
