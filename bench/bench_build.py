@@ -11,7 +11,7 @@ kind, bots, bounces):
 * ``build``: ``build_message`` per record (header parsing, decoding, key, verdicts, outcome), with
   the young-generation GC off as the listing does, each run starting with the per-value caches
   (senders, recipients, subjects, keys) empty, as a listing's process does;
-* ``json``: what ``list --json`` does per row: duplicate Message-ID bookkeeping, ``to_json`` and
+* ``json``: what ``list --json`` does per row: duplicate Message-ID bookkeeping, ``message_json`` and
   the JSON Lines write.
 
 Prints CPU µs per message per stage (process time: the machine is shared) (min and median of the repeats) and the total; ``--profile``
@@ -37,8 +37,9 @@ sys.path.insert(0, str(ROOT))
 
 from tests import realistic_headers as realistic  # noqa: E402
 from triage_tui.commands import list_  # noqa: E402
-from triage_tui.context import _JSON  # noqa: E402
+from triage_tui.context import _JSON, Context  # noqa: E402
 from triage_tui.domain.analysis import AnalysisConfig, build_message, clear_value_caches  # noqa: E402
+from triage_tui.domain.jsonline import message_json  # noqa: E402
 from triage_tui.domain.model import LIST_HEADER_FIELDS, Message  # noqa: E402
 from triage_tui.services.imapwire import Response, Wire, parse_fetch  # noqa: E402
 
@@ -91,7 +92,7 @@ def stage_build(records: list[Any]) -> list[Message]:
 
 
 def stage_json(msgs: list[Message]) -> int:
-    """list --json's per-row work (the duplicate bookkeeping, to_json, one line written)."""
+    """list --json's per-row work (the duplicate bookkeeping, message_json, one line written)."""
     out = io.StringIO()
     write = out.write
     first_uid: dict[str, int] = {}
@@ -99,7 +100,7 @@ def stage_json(msgs: list[Message]) -> int:
         mid = m.message_id.strip()
         if mid:
             first_uid.setdefault(mid, m.uid)
-        write(_JSON.encode(m.to_json(NOW)) + "\n")
+        write(message_json(m, NOW) + "\n")
     return out.tell()
 
 
@@ -127,6 +128,9 @@ def emit_path(msgs: list[Message]) -> int:
 
         def emit_json(self, obj: Any) -> None:
             self.out.write(_JSON.encode(obj) + "\n")
+
+        def emit_json_lines(self, lines: list[Any]) -> None:
+            Context.emit_json_lines(self, lines)  # type: ignore[arg-type]
 
         def say(self, text: str = "") -> None:
             self.out.write(text + "\n")

@@ -19,7 +19,10 @@ runs, in alternating order:
   ``--sample`` UNSEEN messages and scaled to all of them** (it is linear: one round trip each).
 * **mark-seen**: ``triage-tui mark-seen --all --yes`` (every UNSEEN message: \\Seen and the ignore
   keyword, journaled) versus one raw ``UID STORE <set> +FLAGS.SILENT (\\Seen)`` on the same set in a
-  full raw session (connect, LOGIN, SELECT, STORE, LOGOUT). Flags are reset (untimed) before each.
+  full raw session (connect, LOGIN, SELECT, STORE, LOGOUT), and a second floor with ours' exact
+  flags and modifiers (``ENABLE CONDSTORE``, ``UNCHANGEDSINCE``, ``\\Seen $TriageIgnored``; its
+  per-message MODSEQ answers read unparsed): what the server costs for our change. Flags are reset
+  (untimed) before each.
 
 ``--rtt-ms`` puts tests/proxy.py's LatencyProxy (each direction delayed by rtt/2) in front of
 Dovecot for ALL methods. Round trips are counted by that proxy (a zero-delay one when
@@ -37,6 +40,7 @@ import email
 import email.policy
 import os
 import random
+import re
 import shutil
 import socket
 import statistics
@@ -89,7 +93,9 @@ def run_cli(args: list[str], env: dict[str, str]) -> tuple[float, float, int]:
 
 
 def cli_env(port: int, user: str, state: Path, cache: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")}
+    # a real install has bytecode: PYTHONDONTWRITEBYTECODE (set in some sandboxes) would make
+    # every start compile the package from source (main() compiles it once, untimed)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_") and k != "PYTHONDONTWRITEBYTECODE"}
     env.update(TRIAGE_IMAP_HOST="127.0.0.1", TRIAGE_IMAP_PORT=str(port), TRIAGE_IMAP_SECURITY="none",
                TRIAGE_IMAP_USER=user, TRIAGE_IMAP_PASSWORD=PASSWORD, TRIAGE_STATE_DIR=str(state),
                TRIAGE_ADDRESS="incoming+%{key}@incoming.gitlab.example.com", XDG_CACHE_HOME=str(cache),
@@ -189,6 +195,29 @@ def floor_store(port: int, user: str, uidset_text: str) -> tuple[float, float]:
     return time.perf_counter() - t, time.thread_time() - c
 
 
+def floor_store_same(port: int, user: str, uidset_text: str) -> tuple[float, float]:
+    """The floor with ours' flags and modifiers: ``ENABLE CONDSTORE``, then ``UID STORE <part>
+    (UNCHANGEDSINCE <the SELECT's HIGHESTMODSEQ>) +FLAGS.SILENT (\\Seen $TriageIgnored)`` in the same
+    8 KB parts, its per-message ``FETCH (UID MODSEQ)`` answers read and dropped unparsed: what the
+    server itself costs for our exact change."""
+    t, c = time.perf_counter(), time.thread_time()
+    raw = Raw(port)
+    raw.login(user)
+    raw.run(b"ENABLE CONDSTORE")
+    tag = raw.send(b'SELECT "INBOX"')
+    while b"\r\n" + tag + b" " not in raw.buf:
+        raw._recv()
+    m = re.search(rb"HIGHESTMODSEQ (\d+)", bytes(raw.buf))
+    if m is None:
+        raise RuntimeError("floor: the SELECT gave no HIGHESTMODSEQ")
+    mod = int(m.group(1))
+    raw.wait(tag)
+    raw.pipelined([f"UID STORE {part} (UNCHANGEDSINCE {mod}) +FLAGS.SILENT (\\Seen $TriageIgnored)".encode()
+                   for part in set_parts(uidset_text)], 8)
+    raw.close()
+    return time.perf_counter() - t, time.thread_time() - c
+
+
 def set_parts(uidset_text: str, limit: int = 8000) -> list[str]:
     """A UID set cut at commas into parts of at most ``limit`` bytes: one STORE per part (a
     fragmented 90k-message set is ~100 KB, over Dovecot's 64 KB command line). With few
@@ -266,6 +295,8 @@ def main() -> None:
     sample_n = a.sample or (300 if a.rtt_ms <= 0 else 40)
     server: Dovecot = start_dovecot(tls=False)
     work = Path(tempfile.mkdtemp(prefix="bench-floor-"))
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "triage_tui")], check=False,
+                   env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
     try:
         user = seed(server, a.n, seed_=a.seed)
         counter = LatencyProxy(server.imap_port, rtt=a.rtt_ms / 1000, record=True).start()
@@ -295,8 +326,10 @@ def main() -> None:
         rng = random.Random(a.seed)
         _, rb_lines, rb_rt = capture(counter, lambda: runbook_list(counter.port, user, sorted(rng.sample(unseen, k))))
 
-        res = {name: Sample() for name in ("cold", "warm", "floor", "runbook", "seen_ours", "seen_raw")}
+        res = {name: Sample() for name in ("cold", "cold1", "warm", "floor", "runbook", "seen_ours", "seen_raw",
+                                           "seen_same")}
         res["cold"].commands, res["cold"].round_trips = ours_lines, ours_rt
+        res["cold1"].commands, res["cold1"].round_trips = ours_lines, ours_rt
         res["warm"].commands, res["warm"].round_trips = warm_lines, warm_rt
         res["floor"].commands, res["floor"].round_trips = floor_lines, floor_rt
         scale = len(unseen) / k
@@ -310,6 +343,12 @@ def main() -> None:
                 res[name].wall.append(w)
                 res[name].cpu.append(c)
                 res[name].rss.append(m)
+            shutil.rmtree(cache, ignore_errors=True)
+            # cold in one process (no worker processes building rows)
+            w, c, m = run_cli(["list", "--json"], {**env, "TRIAGE_WORKERS": "0"})
+            res["cold1"].wall.append(w)
+            res["cold1"].cpu.append(c)
+            res["cold1"].rss.append(m)
             shutil.rmtree(cache, ignore_errors=True)
 
         def floor_round(_r: int) -> None:
@@ -327,7 +366,7 @@ def main() -> None:
         for r in range(a.rounds):
             for step in (steps if r % 2 == 0 else steps[::-1]):
                 step(r)
-            print(f"  round {r + 1}/{a.rounds}: cold {res['cold'].wall[-1]:.2f} s, warm {res['warm'].wall[-1]:.2f} s, "
+            print(f"  round {r + 1}/{a.rounds}: cold {res['cold'].wall[-1]:.2f} s (one process {res['cold1'].wall[-1]:.2f} s), warm {res['warm'].wall[-1]:.2f} s, "
                   f"floor {res['floor'].wall[-1]:.2f} s, runbook {res['runbook'].wall[-1]:.1f} s (scaled)",
                   file=sys.stderr)
 
@@ -340,19 +379,25 @@ def main() -> None:
             reset_flags(server.imap_port, user, unseen_text)
             _, res["seen_raw"].commands, res["seen_raw"].round_trips = capture(
                 counter, lambda: floor_store(counter.port, user, unseen_text))
+            reset_flags(server.imap_port, user, unseen_text)
+            _, res["seen_same"].commands, res["seen_same"].round_trips = capture(
+                counter, lambda: floor_store_same(counter.port, user, unseen_text))
             for r in range(a.rounds):
-                order = ("ours", "raw") if r % 2 == 0 else ("raw", "ours")
+                order = ("ours", "raw", "same") if r % 2 == 0 else ("same", "raw", "ours")
                 for which in order:
                     reset_flags(server.imap_port, user, unseen_text)
                     if which == "ours":
                         w, c, m = run_cli(["mark-seen", "--all", "--yes"], env)
                         res["seen_ours"].rss.append(m)
-                    else:
+                    elif which == "raw":
                         w, c = floor_store(port, user, unseen_text)
+                    else:
+                        w, c = floor_store_same(port, user, unseen_text)
                     res[f"seen_{which}"].wall.append(w)
                     res[f"seen_{which}"].cpu.append(c)
                 print(f"  mark-seen round {r + 1}/{a.rounds}: ours {res['seen_ours'].wall[-1]:.2f} s, "
-                      f"raw STORE {res['seen_raw'].wall[-1]:.2f} s", file=sys.stderr)
+                      f"raw STORE {res['seen_raw'].wall[-1]:.2f} s, raw same STORE {res['seen_same'].wall[-1]:.2f} s",
+                      file=sys.stderr)
             reset_flags(server.imap_port, user, unseen_text)
 
         chunk_rows = []
@@ -402,24 +447,31 @@ def report(a: argparse.Namespace, unseen: int, k: int, res: dict[str, Sample], c
     def rt(s: Sample) -> str:
         return f"{s.commands} / {s.round_trips}" if s.commands is not None else "—"
 
-    floor, raw_store = med(res["floor"].wall), med(res["seen_raw"].wall)
+    floor, raw_store, same_store = med(res["floor"].wall), med(res["seen_raw"].wall), med(res["seen_same"].wall)
     where = f"behind a {a.rtt_ms:.0f} ms RTT proxy" if a.rtt_ms > 0 else "loopback"
     print(f"\n### {a.n:,} realistic messages ({unseen:,} UNSEEN), {where}, {a.rounds} interleaved rounds\n")
     print(f"`bench/bench_floor.py --n {a.n} --rounds {a.rounds}{f' --rtt-ms {a.rtt_ms:g}' if a.rtt_ms else ''}`"
           f" (header cache in the CLI: {'yes' if cache_flag else 'no'}; cold = fresh cache directory)\n")
     print("| | wall min / median / max | CPU (median) | peak RSS | × floor (median) | commands / round trips |")
     print("|---|---|---:|---:|---:|---:|")
-    rows = [("`list --json`, ours cold", "cold", floor), ("`list --json`, ours warm", "warm", floor),
+    rows = [("`list --json`, ours cold (default: worker processes build rows)", "cold", floor),
+            ("`list --json`, ours cold, one process (`TRIAGE_WORKERS=0`)", "cold1", floor),
+            ("`list --json`, ours warm", "warm", floor),
             ("floor: raw socket, same SEARCH + FETCHes, no parsing", "floor", floor),
             (f"runbook: RFC822.HEADER per message + `email` (timed on {k}, scaled)", "runbook", floor)]
     if res["seen_ours"].wall:
         rows += [(f"`mark-seen --all --yes` of {unseen:,}, ours", "seen_ours", raw_store),
-                 ("floor: raw `UID STORE <set> +FLAGS.SILENT (\\Seen)`, the set in 8 KB parts, pipelined", "seen_raw", raw_store)]
+                 ("floor: raw `UID STORE <set> +FLAGS.SILENT (\\Seen)`, the set in 8 KB parts, pipelined", "seen_raw", raw_store),
+                 ("floor with ours' flags and modifiers: `ENABLE CONDSTORE`, `UID STORE <set> (UNCHANGEDSINCE m) "
+                  "+FLAGS.SILENT (\\Seen $TriageIgnored)`, same parts", "seen_same", raw_store)]
     for label, key, base in rows:
         s = res[key]
         rss = f"{max(s.rss)} MiB" if s.rss else "—"
         ratio = med(s.wall) / base if base == base and base > 0 else float("nan")
         print(f"| {label} | {mmm(s.wall)} | {fmt_s(med(s.cpu))} | {rss} | ×{ratio:.2f} | {rt(s)} |")
+    if res["seen_same"].wall:
+        print(f"\nmark-seen against the floor with ours' flags and modifiers: ×{med(res['seen_ours'].wall) / same_store:.2f} "
+              "(the × column compares with the plain floor)")
     print("\nRound trips: counted by the proxy (connection setups + commands sent with nothing in flight); the "
           "floor's CPU is its thread's only. The runbook's figures are scaled from the sample.")
     if chunk_rows:

@@ -254,8 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most B bytes of UID set per command (default 8192)")
     r.add_argument("--pipeline", type=int_arg(1, 256), metavar="K", help="commands kept in flight (default 8)")
     r.add_argument("--workers", type=int_arg(0, 16), metavar="N",
-                   help="processes that build a large listing's rows while the socket is read (default: one per "
-                   "CPU, at most 2; 0: none) [TRIAGE_WORKERS]")
+                   help="processes that build a large listing's rows while the socket is read (default: 2 on two "
+                   "CPUs, one fewer than the CPUs on more, at most 4; 0: none) [TRIAGE_WORKERS]")
     r.add_argument("--no-mouse", **_on(), help="TUI: do not enable mouse reporting")  # type: ignore[arg-type]
     r.add_argument("--no-cache", **_on(),  # type: ignore[arg-type]
                    help="do not read or write the header cache (customer mail headers kept on this disk "

@@ -293,10 +293,16 @@ class Context:
     def emit_json(self, obj: Any) -> None:
         self.out.write(_JSON.encode(obj) + "\n")  # pure ASCII: see _JSON
 
-    def emit_json_line(self, text: str) -> None:
-        """A line :func:`~triage_tui.domain.jsonline.message_json` wrote: ASCII JSON by construction
-        (checked here all the same: a non-ASCII line is written through the encoder, as a string)."""
-        self.out.write((text if text.isascii() else _JSON.encode(text)) + "\n")
+    def emit_json_lines(self, lines: list[Any]) -> None:
+        """Several JSON lines in one write: each a line :func:`~triage_tui.domain.jsonline.message_json`
+        wrote (ASCII JSON by construction: checked here all the same, a non-ASCII one is written
+        through the encoder, as a string) or an object to encode."""
+        if not lines:
+            return
+        text = "\n".join(x if type(x) is str else _JSON.encode(x) for x in lines)
+        if not text.isascii():
+            text = "\n".join(x if x.isascii() else _JSON.encode(x) for x in text.split("\n"))
+        self.out.write(text + "\n")
 
     def say(self, text: str = "") -> None:
         self.out.write(inert(text, multiline=True) + "\n")

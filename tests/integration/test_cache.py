@@ -512,16 +512,16 @@ def test_a_connection_lost_during_the_flag_refresh_reconnects_and_lists_right(ma
         c.logout()
     svc, spy = _svc(mailbox, path)
     svc.retry = FAST_RETRY
-    changed_since = svc._changed_since
+    changed_since = svc._changed_and_recent
     cut = []
 
-    def dropping(uidvalidity: int, since: int) -> dict[int, tuple[str, ...]]:
+    def dropping(uidvalidity: int, since: int) -> tuple[dict[int, tuple[str, ...]], list[int]]:
         if not cut:
             cut.append(1)
             svc.abort()  # the socket goes away under the refresh
         return changed_since(uidvalidity, since)
 
-    svc._changed_since = dropping  # type: ignore[method-assign]
+    svc._changed_and_recent = dropping  # type: ignore[method-assign]
     assert _rows(svc) == _cold(mailbox)
     assert cut and spy.uids == []
 
@@ -558,3 +558,30 @@ def test_the_tui_lists_the_same_rows_warm_and_its_sync_stays_right(mailbox: Mail
     assert {u: r for u, r in warm.items() if u in cold} == cold
     assert spy.uids == [max(warm)]
     assert _rows(_svc(mailbox, path)[0]) == _cold(mailbox)
+
+
+def test_a_warm_start_without_esearch_reads_plain_search_answers(mailbox: Mailbox, path: Path) -> None:
+    """The changed flags and \\Recent come in one pipelined exchange; a server without ESEARCH
+    answers ``* SEARCH n n`` there, among the FETCH answers (Dovecot itself, told we did not see
+    ESEARCH in its capabilities)."""
+    _seed(mailbox, 10)
+    _warm_up(mailbox, path)
+    c = mailbox.client()
+    try:
+        c.select_folder("INBOX")
+        c.add_flags(mailbox.search("UNSEEN")[:3], [b"\\Seen"], silent=True)
+    finally:
+        c.logout()
+    c = mailbox.client()  # appends without a mailbox open: the next session to open it sees \\Recent
+    try:
+        c.append("INBOX", message(subject="new, with \\Recent"))
+    finally:
+        c.logout()
+    svc, spy = _svc(mailbox, path)
+    svc.connect()
+    assert "ESEARCH" in svc.reader.capabilities
+    svc.reader.capabilities = svc.reader.capabilities - {"ESEARCH"}
+    rows = _rows(svc)
+    assert rows == _cold(mailbox)
+    assert len(spy.uids) == 1  # only the new message's header
+    assert [r["uid"] for r in rows if "\\Recent" in r["flags"]] == [spy.uids[0]]

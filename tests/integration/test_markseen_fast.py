@@ -15,6 +15,7 @@ from tests.mailgen import message
 from tests.proxy import LatencyProxy
 from triage_tui.commands import _select
 from triage_tui.domain import uidset
+from triage_tui.services.imap import ImapSession
 from triage_tui.services.journal import AuditJournal
 from triage_tui.services.triage import TriageService
 
@@ -91,14 +92,50 @@ def test_without_within_the_fallback_gives_the_same(mailbox: Mailbox, cli: Any,
     assert searched and all("OLDER" not in c for c in searched)
 
 
-def test_one_connection_journal_and_result(mailbox: Mailbox, cli: Any) -> None:
+def test_one_connection_journal_and_result(mailbox: Mailbox, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     _, ages = seed_boundary(mailbox)
     proxy = LatencyProxy(mailbox.server.imaps_port).start()
     env = {**mailbox.env(), "TRIAGE_IMAP_PORT": str(proxy.port)}
+    sent: list[str] = []
+    orig_search, orig_store = ImapSession.search, ImapSession._store
+
+    def search(self: ImapSession, criteria: str) -> list[int]:
+        sent.append(f"SEARCH {criteria}")
+        return orig_search(self, criteria)
+
+    def store(self: ImapSession, uids: list[int], flag: str, add: bool, unchangedsince: int | None = None,
+              **kw: Any) -> Any:
+        sent.append(f"STORE {unchangedsince}")
+        return orig_store(self, uids, flag, add, unchangedsince, **kw)
+
+    synced: list[tuple[str, bool]] = []
+    orig_append = AuditJournal.append
+
+    def append(self: AuditJournal, record: dict[str, Any], *, durable: bool = True) -> Any:
+        synced.append((record.get("phase", ""), durable))
+        return orig_append(self, record, durable=durable)
+
+    monkeypatch.setattr(ImapSession, "search", search)
+    monkeypatch.setattr(ImapSession, "_store", store)
+    monkeypatch.setattr(AuditJournal, "append", append)
     try:
         r = cli(["mark-seen", "--older-than", "1h", "--yes"], env=env)
         assert r.code == 0, r.err
         assert proxy.connections == 1  # no second connection for the write
+        # the selection's SEARCHes come first and the write does not search the UIDs again:
+        # its UNCHANGEDSINCE (the MODSEQ of the one SELECT, older than the SEARCH) guards them
+        assert not any(c.startswith("SEARCH UID ") for c in sent), sent  # no narrowing of a UID set
+        assert [c for c in sent if c.startswith("SEARCH")] == [f"SEARCH UNSEEN OLDER {3600 - _select.AGE_BAND_SECONDS}",
+                                                               f"SEARCH OLDER {3600 - _select.AGE_BAND_SECONDS} "
+                                                               f"YOUNGER {3600 + _select.AGE_BAND_SECONDS}"], sent
+        assert sent[-1].startswith("STORE") and "STORE None" not in sent, sent
+        # write-ahead: begin and each intent are fsynced before what they announce is sent, the
+        # end after; a chunk's progress is fsynced with the next of those
+        assert {p for p, on in synced if on} == {"begin", "intent", "end"}, synced
+        assert {p for p, on in synced if not on} == {"progress"}, synced
+        monkeypatch.setattr(AuditJournal, "append", orig_append)
+        monkeypatch.setattr(ImapSession, "search", orig_search)
+        monkeypatch.setattr(ImapSession, "_store", orig_store)
         check(mailbox, ages, cli, env)
     finally:
         proxy.stop()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from tests.mailgen import backlog, message
 from tests.realistic_headers import blocks
 from triage_tui.domain.model import View
 from triage_tui.services import parallel
+from triage_tui.services.cache import HeaderCache
 from triage_tui.services.imap import Limits
 from triage_tui.services.journal import AuditJournal
 from triage_tui.services.triage import TriageService
@@ -40,10 +42,11 @@ def seeded(mailbox: Mailbox) -> Mailbox:
     return mailbox
 
 
-def _list(mb: Mailbox, workers: int, view: View = View.ALL) -> tuple[list[int], list[dict[str, Any]], list[int]]:
+def _list(mb: Mailbox, workers: int, view: View = View.ALL,
+          cache: HeaderCache | None = None) -> tuple[list[int], list[dict[str, Any]], list[int]]:
     """(UIDs in the order listed, rows, batch sizes)."""
     svc = TriageService(mb.settings(), read_only=True, journal=AuditJournal(), analysis=CFG,
-                        limits=Limits(max_count=17, window=1, workers=workers))
+                        limits=Limits(max_count=17, window=1, workers=workers), cache=cache)
     try:
         batches = list(svc.iter_list(view, now=NOW))
     finally:
@@ -149,7 +152,20 @@ def test_no_workers_for_small_listings_or_one_cpu(seeded: Mailbox, monkeypatch: 
     monkeypatch.setattr(parallel, "_Worker", lambda setup: started.append(setup))
     _list(seeded, 2)  # 400-odd messages: below MIN_MESSAGES
     assert not started
-    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0})
-    assert parallel.auto_workers() == 0
-    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: set(range(64)))
-    assert parallel.auto_workers() == parallel.MAX_AUTO_WORKERS
+    for cpus, workers in ((1, 0), (2, 2), (3, 2), (4, 3), (64, parallel.MAX_AUTO_WORKERS)):
+        monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid, n=cpus: set(range(n)))
+        assert parallel.auto_workers() == workers
+
+
+def test_the_cache_the_workers_wrote_lists_the_same(seeded: Mailbox, always: None, tmp_path: Path) -> None:
+    """The workers' stored values go to the header cache as they are: a warm listing from it is
+    the cold one, row for row."""
+    expected = _list(seeded, 0)
+    problems: list[str] = []
+    path = tmp_path / "cache" / "box.sqlite3"
+    cold = _list(seeded, 2, cache=HeaderCache(path, CFG, on_problem=problems.append))
+    warm = _list(seeded, 2, cache=HeaderCache(path, CFG, on_problem=problems.append))
+    assert cold[:2] == expected[:2]
+    assert sorted(zip(warm[0], warm[1], strict=True), key=lambda p: p[0]) == \
+        sorted(zip(expected[0], expected[1], strict=True), key=lambda p: p[0])
+    assert not problems

@@ -122,3 +122,15 @@ def test_the_fingerprint_covers_the_code_that_shapes_a_row(monkeypatch: pytest.M
     monkeypatch.setattr(cache_mod, "_code_files", lambda: files)
     monkeypatch.setattr(cache_mod, "_CODE_HASH", None)
     assert cache_mod.fingerprint(cfg) == base  # stable
+
+
+def test_a_chunk_is_checked_whole() -> None:
+    from triage_tui.services.cache import STORED  # noqa: PLC0415
+
+    good = tuple(range(len(STORED)))
+    assert decode_chunk(marshal.dumps([(1, good), (2, good)])) == [(1, good), (2, good)]
+    assert decode_chunk(marshal.dumps([])) == []
+    for bad in ([(1, good), (2, good[:-1])], [(1, good), (True, good)], [(1, good, 3)], [[1, good]],
+                [(1, good), (2, list(good))], [(1, good), 5], [(1, good), ("2", good)], [(1, good), (2.0, good)]):
+        with pytest.raises(ValueError):
+            decode_chunk(marshal.dumps(bad))

@@ -101,3 +101,64 @@ def test_pipeline_matches_tags_and_bye():
     pipe.submit(b"NOOP")
     with pytest.raises(ConnectionLost):
         list(pipe.events())
+
+
+def test_pipeline_announces_each_window_before_sending_it_without_draining():
+    """Write-ahead without a stall: the next window is announced (journaled) right before its
+    first command goes, while the previous window's last command is still in flight."""
+    fake = _FakeImap(b"".join(b"T%d OK done\r\n" % i for i in range(1, 6)))
+    log: list[object] = []
+    fake.send = lambda data: log.append(data.split(b" ", 1)[0])  # type: ignore[method-assign]
+
+    def announce(ctxs: list[object]) -> bool:
+        log.append(list(ctxs))
+        return True
+
+    pipe = Wire(fake).pipeline(2, announce=announce)  # type: ignore[arg-type]
+    for c in "abcde":
+        pipe.submit(b"NOOP", c)
+    done = [e[0] for e in pipe.events() if isinstance(e, tuple)]
+    assert done == list("abcde")
+    # T2 is still unanswered when [c, d] is announced and T3 sent
+    assert log == [["a", "b"], b"T1", b"T2", ["c", "d"], b"T3", b"T4", ["e"], b"T5"]
+
+
+def test_pipeline_sends_nothing_more_once_an_announcement_fails():
+    fake = _FakeImap(b"".join(b"T%d OK done\r\n" % i for i in range(1, 6)))
+    answers = iter([True, False])
+    pipe = Wire(fake).pipeline(2, announce=lambda _ctxs: next(answers))  # type: ignore[arg-type]
+    for c in "abcde":
+        pipe.submit(b"NOOP", c)
+    done = [e[0] for e in pipe.events() if isinstance(e, tuple)]
+    assert done == ["a", "b"]  # what was in flight completes
+    assert pipe.unsent == ["c", "d", "e"]
+    assert fake.sent == b"T1 NOOP\r\nT2 NOOP\r\n"
+
+
+def test_pipeline_skims_runs_of_one_line_answers_across_buffer_edges():
+    """Runs of ``* n FETCH (UID u MODSEQ (m))`` go to the skim callback in bulk, whatever the
+    read buffer's edges; a line cut by an edge, or worded otherwise, comes as a Response."""
+    import re
+
+    lines = [b"* %d FETCH (UID %d MODSEQ (%d))\r\n" % (i, 100 + i, 5000 + i) for i in range(1, 301)]
+    lines.insert(150, b"* 7 EXPUNGE\r\n")
+    lines.insert(200, b"* 8 FETCH (MODSEQ (1) UID 999)\r\n")
+    data = b"".join(lines[:250]) + b"T1 OK done\r\n" + b"".join(lines[250:]) + b"T2 OK done\r\n"
+    for size in (64, 100, 4096):
+        fake = _FakeImap(b"")
+        fake.file = io.BufferedReader(io.BytesIO(data), buffer_size=size)  # type: ignore[assignment]
+        skimmed: list[bytes] = []
+        run = re.compile(rb"(?:\* \d+ FETCH \(UID \d+ MODSEQ \(\d+\)\)\r\n)+")
+        pipe = Wire(fake).pipeline(2, skim=(run, skimmed.append))  # type: ignore[arg-type]
+        pipe.submit(b"UID STORE 1:150 +FLAGS.SILENT (\\Seen)", "a")
+        pipe.submit(b"UID STORE 151:300 +FLAGS.SILENT (\\Seen)", "b")
+        events = list(pipe.events())
+        done = [e[0] for e in events if isinstance(e, tuple)]
+        slow = [e.first for e in events if not isinstance(e, tuple)]
+        assert done == ["a", "b"]
+        assert b"* 7 EXPUNGE\r\n" in slow and b"* 8 FETCH (MODSEQ (1) UID 999)\r\n" in slow
+        # every line is seen exactly once, in bulk or as a Response
+        got = b"".join(skimmed).split(b"\r\n")[:-1]
+        assert sorted(got + [s.rstrip(b"\r\n") for s in slow]) == sorted(x.rstrip(b"\r\n") for x in lines)
+        if size == 4096:
+            assert len(slow) <= 2 + 4  # the two odd lines, and at most one cut line per refill

@@ -110,6 +110,30 @@ def test_fsync_failure_is_a_journal_failure(tmp_path: Path, monkeypatch: pytest.
         j.append({"phase": "begin"})
 
 
+def test_a_non_durable_record_is_written_now_and_fsynced_by_the_next_durable_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk's ``progress`` is written whole at once (it survives the process being killed) and
+    fsynced with the next ``intent`` or the ``end``: fsync is per file, so that one covers it."""
+    j = AuditJournal(tmp_path / "audit.jsonl")
+    j.append({"phase": "begin"})  # creates the file: fsyncs it and its directory
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(jmod.os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    j.append({"phase": "progress", "done": "1:10"}, durable=False)
+    j.append({"phase": "progress", "done": "11:20"}, durable=False)
+    assert synced == []
+    assert [r.get("done") for r in j.records()] == [None, "1:10", "11:20"]  # already in the file
+    j.append({"phase": "intent", "uids": "21:30"})
+    assert len(synced) == 1
+
+
+def test_a_non_durable_write_error_is_still_a_journal_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    j = AuditJournal(tmp_path / "audit.jsonl")
+    _fake_write(monkeypatch, [OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))])
+    with pytest.raises(JournalWriteFailed, match=os.strerror(errno.ENOSPC)):
+        j.append({"phase": "progress", "done": "1:10"}, durable=False)
+
+
 def test_an_unwritable_directory_is_a_journal_failure(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -48,7 +48,7 @@ def test_the_service_keeps_every_method_on_one_class() -> None:
                 assert getattr(svc, name) is getattr(mixin, name), name
     for name in ("connect", "counts", "search", "iter_list", "iter_messages", "list", "peek", "plan_flags",
                  "plan_expunge", "plan_undo", "execute", "cancel", "select_view", "search_uids", "internaldates",
-                 "_resumable_fetch", "_changed_since", "_retrying", "_backoff", "_open_writer"):
+                 "_resumable_fetch", "_changed_and_recent", "_retrying", "_backoff", "_open_writer"):
         assert callable(getattr(svc, name)), name
 
 

@@ -72,10 +72,12 @@ def run_plan(args: argparse.Namespace, ctx: Any, plan: Any) -> int:
             for line in left_alone_lines(getattr(plan, "left_alone", [])):
                 ctx.say(line)
         return 0
-    if plan.action == "expunge":
-        ctx.confirm(describe(plan) + "\nThis cannot be undone.", yes=args.yes, typed=str(plan.count))
-    else:
-        ctx.confirm(describe(plan) + "\nProceed?", yes=args.yes)
+    # the question is only built when it is asked: describing the plan walks the whole UID set
+    # twice (its ranges and its command count), which --yes never shows
+    if plan.action == "expunge" and not args.yes:
+        ctx.confirm(describe(plan) + "\nThis cannot be undone.", yes=False, typed=str(plan.count))
+    elif not args.yes:
+        ctx.confirm(describe(plan) + "\nProceed?", yes=False)
     result = svc.execute(plan, progress=_progress_printer(action))
     if args.json:
         ctx.emit_json(result.to_json())

@@ -154,6 +154,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         ctx.note(f"note: {note}")
     stuck = view == View.SEEN_STUCK
     for batch in svc.iter_list(view, now=now, narrow=narrow):
+        lines: list[Any] = []  # JSON: written once per batch
         if locks is not None:
             from triage_tui.services.locks import annotate_safely  # noqa: PLC0415 - keeps redis off the path
 
@@ -178,15 +179,14 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
             except Exception as exc:  # noqa: BLE001 - one bad message costs its own row, never the listing
                 out = _broken_row(m, exc, args.json)
             if args.json:
-                if type(out) is str:
-                    ctx.emit_json_line(out)
-                else:
-                    ctx.emit_json(out)
+                lines.append(out)
             else:
                 ctx.say(out)
             shown += 1
             if args.limit and shown >= args.limit:
+                ctx.emit_json_lines(lines)
                 return 0
+        ctx.emit_json_lines(lines)
     if not args.json:
         ctx.note(f"{shown} message(s) in view {args.view} of {svc.settings.mailbox} "
                  f"(flags: B bot, S stale, ! suspicious, ? no key, "

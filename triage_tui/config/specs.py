@@ -162,7 +162,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("triage.pipeline", "int", 8, None, "--pipeline", "pipeline", minimum=1, maximum=256),
     Spec("triage.workers", "int", None, "TRIAGE_WORKERS", "--workers", "workers", minimum=0, maximum=16,
          help="processes that build a large listing's rows beside the one reading the socket "
-         "(default: one per CPU, at most 2; 0: none)"),
+         "(default: 2 on two CPUs, one fewer than the CPUs on more, at most 4; 0: none)"),
     # the persistent header cache (customer mail headers on this disk: see the README)
     Spec("cache.enabled", "bool", True, "TRIAGE_CACHE", "--no-cache", "no_cache", invert=True,
          help="keep parsed headers in the user cache directory for fast warm starts"),

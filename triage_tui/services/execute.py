@@ -37,6 +37,11 @@ _PAST = {"mark-seen": "marked \\Seen", "mark-unseen": "marked unseen (\\Seen rem
 _FETCH_MODSEQ = re.compile(rb"^\* \d+ FETCH \((.*)\)\s*$", re.IGNORECASE | re.DOTALL)
 _UID_ITEM = re.compile(rb"\bUID (\d+)", re.IGNORECASE)
 _MODSEQ_ITEM = re.compile(rb"\bMODSEQ \((\d+)\)", re.IGNORECASE)
+#: the answer to each message of a CONDSTORE STORE as Dovecot (and most servers) word it: a
+#: 90k-message mark-seen reads 90k of these, so runs of them are taken in bulk (Wire.skim) and
+#: only the pairs are read out; any other wording goes the general way (on_untagged)
+_UID_MODSEQ_RUN = re.compile(rb"(?:\* \d+ FETCH \(UID \d+ MODSEQ \(\d+\)\)\r\n)+")
+_UID_MODSEQ_PAIR = re.compile(rb"UID (\d+) MODSEQ \((\d+)\)")
 
 
 class Execution:
@@ -103,20 +108,6 @@ class Execution:
         except Exception:  # noqa: BLE001 - logging out of a broken connection
             w._drop()
 
-    @staticmethod
-    def _next_batch(w: ImapSession, pending: builtins.list[int]) -> tuple[builtins.list[int], builtins.list[int]]:
-        """The UIDs of the next ``window`` commands (one pipeline's worth), and the rest."""
-        window = max(1, w.limits.window)
-        k = window * max(1, w.max_count)  # no piece holds more: the rest is not looked at
-        head = pending[:k]
-        batch: list[int] = []
-        for i, (_, members) in enumerate(uidset.split(head, max_bytes=w.max_bytes, max_count=w.max_count)):
-            if i >= window:
-                break
-            batch.extend(members)
-        taken = set(batch)
-        return batch, [u for u in head if u not in taken] + pending[k:]
-
     def _execute_resumable(self, w: ImapSession, plan: Plan, progress: Progress | None) -> OpResult:
         """STORE or UID EXPUNGE in chunks, journaled ahead; a lost connection is re-opened and
         the rest resumed.
@@ -166,6 +157,13 @@ class Execution:
                                  for part, f in ((with_kw, both), (without, flag)) if part]
                 else:
                     segments.append((found, crit, m if condstore else None, both))
+        elif (not undo and condstore and plan.searched_in is not None and plan.searched_in is w.mailbox
+              and w.mailbox.highestmodseq is not None):
+            # searched just now on this very SELECT (mark-seen's one connection): the STORE's
+            # UNCHANGEDSINCE, that SELECT's HIGHESTMODSEQ, predates the SEARCH, so the server
+            # itself leaves alone (MODIFIED) whatever another client changed since; a second
+            # SEARCH of the same UIDs would find nothing more
+            segments.append((list(plan.uids), criteria, None, both))
         else:
             segments.append((self._narrow(w, plan.uids, criteria) if plan.uids else [], criteria, None, both))
         targets = [u for seg, _, _, _ in segments for u in seg]
@@ -191,6 +189,10 @@ class Execution:
                                       **extra) as op:
                 result.op_id = op.id
 
+                def on_run(run: bytes) -> None:
+                    for u, ms in _UID_MODSEQ_PAIR.findall(run):
+                        modseqs[int(u)] = int(ms)
+
                 def on_untagged(resp: Response) -> None:
                     m = _FETCH_MODSEQ.match(resp.first)
                     if m:
@@ -203,13 +205,31 @@ class Execution:
                     if not journal_error:
                         seqs = [modseqs.pop(u) for u in uids if u in modseqs]
                         try:
-                            self.guard.progress(op, done=uidset.compress(uids), count=len(uids),
+                            # fsynced with the next intent (before more is sent) or the end: a
+                            # chunk's fsync no longer holds up reading the next chunk's answer
+                            self.guard.progress(op, durable=False, done=uidset.compress(uids), count=len(uids),
                                                 **({"modseq": max(seqs)} if seqs else {}))
                         except JournalWriteFailed as e:
                             journal_error.append(e)
                             stop.set()  # nothing more goes out; what is in flight completes
                     if progress:
                         progress(len(done), len(targets))
+
+                def announce(batches: list[list[int] | None]) -> bool:
+                    """Write-ahead: the intent record of the next window of commands, before
+                    the first of them is sent; False (nothing more is sent) if it can not be."""
+                    batch = [u for members in batches for u in (members or [])]
+                    # a Graph mailbox also names the messages by their Graph ids
+                    ids = getattr(writer[0], "journal_fields", None)
+                    try:
+                        self.guard.journal.append({"phase": "intent", "op": op.id, "action": action,
+                                                   **self.guard.context, "uids": uidset.compress(batch),
+                                                   "count": len(batch), **(ids(batch) if ids is not None else {})})
+                    except JournalWriteFailed as e:
+                        journal_error.append(e)
+                        stop.set()
+                        return False
+                    return True
 
                 attempt = 0
                 for index, (seg, seg_criteria, fixed_modseq, seg_flags) in enumerate(segments):
@@ -224,30 +244,21 @@ class Execution:
                                     result.interrupted.extend(pending)
                                     pending = []
                                     break
-                                batch, after = self._next_batch(w, pending)
-                                # a Graph mailbox also names the messages by their Graph ids
-                                ids = getattr(w, "journal_fields", None)
-                                try:
-                                    self.guard.journal.append({"phase": "intent", "op": op.id, "action": action,
-                                                               **self.guard.context, "uids": uidset.compress(batch),
-                                                               "count": len(batch),
-                                                               **(ids(batch) if ids is not None else {})})
-                                except JournalWriteFailed as e:
-                                    journal_error.append(e)
-                                    stop.set()
-                                    result.interrupted.extend(pending)
-                                    pending = []
-                                    break
+                                # one pipeline for the whole rest: each window of commands is
+                                # journaled (intent) right before its first command goes, while
+                                # the previous window is still answered (no drain between them)
                                 if plan.action == "expunge":
-                                    r = w._uid_expunge(batch, progress=chunk_done, stop=stop)
+                                    r = w._uid_expunge(pending, progress=chunk_done, stop=stop, announce=announce)
                                 else:
-                                    r = w._store(batch, seg_flags, add, unchangedsince=modseq, progress=chunk_done,
-                                                 stop=stop, on_untagged=on_untagged if condstore else None)
+                                    r = w._store(pending, seg_flags, add, unchangedsince=modseq, progress=chunk_done,
+                                                 stop=stop, on_untagged=on_untagged if condstore else None,
+                                                 announce=announce,
+                                                 skim=(_UID_MODSEQ_RUN, on_run) if condstore else None)
                                 result.interrupted.extend(r.unsent)
                                 result.skipped_concurrent.extend(r.modified)
                                 result.failed.extend(r.failed)
                                 result.commands += r.commands
-                                pending = after
+                                pending = []
                         except ConnectionLost as e:
                             if self._cancel.is_set() or journal_error:
                                 # shutting down, or the journal failed: no reconnect (the guard ends
@@ -255,9 +266,15 @@ class Execution:
                                 if journal_error:
                                     partial = e.partial if isinstance(e.partial, StoreResult) else None
                                     unanswered = set(partial.unanswered) if partial else set()
+                                    answered: set[int] = set()
+                                    if partial is not None:  # answered, but not done: not "never sent"
+                                        result.skipped_concurrent.extend(partial.modified)
+                                        result.failed.extend(partial.failed)
+                                        result.commands += partial.commands
+                                        answered = set(partial.modified) | {u for us, _ in partial.failed for u in us}
                                     result.in_flight.extend(u for u in pending if u in unanswered)
                                     result.interrupted.extend(u for u in pending if u not in unanswered
-                                                              and u not in done)
+                                                              and u not in done and u not in answered)
                                     pending = []
                                     break
                                 raise

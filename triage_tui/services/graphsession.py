@@ -428,8 +428,12 @@ class GraphSession:
     def _store(self, uids: list[int], flag: str, add: bool, unchangedsince: int | None = None,
                progress: Callable[[list[int]], None] | None = None,
                stop: threading.Event | None = None,
-               on_untagged: Callable[[Response], None] | None = None) -> StoreResult:
-        """``+FLAGS``/``-FLAGS`` as ``$batch`` PATCHes guarded by the etag (see the module)."""
+               on_untagged: Callable[[Response], None] | None = None,
+               announce: Callable[[list[Any]], bool] | None = None,
+               skim: Any = None) -> StoreResult:
+        """``+FLAGS``/``-FLAGS`` as ``$batch`` PATCHes guarded by the etag (see the module), a
+        group of ``max_count`` (four batches in flight) at a time; ``announce`` (the journal's
+        write-ahead intent) names each group before it goes, and nothing more goes if it fails."""
         if self.mailbox is None or self.mailbox.readonly:
             raise Refused("refused: this Graph session was opened read-only; nothing was changed")
         client = self._require()
@@ -470,7 +474,7 @@ class GraphSession:
         group = self.max_count
         for start in range(0, len(requests), group):
             part = requests[start:start + group]
-            if stop is not None and stop.is_set():
+            if (stop is not None and stop.is_set()) or (announce is not None and not announce([[u for u, _ in part]])):
                 result.unsent.extend(u for u, _ in requests[start:])
                 break
             result.commands += -(-len(part) // MAX_BATCH)
@@ -522,7 +526,7 @@ class GraphSession:
         st.etag = etag if isinstance(etag, str) else None  # unknown: the next PATCH goes unguarded
 
     def _uid_expunge(self, uids: list[int], progress: Callable[[list[int]], None] | None = None,
-                     stop: threading.Event | None = None) -> StoreResult:
+                     stop: threading.Event | None = None, announce: Any = None) -> StoreResult:
         raise Refused(NO_EXPUNGE)
 
     def _expunge_all(self) -> int:

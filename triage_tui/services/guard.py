@@ -59,5 +59,7 @@ class MutationGuard:
         """Write-ahead: what the next batch is about to change, journaled before it is sent."""
         self.journal.append({"phase": "intent", "op": op.id, "action": op.action, **self.context, **fields})
 
-    def progress(self, op: Operation, **fields: Any) -> None:
-        self.journal.append({"phase": "progress", "op": op.id, "action": op.action, **self.context, **fields})
+    def progress(self, op: Operation, *, durable: bool = True, **fields: Any) -> None:
+        """``durable=False``: fsynced by the next durable record (see :meth:`AuditJournal.append`)."""
+        self.journal.append({"phase": "progress", "op": op.id, "action": op.action, **self.context, **fields},
+                            durable=durable)

@@ -583,28 +583,45 @@ class ImapSession:
     def search(self, criteria: str) -> list[int]:
         """``UID SEARCH``; uses ESEARCH (compact ranges) when offered, so 100k results stay small."""
         _, wire = self._require()
-        crit = criteria.encode("ascii")
+        esearch = "ESEARCH" in self.capabilities
         with self.lock:
-            if "ESEARCH" in self.capabilities:
-                untagged, done = wire.command(b"UID SEARCH RETURN (ALL) " + crit)
-                self._check(done, "SEARCH")
-                for resp in untagged:
-                    if not _is_esearch(resp):
-                        continue  # unsolicited: FLAGS, OK [PERMANENTFLAGS ...] after a new keyword, EXISTS
-                    toks = resp.tokens()
-                    if len(toks) > 1 and isinstance(toks[1], bytes) and toks[1].upper() == b"ESEARCH":
-                        for i, t in enumerate(toks):
-                            if isinstance(t, bytes) and t.upper() == b"ALL" and i + 1 < len(toks):
-                                return uidset.parse(toks[i + 1].decode())
-                return []
-            untagged, done = wire.command(b"UID SEARCH " + crit)
+            untagged, done = wire.command(self._search_command(criteria))
             self._check(done, "SEARCH")
-            out: list[int] = []
-            for resp in untagged:
-                line = resp.first
-                if line[:9].upper() == b"* SEARCH ":
-                    out.extend(int(x) for x in line[9:].split() if x.isdigit())
-            return sorted(set(out))
+        return _search_answer(untagged, esearch)
+
+    def _search_command(self, criteria: str) -> bytes:
+        return (b"UID SEARCH RETURN (ALL) " if "ESEARCH" in self.capabilities else b"UID SEARCH ") \
+            + criteria.encode("ascii")
+
+    def changed_since_and_search(self, since: int, criteria: str) -> tuple[dict[int, tuple[str, ...]], list[int]]:
+        """``UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE since)`` (RFC 7162: the flags of every
+        message changed since) and ``UID SEARCH criteria``, pipelined: one round trip for both.
+        Raises :class:`OperationFailed` naming the command the server refused."""
+        _, wire = self._require()
+        esearch = "ESEARCH" in self.capabilities
+        fetch = f"UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE {int(since)})".encode("ascii")
+        with self.lock:
+            pipe = wire.pipeline(2)
+            pipe.submit(fetch, "FETCH CHANGEDSINCE")
+            pipe.submit(self._search_command(criteria), "SEARCH")
+            changed: dict[int, tuple[str, ...]] = {}
+            searched: list[Response] = []
+            failed: list[str] = []
+            for ev in pipe.events():
+                if isinstance(ev, Response):
+                    rec = parse_fetch(ev)
+                    if rec is not None:
+                        if rec.uid is not None and rec.flags is not None:
+                            changed[rec.uid] = rec.flags
+                    else:
+                        searched.append(ev)
+                    continue
+                what, done = ev
+                if not done.ok:
+                    failed.append(f"{what} failed: {done}")
+        if failed:
+            raise OperationFailed("; ".join(failed))
+        return changed, _search_answer(searched, esearch)
 
     def search_within(self, uids: Iterable[int], criteria: str) -> list[int]:
         """Which of ``uids`` match ``criteria`` now: ``UID SEARCH UID <piece> <criteria>`` per piece
@@ -701,10 +718,14 @@ class ImapSession:
     def _store(self, uids: list[int], flag: str, add: bool, unchangedsince: int | None = None,
                progress: Callable[[list[int]], None] | None = None,
                stop: threading.Event | None = None,
-               on_untagged: Callable[[Response], None] | None = None) -> StoreResult:
+               on_untagged: Callable[[Response], None] | None = None,
+               announce: Callable[[list[Any]], bool] | None = None,
+               skim: tuple[re.Pattern[bytes], Callable[[bytes], None]] | None = None) -> StoreResult:
         """Silent ``UID STORE`` in compressed, split, pipelined chunks. With ``unchangedsince``,
         UIDs another client changed meanwhile come back in ``modified`` (CONDSTORE), not done.
-        ``on_untagged`` sees the untagged answers (the FETCH ... MODSEQ of each change)."""
+        ``on_untagged`` sees the untagged answers (the FETCH ... MODSEQ of each change);
+        ``announce`` the members of each window of commands before they go, ``skim`` runs of
+        one-line untagged answers in bulk (see :class:`Pipeline`)."""
         op = "+FLAGS.SILENT" if add else "-FLAGS.SILENT"
         mod = f" (UNCHANGEDSINCE {unchangedsince})" if unchangedsince is not None else ""
 
@@ -714,14 +735,16 @@ class ImapSession:
             return [u for u in members if u not in modified]
 
         return self._chunked(uids, lambda s: f"UID STORE {s}{mod} {op} ({flag})", accept, progress, stop,
-                             on_untagged)
+                             on_untagged, announce, skim)
 
     def _uid_expunge(self, uids: list[int], progress: Callable[[list[int]], None] | None = None,
-                     stop: threading.Event | None = None) -> StoreResult:
+                     stop: threading.Event | None = None,
+                     announce: Callable[[list[Any]], bool] | None = None) -> StoreResult:
         if "UIDPLUS" not in self.capabilities:
             raise Refused("the server does not offer UIDPLUS, so an exact UID EXPUNGE is impossible; "
                           "use --all-deleted to expunge every \\Deleted message")
-        return self._chunked(uids, lambda s: f"UID EXPUNGE {s}", lambda members, _d, _r: members, progress, stop)
+        return self._chunked(uids, lambda s: f"UID EXPUNGE {s}", lambda members, _d, _r: members, progress, stop,
+                             announce=announce)
 
     def _chunked(
         self,
@@ -731,6 +754,8 @@ class ImapSession:
         progress: Callable[[list[int]], None] | None,
         stop: threading.Event | None,
         on_untagged: Callable[[Response], None] | None = None,
+        announce: Callable[[list[Any]], bool] | None = None,
+        skim: tuple[re.Pattern[bytes], Callable[[bytes], None]] | None = None,
     ) -> StoreResult:
         """One command per piece of the UID set, pipelined. A throttling answer waits and resends
         the piece, a BAD halves it; ``stop`` ends sending (what is in flight completes). On a lost
@@ -740,7 +765,7 @@ class ImapSession:
         result = StoreResult()
         with self.lock:
             self._throttle_hits = 0  # per operation
-            pipe = wire.pipeline(self.limits.window, stop)
+            pipe = wire.pipeline(self.limits.window, stop, announce, skim)
             for text, members in self._pieces(uids):
                 pipe.submit(command(text).encode("ascii"), members)
             try:
@@ -782,6 +807,26 @@ class ImapSession:
     def _check(done: Completion, what: str) -> None:
         if not done.ok:
             raise OperationFailed(f"{what} failed: {done}")
+
+
+def _search_answer(untagged: list[Response], esearch: bool) -> list[int]:
+    """The UIDs of a ``UID SEARCH`` answer (``* ESEARCH ... ALL <set>`` or ``* SEARCH n n``)."""
+    if esearch:
+        for resp in untagged:
+            if not _is_esearch(resp):
+                continue  # unsolicited: FLAGS, OK [PERMANENTFLAGS ...] after a new keyword, EXISTS
+            toks = resp.tokens()
+            if len(toks) > 1 and isinstance(toks[1], bytes) and toks[1].upper() == b"ESEARCH":
+                for i, t in enumerate(toks):
+                    if isinstance(t, bytes) and t.upper() == b"ALL" and i + 1 < len(toks):
+                        return uidset.parse(toks[i + 1].decode())
+        return []
+    out: list[int] = []
+    for resp in untagged:
+        line = resp.first
+        if line[:9].upper() == b"* SEARCH ":
+            out.extend(int(x) for x in line[9:].split() if x.isdigit())
+    return sorted(set(out))
 
 
 def _is_esearch(resp: Response) -> bool:

@@ -13,6 +13,7 @@ paths (listing 100k messages, bulk STORE, UID EXPUNGE, big SEARCH answers) go th
 from __future__ import annotations
 
 import imaplib
+import itertools
 import logging
 import re
 import ssl
@@ -361,6 +362,32 @@ class Wire:
             raise ConnectionLost("the server closed the connection")
         return line if isinstance(line, bytes) else line.encode("latin-1")
 
+    def skim(self, run: re.Pattern[bytes], take: Any) -> int:
+        """Consume, from what is already buffered (at most one read), the longest run of whole
+        lines at its start that ``run`` matches, and hand that run's bytes to ``take``; the
+        lines are never turned into :class:`Response` objects. Returns the bytes consumed (0:
+        the next line is for :meth:`read_response`). For the flood of one-line untagged answers
+        a bulk STORE brings (``* n FETCH (UID u MODSEQ (m))`` per message)."""
+        f = self.imap.file  # type: ignore[attr-defined]
+        peek = getattr(f, "peek", None)
+        if peek is None:
+            return 0
+        try:
+            buf = peek(1)
+        except TimeoutError as e:
+            raise ConnectionLost("the server stopped answering (timeout)") from e
+        except (OSError, ssl.SSLError, ValueError) as e:
+            raise ConnectionLost(f"connection lost: {e}") from e
+        m = run.match(buf)
+        if m is None or not m.end():
+            return 0
+        n = m.end()
+        take(buf[:n])
+        f.read(n)  # from the buffer: no socket read
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("S: %d bytes of one-line untagged answers", n)
+        return n
+
     def read_response(self) -> Response:
         segments: list[bytes] = []
         literals: list[bytes] = []
@@ -387,8 +414,8 @@ class Wire:
             log.debug("S: %s", segments[0][:200])
         return resp
 
-    def pipeline(self, window: int = 8, stop: Any = None) -> Pipeline:
-        return Pipeline(self, window, stop)
+    def pipeline(self, window: int = 8, stop: Any = None, announce: Any = None, skim: Any = None) -> Pipeline:
+        return Pipeline(self, window, stop, announce, skim)
 
     def command(self, command: bytes) -> tuple[list[Response], Completion]:
         """Run one command and collect its untagged responses."""
@@ -410,7 +437,7 @@ class Pipeline:
     objects as they arrive and ``(context, Completion)`` pairs as commands finish; callers may
     ``submit`` more commands while iterating (e.g. to retry a halved chunk)."""
 
-    def __init__(self, wire: Wire, window: int, stop: Any = None) -> None:
+    def __init__(self, wire: Wire, window: int, stop: Any = None, announce: Any = None, skim: Any = None) -> None:
         self.wire = wire
         self.window = max(1, window)
         self.queue: deque[tuple[bytes, Any]] = deque()
@@ -418,6 +445,15 @@ class Pipeline:
         #: a threading.Event: once set, nothing more is sent; what is in flight still completes
         self.stop = stop
         self.unsent: list[Any] = []
+        #: write-ahead: ``announce(contexts)`` is called with the contexts of the next ``window``
+        #: queued commands before the first of them is sent, and again when those are all sent;
+        #: False means send nothing more (the rest goes to ``unsent``). The commands before
+        #: stay in flight meanwhile: a batch boundary does not drain the pipeline.
+        self.announce = announce
+        self._announced = 0
+        #: ``(run pattern, take)``: runs of untagged lines the pattern matches go to ``take`` in
+        #: bulk (:meth:`Wire.skim`) instead of being yielded one :class:`Response` at a time
+        self.skim = skim
 
     def submit(self, command: bytes, context: Any = None) -> None:
         self.queue.append((command, context))
@@ -428,6 +464,14 @@ class Pipeline:
             self.queue.clear()
             return
         while self.queue and len(self.inflight) < self.window:
+            if self.announce is not None and self._announced <= 0:
+                batch = [c for _, c in itertools.islice(self.queue, self.window)]
+                if not self.announce(batch):
+                    self.unsent.extend(c for _, c in self.queue)
+                    self.queue.clear()
+                    return
+                self._announced = len(batch)
+            self._announced -= 1
             command, ctx = self.queue.popleft()
             tag = self.wire.new_tag()
             self.inflight[tag] = _Pending(tag, command, ctx)
@@ -435,7 +479,10 @@ class Pipeline:
 
     def events(self) -> Iterator[Response | tuple[Any, Completion]]:
         self._fill()
+        skim = self.skim
         while self.inflight:
+            if skim is not None and self.wire.skim(*skim):
+                continue
             resp = self.wire.read_response()
             first = resp.first
             if first.startswith(b"* "):

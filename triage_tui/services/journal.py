@@ -7,9 +7,12 @@ compressed into ranges, counts) and how it ended. Secrets never go in.
 Write-ahead: an operation writes ``begin``, then for each chunk an ``intent`` record naming the
 UIDs *before* the chunk's commands are sent and a ``progress`` record (``done``) once the server
 answered, then ``end``. Every append is one whole line, written in full (a short ``os.write`` is
-continued; no progress is an error), flushed and fsynced; if it cannot be, :class:`JournalWriteFailed`
-is raised and the caller sends nothing more. After a crash the journal therefore says what may
-have happened (intent without done) and what did (done).
+continued; no progress is an error); ``begin``, ``intent`` and ``end`` are fsynced before the
+caller goes on, a chunk's ``progress`` is fsynced with the next of them (fsync is per file), so
+a killed process loses none and a machine crash at most the last window's, which then read as
+announced but unconfirmed. If a write cannot be done, :class:`JournalWriteFailed` is raised and
+the caller sends nothing more. After a crash the journal therefore says what may have happened
+(intent without done) and what did (done).
 
 A torn last line (a write cut short by a full disk) is fenced on the next append (``#`` and a
 newline end it, so it can never parse, and a ``fence`` record goes first) and skipped, with a
@@ -84,9 +87,16 @@ class AuditJournal:
         #: lines the last :meth:`records` pass skipped (torn or not a JSON object)
         self.skipped_lines = 0
 
-    def append(self, record: dict[str, Any]) -> dict[str, Any]:
+    def append(self, record: dict[str, Any], *, durable: bool = True) -> dict[str, Any]:
         """Write one record durably, or raise :class:`JournalWriteFailed` (then it may be torn:
-        the next append fences it)."""
+        the next append fences it).
+
+        ``durable=False`` (a chunk's ``progress``, written while the next commands are answered):
+        the record is written whole, so it survives the process being killed, but not fsynced
+        here: the next durable append (the next ``intent``, before anything more is sent, or
+        the ``end``) fsyncs the file, and with it this record. Only a machine crash in between can
+        lose it, and then the journal shows that chunk as announced but unconfirmed (``intent``
+        without ``done``): what may have happened, the conservative reading."""
         full = _scrubbed({"time": _now(), **self._identity, **record})
         line = (json.dumps(full, ensure_ascii=True, sort_keys=False, default=str) + "\n").encode("ascii")
         with self._lock:
@@ -105,7 +115,8 @@ class AuditJournal:
                     # "#" ends the torn line: whatever prefix of a record it was, it can not parse now
                     line = b"#\n" + (json.dumps(fence, ensure_ascii=True) + "\n").encode("ascii") + line
                 write_all(fd, line)
-                os.fsync(fd)
+                if durable:
+                    os.fsync(fd)  # the file's every earlier write too (a non-durable one included)
                 if created:
                     _fsync_dir(self.path.parent)  # a new file's name must survive a crash too
             except OSError as e:

@@ -17,10 +17,10 @@ from typing import Any
 from triage_tui.domain.analysis import AnalysisConfig, build_message
 from triage_tui.domain.classify import mark_duplicates
 from triage_tui.domain.model import LIST_HEADER_FIELDS, Message, View
-from triage_tui.errors import ConnectionFailed, ConnectionLost, OperationFailed
+from triage_tui.errors import ConnectionFailed, OperationFailed
 from triage_tui.services import parallel
 from triage_tui.services.cache import RECENT, HeaderCache, InOrder, Rebuilder, Token, split_flags
-from triage_tui.services.imapwire import FetchRecord, parse_fetch
+from triage_tui.services.imapwire import FetchRecord
 from triage_tui.services.parallel import BuildPool, built_in_order
 from triage_tui.services.plan_types import MAX_MODSEQ
 
@@ -102,7 +102,8 @@ class Listing:
             return self._build(records, uidvalidity, cfg, now)
 
         try:
-            for records, messages in built_in_order(self._resumable_fetch(uidvalidity, uids, items), build, pool):
+            for records, messages, known in built_in_order(self._resumable_fetch(uidvalidity, uids, items), build,
+                                                           pool):
                 if two_pass:
                     ready = []
                     for m in messages:
@@ -112,7 +113,7 @@ class Listing:
                             ready.append(m)
                     messages = ready
                 if messages and cache is not None:  # encoded now: the caller may change them afterwards
-                    pending.extend(cache.rows_of(messages, uidvalidity))
+                    pending.extend(cache.rows_of(messages, uidvalidity, known))
                 if early is not None and records:
                     messages = early.with_batch(max(r.uid or 0 for r in records), messages)
                 if messages:
@@ -123,10 +124,11 @@ class Listing:
                 for i in range(0, len(part), step):
                     yield part[i:i + step]
             if held:
-                for records, messages in built_in_order(self._resumable_fetch(uidvalidity, held, LIST_ITEMS), build,
-                                                        pool if len(held) >= parallel.MIN_MESSAGES else None):
+                for records, messages, known in built_in_order(
+                        self._resumable_fetch(uidvalidity, held, LIST_ITEMS), build,
+                        pool if len(held) >= parallel.MIN_MESSAGES else None):
                     if cache is not None:
-                        pending.extend(cache.rows_of(messages, uidvalidity))
+                        pending.extend(cache.rows_of(messages, uidvalidity, known))
                     if late is not None and records:
                         messages = late.with_batch(max(r.uid or 0 for r in records), messages)
                     yield messages
@@ -174,8 +176,9 @@ class Listing:
             return uids, [], kept if isinstance(kept, int) else None, loaded.token
         wanted = set(uids)
         try:
-            if since is not None:
-                changed = self._retrying("listing", lambda: self._changed_since(uidvalidity, since))
+            recent_found: list[int] | None = None
+            if since is not None:  # the changed flags and \\Recent in one round trip
+                changed, recent_found = self._retrying("listing", lambda: self._changed_and_recent(uidvalidity, since))
                 extra = [u for u in rows if u not in wanted]
                 alive = set(self._retrying("listing", lambda: self._alive(uidvalidity, extra))) if extra else set()
                 gone = [u for u in extra if u not in alive]
@@ -184,7 +187,8 @@ class Listing:
         except OperationFailed as e:  # a server refusing CHANGEDSINCE: list without the cache
             cache._give_up(e)
             return uids, [], None, None
-        recent = set(self._retrying("listing", lambda: self.reader.search("RECENT")))
+        recent = set(recent_found if recent_found is not None
+                     else self._retrying("listing", lambda: self.reader.search("RECENT")))
         gone_set = set(gone)
         stored = loaded.values
         rebuild = Rebuilder(uidvalidity, self.analysis.stale_after, now)
@@ -230,24 +234,13 @@ class Listing:
             return uids, [], None, None
         return misses, out, h0, token
 
-    def _changed_since(self, uidvalidity: int, since: int) -> dict[int, tuple[str, ...]]:
+    def _changed_and_recent(self, uidvalidity: int, since: int) -> tuple[dict[int, tuple[str, ...]], list[int]]:
         """``UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE since)``: the flags of every message changed
-        since (RFC 7162), in one round trip."""
+        since (RFC 7162), and the UIDs with ``\\Recent``: one round trip for both."""
         r = self.reader
         assert r.mailbox is not None
         self._check_uidvalidity(uidvalidity, r.mailbox.uidvalidity)
-        with r.lock:
-            if r.wire is None:
-                raise ConnectionLost("not connected")
-            untagged, done = r.wire.command(f"UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE {int(since)})".encode("ascii"))
-        if not done.ok:
-            raise OperationFailed(f"FETCH CHANGEDSINCE failed: {done}")
-        out: dict[int, tuple[str, ...]] = {}
-        for resp in untagged:
-            rec = parse_fetch(resp)
-            if rec is not None and rec.uid is not None and rec.flags is not None:
-                out[rec.uid] = rec.flags
-        return out
+        return r.changed_since_and_search(since, "RECENT")
 
     def _flags_of(self, uidvalidity: int, uids: list[int]) -> tuple[dict[int, tuple[str, ...]], list[int]]:
         """The flags of ``uids`` (chunked, pipelined) and those no longer in the mailbox."""

@@ -19,8 +19,9 @@ It only ever makes a listing faster: a worker that cannot start, dies or sends s
 damaged costs its batches a build in process, and nothing is lost (the main process keeps each
 batch until its result is in). Small listings never start workers (starting one costs ~0.1 s).
 
-How many: ``triage.workers`` (``TRIAGE_WORKERS``, ``--workers``; 0 = none), by default one
-per CPU this process may use, at most :data:`MAX_AUTO_WORKERS`, none on a single CPU."""
+How many: ``triage.workers`` (``TRIAGE_WORKERS``, ``--workers``; 0 = none), by default two on
+two CPUs, one fewer than the CPUs this process may use on more, at most
+:data:`MAX_AUTO_WORKERS`; none on a single CPU."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import IO
+from pathlib import Path
+from typing import IO, Any
 
 from triage_tui.domain.analysis import AnalysisConfig
 from triage_tui.domain.model import Message
@@ -46,7 +48,7 @@ from triage_tui.services.imapwire import FetchRecord
 
 log = logging.getLogger(__name__)
 
-MAX_AUTO_WORKERS = 2
+MAX_AUTO_WORKERS = 4
 #: below this many messages a listing is built in process (workers cost more than they save)
 MIN_MESSAGES = 3000
 _LEN = struct.Struct("<Q")
@@ -59,7 +61,10 @@ def auto_workers() -> int:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return 0 if cpus < 2 else min(MAX_AUTO_WORKERS, cpus)
+    # two CPUs: two workers (the main process mostly waits on them and the socket); more: one
+    # CPU left to the main process, whose own share (the socket, rebuilding rows, JSON) then
+    # bounds the listing
+    return 0 if cpus < 2 else min(MAX_AUTO_WORKERS, max(2, cpus - 1))
 
 
 def write_frame(out: IO[bytes], payload: bytes) -> None:
@@ -84,6 +89,15 @@ def read_frame(inp: IO[bytes]) -> bytes | None:
     return body
 
 
+def _worker_env() -> dict[str, str]:
+    """Our environment, with this package's directory first on PYTHONPATH: the worker imports
+    the same code even when the caller found it through sys.path, not an install."""
+    root = str(Path(__file__).resolve().parent.parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
 class _Worker:
     """One worker process and the thread that feeds it (so the main thread, which reads the
     answers, never blocks on a full pipe while the worker blocks on its answer)."""
@@ -91,7 +105,7 @@ class _Worker:
     def __init__(self, setup: bytes) -> None:
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "triage_tui.services.buildworker"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True, env=_worker_env())
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin: IO[bytes] = self.proc.stdin
         self.stdout: IO[bytes] = self.proc.stdout
@@ -149,8 +163,9 @@ class BuildPool:
         w.jobs.put(pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL))
         return w
 
-    def collect(self, w: _Worker) -> list[Message] | None:
-        """The next batch of ``w``, in order, or None when it must be built in process."""
+    def collect(self, w: _Worker) -> tuple[list[Message], dict[int, tuple[Any, ...]]] | None:
+        """The next batch of ``w``, in order, with the stored values of its rows (what the header
+        cache writes: no need to make them again), or None when it must be built in process."""
         if self.broken:
             return None
         try:
@@ -160,7 +175,8 @@ class BuildPool:
             rows, whole_blob = marshal.loads(blob)
             whole = pickle.loads(whole_blob) if whole_blob else {}  # noqa: S301 - our own worker's bytes
             rebuild = self.rebuild
-            return [whole[uid] if v is None else rebuild(uid, flags, v) for uid, flags, v in rows]
+            messages = [whole[uid] if v is None else rebuild(uid, flags, v) for uid, flags, v in rows]
+            return messages, {uid: v for uid, _flags, v in rows if v is not None}
         except Exception as exc:  # noqa: BLE001 - a dead worker, a damaged answer: build in process
             self._give_up(exc)
             return None
@@ -169,7 +185,9 @@ class BuildPool:
         """From now on every batch is built in process (answers still on their way are dropped:
         which of them arrived whole cannot be told from a broken stream)."""
         if not self.broken:
-            log.warning("parallel build stopped, building in process: %s: %s", type(exc).__name__, exc)
+            # info, not warning: it costs speed only, and a warning would reach the terminal
+            # (logging's last resort) under the TUI
+            log.info("parallel build stopped, building in process: %s: %s", type(exc).__name__, exc)
         self.broken = True
 
     def close(self) -> None:
@@ -177,22 +195,25 @@ class BuildPool:
             w.close()
 
 
+Built = tuple[list[FetchRecord], list[Message], dict[int, tuple[Any, ...]] | None]
+
+
 def built_in_order(batches: Iterable[list[FetchRecord]], build: Callable[[list[FetchRecord]], list[Message]],
-                   pool: BuildPool | None) -> Iterator[tuple[list[FetchRecord], list[Message]]]:
-    """``(records, messages)`` for each batch, in the order the batches came: through ``pool``
-    when there is one (a few batches in flight per worker), else (or for any batch the pool
-    fails) by ``build`` in process."""
+                   pool: BuildPool | None) -> Iterator[Built]:
+    """``(records, messages, stored values or None)`` for each batch, in the order the batches
+    came: through ``pool`` when there is one (a few batches in flight per worker; the values are
+    the workers'), else (or for any batch the pool fails) by ``build`` in process (None)."""
     if pool is None:
         for records in batches:
-            yield records, build(records)
+            yield records, build(records), None
         return
     depth = 2 * len(pool.workers)
     pending: collections.deque[tuple[list[FetchRecord], _Worker | None]] = collections.deque()
 
-    def first() -> tuple[list[FetchRecord], list[Message]]:
+    def first() -> Built:
         records, w = pending.popleft()
-        messages = pool.collect(w) if w is not None else None
-        return records, (messages if messages is not None else build(records))
+        got = pool.collect(w) if w is not None else None
+        return (records, *got) if got is not None else (records, build(records), None)
 
     for records in batches:
         pending.append((records, pool.submit(records) if records else None))

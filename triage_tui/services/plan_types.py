@@ -158,6 +158,12 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     #: undo of a mark-unseen: the UIDs that had our keyword before it (they get it back)
     restore_keyword: list[int] = field(default_factory=list)
+    #: the open mailbox (its :class:`MailboxInfo`, by identity) whose SELECT the UIDs were just
+    #: searched under, in the state the action changes (mark-seen's one connection). When the
+    #: write runs on that same SELECT with CONDSTORE, its ``UNCHANGEDSINCE`` (that SELECT's
+    #: HIGHESTMODSEQ, older than the SEARCH) already leaves alone whatever changed since, so the
+    #: UIDs are not searched a second time. Never serialized.
+    searched_in: Any = field(default=None, repr=False, compare=False)
     #: a Graph mailbox: what executing will spend of its request budget (``batches``: $batch
     #: POSTs; ``requests``: what Graph counts, each request inside a batch apart), else None
     budget: dict[str, int] | None = None

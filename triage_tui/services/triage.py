@@ -339,7 +339,8 @@ class TriageService(Listing, UndoPlanning, Execution):
         if current and self._reader is not None and self._reader.mailbox is not None:
             self._check_uidvalidity(uidvalidity, self._reader.mailbox.uidvalidity)
             return self._costed(Plan(action=action, uidvalidity=uidvalidity, uids=requested,
-                                     requested=len(requested), limits=self.limits))
+                                     requested=len(requested), limits=self.limits,
+                                     searched_in=self._reader.mailbox))
         info = self.reader.examine()
         self._check_uidvalidity(uidvalidity, info.uidvalidity)
         needs = self._narrow(self.reader, requested, _NEEDS[action][0]) if requested else []
