@@ -493,3 +493,34 @@ def test_a_page_full_within_one_second_is_still_listed_whole(graph, tmp_path, mo
     svc.connect()
     assert len(svc.reader.search("ALL")) == 101
     assert len(svc.reader.search("UNSEEN SINCE 1-Mar-2026")) == 101
+
+
+def test_a_journal_that_fails_mid_mark_seen_stops_the_patches_with_an_exact_account(graph, backlog, tmp_path,  # type: ignore[no-untyped-def]
+                                                                                    monkeypatch) -> None:
+    from triage_tui.services.journal import JournalWriteFailed  # noqa: PLC0415
+    from triage_tui.services.plan_types import OperationStopped  # noqa: PLC0415
+
+    load(graph, backlog)
+    svc = service(graph, tmp_path)
+    uv, uids = svc.search(View.UNSEEN)
+    plan = svc.plan_flags("mark-seen", uv, uids)
+    real = AuditJournal.append
+    intents = []
+
+    def failing(self: AuditJournal, record: dict[str, Any], **kw: Any) -> Any:
+        if record.get("phase") == "intent":
+            intents.append(record)
+            if len(intents) == 2:
+                raise JournalWriteFailed("No space left on device")
+        return real(self, record, **kw)
+
+    monkeypatch.setattr(AuditJournal, "append", failing)
+    with pytest.raises(OperationStopped) as err:
+        svc.execute(plan)
+    first = {int(u) for u in intents[0]["graph_ids"]}
+    assert set(err.value.result.changed) == first  # exactly the announced group, nothing after it
+    assert "nothing else was sent" in str(err.value)
+    patched = {url.rsplit("/", 1)[-1] for method, url in graph.batch_log if method == "PATCH"}
+    from urllib.parse import unquote  # noqa: PLC0415
+
+    assert {unquote(p) for p in patched} == set(intents[0]["graph_ids"].values())
