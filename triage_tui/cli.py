@@ -58,6 +58,14 @@ class _Parser(argparse.ArgumentParser):
         message = _did_you_mean(message)
         raise UsageError(f"{mask_urls_in(message)} (see {self.prog} --help)")  # it may quote a typed URL
 
+    def _get_option_tuples(self, option_string: str) -> list[Any]:
+        """The main parser's abbreviation lookup sees every argument, also those after the
+        subcommand: ``demo --graph`` would be an ambiguous abbreviation of the global
+        ``--graph-*`` options before the demo's own ``--graph`` is looked at. An ambiguous
+        abbreviation is left to the subcommand instead (which knows it, or says it is unknown)."""
+        found: list[Any] = super()._get_option_tuples(option_string)  # type: ignore[misc]
+        return found if len(found) <= 1 or self._subparsers is None else []
+
     def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                    namespace: argparse.Namespace | None = None) -> argparse.Namespace:
         parsed, extras = self.parse_known_args(args, namespace)
@@ -188,6 +196,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow --security none to a host that is not loopback (config: require_tls = false)")
     g.add_argument("--timeout", dest="imap_timeout", type=float_arg(0.1, 3600), metavar="SECONDS",
                    help="network timeout in seconds (default 30) [TRIAGE_IMAP_TIMEOUT]")
+    gr = p.add_argument_group("Microsoft Graph inbox (--inbox graph; the client secret as the IMAP password: "
+                              "environment, file or command)")
+    gr.add_argument("--inbox", choices=("imap", "graph"),
+                    help="reach the mailbox over IMAP (default) or Microsoft Graph [TRIAGE_INBOX]")
+    gr.add_argument("--graph-tenant-id", metavar="ID", help="Azure AD tenant [TRIAGE_GRAPH_TENANT_ID]")
+    gr.add_argument("--graph-client-id", metavar="ID", help="app registration (client) id [TRIAGE_GRAPH_CLIENT_ID]")
+    gr.add_argument("--graph-mailbox", metavar="ADDRESS", help="the mailbox's address [TRIAGE_GRAPH_MAILBOX]")
+    gr.add_argument("--graph-folder", metavar="NAME",
+                    help="folder mail_room reads (default inbox) [TRIAGE_GRAPH_FOLDER]")
+    gr.add_argument("--graph-secret-env", metavar="NAME",
+                    help="environment variable holding the client secret (default TRIAGE_GRAPH_CLIENT_SECRET)")
+    gr.add_argument("--graph-secret-file", metavar="PATH",
+                    help="file holding the client secret (not readable by group or others) "
+                    "[TRIAGE_GRAPH_CLIENT_SECRET_FILE]")
+    gr.add_argument("--graph-secret-command", metavar="CMD",
+                    help="program printing the client secret on its first line, run without a shell "
+                    "[TRIAGE_GRAPH_CLIENT_SECRET_COMMAND]")
+    gr.add_argument("--graph-endpoint", metavar="URL",
+                    help="Graph endpoint (default https://graph.microsoft.com; national clouds differ) "
+                    "[TRIAGE_GRAPH_ENDPOINT]")
+    gr.add_argument("--azure-ad-endpoint", metavar="URL",
+                    help="Azure AD endpoint (default https://login.microsoftonline.com) [TRIAGE_AZURE_AD_ENDPOINT]")
     t = p.add_argument_group("GitLab semantics")
     t.add_argument("--address",
                    help="incoming address template, e.g. incoming+%%{key}@incoming.gitlab.example.com [TRIAGE_ADDRESS]")

@@ -63,14 +63,64 @@ class Context:
     def read_only(self, value: bool) -> None:
         self._read_only = bool(value)
 
+    @property
+    def inbox(self) -> str:
+        """``imap`` or ``graph`` (``--inbox``, ``TRIAGE_INBOX``, ``[triage] inbox``)."""
+        return str(self.settings["triage.inbox"] or "imap")
+
+    def graph_connection_settings(self) -> Any:
+        """:class:`~triage_tui.services.graphsession.GraphConnectionSettings` for ``--inbox graph``,
+        with the client secret (from a file, a command or the environment)."""
+        from triage_tui.config import obtain_graph_secret  # noqa: PLC0415
+        from triage_tui.services.graph import GraphSettings  # noqa: PLC0415
+        from triage_tui.services.graphsession import GraphConnectionSettings  # noqa: PLC0415
+
+        s = self.settings
+        missing = [flag for key, flag in (("graph.tenant_id", "--graph-tenant-id"),
+                                          ("graph.client_id", "--graph-client-id"),
+                                          ("graph.mailbox", "--graph-mailbox")) if not s[key]]
+        if missing:
+            raise UsageError(f"--inbox graph needs {', '.join(missing)} (or TRIAGE_GRAPH_* / the [graph] section "
+                             "of the config file)")
+        g = GraphSettings(tenant_id=s["graph.tenant_id"], client_id=s["graph.client_id"],
+                          client_secret=obtain_graph_secret(s), mailbox=s["graph.mailbox"],
+                          folder=s["graph.folder"] or "inbox", graph_endpoint=s["graph.graph_endpoint"],
+                          azure_ad_endpoint=s["graph.azure_ad_endpoint"], timeout=float(s["imap.timeout"]),
+                          allow_plaintext=not s["imap.require_tls"], ca_file=s["imap.ca_file"])
+        return GraphConnectionSettings(host=g.graph_endpoint, user=g.mailbox, mailbox=g.folder, graph=g,
+                                       timeout=g.timeout, state_dir=self.journal.path.parent)
+
+    def graph_id_map(self) -> Any:
+        """The :class:`~triage_tui.services.graphidmap.IdMap` of the configured Graph mailbox."""
+        from triage_tui.services.graphidmap import IdMap, map_path  # noqa: PLC0415
+
+        s = self.settings
+        if not (s["graph.tenant_id"] and s["graph.mailbox"]):
+            raise UsageError("--inbox graph needs --graph-tenant-id and --graph-mailbox")
+        return IdMap(map_path(self.journal.path.parent, s["graph.graph_endpoint"], s["graph.tenant_id"],
+                              s["graph.mailbox"], s["graph.folder"] or "inbox"))
+
+    def session_factory(self) -> Any:
+        """How the triage service opens a session on this inbox."""
+        if self.inbox == "graph":
+            from triage_tui.services.graphsession import GraphSession  # noqa: PLC0415
+
+            return GraphSession.open
+        from triage_tui.services.imap import ImapSession  # noqa: PLC0415
+
+        return ImapSession.open
+
     def base_connection_settings(self) -> ConnectionSettings:
         """Where and how to connect, without the credential (``check`` probes DNS, TCP and TLS
         before anything secret is fetched)."""
         s = self.settings
+        if self.inbox == "graph":
+            raise UsageError("this subcommand speaks IMAP only; it does not work with --inbox graph yet")
         if not s["imap.host"]:
             if s["mail_room.inbox_method"] == "microsoft_graph":
-                raise UsageError("this mailbox is read by mail_room through Microsoft Graph, not IMAP: give --host "
-                                 "outlook.office365.com --user ... and an OAuth2 token (--oauth2-token-command)")
+                raise UsageError("this mailbox is read by mail_room through Microsoft Graph, not IMAP: use --inbox "
+                                 "graph with --graph-tenant-id, --graph-client-id, --graph-mailbox and the client "
+                                 "secret (TRIAGE_GRAPH_CLIENT_SECRET)")
             raise UsageError("no IMAP host: give --host or set TRIAGE_IMAP_HOST (or --gitlab-config, a config "
                              "file profile, or try `triage-tui demo`)")
         if not s["imap.user"]:
@@ -93,6 +143,8 @@ class Context:
         return self._credentials
 
     def connection_settings(self) -> ConnectionSettings:
+        if self.inbox == "graph":
+            return self.graph_connection_settings()  # type: ignore[no-any-return]
         cs = self.base_connection_settings()
         cred = self.credentials(cs)
         cs.password = cred.password
@@ -104,6 +156,8 @@ class Context:
         (Whoever builds a TriageService or LockService outside :meth:`service` should
         ``service.guard.context.update(ctx.guard_notes())``.)"""
         s = self.settings
+        if self.inbox == "graph":
+            return {"inbox": "graph", "tenant": s["graph.tenant_id"]}
         if s["imap.insecure_skip_verify"]:
             return {"tls_verify": "SKIPPED (--insecure-skip-verify)",
                     "tls_verify_source": str(s.source("imap.insecure_skip_verify"))}
@@ -154,7 +208,7 @@ class Context:
             svc = TriageService(cs, read_only=self.read_only,
                                 journal=self.journal, limits=self.limits(), analysis=self.analysis(),
                                 on_reconnect=lambda msg, attempt: self.note(f"{msg} (attempt {attempt})"),
-                                cache=self.header_cache(cs))
+                                cache=self.header_cache(cs), session_factory=self.session_factory())
             svc.guard.context.update(self.guard_notes())
             if one_connection:
                 svc.use_one_connection()
@@ -167,8 +221,8 @@ class Context:
         disabled (``--no-cache``, ``TRIAGE_CACHE=false``, ``[cache] enabled = false``). Its one
         line about a broken cache goes to stderr (``on_problem`` elsewhere, e.g. the TUI)."""
         s = self.settings
-        if not s["cache.enabled"]:
-            return None
+        if not s["cache.enabled"] or self.inbox == "graph":
+            return None  # Graph: no CONDSTORE to refresh cached flags by; every listing fetches (for now)
         from triage_tui.services.cache import HeaderCache  # noqa: PLC0415
 
         return HeaderCache.for_mailbox(cs.host, cs.effective_port, cs.user, cs.mailbox, self.analysis(),
@@ -210,6 +264,12 @@ class Context:
             from triage_tui.services.locks import LockService  # noqa: PLC0415
 
             self._locks = LockService(self.redis_settings(), read_only=self.read_only, journal=self.journal)
+            if self.inbox == "graph":
+                # mail_room keys a Graph mailbox's locks by the Graph message id: the UIDs the
+                # services speak are mapped through the same id map the Graph sessions keep
+                idmap = self.graph_id_map()
+                self._locks.key_namer = idmap.gid
+                self._locks.uid_of_ident = idmap.uid
             guard = getattr(self._locks, "guard", None)
             if guard is not None:
                 guard.context.update(self.guard_notes())

@@ -47,7 +47,7 @@ def describe(plan: Any) -> str:
                      "outside your selection")
     if plan.skipped and not plan.undoes:
         lines.append(f"{plan.skipped} selected message(s) need no change (already done or gone)")
-    lines.append(f"UIDVALIDITY {plan.uidvalidity}; UIDs {_short(plan.ranges) or '-'}; {plan.commands} IMAP command(s)")
+    lines.append(f"UIDVALIDITY {plan.uidvalidity}; UIDs {_short(plan.ranges) or '-'}; {plan.cost_text}")
     return "\n".join(lines)
 
 

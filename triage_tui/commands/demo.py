@@ -41,6 +41,7 @@ DESCRIPTION = (
 #: dropped for the demo's settings resolution, so the demo can never reach a real mailbox.
 KEEP_ENV = ("TRIAGE_STATE_DIR", "TRIAGE_THEME", "TRIAGE_KEYMAP", "TRIAGE_VIEW")
 PASSWORD_ENV = "TRIAGE_DEMO_IMAP_PASSWORD"
+GRAPH_SECRET_ENV = "TRIAGE_DEMO_GRAPH_SECRET"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,6 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-running-consumer", dest="demo_consumer_running", action="store_true",
                    help="start the mail_room stand-in at once and keep it running (default: down, as in "
                    "the story, until started from the UI)")
+    p.add_argument("--graph", dest="demo_graph", action="store_true",
+                   help="serve the backlog through a Microsoft Graph-compatible test server instead of IMAP "
+                   "(the --inbox graph path; no mail_room stand-in)")
     p.add_argument("--print-env", dest="demo_print_env", action="store_true",
                    help="do not open the UI: print TRIAGE_* lines for using the CLI against the demo from "
                    "another shell, and serve until Ctrl-C")
@@ -87,9 +91,16 @@ def tui_arguments(servers: Any, *, read_only: bool, no_mouse: bool, debug: bool,
     from triage_tui.demo.backlog import ADDRESS_TEMPLATE
     from triage_tui.demo.server import DEMO_MAILBOX, DEMO_USER, HOST, KEY_PREFIX
 
-    argv = ["--config", str(config_file), "--host", HOST, "--port", str(servers.imap.port), "--security", "none",
-            "--user", DEMO_USER, "--password-env", PASSWORD_ENV, "--mailbox", DEMO_MAILBOX,
-            "--address", ADDRESS_TEMPLATE, "--redis-url", servers.redis_url, "--key-prefix", KEY_PREFIX]
+    if getattr(servers, "graph", None) is not None:
+        env = servers.env()
+        argv = ["--config", str(config_file), "--inbox", "graph", "--graph-endpoint", env["TRIAGE_GRAPH_ENDPOINT"],
+                "--azure-ad-endpoint", env["TRIAGE_AZURE_AD_ENDPOINT"], "--graph-tenant-id",
+                env["TRIAGE_GRAPH_TENANT_ID"], "--graph-client-id", env["TRIAGE_GRAPH_CLIENT_ID"],
+                "--graph-mailbox", env["TRIAGE_GRAPH_MAILBOX"], "--graph-secret-env", GRAPH_SECRET_ENV]
+    else:
+        argv = ["--config", str(config_file), "--host", HOST, "--port", str(servers.imap.port), "--security",
+                "none", "--user", DEMO_USER, "--password-env", PASSWORD_ENV, "--mailbox", DEMO_MAILBOX]
+    argv += ["--address", ADDRESS_TEMPLATE, "--redis-url", servers.redis_url, "--key-prefix", KEY_PREFIX]
     if read_only:
         argv.append("--read-only")
     if no_mouse:
@@ -109,6 +120,15 @@ def _start(args: argparse.Namespace, ctx: Any) -> Any:
         raise UsageError(f"--size must be between {MIN_SIZE} and {MAX_SIZE} (got {size})")
     check_dependencies()
     ctx.note(f"triage-tui demo: building a {size:,}-message incident and starting the embedded servers…")
+    if getattr(args, "demo_graph", False):
+        from triage_tui.demo.graphdemo import start_graph_demo
+
+        demo = start_graph_demo(size, seed=args.demo_seed)
+        atexit.register(demo.stop)
+        if args.demo_consumer_running:
+            ctx.note("triage-tui demo: there is no mail_room stand-in for the Graph demo yet (--keep-running-consumer "
+                     "ignored)")
+        return demo
     servers = start_demo(size, seed=args.demo_seed)
     atexit.register(servers.stop)  # also on paths that skip our finally (an exception in Textual's exit)
     if args.demo_consumer_running:
@@ -134,7 +154,10 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         config_file = servers.tmpdir / "config.toml"
         config_file.write_text("# the demo's settings come from flags only\n", encoding="utf-8")
         _scrub_environment()
-        os.environ[PASSWORD_ENV] = servers.env()["TRIAGE_IMAP_PASSWORD"]
+        if getattr(servers, "graph", None) is not None:
+            os.environ[GRAPH_SECRET_ENV] = servers.env()["TRIAGE_GRAPH_CLIENT_SECRET"]
+        else:
+            os.environ[PASSWORD_ENV] = servers.env()["TRIAGE_IMAP_PASSWORD"]
         os.environ["TRIAGE_DEMO"] = "1"
         os.environ["TRIAGE_CACHE"] = "false"  # a throwaway server on a random port: nothing worth caching
         tui_args = tui_arguments(servers, read_only=read_only, no_mouse=no_mouse, debug=debug,
@@ -203,21 +226,28 @@ def _print_env(args: argparse.Namespace, ctx: Any) -> int:
         b = servers.backlog
         views = b.view_counts()
         out = ctx.out
+        where = env["TRIAGE_GRAPH_ENDPOINT"] + " (Microsoft Graph test server)" if "TRIAGE_GRAPH_ENDPOINT" in env \
+            else f"{env['TRIAGE_IMAP_HOST']}:{env['TRIAGE_IMAP_PORT']}"
         out.write(f"# triage-tui demo: {len(b):,} messages ({views['unseen']:,} unseen, {views['seen-stuck']} seen "
-                  f"but not deleted, {views['deleted']} deleted) on {env['TRIAGE_IMAP_HOST']}:"
-                  f"{env['TRIAGE_IMAP_PORT']}, Redis {env['TRIAGE_REDIS_URL']} ({len(b.locks)} keys held); "
-                  f"started in {servers.started_in:.1f} s\n")
+                  f"but not deleted, {views['deleted']} deleted) on {where}, Redis {env['TRIAGE_REDIS_URL']} "
+                  f"({len(b.locks)} keys held); started in {servers.started_in:.1f} s\n")
         out.write(f"# in another shell: . {shlex.quote(str(env_file))}   (or paste these lines)\n")
         out.write("\n".join(lines) + "\n")
-        state = "running" if servers.consumer.running else "down"
-        out.write(f"# mail_room (the demo consumer) is {state}: `kill -USR1 {os.getpid()}` starts or stops it. "
-                  "Ctrl-C stops the demo.\n")
+        if servers.consumer is None:
+            out.write("# no mail_room stand-in for the Graph demo. Ctrl-C stops the demo.\n")
+        else:
+            state = "running" if servers.consumer.running else "down"
+            out.write(f"# mail_room (the demo consumer) is {state}: `kill -USR1 {os.getpid()}` starts or stops it. "
+                      "Ctrl-C stops the demo.\n")
         out.flush()
         while not stop.is_set():
             try:
                 stop.wait(0.5)
             except KeyboardInterrupt:
                 break
+            if toggle.is_set() and servers.consumer is None:
+                toggle.clear()
+                ctx.note("triage-tui demo: no mail_room stand-in for the Graph demo")
             if toggle.is_set():
                 toggle.clear()
                 if servers.consumer.running:

@@ -45,8 +45,10 @@ def build_service(ctx: Any) -> Any:
     make_cache = getattr(ctx, "header_cache", None)
     # a broken cache must not write on the TUI's screen: it is only given up (svc.cache.problem)
     cache = make_cache(cs, on_problem=lambda _text: None) if callable(make_cache) else None
+    factory = getattr(ctx, "session_factory", None)
+    extra = {"session_factory": factory()} if callable(factory) else {}
     svc = TriageService(cs, read_only=ctx.read_only, journal=ctx.journal,
-                        limits=ctx.limits(), analysis=ctx.analysis(), cache=cache)
+                        limits=ctx.limits(), analysis=ctx.analysis(), cache=cache, **extra)
     notes = getattr(ctx, "guard_notes", None)
     if callable(notes):
         svc.guard.context.update(notes())

@@ -236,6 +236,26 @@ def obtain_credentials(settings: Settings, *, stdin: TextIO, user: str, server: 
                      "(or password_command in the config file), or an OAuth2 token with --oauth2-token-command")
 
 
+def obtain_graph_secret(settings: Settings) -> Secret:
+    """The Graph app's client secret, from the first configured of: a file, a command, the
+    environment variable (``TRIAGE_GRAPH_CLIENT_SECRET`` unless renamed). Never prompted for."""
+    s, env = settings, settings.environ
+    if s["graph.client_secret_file"]:
+        return read_password_file(s["graph.client_secret_file"], what="Graph client secret file")
+    if s["graph.client_secret_command"]:
+        return run_secret_command(s["graph.client_secret_command"], what="graph client_secret_command",
+                                  source=s.source("graph.client_secret_command"),
+                                  timeout=float(s["imap.secret_command_timeout"]))
+    name = s["graph.client_secret_env"]
+    if _nonempty(env, name) is None and s["graph.client_secret"]:
+        imported = s["graph.client_secret"]
+        _check_secret(imported.reveal(), f"the client secret ({s.source('graph.client_secret')})")
+        return imported  # type: ignore[no-any-return]
+    if _nonempty(env, name) is None:
+        raise UsageError(f"no Graph client secret: set {name}, or give --graph-secret-file or --graph-secret-command")
+    return _secret_from_env(env, name, "no Graph client secret", s.source("graph.client_secret_env"))
+
+
 def _isatty(stream: Any) -> bool:
     try:
         return bool(stream.isatty())

@@ -155,9 +155,32 @@ def _gitlab_mailbox(which: str, sec: dict[str, Any], where: str, path: Path) -> 
     mb.values["mail_room.delete_after_delivery"] = (bool(val("delete_after_delivery")), src("delete_after_delivery"))
     mb.values["mail_room.expunge_deleted"] = (bool(val("expunge_deleted")), src("expunge_deleted"))
     mb.values["mail_room.inbox_method"] = (str(val("inbox_method")), src("inbox_method"))
+    if str(val("inbox_method")) == "microsoft_graph":
+        opts = sec.get("inbox_options")
+        olines = opts.lines if isinstance(opts, LineDict) else {}
+
+        def osrc(key: str) -> Source:
+            return Source.of("gitlab", f"gitlab.yml {path}:{olines.get(key, 1)} {where}.inbox_options.{key}")
+
+        _graph_values(mb, _sym(opts) if isinstance(opts, dict) else {}, osrc, src("inbox_method"))
+        if sec.get("user"):
+            mb.values["graph.mailbox"] = (str(sec["user"]), src("user"))
+        mb.values["graph.folder"] = (str(val("mailbox")), src("mailbox"))
     if which == "service_desk":
         mb.values["gitlab.mailbox_kind"] = ("service_desk", src("address"))
     return mb
+
+
+def _graph_values(mb: ImportedMailbox, opts: dict[str, Any], src: Any, method_src: Source) -> None:
+    """``inbox_method: microsoft_graph``: the Graph inbox and its ``inbox_options`` (tenant, client
+    id and secret, national-cloud endpoints)."""
+    mb.values["triage.inbox"] = ("graph", method_src)
+    for key, name in (("tenant_id", "graph.tenant_id"), ("client_id", "graph.client_id"),
+                      ("graph_endpoint", "graph.graph_endpoint"), ("azure_ad_endpoint", "graph.azure_ad_endpoint")):
+        if opts.get(key):
+            mb.values[name] = (str(opts[key]), src(key))
+    if opts.get("client_secret"):
+        mb.values["graph.client_secret"] = (Secret(str(opts["client_secret"])), src("client_secret"))
 
 
 def _int(v: Any, source: Source) -> int:
@@ -225,6 +248,18 @@ def load_mail_room_yml(path: Path) -> dict[str, ImportedMailbox]:
                 mb.values[f"mail_room.{key}"] = (bool(box[key]), src(key))
         if box.get("inbox_method"):
             mb.values["mail_room.inbox_method"] = (str(box["inbox_method"]), src("inbox_method"))
+        if str(box.get("inbox_method") or "") == "microsoft_graph":
+            opts = _sym(box.get("inbox_options"))
+            olines = opts.lines if isinstance(opts, LineDict) else {}
+
+            def osrc(key: str, olines: dict[Any, int] = olines) -> Source:
+                return Source.of("mail_room", f"mail_room {path}:{olines.get(key, 1)} :inbox_options: :{key}:")
+
+            _graph_values(mb, opts, osrc, src("inbox_method"))
+            if box.get("email"):
+                mb.values["graph.mailbox"] = (str(box["email"]), src("email"))
+            if box.get("name"):
+                mb.values["graph.folder"] = (str(box["name"]), src("name"))
         if name == "service_desk":
             mb.values["gitlab.mailbox_kind"] = ("service_desk", src("name"))
         if str(box.get("delivery_method") or "") == "sidekiq":  # where the jobs go: the watch reads them

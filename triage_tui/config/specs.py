@@ -101,6 +101,26 @@ SPECS: tuple[Spec, ...] = (
          invert=True),
     Spec("imap.timeout", "float", 30.0, "TRIAGE_IMAP_TIMEOUT", "--timeout", "imap_timeout", minimum=0.1,
          maximum=3600),
+    # the inbox: IMAP (above) or Microsoft Graph (below)
+    Spec("triage.inbox", "choice", "imap", "TRIAGE_INBOX", "--inbox", "inbox", choices=("imap", "graph"),
+         help="how the mailbox is reached: imap, or graph (Microsoft Graph, as mail_room's microsoft_graph "
+         "inbox_method)"),
+    Spec("graph.tenant_id", "str", None, "TRIAGE_GRAPH_TENANT_ID", "--graph-tenant-id", "graph_tenant_id"),
+    Spec("graph.client_id", "str", None, "TRIAGE_GRAPH_CLIENT_ID", "--graph-client-id", "graph_client_id"),
+    Spec("graph.client_secret", "secret", None, in_file=False, help="only from an imported gitlab.yml / mail_room file"),
+    Spec("graph.client_secret_env", "str", "TRIAGE_GRAPH_CLIENT_SECRET", None, "--graph-secret-env",
+         "graph_secret_env"),
+    Spec("graph.client_secret_file", "path", None, "TRIAGE_GRAPH_CLIENT_SECRET_FILE", "--graph-secret-file",
+         "graph_secret_file"),
+    Spec("graph.client_secret_command", "str", None, "TRIAGE_GRAPH_CLIENT_SECRET_COMMAND", "--graph-secret-command",
+         "graph_secret_command"),
+    Spec("graph.graph_endpoint", "str", "https://graph.microsoft.com", "TRIAGE_GRAPH_ENDPOINT", "--graph-endpoint",
+         "graph_endpoint"),
+    Spec("graph.azure_ad_endpoint", "str", "https://login.microsoftonline.com", "TRIAGE_AZURE_AD_ENDPOINT",
+         "--azure-ad-endpoint", "azure_ad_endpoint"),
+    Spec("graph.mailbox", "str", None, "TRIAGE_GRAPH_MAILBOX", "--graph-mailbox", "graph_mailbox",
+         help="the mailbox's address (mail_room's inbox_options.user_id / email)"),
+    Spec("graph.folder", "str", "inbox", "TRIAGE_GRAPH_FOLDER", "--graph-folder", "graph_folder"),
     # GitLab semantics and import
     Spec("gitlab.address", "str", None, "TRIAGE_ADDRESS", "--address", "address"),
     Spec("gitlab.host", "str", None, "TRIAGE_GITLAB_HOST", "--gitlab-host", "gitlab_host_global",
@@ -162,9 +182,9 @@ for _s in SPECS:
 TABLES = {s.name: s for s in SPECS if s.section is None}  # whole-table settings: projects, keymap
 #: Keys that name a program run as the operator: a config file that defines one must not be
 #: writable by anyone else.
-COMMAND_KEYS = ("password_command", "oauth2_token_command")
+COMMAND_KEYS = ("password_command", "oauth2_token_command", "client_secret_command")
 #: Settings that are never echoed back, even in an error message.
-SENSITIVE = {"imap.password", "redis.sentinel_password", "redis.url"}
+SENSITIVE = {"imap.password", "redis.sentinel_password", "redis.url", "graph.client_secret"}
 #: Write-back attributes that must not be set on the namespace (a subcommand parses its own).
 _NO_WRITE_BACK = {"keymap", "theme"}
 

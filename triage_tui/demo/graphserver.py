@@ -24,11 +24,14 @@ Covered (shapes from Microsoft's published docs: learn.microsoft.com/graph/json-
   that changes what it lists while paging misses messages, as it would against Exchange.
 - ``GET .../messages/<id>`` (also ``/users/<email>/messages/<id>``), ``GET .../messages/<id>/$value``
   (raw MIME, ``text/plain``; does not change ``isRead``), ``PATCH .../messages/<id>`` with
-  ``{"isRead": bool}`` (other properties: 400), ``DELETE .../messages/<id>`` (204; moves to
+  ``{"isRead": bool}`` and/or ``{"categories": [...]}`` (the whole list is replaced, as in Graph;
+  other properties: 400), honouring ``If-Match: <@odata.etag>`` (412 ``ErrorIrresolvableConflict``
+  when the message changed since that etag; every change of ``isRead``, ``categories`` or folder
+  gives a new etag), ``DELETE .../messages/<id>`` (204; moves to
   ``deleteditems`` and gives the message a new regular id; deleting from ``deleteditems`` removes
   it for good). Message properties: ``id``, ``internetMessageId``, ``subject`` (RFC 2047
   decoded), ``receivedDateTime``, ``isRead``, ``from``, ``toRecipients``, ``parentFolderId``,
-  ``internetMessageHeaders`` (only when ``$select``-ed, as in Graph; raw header lines unfolded,
+  ``categories``, ``internetMessageHeaders`` (only when ``$select``-ed, as in Graph; raw header lines unfolded,
   not decoded; bytes that are not UTF-8 become U+FFFD), ``@odata.etag``.
 - Ids: every message has a regular id (changes when it moves to another folder) and an immutable
   id (never changes). Both are accepted in URLs; answers carry the immutable one when the
@@ -96,7 +99,7 @@ DEFAULT_TOP = 10
 WELL_KNOWN = ("inbox", "deleteditems")
 #: Properties a message answer may carry; ``internetMessageHeaders`` only when selected.
 PROPERTIES = ("id", "internetMessageId", "subject", "receivedDateTime", "isRead", "from",
-              "toRecipients", "parentFolderId", "internetMessageHeaders")
+              "toRecipients", "parentFolderId", "categories", "internetMessageHeaders")
 _DEFAULT_PROPERTIES = tuple(p for p in PROPERTIES if p != "internetMessageHeaders")
 _MAX_BODY = 64 * 1024 * 1024
 _ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,7})?(?:Z|[+-]\d\d:\d\d)")
@@ -126,7 +129,12 @@ class StoredMessage:
     internet_message_id: str = ""
     sender: dict[str, Any] | None = None
     to: list[dict[str, Any]] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
     change: int = 1
+
+    @property
+    def etag(self) -> str:
+        return f'W/"CQAAAB{self.change:08d}"'
 
 
 @dataclass
@@ -289,7 +297,8 @@ class GraphServer:
             return mb
 
     def add_message(self, email: str, raw: bytes, *, is_read: bool = False,
-                    received: datetime | None = None, folder: str = "inbox") -> str:
+                    received: datetime | None = None, folder: str = "inbox",
+                    categories: list[str] | tuple[str, ...] = ()) -> str:
         """Store ``raw`` in ``email``'s ``folder``; returns the message's (regular) id."""
         folder = folder.lower()
         if folder not in WELL_KNOWN:
@@ -307,7 +316,8 @@ class GraphServer:
         msg = StoredMessage(raw=raw, folder=folder, is_read=is_read,
                             received=(received or datetime.now(UTC)).astimezone(UTC),
                             immutable_id=_new_id(), regular_id=_new_id(), headers=headers, subject=subject,
-                            internet_message_id=_first(headers, "Message-ID") or "", sender=sender, to=to)
+                            internet_message_id=_first(headers, "Message-ID") or "", sender=sender, to=to,
+                            categories=list(categories))
         with self._lock:
             mb = self.mailbox(email)
             mb.messages[msg.immutable_id] = msg
@@ -479,10 +489,10 @@ class GraphServer:
         if mb is None:
             raise GraphHTTPError(404, "ErrorInvalidUser", f"The requested user '{email}' is invalid.")
         return self._in_mailbox(mb, method, rest[2:], dict(parse_qsl(split.query, keep_blank_values=True)),
-                                body, immutable)
+                                body, immutable, lower.get("if-match"))
 
     def _in_mailbox(self, mb: _Mailbox, method: str, rest: list[str], query: dict[str, str],
-                    body: bytes | None, immutable: bool) -> Answer:
+                    body: bytes | None, immutable: bool, if_match: str | None = None) -> Answer:
         with self._lock:
             mb.in_flight += 1
             mb.peak_in_flight = max(mb.peak_in_flight, mb.in_flight)
@@ -493,13 +503,13 @@ class GraphServer:
                                      "Application is over its MailboxConcurrency limit.", {"Retry-After": "1"})
             if self.latency:
                 time.sleep(self.latency)
-            return self._route(mb, method, rest, query, body, immutable)
+            return self._route(mb, method, rest, query, body, immutable, if_match)
         finally:
             with self._lock:
                 mb.in_flight -= 1
 
     def _route(self, mb: _Mailbox, method: str, rest: list[str], query: dict[str, str],
-               body: bytes | None, immutable: bool) -> Answer:
+               body: bytes | None, immutable: bool, if_match: str | None = None) -> Answer:
         folder: str | None = None
         if rest[:1] == ["mailFolders"] and len(rest) >= 2:
             folder = rest[1].lower()
@@ -535,14 +545,27 @@ class GraphServer:
                 if not isinstance(changes, dict):
                     raise GraphHTTPError(400, "BadRequest", "Empty Payload, JSON content expected.")
                 for k, v in changes.items():
-                    if k != "isRead":
-                        raise GraphHTTPError(400, "BadRequest", f"This test server cannot change '{k}'.")
-                    if not isinstance(v, bool):
+                    if k == "isRead" and not isinstance(v, bool):
                         raise GraphHTTPError(400, "BadRequest",
                                              "Cannot convert the literal to the expected type 'Edm.Boolean'.")
-                    if msg.is_read != v:
-                        msg.is_read = v
-                        msg.change += 1
+                    if k == "categories" and (not isinstance(v, list) or not all(isinstance(c, str) for c in v)):
+                        raise GraphHTTPError(400, "BadRequest", "Invalid value for property 'categories'.")
+                    if k not in ("isRead", "categories"):
+                        raise GraphHTTPError(400, "BadRequest", f"This test server cannot change '{k}'.")
+                match = if_match
+                if match is not None and match.strip() != "*" and match.strip() != msg.etag:
+                    raise GraphHTTPError(412, "ErrorIrresolvableConflict",
+                                         "The change key passed in the request does not match the current "
+                                         "change key for the item.")
+                changed = False
+                if "isRead" in changes and msg.is_read != changes["isRead"]:
+                    msg.is_read = changes["isRead"]
+                    changed = True
+                if "categories" in changes and msg.categories != changes["categories"]:
+                    msg.categories = list(changes["categories"])  # PATCH replaces the whole list
+                    changed = True
+                if changed:
+                    msg.change += 1
                 return Answer(200, _json_headers(), self._json(mb, msg, _DEFAULT_PROPERTIES, immutable))
             if method == "DELETE":
                 if msg.folder == "deleteditems":
@@ -575,9 +598,10 @@ class GraphServer:
             "from": msg.sender,
             "toRecipients": msg.to,
             "parentFolderId": f"folder-{msg.folder}",
+            "categories": list(msg.categories),
             "internetMessageHeaders": msg.headers,
         }
-        out: dict[str, Any] = {"@odata.etag": f'W/"CQAAAB{msg.change:08d}"', "id": values["id"]}
+        out: dict[str, Any] = {"@odata.etag": msg.etag, "id": values["id"]}
         for p in select:
             out[p] = values[p]
         return out

@@ -219,10 +219,12 @@ class Execution:
                     """Write-ahead: the intent record of the next window of commands, before
                     the first of them is sent; False (nothing more is sent) if it can not be."""
                     batch = [u for members in batches for u in (members or [])]
+                    # a Graph mailbox also names the messages by their Graph ids
+                    ids = getattr(writer[0], "journal_fields", None)
                     try:
                         self.guard.journal.append({"phase": "intent", "op": op.id, "action": action,
                                                    **self.guard.context, "uids": uidset.compress(batch),
-                                                   "count": len(batch)})
+                                                   "count": len(batch), **(ids(batch) if ids is not None else {})})
                     except JournalWriteFailed as e:
                         journal_error.append(e)
                         stop.set()

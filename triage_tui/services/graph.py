@@ -263,6 +263,8 @@ class GraphClient:
     def close(self) -> None:
         self._pool.close()
 
+    shutdown = close  # the triage service's abort() calls ``reader.client.shutdown()``
+
     # --- text that reaches a person ----------------------------------------------------------------
 
     def _scrub(self, text: str) -> str:
@@ -524,11 +526,14 @@ class GraphClient:
 
     # --- $batch ----------------------------------------------------------------------------------------
 
-    def batch(self, requests: Sequence[BatchRequest]) -> list[BatchResult]:
+    def batch(self, requests: Sequence[BatchRequest], *, resend_safe: bool | None = None) -> list[BatchResult]:
         """Every request through ``$batch`` (20 a batch, ``max_in_flight`` batches at a time),
         the throttled ones retried; one result per request, in order. A connection or
         authentication failure is raised after the other batches finished, with what is known in
-        ``err.partial`` (a list with ``None`` for requests whose outcome is unknown)."""
+        ``err.partial`` (a list with ``None`` for requests whose outcome is unknown).
+        ``resend_safe=False``: a batch whose answer was lost is not sent again even if its requests
+        are idempotent (an ``If-Match`` PATCH sent twice fails the second time on its own change:
+        the caller finds out what happened instead)."""
         results: list[BatchResult | None] = [None] * len(requests)
         chunks = [list(range(i, min(i + MAX_BATCH, len(requests)))) for i in range(0, len(requests), MAX_BATCH)]
         if not chunks:
@@ -536,7 +541,7 @@ class GraphClient:
         errors: list[TriageError] = []
         workers = max(1, min(self.settings.max_in_flight, len(chunks)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="graph-batch") as pool:
-            futures = [pool.submit(self._run_chunk, requests, chunk, results) for chunk in chunks]
+            futures = [pool.submit(self._run_chunk, requests, chunk, results, resend_safe) for chunk in chunks]
             for f in futures:
                 try:
                     f.result()
@@ -549,12 +554,13 @@ class GraphClient:
         return [r for r in results if r is not None]
 
     def _run_chunk(self, requests: Sequence[BatchRequest], chunk: list[int],
-                   results: list[BatchResult | None]) -> None:
+                   results: list[BatchResult | None], resend_safe: bool | None = None) -> None:
         todo = chunk
         attempt = 0
         while todo:
             payload = {"requests": [_batch_item(str(i), requests[i]) for i in todo]}
-            safe = all(requests[i].method.upper() in _IDEMPOTENT for i in todo)
+            safe = all(requests[i].method.upper() in _IDEMPOTENT for i in todo) if resend_safe is None \
+                else resend_safe
             with self._stats_lock:
                 self.stats.batches += 1
                 for i in todo:

@@ -164,6 +164,17 @@ class Plan:
     #: HIGHESTMODSEQ, older than the SEARCH) already leaves alone whatever changed since, so the
     #: UIDs are not searched a second time. Never serialized.
     searched_in: Any = field(default=None, repr=False, compare=False)
+    #: a Graph mailbox: what executing will spend of its request budget (``batches``: $batch
+    #: POSTs; ``requests``: what Graph counts, each request inside a batch apart), else None
+    budget: dict[str, int] | None = None
+
+    @property
+    def cost_text(self) -> str:
+        """How many requests executing sends, said for the inbox it goes to."""
+        if self.budget is None:
+            return f"{self.commands} IMAP command(s)"
+        return (f"{self.budget['batches']} Graph $batch request(s), about {self.budget['requests']:,} of the "
+                "mailbox's ~10,000 requests per 10 minutes (shared with mail_room)")
 
     @property
     def warning(self) -> str | None:
@@ -180,6 +191,8 @@ class Plan:
 
     @property
     def commands(self) -> int:
+        if self.budget is not None:
+            return self.budget["batches"]
         if self.all_deleted:
             return 1
         return sum(1 for _ in uidset.split(self.uids, max_bytes=self.limits.max_bytes, max_count=self.limits.max_count))
@@ -190,7 +203,8 @@ class Plan:
                 "commands": self.commands, "others_deleted": self.others_deleted,
                 "all_deleted": self.all_deleted, "undoes": self.undoes, "warning": self.warning,
                 **({"left_alone": left_alone_json(self.left_alone)} if self.undoes else {}),
-                **({"notes": list(self.notes)} if self.notes else {})}
+                **({"notes": list(self.notes)} if self.notes else {}),
+                **({"graph_budget": dict(self.budget)} if self.budget is not None else {})}
 
 
 def left_alone_json(left: Iterable[tuple[str, builtins.list[int]]]) -> builtins.list[dict[str, Any]]:

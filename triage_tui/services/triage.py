@@ -30,6 +30,7 @@ from triage_tui.errors import (
     ConnectionFailed,
     ConnectionLost,
     OperationFailed,
+    Refused,
     UidValidityChanged,
 )
 from triage_tui.services.cache import HeaderCache
@@ -337,19 +338,30 @@ class TriageService(Listing, UndoPlanning, Execution):
             raise ValueError(action)
         if current and self._reader is not None and self._reader.mailbox is not None:
             self._check_uidvalidity(uidvalidity, self._reader.mailbox.uidvalidity)
-            return Plan(action=action, uidvalidity=uidvalidity, uids=requested, requested=len(requested),
-                        limits=self.limits, searched_in=self._reader.mailbox)
+            return self._costed(Plan(action=action, uidvalidity=uidvalidity, uids=requested,
+                                     requested=len(requested), limits=self.limits,
+                                     searched_in=self._reader.mailbox))
         info = self.reader.examine()
         self._check_uidvalidity(uidvalidity, info.uidvalidity)
         needs = self._narrow(self.reader, requested, _NEEDS[action][0]) if requested else []
-        return Plan(action=action, uidvalidity=uidvalidity, uids=needs, requested=len(requested),
-                    skipped=len(requested) - len(needs), limits=self.limits)
+        return self._costed(Plan(action=action, uidvalidity=uidvalidity, uids=needs, requested=len(requested),
+                                 skipped=len(requested) - len(needs), limits=self.limits))
+
+    def _costed(self, plan: Plan) -> Plan:
+        """The plan with what it will spend of a Graph mailbox's request budget (IMAP: as is)."""
+        budget = getattr(self._reader, "budget", None)
+        if callable(budget):
+            plan.budget = budget(plan.count)
+        return plan
 
     def plan_expunge(self, uidvalidity: int, uids: Iterable[int] | None, *, all_deleted: bool = False) -> Plan:
         wanted = None if uids is None else sorted(set(uids))
         return self._retrying("plan", lambda: self._plan_expunge(uidvalidity, wanted, all_deleted))
 
     def _plan_expunge(self, uidvalidity: int, uids: builtins.list[int] | None, all_deleted: bool) -> Plan:
+        refusal = getattr(self.reader, "expunge_refusal", None)  # a Graph mailbox has no EXPUNGE
+        if refusal:
+            raise Refused(refusal)
         info = self.reader.examine()
         self._check_uidvalidity(uidvalidity, info.uidvalidity)
         deleted = self.reader.search("DELETED")

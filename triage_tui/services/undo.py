@@ -250,4 +250,7 @@ class UndoPlanning:
                     skipped=len(v.changed) - len(uids), undoes=v.op, limits=self.limits, groups=groups,
                     left_alone=left, notes=notes,
                     restore_keyword=v.had_keyword if reverse == "mark-seen" else [])
+        budget = getattr(r, "budget", None)  # a Graph mailbox: what the undo spends of its budget
+        if callable(budget):
+            plan.budget = budget(plan.count)
         return plan, v.shown()

@@ -180,6 +180,10 @@ class MailboxWatcher:
                 pending.clear()
 
     def _status(self, session: ImapSession) -> tuple[int, ...]:
+        poll = getattr(session, "poll_status", None)
+        if callable(poll):  # a Graph mailbox: its folder's counts (Graph has no IDLE; mail_room polls too)
+            with session.lock:
+                return tuple(poll())
         client = session.client
         assert client is not None
         items = [b"MESSAGES", b"UIDNEXT", b"UNSEEN", b"UIDVALIDITY"]

@@ -289,8 +289,26 @@ class LockReader:
     def prefix(self) -> str:
         return self.settings.prefix
 
+    #: For a Graph mailbox: the Graph id a UID stands for (mail_room's key is
+    #: ``<prefix>delivered:<graph message id>``), and back. None: IMAP, the key names the UID.
+    key_namer: Callable[[int], str | None] | None = None
+    uid_of_ident: Callable[[str], int | None] | None = None
+
     def key_for(self, uid: int) -> str:
+        if self.key_namer is not None:
+            ident = self.key_namer(int(uid))
+            # a UID the map does not know names no message: a key no mail_room can have written
+            return f"{self.prefix}{DELIVERED}{ident}" if ident else f"{self.prefix}{DELIVERED}?unknown-uid-{int(uid)}"
         return f"{self.prefix}{DELIVERED}{int(uid)}"
+
+    def uid_of_key(self, k: KeyState) -> int | None:
+        """The UID a ``delivered:`` key names (through the Graph id map for a Graph mailbox)."""
+        if self.uid_of_ident is None:
+            return k.uid(self.prefix)
+        rest = k.key[len(self.prefix):] if k.key.startswith(self.prefix) else ""
+        if not rest.startswith(DELIVERED) or len(rest) == len(DELIVERED):
+            return None
+        return self.uid_of_ident(rest[len(DELIVERED):])
 
     # -- connection -----------------------------------------------------------------------------
 
@@ -465,8 +483,7 @@ class LockReader:
     def annotate(self, messages: Sequence[Message]) -> int:
         """Fill ``lock``/``lock_ttl`` of each message (None when no key; ``lock_ttl`` -1 = no expiry,
         ``lock`` "?" = not a string key); returns how many are locked."""
-        prefix = f"{self.prefix}{DELIVERED}"
-        keys = [f"{prefix}{m.uid}" for m in messages]
+        keys = [self.key_for(m.uid) for m in messages]
         locked = 0
         i = 0
         for _now, _chunk, pttls, values in self._read_raw(keys):

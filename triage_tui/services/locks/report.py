@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -149,13 +149,15 @@ class LockReport:
         }
 
 
-def join(keys: Sequence[KeyState], snap: MailboxSnapshot, prefix: str) -> list[LockEntry]:
-    """Classify every key under the prefix against the mailbox (pure)."""
+def join(keys: Sequence[KeyState], snap: MailboxSnapshot, prefix: str,
+         uid_of: Callable[[KeyState], int | None] | None = None) -> list[LockEntry]:
+    """Classify every key under the prefix against the mailbox (pure). ``uid_of``: how a key
+    names its UID (default: the number after ``delivered:``; a Graph mailbox maps its id)."""
     out: list[LockEntry] = []
     for k in keys:
         if not k.present or k.pttl_ms is None:
             continue
-        uid = k.uid(prefix)
+        uid = uid_of(k) if uid_of is not None else k.uid(prefix)
         if uid is None:
             state = "other"
         elif uid in snap.unseen:

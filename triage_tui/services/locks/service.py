@@ -127,7 +127,7 @@ class LockService(LockReader):
         """``triage-tui locks``: every key under the prefix joined with the mailbox, plus warnings."""
         keys = self.scan()
         snap = MailboxSnapshot.read(mailbox)
-        entries = join(keys, snap, self.prefix)
+        entries = join(keys, snap, self.prefix, self.uid_of_key)
         warnings = self.warnings(snap, entries)
         return LockReport(prefix=self.prefix, redis=self.settings.display, mailbox=snap.identity,
                           uidvalidity=snap.uidvalidity, uidnext=snap.uidnext, entries=entries,

@@ -157,7 +157,7 @@ class ActionsController:
             lines.append(f"Selection: {info['note']}.")
         if plan.skipped and kind != "undo":
             lines.append(f"{plan.skipped:,} of the {plan.requested:,} selected need no change (already done or gone).")
-        lines.append(f"UIDVALIDITY {plan.uidvalidity} · {plan.commands} IMAP command(s) · audit-journaled")
+        lines.append(f"UIDVALIDITY {plan.uidvalidity} · {plan.cost_text} · audit-journaled")
         shown = 5 if h.size.height >= 30 else 3
         request = ConfirmRequest(title=title, lines=lines, sample=self.sample(plan.uids, shown),
                                  more=max(0, n - shown),

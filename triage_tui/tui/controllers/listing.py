@@ -290,8 +290,11 @@ class ListingController:
             from triage_tui.services.watch import MailboxWatcher
 
             def make(on_change: Callable[[str], None], on_state: Callable[[str, str], None]) -> Any:
+                # the service's own way of opening a session (IMAP, or Graph, which is polled)
+                opener = getattr(h.service, "_factory", None)
                 return MailboxWatcher(settings, getattr(h.service, "limits", None),
-                                      on_change=on_change, on_state=on_state)
+                                      on_change=on_change, on_state=on_state,
+                                      **({"session_factory": opener} if callable(opener) else {}))
 
             factory = make
         assert callable(factory)
