@@ -238,7 +238,9 @@ def obtain_credentials(settings: Settings, *, stdin: TextIO, user: str, server: 
 
 def obtain_graph_secret(settings: Settings) -> Secret:
     """The Graph app's client secret, from the first configured of: a file, a command, the
-    environment variable (``TRIAGE_GRAPH_CLIENT_SECRET`` unless renamed). Never prompted for."""
+    environment variable (``TRIAGE_GRAPH_CLIENT_SECRET`` unless renamed), and last the
+    ``inbox_options.client_secret`` of an imported gitlab.yml / mail_room file, unless the variable
+    was renamed on purpose. Never prompted for."""
     s, env = settings, settings.environ
     if s["graph.client_secret_file"]:
         return read_password_file(s["graph.client_secret_file"], what="Graph client secret file")
@@ -247,7 +249,10 @@ def obtain_graph_secret(settings: Settings) -> Secret:
                                   source=s.source("graph.client_secret_command"),
                                   timeout=float(s["imap.secret_command_timeout"]))
     name = s["graph.client_secret_env"]
-    if _nonempty(env, name) is None and s["graph.client_secret"]:
+    named = s.source("graph.client_secret_env").kind != "default"
+    if _nonempty(env, name) is None and s["graph.client_secret"] and not named:
+        # a variable named on purpose (--graph-secret-env, the config file) and unset is an error
+        # below, not a silent fallback to the imported file's secret
         imported = s["graph.client_secret"]
         _check_secret(imported.reveal(), f"the client secret ({s.source('graph.client_secret')})")
         return imported  # type: ignore[no-any-return]

@@ -154,15 +154,16 @@ def _gitlab_mailbox(which: str, sec: dict[str, Any], where: str, path: Path) -> 
     mb.values["mail_room.idle_timeout"] = (_int(val("idle_timeout"), src("idle_timeout")), src("idle_timeout"))
     mb.values["mail_room.delete_after_delivery"] = (bool(val("delete_after_delivery")), src("delete_after_delivery"))
     mb.values["mail_room.expunge_deleted"] = (bool(val("expunge_deleted")), src("expunge_deleted"))
-    mb.values["mail_room.inbox_method"] = (str(val("inbox_method")), src("inbox_method"))
-    if str(val("inbox_method")) == "microsoft_graph":
-        opts = sec.get("inbox_options")
+    method = _method(val("inbox_method"), src("inbox_method"))
+    mb.values["mail_room.inbox_method"] = (method, src("inbox_method"))
+    if method == "microsoft_graph":
+        opts = _options(sec.get("inbox_options"), src("inbox_options"))
         olines = opts.lines if isinstance(opts, LineDict) else {}
 
         def osrc(key: str) -> Source:
             return Source.of("gitlab", f"gitlab.yml {path}:{olines.get(key, 1)} {where}.inbox_options.{key}")
 
-        _graph_values(mb, _sym(opts) if isinstance(opts, dict) else {}, osrc, src("inbox_method"))
+        _graph_values(mb, opts, osrc, src("inbox_method"))
         if sec.get("user"):
             mb.values["graph.mailbox"] = (str(sec["user"]), src("user"))
         mb.values["graph.folder"] = (str(val("mailbox")), src("mailbox"))
@@ -177,10 +178,43 @@ def _graph_values(mb: ImportedMailbox, opts: dict[str, Any], src: Any, method_sr
     mb.values["triage.inbox"] = ("graph", method_src)
     for key, name in (("tenant_id", "graph.tenant_id"), ("client_id", "graph.client_id"),
                       ("graph_endpoint", "graph.graph_endpoint"), ("azure_ad_endpoint", "graph.azure_ad_endpoint")):
-        if opts.get(key):
-            mb.values[name] = (str(opts[key]), src(key))
-    if opts.get("client_secret"):
-        mb.values["graph.client_secret"] = (Secret(str(opts["client_secret"])), src("client_secret"))
+        if opts.get(key) not in (None, ""):  # a tenant id written unquoted is a number: 0 is still a value
+            mb.values[name] = (_scalar(opts[key], src(key)), src(key))
+    if opts.get("client_secret") not in (None, ""):
+        mb.values["graph.client_secret"] = (Secret(_scalar(opts["client_secret"], src("client_secret"))),
+                                            src("client_secret"))
+
+
+def _where(source: Source) -> str:
+    """A source's label without its kind word: ``PATH:LINE KEY``, the start of a one-line error."""
+    return source.label.split(" ", 1)[1]
+
+
+def _scalar(v: Any, source: Source) -> str:
+    """A YAML scalar as text (a tenant id may be written unquoted, as a number); a mapping or a
+    list where one value belongs is an error naming the file, line and key, never the value
+    (it may be the client secret)."""
+    if isinstance(v, dict | list):
+        raise ConfigError(f"{_where(source)}: expected a single value, got a "
+                          f"{'mapping' if isinstance(v, dict) else 'list'}")
+    return str(v)
+
+
+def _method(v: Any, source: Source) -> str:
+    """``inbox_method`` as mail_room reads it: a Ruby symbol (``:microsoft_graph``) is the same
+    method as the string; anything but imap / microsoft_graph is refused when settings resolve."""
+    return _scalar(v, source).strip().lstrip(":")
+
+
+def _options(v: Any, source: Source) -> dict[str, Any]:
+    """``inbox_options`` of a Graph mailbox: absent is empty (said when the inbox is used), a
+    non-mapping is a one-line error rather than silently ignored."""
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise ConfigError(f"{_where(source)}: expected a mapping (tenant_id, client_id, client_secret, ...) "
+                          "for inbox_method microsoft_graph")
+    return _sym(v)
 
 
 def _int(v: Any, source: Source) -> int:
@@ -246,10 +280,11 @@ def load_mail_room_yml(path: Path) -> dict[str, ImportedMailbox]:
         for key in ("delete_after_delivery", "expunge_deleted"):
             if box.get(key) is not None:
                 mb.values[f"mail_room.{key}"] = (bool(box[key]), src(key))
-        if box.get("inbox_method"):
-            mb.values["mail_room.inbox_method"] = (str(box["inbox_method"]), src("inbox_method"))
-        if str(box.get("inbox_method") or "") == "microsoft_graph":
-            opts = _sym(box.get("inbox_options"))
+        method = _method(box["inbox_method"], src("inbox_method")) if box.get("inbox_method") else ""
+        if method:
+            mb.values["mail_room.inbox_method"] = (method, src("inbox_method"))
+        if method == "microsoft_graph":
+            opts = _options(box.get("inbox_options"), src("inbox_options"))
             olines = opts.lines if isinstance(opts, LineDict) else {}
 
             def osrc(key: str, olines: dict[Any, int] = olines) -> Source:

@@ -131,6 +131,8 @@ class Settings:
         for which, mb in self.imported.items():
             if which == self.mailbox_source:
                 continue
+            if "microsoft_graph" in (mb.get("mail_room.inbox_method"), self.values.get("mail_room.inbox_method")):
+                continue  # a Graph mailbox's delivered:<id> keys are Graph ids: they collide with no IMAP UID
             url = mb.get("redis.url")
             prefix = mb.get("redis.key_prefix")
             same_url = url is None or url == self.values.get("redis.url")

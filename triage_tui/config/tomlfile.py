@@ -173,6 +173,10 @@ class ConfigFile:
                     if key == "password" and section == "imap":
                         raise self.error(kpath, f"[{dotted}] password: the config file is not a secret store: use "
                                          "password_command (e.g. a vault CLI), password_file (mode 600) or password_env")
+                    if key == "client_secret" and section == "graph":
+                        raise self.error(kpath, f"[{dotted}] client_secret: the config file is not a secret store: "
+                                         "use client_secret_command (e.g. a vault CLI), client_secret_file (mode 600) "
+                                         "or client_secret_env")
                     choices = [k for k, s in specs.items() if s.in_file]
                     hint = difflib.get_close_matches(key, choices, n=1)
                     extra = f" (did you mean {hint[0]!r}?)" if hint else f" (known: {', '.join(choices)})"
