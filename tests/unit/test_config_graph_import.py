@@ -156,6 +156,23 @@ def test_the_config_file_is_not_a_secret_store_for_graph_either(tmp_path: Path) 
         resolve(args("--config", str(p)), {})
 
 
+def test_config_show_says_how_the_graph_secret_is_obtained(capsys: pytest.CaptureFixture[str]) -> None:
+    from triage_tui.cli import main
+    from triage_tui.config import graph_credential_plan
+
+    s = resolve(args("--gitlab-config", str(GITLAB)), {})
+    assert graph_credential_plan(s).method == "password"
+    assert graph_credential_plan(resolve(args("--gitlab-config", str(GITLAB)),
+                                         {"TRIAGE_GRAPH_CLIENT_SECRET": "x"})).method == "password_env"
+    assert graph_credential_plan(resolve(args("--inbox", "graph"), {})).method == "none"
+    assert main(["--gitlab-config", str(GITLAB), "config", "show"]) == 0
+    out = capsys.readouterr().out
+    assert "credential    Graph client secret from the imported file (gitlab.yml" in out
+    assert main(["--gitlab-config", str(GITLAB), "config", "show", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["credential"]["method"] == "password" and "graph-secret-from" not in json.dumps(doc)
+
+
 def _mail_room(tmp_path: Path, method: str, options: str) -> Path:
     p = tmp_path / "mail_room.yml"
     p.write_text(":mailboxes:\n  -\n    :email: \"in@x.example\"\n    :name: \"inbox\"\n"
@@ -190,3 +207,22 @@ def test_a_named_unset_env_var_is_an_error_that_never_shows_the_imported_secret(
     assert "graph-secret-from" not in str(e.value)
     s = resolve(args("--config", str(p), "--gitlab-config", str(GITLAB)), {"VAULT_GRAPH_SECRET": "from-vault"})
     assert obtain_graph_secret(s).reveal() == "from-vault"
+
+
+def test_config_show_on_graph_does_not_describe_the_imap_password(capsys: pytest.CaptureFixture[str],
+                                                                   tmp_path: Path) -> None:
+    from triage_tui.cli import main
+
+    f = tmp_path / "secret"
+    f.write_text("x\n")
+    f.chmod(0o600)
+    assert main(["--gitlab-config", str(GITLAB), "--graph-secret-file", str(f), "config", "show"]) == 0
+    cred = [x for x in capsys.readouterr().out.splitlines() if x.startswith("credential")]
+    assert cred == [f"credential    Graph client secret from file {f} (flag --graph-secret-file)"]
+    assert main(["--inbox", "graph", "--graph-secret-command", "vault read x", "config", "show"]) == 0
+    cred = [x for x in capsys.readouterr().out.splitlines() if x.startswith("credential")]
+    assert len(cred) == 1 and "command `vault read x`" in cred[0] and "not run by config show" in cred[0]
+    # the service desk mailbox of the same file is IMAP: its password plan, as before
+    assert main(["--gitlab-config", str(GITLAB), "--mailbox-source", "service_desk", "config", "show"]) == 0
+    cred = [x for x in capsys.readouterr().out.splitlines() if x.startswith("credential")]
+    assert len(cred) == 1 and cred[0].startswith("credential    password from the imported file") and "Graph" not in cred[0]

@@ -52,10 +52,12 @@ def _path(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def _show(args: argparse.Namespace, ctx: Any) -> int:
-    from triage_tui.config import SPECS, credential_plan  # noqa: PLC0415 - lazy: start-up cost
+    from triage_tui.config import SPECS, credential_plan, graph_credential_plan  # noqa: PLC0415 - lazy: start-up cost
 
     s = ctx.settings
-    plan = credential_plan(s, interactive=bool(getattr(ctx.stdin, "isatty", lambda: False)()))
+    # a Graph inbox is reached with the app's client secret: the IMAP password plan does not apply
+    plan = graph_credential_plan(s) if s["triage.inbox"] == "graph" else \
+        credential_plan(s, interactive=bool(getattr(ctx.stdin, "isatty", lambda: False)()))
     imported = {w: mb.files for w, mb in s.imported.items()}
     if args.json:
         ctx.emit_json({

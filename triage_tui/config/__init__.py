@@ -34,6 +34,7 @@ from triage_tui.config.credentials import (
     CredentialPlan,
     Credentials,
     credential_plan,
+    graph_credential_plan,
     obtain_credentials,
     obtain_graph_secret,
     read_password_file,
@@ -70,4 +71,4 @@ from triage_tui.config.specs import (
 from triage_tui.config.tomlfile import ConfigFile, read_regular_file, toml_line
 from triage_tui.domain.redact import mask_url
 
-__all__ = ["APP", "BY_NAME", "COMMAND_KEYS", "DEFAULT", "DEFAULT_KEY_PREFIX", "GITLAB_DEFAULTS", "MASK", "RANK", "SECRET_MAX_BYTES", "SECTIONS", "SECTION_OF", "SENSITIVE", "SPECS", "TABLES", "ConfigFile", "CredentialPlan", "Credentials", "ImportedMailbox", "LineDict", "Settings", "Source", "Spec", "credential_plan", "default_config_path", "journal_path", "load_gitlab_yml", "load_mail_room_yml", "locate_config", "mask_url", "obtain_credentials", "obtain_graph_secret", "read_password_file", "read_regular_file", "resolve", "run_secret_command", "state_dir", "toml_line"]
+__all__ = ["APP", "BY_NAME", "COMMAND_KEYS", "DEFAULT", "DEFAULT_KEY_PREFIX", "GITLAB_DEFAULTS", "MASK", "RANK", "SECRET_MAX_BYTES", "SECTIONS", "SECTION_OF", "SENSITIVE", "SPECS", "TABLES", "ConfigFile", "CredentialPlan", "Credentials", "ImportedMailbox", "LineDict", "Settings", "Source", "Spec", "credential_plan", "graph_credential_plan", "default_config_path", "journal_path", "load_gitlab_yml", "load_mail_room_yml", "locate_config", "mask_url", "obtain_credentials", "obtain_graph_secret", "read_password_file", "read_regular_file", "resolve", "run_secret_command", "state_dir", "toml_line"]

@@ -236,6 +236,27 @@ def obtain_credentials(settings: Settings, *, stdin: TextIO, user: str, server: 
                      "(or password_command in the config file), or an OAuth2 token with --oauth2-token-command")
 
 
+def graph_credential_plan(settings: Settings) -> CredentialPlan:
+    """How :func:`obtain_graph_secret` will get the client secret, decided without running anything
+    (``config show`` says it on a Graph inbox, where the IMAP password plan means nothing)."""
+    s, env = settings, settings.environ
+    if s["graph.client_secret_file"]:
+        return CredentialPlan("password_file", f"Graph client secret from file {s['graph.client_secret_file']}",
+                              s.source("graph.client_secret_file"))
+    if s["graph.client_secret_command"]:
+        return CredentialPlan("password_command", "Graph client secret from command "
+                              f"`{s['graph.client_secret_command']}`", s.source("graph.client_secret_command"))
+    name = s["graph.client_secret_env"]
+    name_src = s.source("graph.client_secret_env")
+    if _nonempty(env, name) is not None or name_src.kind != "default":
+        return CredentialPlan("password_env", f"Graph client secret from environment variable {name}",
+                              name_src if name_src.kind != "default" else Source.of("env", f"env {name}"))
+    if isinstance(s["graph.client_secret"], Secret):
+        return CredentialPlan("password", "Graph client secret from the imported file",
+                              s.source("graph.client_secret"))
+    return CredentialPlan("none", f"no Graph client secret configured (set {name})", DEFAULT)
+
+
 def obtain_graph_secret(settings: Settings) -> Secret:
     """The Graph app's client secret, from the first configured of: a file, a command, the
     environment variable (``TRIAGE_GRAPH_CLIENT_SECRET`` unless renamed), and last the
