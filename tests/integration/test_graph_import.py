@@ -133,3 +133,21 @@ def test_mail_room_yml_secret_wins_and_a_wrong_one_is_not_shown(graph, backlog, 
     assert r.code == 0, r.err
     assert CANARY not in r.out + r.err and WRONG not in r.out + r.err
     assert CANARY not in files_text(tmp_path / "state") and WRONG not in files_text(tmp_path / "state")
+
+
+def test_the_budget_is_said_on_its_own_line_and_in_releases_un_see_step(graph, backlog, cli, tmp_path,  # type: ignore[no-untyped-def]
+                                                                        redis_server) -> None:
+    load(graph, backlog)
+    gl = ["--gitlab-config", str(gitlab_yml(tmp_path, graph))]
+    r = cli([*gl, "mark-seen", "--all", "--dry-run"])
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    i = next(i for i, x in enumerate(lines) if x.startswith("UIDVALIDITY "))
+    assert "Graph" not in lines[i] and lines[i + 1].startswith("Graph budget: ")
+    assert "of the mailbox's ~10,000 requests per 10 minutes" in lines[i + 1]
+    r = cli([*gl, "release", "--mark-unseen", "--all", "--dry-run"], env={"TRIAGE_REDIS_URL": redis_server.url})
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    i = next(i for i, x in enumerate(lines) if x.startswith("step 1: remove \\Seen"))
+    assert lines[i + 1].startswith("step 1 spends ") and "Graph $batch request(s)" in lines[i + 1]
+    assert CANARY not in r.out + r.err

@@ -47,7 +47,11 @@ def describe(plan: Any) -> str:
                      "outside your selection")
     if plan.skipped and not plan.undoes:
         lines.append(f"{plan.skipped} selected message(s) need no change (already done or gone)")
-    lines.append(f"UIDVALIDITY {plan.uidvalidity}; UIDs {_short(plan.ranges) or '-'}; {plan.cost_text}")
+    if getattr(plan, "budget", None) is None:
+        lines.append(f"UIDVALIDITY {plan.uidvalidity}; UIDs {_short(plan.ranges) or '-'}; {plan.cost_text}")
+    else:  # a line of its own: after up to 200 characters of UIDs it was lost, and it is what a Graph operator weighs
+        lines.append(f"UIDVALIDITY {plan.uidvalidity}; UIDs {_short(plan.ranges) or '-'}")
+        lines.append(f"Graph budget: {plan.cost_text}")
     return "\n".join(lines)
 
 

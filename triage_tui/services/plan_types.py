@@ -177,6 +177,14 @@ class Plan:
                 "mailbox's ~10,000 requests per 10 minutes (shared with mail_room)")
 
     @property
+    def budget_short(self) -> str | None:
+        """The Graph budget in a few words, for a confirmation that must fit 80x24 (IMAP: None)."""
+        if self.budget is None:
+            return None
+        return (f"Graph: {self.budget['batches']} $batch request(s), ~{self.budget['requests']:,} of "
+                "~10,000 per 10 min")
+
+    @property
     def warning(self) -> str | None:
         """What the operator must know before confirming (un-seeing re-ingests)."""
         return REINGEST_WARNING if self.action == "mark-unseen" else None

@@ -115,6 +115,8 @@ class ReleasePlan:
         if self.mark_unseen is not None:
             lines.append(f"step 1: remove \\Seen from {self.mark_unseen.count} seen-stuck message(s) "
                          f"({self.mark_unseen.skipped} need no change), so mail_room searches them again")
+            if getattr(self.mark_unseen, "budget", None) is not None:  # a Graph mailbox
+                lines.append(f"step 1 spends {self.mark_unseen.cost_text}")
         lines.append(f"{len(self.targets)} lock key(s) under {self.prefix!r} on {self.redis} hold UNSEEN "
                      f"messages (of {self.selected} selected)")
         if self.targets:

@@ -263,6 +263,8 @@ class IncidentController:
             lines = []
             if rp.mark_unseen is not None:
                 lines.append(f"remove \\Seen from {rp.mark_unseen.count:,} message(s): mail_room searches them again")
+                if getattr(rp.mark_unseen, "budget_short", None):  # a Graph mailbox: what un-seeing spends
+                    lines.append(rp.mark_unseen.budget_short)
             dist = ", ".join(f"{k} {v}" for k, v in ttl_distribution(t.pttl_ms for t in rp.targets).items())
             lines.append(f"{len(rp.targets):,} hold a mail_room key" + (f" (TTL {dist})" if dist else "")
                          + f"; {len(rp.unlocked):,} are free already")
