@@ -105,3 +105,32 @@ def test_a_refused_enable_is_one_clear_line(mailbox, cli):  # type: ignore[no-un
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("triage-tui: error: IMAP error from ") and "ENABLE" in lines[0], r.err
     assert "Traceback" not in r.err
+
+
+def test_the_connection_does_not_wait_on_nagle(mailbox):  # type: ignore[no-untyped-def]
+    """We pipeline: with Nagle's algorithm every command after the first of a burst would wait
+    for the server's ACK (a round trip on a WAN), so the socket has TCP_NODELAY, on plaintext
+    implicit TLS and after STARTTLS alike; a burst of pipelined commands then costs one round trip."""
+    import socket  # noqa: PLC0415
+
+    mailbox.seed(backlog(40))
+    port = mailbox.server.imap_port
+    for settings in (mailbox.settings(), mailbox.settings(port=port, security="starttls"),
+                     mailbox.settings(port=port, security="none")):
+        security = settings.security
+        s = ImapSession.open(settings)
+        try:
+            sock = s.client._imap.sock
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0, security
+        finally:
+            s.close()
+    with LatencyProxy(mailbox.server.imap_port, rtt=0.2) as proxy:
+        s = ImapSession.open(mailbox.settings(port=proxy.port, security="none"), limits=None)
+        try:
+            s.examine()
+            t = time.perf_counter()
+            s.changed_since_and_search(1, "ALL")  # two commands, pipelined
+            took = time.perf_counter() - t
+        finally:
+            s.close()
+    assert took < 0.2 * 1.6, f"two pipelined commands took {took:.2f} s at a 0.2 s RTT"

@@ -309,6 +309,7 @@ class ImapSession:
         except imap_exc.IMAPClientError as e:
             raise ConnectionFailed(f"IMAP error from {where}: {_server_text(e)}") from e
         self.client = client
+        _no_delay(client._imap)
         self.wire = Wire(client._imap)
         self.tls = self._tls_info(client, verified=s.security != "none" and not s.insecure_skip_verify)
         self._login()
@@ -807,6 +808,19 @@ class ImapSession:
     def _check(done: Completion, what: str) -> None:
         if not done.ok:
             raise OperationFailed(f"{what} failed: {done}")
+
+
+def _no_delay(imap: Any) -> None:
+    """TCP_NODELAY on the connection: we pipeline, and with Nagle's algorithm each command after
+    the first of a burst waits for the server's ACK of the one before (its delayed ACK, or a
+    whole round trip on a WAN): the pipeline would cost a round trip per command again."""
+    sock = getattr(imap, "sock", None)
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError, ValueError):  # not TCP (a test's stream), or already closed
+        pass
 
 
 def _search_answer(untagged: list[Response], esearch: bool) -> list[int]:
