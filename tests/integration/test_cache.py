@@ -585,3 +585,47 @@ def test_a_warm_start_without_esearch_reads_plain_search_answers(mailbox: Mailbo
     assert rows == _cold(mailbox)
     assert len(spy.uids) == 1  # only the new message's header
     assert [r["uid"] for r in rows if "\\Recent" in r["flags"]] == [spy.uids[0]]
+
+
+def test_rows_written_while_a_cold_listing_goes_on(mailbox: Mailbox, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large cold listing writes its rows a part at a time (not all at its end), leaving the
+    stored HIGHESTMODSEQ alone until the end: a warm start then lists the same rows and fetches
+    nothing; a listing stopped early keeps what it wrote, and its flags are still refreshed."""
+    from triage_tui.services import listing as listing_mod  # noqa: PLC0415
+
+    monkeypatch.setattr(listing_mod, "COMMIT_EVERY", 7)
+    _seed(mailbox)
+    cold = _cold(mailbox)
+    commits: list[object] = []
+    real = HeaderCache.commit
+
+    def spy(self: HeaderCache, token: Any, **kw: Any) -> Any:
+        commits.append(kw.get("modseq"))
+        return real(self, token, **kw)
+
+    monkeypatch.setattr(HeaderCache, "commit", spy)
+    first, _ = _svc(mailbox, path)
+    first.limits = Limits(max_count=5)
+    assert _rows(first) == cold
+    assert commits.count(cache_mod.KEEP) >= 3 and commits[-1] is not cache_mod.KEEP
+    second, spy2 = _svc(mailbox, path)
+    assert _rows(second) == cold and spy2.uids == []
+
+    # stopped early: what was written stays; the rest is fetched next time; flags stay right
+    other = path.with_name("other.sqlite3")
+    svc, _ = _svc(mailbox, other)
+    svc.limits = Limits(max_count=5)
+    it = svc.iter_list(View.ALL, now=NOW)
+    for _ in range(4):
+        next(it)
+    it.close()
+    svc.close()
+    c = mailbox.client()
+    try:
+        c.select_folder("INBOX")
+        c.add_flags(mailbox.search("UNSEEN")[:2], [b"\\Seen"], silent=True)
+    finally:
+        c.logout()
+    third, spy3 = _svc(mailbox, other)
+    assert _rows(third) == _cold(mailbox)
+    assert 0 < len(spy3.uids) < len(cold)

@@ -308,6 +308,8 @@ class CacheUnavailable(Exception):
 
 #: rows per chunk: a listing loads only the chunks holding rows it lists
 CHUNK = 2000
+#: ``commit(modseq=KEEP)``: rows only, the stored HIGHESTMODSEQ left as it is
+KEEP = object()
 _GC = "DELETE FROM chunks WHERE id NOT IN (SELECT DISTINCT chunk FROM rows)"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
@@ -536,14 +538,16 @@ class HeaderCache:
 
     def commit(self, token: Token, *, rows: list[tuple[int, str, tuple[Any, ...]]] | None = None,
                flags: dict[int, tuple[str, ...]] | None = None, used: Iterable[int] = (),
-               gone: Iterable[int] = (), modseq: int | None = None) -> Token | None:
+               gone: Iterable[int] = (), modseq: int | None | object = None) -> Token | None:
         """One transaction: ``rows`` (from :meth:`rows_of`), the refreshed ``flags``, today as the
         last use of ``used``, ``gone`` deleted; and the stored HIGHESTMODSEQ set to ``modseq``
         (read before any flags written here were fetched; None: no CONDSTORE). It moves to
         ``modseq`` only if nobody changed it since ``token`` (what this listing read or last
         wrote), else to the lower of the two: concurrent listings and processes never leave it
         newer than a row. Nothing is written if the cache was reset meanwhile (another
-        UIDVALIDITY or config). Returns the token for a next commit (None: nothing written)."""
+        UIDVALIDITY or config). ``modseq=KEEP`` leaves the stored value as it is (a listing's
+        rows written while it goes on: fetched after that value was read, so it still vouches
+        for them). Returns the token for a next commit (None: nothing written)."""
         if not self.usable or self._db is None:
             return None
         db = self._db
@@ -576,6 +580,9 @@ class HeaderCache:
                     if gone or rows:  # chunks no row points to any more (replaced or gone rows)
                         db.execute(_GC)
                     stored = meta.get("modseq")
+                    if modseq is KEEP:
+                        db.execute("COMMIT")
+                        return token  # what this listing read: the final commit still compares with it
                     if modseq is None:
                         new = None
                     elif stored == token.modseq:  # nobody moved it since

@@ -19,7 +19,7 @@ from triage_tui.domain.classify import mark_duplicates
 from triage_tui.domain.model import LIST_HEADER_FIELDS, Message, View
 from triage_tui.errors import ConnectionFailed, OperationFailed
 from triage_tui.services import parallel
-from triage_tui.services.cache import RECENT, HeaderCache, InOrder, Rebuilder, Token, split_flags
+from triage_tui.services.cache import KEEP, RECENT, HeaderCache, InOrder, Rebuilder, Token, split_flags
 from triage_tui.services.imapwire import FetchRecord
 from triage_tui.services.parallel import BuildPool, built_in_order
 from triage_tui.services.plan_types import MAX_MODSEQ
@@ -31,6 +31,8 @@ LIST_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (" + " 
 FIRST_PASS_ITEMS = LIST_ITEMS.replace(" RECEIVED", "")
 _AFTER_RECEIVED = frozenset({"x-original-to", "x-forwarded-to", "cc"})
 LIGHT_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE"
+#: a cold listing writes its new rows to the header cache this many at a time
+COMMIT_EVERY = 20_000
 
 
 def _held_back(matched_header: str | None) -> bool:
@@ -114,6 +116,13 @@ class Listing:
                     messages = ready
                 if messages and cache is not None:  # encoded now: the caller may change them afterwards
                     pending.extend(cache.rows_of(messages, uidvalidity, known))
+                    if len(pending) >= COMMIT_EVERY and token is not None:
+                        # written while the listing goes on (the main process mostly waits on
+                        # the socket and the workers then), not all at its end
+                        token = cache.commit(token, rows=pending, modseq=KEEP)
+                        pending = []
+                        if token is None:
+                            cache = None
                 if early is not None and records:
                     messages = early.with_batch(max(r.uid or 0 for r in records), messages)
                 if messages:
