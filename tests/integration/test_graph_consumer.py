@@ -210,3 +210,53 @@ def test_release_wait_over_graph_reports_the_released_messages_picked_up(graph, 
     assert sorted(live.stats.delivered) == sorted(ids)
     assert len(queued_jobs(redis_client)) == 8
     assert all(f == "deleteditems" and read for f, read in state(graph).values())
+
+
+def test_an_expired_token_is_renewed_between_and_within_polls(graph, redis_client) -> None:  # type: ignore[no-untyped-def]
+    ids = seed(graph, 1)
+    c = consumer(graph, redis_client)
+    try:
+        assert c.cycle() == ids
+        graph.expire_tokens()
+        more = seed(graph, 1)
+        assert c.cycle() == more
+    finally:
+        c.stop()
+    assert c.client.stats.token == 2 and c.stats.errors == 0
+
+
+def test_a_message_gone_between_listing_and_download_is_skipped(graph, redis_client) -> None:  # type: ignore[no-untyped-def]
+    ids = seed(graph, 2)
+    c = consumer(graph, redis_client)
+    listed = c.unread
+
+    def racing() -> list[str]:
+        out = listed()
+        c.client.request("DELETE", c.client.message_path(ids[0]))  # read and deleted elsewhere meanwhile
+        return out
+
+    c.unread = racing  # type: ignore[method-assign]
+    try:
+        assert c.cycle() == [ids[1]]
+    finally:
+        c.stop()
+    assert len(queued_jobs(redis_client)) == 1
+    assert redis_client.exists(f"{PREFIX}delivered:{ids[0]}")  # claimed before the download, as mail_room does
+
+
+def test_a_503_is_an_error_not_a_back_off_and_a_dead_server_does_not_kill_the_thread(graph, redis_client) -> None:  # type: ignore[no-untyped-def]
+    seed(graph, 1)
+    graph.fail_503(1, retry_after=0)
+    c = consumer(graph, redis_client, poll_interval=0.05).start()
+    try:
+        assert wait_until(lambda: len(c.stats.delivered) == 1)
+        assert c.stats.errors == 1 and c.stats.throttled == 0 and not c.stats.backoffs
+        graph.stop()
+        assert wait_until(lambda: c.stats.errors >= 3)
+        assert c.running
+        err = c.stats.last_error or ""
+        assert "\n" not in err and "Traceback" not in err and DEMO_CLIENT_SECRET not in err
+        assert "127.0.0.1" in err
+    finally:
+        c.stop()
+    assert not c.running
