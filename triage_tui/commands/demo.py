@@ -234,7 +234,7 @@ def _print_env(args: argparse.Namespace, ctx: Any) -> int:
         out.write(f"# in another shell: . {shlex.quote(str(env_file))}   (or paste these lines)\n")
         out.write("\n".join(lines) + "\n")
         if servers.consumer is None:
-            out.write("# no mail_room stand-in for the Graph demo. Ctrl-C stops the demo.\n")
+            out.write("# no mail_room stand-in in this demo. Ctrl-C stops the demo.\n")
         else:
             state = "running" if servers.consumer.running else "down"
             out.write(f"# mail_room (the demo consumer) is {state}: `kill -USR1 {os.getpid()}` starts or stops it. "
@@ -247,7 +247,7 @@ def _print_env(args: argparse.Namespace, ctx: Any) -> int:
                 break
             if toggle.is_set() and servers.consumer is None:
                 toggle.clear()
-                ctx.note("triage-tui demo: no mail_room stand-in for the Graph demo")
+                ctx.note("triage-tui demo: no mail_room stand-in in this demo")
             if toggle.is_set():
                 toggle.clear()
                 if servers.consumer.running:
