@@ -1,7 +1,7 @@
 """``triage-tui demo`` through the whole production path (CLI parser, demo servers, settings,
 Context, ``commands.tui.run``), with only ``App.run`` swapped for a Pilot session: the pulse bar
 says DEMO, ``M`` starts and stops the demo's mail_room, and a re-ingest starts it by itself and
-its watch sees the pickups."""
+its watch sees the pickups; over IMAP and over Graph (``demo --graph``, mail_room's Graph inbox)."""
 
 from __future__ import annotations
 
@@ -76,12 +76,14 @@ def demo_ui(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     # what the demo sets for itself must not leak into other tests
     monkeypatch.setenv("TRIAGE_DEMO", "0")
     monkeypatch.setenv("TRIAGE_DEMO_IMAP_PASSWORD", "x")
+    monkeypatch.setenv("TRIAGE_DEMO_GRAPH_SECRET", "x")
     return seen
 
 
-def test_demo_badge_and_its_mail_room_from_the_ui(demo_ui: dict[str, Any]) -> None:
+@pytest.mark.parametrize("inbox", [(), ("--graph",)], ids=["imap", "graph"])
+def test_demo_badge_and_its_mail_room_from_the_ui(demo_ui: dict[str, Any], inbox: tuple[str, ...]) -> None:
     with contextlib.redirect_stderr(open(os.devnull, "w")):  # noqa: SIM115 - closed with the process
-        code = cli.main(["demo", "--size", "200"])
+        code = cli.main(["demo", *inbox, "--size", "200"])
     s = demo_ui
     if "error" in s:
         raise s["error"]

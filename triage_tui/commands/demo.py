@@ -62,7 +62,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "the story, until started from the UI)")
     p.add_argument("--graph", dest="demo_graph", action="store_true",
                    help="serve the backlog through a Microsoft Graph-compatible test server instead of IMAP "
-                   "(the --inbox graph path; no mail_room stand-in)")
+                   "(the --inbox graph path; its mail_room stand-in polls Graph as mail_room's microsoft_graph "
+                   "inbox does)")
     p.add_argument("--print-env", dest="demo_print_env", action="store_true",
                    help="do not open the UI: print TRIAGE_* lines for using the CLI against the demo from "
                    "another shell, and serve until Ctrl-C")
@@ -125,9 +126,8 @@ def _start(args: argparse.Namespace, ctx: Any) -> Any:
 
         demo = start_graph_demo(size, seed=args.demo_seed)
         atexit.register(demo.stop)
-        if args.demo_consumer_running:
-            ctx.note("triage-tui demo: there is no mail_room stand-in for the Graph demo yet (--keep-running-consumer "
-                     "ignored)")
+        if args.demo_consumer_running and demo.consumer is not None:
+            demo.consumer.start()
         return demo
     servers = start_demo(size, seed=args.demo_seed)
     atexit.register(servers.stop)  # also on paths that skip our finally (an exception in Textual's exit)
@@ -234,7 +234,7 @@ def _print_env(args: argparse.Namespace, ctx: Any) -> int:
         out.write(f"# in another shell: . {shlex.quote(str(env_file))}   (or paste these lines)\n")
         out.write("\n".join(lines) + "\n")
         if servers.consumer is None:
-            out.write("# no mail_room stand-in for the Graph demo. Ctrl-C stops the demo.\n")
+            out.write("# no mail_room stand-in in this demo. Ctrl-C stops the demo.\n")
         else:
             state = "running" if servers.consumer.running else "down"
             out.write(f"# mail_room (the demo consumer) is {state}: `kill -USR1 {os.getpid()}` starts or stops it. "
@@ -247,7 +247,7 @@ def _print_env(args: argparse.Namespace, ctx: Any) -> int:
                 break
             if toggle.is_set() and servers.consumer is None:
                 toggle.clear()
-                ctx.note("triage-tui demo: no mail_room stand-in for the Graph demo")
+                ctx.note("triage-tui demo: no mail_room stand-in in this demo")
             if toggle.is_set():
                 toggle.clear()
                 if servers.consumer.running:

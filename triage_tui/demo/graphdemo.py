@@ -3,8 +3,9 @@
 The same incident as the IMAP demo (:mod:`triage_tui.demo.backlog`), loaded into
 :class:`~triage_tui.demo.graphserver.GraphServer` as mail_room's Graph inbox would hold it:
 ``\\Seen`` messages are read, ``\\Deleted`` ones are in Deleted Items (mail_room soft-deletes),
-and the arbitration keys in the demo Redis are ``<prefix>delivered:<graph message id>``. There is
-no mail_room stand-in for Graph yet (the IMAP demo's consumer speaks IMAP).
+and the arbitration keys in the demo Redis are ``<prefix>delivered:<graph message id>``. Its
+mail_room is :class:`~triage_tui.services.graphconsumer.GraphMailRoomConsumer` (mail_room's Graph
+inbox), behind the same controller as the IMAP demo's, down at start as in the story.
 """
 
 from __future__ import annotations
@@ -26,7 +27,33 @@ from triage_tui.demo.graphserver import (
     DEMO_TENANT,
     GraphServer,
 )
-from triage_tui.demo.server import KEY_PREFIX, EmbeddedRedis
+from triage_tui.demo.server import KEY_PREFIX, DemoConsumer, EmbeddedRedis
+from triage_tui.services.graph import GraphSettings
+from triage_tui.services.imap import Secret
+
+
+class GraphDemoConsumer(DemoConsumer):
+    """The demo's mail_room over Graph: :class:`DemoConsumer`'s start/stop/status for the UI, over
+    :class:`~triage_tui.services.graphconsumer.GraphMailRoomConsumer`."""
+
+    def __init__(self, graph: GraphSettings, redis_url: str, *, key_prefix: str = KEY_PREFIX,
+                 poll_interval: float = 2.0) -> None:
+        super().__init__(None, redis_url, key_prefix=key_prefix, poll_interval=poll_interval)  # type: ignore[arg-type]
+        self.graph = graph
+
+    def _get(self) -> Any:
+        if self._consumer is None:
+            import redis  # noqa: PLC0415
+
+            from triage_tui.services.graphconsumer import (  # noqa: PLC0415
+                GraphConsumerOptions,
+                GraphMailRoomConsumer,
+            )
+
+            client = redis.Redis.from_url(self.redis_url, decode_responses=True, socket_timeout=10)
+            self._consumer = GraphMailRoomConsumer(self.graph, client, GraphConsumerOptions(
+                key_prefix=self.key_prefix, poll_interval=self.poll_interval, name="demo"))
+        return self._consumer
 
 
 @dataclass
@@ -39,7 +66,7 @@ class GraphDemo:
     ids: list[str] = field(default_factory=list)
     lock_ids: dict[str, list[str]] = field(default_factory=dict)
     started_in: float = 0.0
-    consumer: Any = None  # no mail_room stand-in for Graph
+    consumer: GraphDemoConsumer | None = None  # mail_room's Graph inbox, down at start
     _stopped: bool = False
 
     @property
@@ -67,6 +94,9 @@ class GraphDemo:
         if self._stopped:
             return
         self._stopped = True
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):
+                self.consumer.close()
         with contextlib.suppress(Exception):
             self.graph.stop()
         with contextlib.suppress(Exception):
@@ -114,7 +144,8 @@ def _hold_locks(demo: GraphDemo) -> dict[str, list[str]]:
     return held
 
 
-def start_graph_demo(size: int, *, seed: int, backlog: Backlog | None = None) -> GraphDemo:
+def start_graph_demo(size: int, *, seed: int, backlog: Backlog | None = None,
+                     poll_interval: float = 2.0) -> GraphDemo:
     t0 = time.perf_counter()
     tmpdir = Path(tempfile.mkdtemp(prefix="triage-graph-demo-"))
     graph: GraphServer | None = None
@@ -126,6 +157,10 @@ def start_graph_demo(size: int, *, seed: int, backlog: Backlog | None = None) ->
         demo = GraphDemo(backlog=backlog, graph=graph, redis=redis_srv, tmpdir=tmpdir)
         demo.ids = load(graph, backlog)
         demo.lock_ids = _hold_locks(demo)
+        demo.consumer = GraphDemoConsumer(GraphSettings(
+            tenant_id=DEMO_TENANT, client_id=DEMO_CLIENT_ID, client_secret=Secret(DEMO_CLIENT_SECRET),
+            mailbox=DEMO_MAILBOX, graph_endpoint=graph.url, azure_ad_endpoint=graph.url),
+            redis_srv.url, poll_interval=poll_interval)
     except BaseException:
         if graph is not None:
             graph.stop()
@@ -137,4 +172,4 @@ def start_graph_demo(size: int, *, seed: int, backlog: Backlog | None = None) ->
     return demo
 
 
-__all__ = ["GraphDemo", "load", "start_graph_demo"]
+__all__ = ["GraphDemo", "GraphDemoConsumer", "load", "start_graph_demo"]

@@ -433,8 +433,8 @@ class DemoConsumer:
             if self._consumer is not None:
                 self._consumer.stop()
 
-    def cycle(self) -> list[int]:
-        """One poll, synchronously (tests, or a "step" key): the UIDs delivered."""
+    def cycle(self) -> list[Any]:
+        """One poll, synchronously (tests, or a "step" key): the UIDs (Graph ids) delivered."""
         with self._lock:
             return list(self._get().cycle())
 

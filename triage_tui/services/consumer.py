@@ -139,16 +139,7 @@ class MailRoomConsumer:
     # -- one cycle --------------------------------------------------------------------------------
 
     def job(self, raw: bytes) -> str:
-        now = time.time()
-        return json.dumps({
-            "class": self.options.worker,
-            "args": [raw.decode("utf-8", "replace")],
-            "queue": self.options.queue,
-            "jid": uuid.uuid4().hex[:24],
-            "retry": False,
-            "created_at": now,
-            "enqueued_at": now,
-        })
+        return sidekiq_job(self.options, raw)
 
     def cycle(self) -> list[int]:
         """One mail_room poll. Returns the UIDs delivered in it."""
@@ -174,16 +165,14 @@ class MailRoomConsumer:
                     self._drop()  # "the process dies": nothing delivered, nothing deleted
                     self.stats.cycles += 1
                     return []
-                pipe = self.redis.pipeline(transaction=False)
+                raws: list[bytes] = []
                 for uid in won:
                     data = fetched.get(uid)
                     if data is None or b"RFC822" not in data:
                         continue  # expunged meanwhile
-                    pipe.lpush(f"queue:{o.queue}", self.job(data[b"RFC822"]))
+                    raws.append(data[b"RFC822"])
                     delivered.append(uid)
-                if delivered:
-                    pipe.sadd("queues", o.queue)
-                    pipe.execute()
+                enqueue(self.redis, o, raws)
                 if o.delete_after_delivery and delivered:
                     client.add_flags(delivered, [imapclient.DELETED], silent=True)
                     if o.expunge_deleted:
@@ -235,10 +224,35 @@ class MailRoomConsumer:
         self.stop()
 
 
+def sidekiq_job(options: ConsumerOptions, raw: bytes) -> str:
+    """The Sidekiq job mail_room's ``sidekiq`` delivery method pushes for one message."""
+    now = time.time()
+    return json.dumps({
+        "class": options.worker,
+        "args": [raw.decode("utf-8", "replace")],
+        "queue": options.queue,
+        "jid": uuid.uuid4().hex[:24],
+        "retry": False,
+        "created_at": now,
+        "enqueued_at": now,
+    })
+
+
+def enqueue(redis_client: Any, options: ConsumerOptions, raws: list[bytes]) -> None:
+    """Deliver messages as mail_room does: ``LPUSH queue:<queue>`` a job each, ``SADD queues``."""
+    if not raws:
+        return
+    pipe = redis_client.pipeline(transaction=False)
+    for raw in raws:
+        pipe.lpush(f"queue:{options.queue}", sidekiq_job(options, raw))
+    pipe.sadd("queues", options.queue)
+    pipe.execute()
+
+
 def queued_jobs(redis_client: Any, queue: str = "email_receiver") -> list[dict[str, Any]]:
     """The jobs waiting in a Sidekiq queue, oldest first (LPUSH puts the newest at the head)."""
     raw = redis_client.lrange(f"queue:{queue}", 0, -1)
     return [json.loads(r) for r in reversed(raw)]
 
 
-__all__ = ["ConsumerOptions", "ConsumerStats", "MailRoomConsumer", "queued_jobs"]
+__all__ = ["ConsumerOptions", "ConsumerStats", "MailRoomConsumer", "enqueue", "queued_jobs", "sidekiq_job"]
