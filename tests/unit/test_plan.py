@@ -166,3 +166,22 @@ def test_crash_trapped_with_a_held_lock_says_it_may_be_in_delivery():
             assert "still locked" not in why
     p = P.compute_plan([], [expired], uidvalidity=7, stale_after=STALE, now=NOW, locks_read=True)
     assert "still locked" not in p.bucket("crash-trapped").why
+
+
+def test_on_graph_the_release_bucket_says_a_held_lock_may_hide_a_delivered_message():
+    """mail_room's Graph inbox marks a message read only after delivering it: a crash in between
+    leaves it unread and locked, like one never downloaded. On Graph (only), the release bucket
+    says how many are locked and that releasing them may deliver twice."""
+    held = msg(5)
+    held.lock, held.lock_ttl = "1", 300
+    free = msg(6)
+    graph = P.compute_plan([held, free], [], uidvalidity=7, stale_after=STALE, now=NOW, locks_read=True, graph=True)
+    why = graph.bucket("release").why
+    assert list(graph.bucket("release").uids) == [5, 6]  # still planned: the operator decides
+    assert "1 of them are locked by mail_room" in why and "twice" in why
+    imap = P.compute_plan([held, free], [], uidvalidity=7, stale_after=STALE, now=NOW, locks_read=True)
+    assert "twice" not in imap.bucket("release").why
+    unread_only = P.compute_plan([free], [], uidvalidity=7, stale_after=STALE, now=NOW, locks_read=True, graph=True)
+    assert "locked" not in unread_only.bucket("release").why
+    unknown = P.compute_plan([held], [], uidvalidity=7, stale_after=STALE, now=NOW, locks_read=False, graph=True)
+    assert "locked by mail_room" not in unknown.bucket("release").why

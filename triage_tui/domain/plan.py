@@ -116,6 +116,19 @@ def _in_flight(held: int) -> str:
             "be delivering them, and un-seeing them would deliver them twice; stop it first")
 
 
+def _graph_trap(held: int) -> str:
+    """What the release bucket adds on a Graph mailbox when mail_room holds locks on some of it.
+    mail_room's Graph inbox downloads a message (which does not mark it read), delivers it, then
+    PATCHes isRead: a crash in between leaves it unread with its lock, indistinguishable in the
+    mailbox from one it took and never downloaded. Releasing that lock (or letting it expire)
+    delivers it again: there is no \\Seen trap to tell them apart, as over IMAP."""
+    if not held:
+        return ""
+    return (f". {held:,} of them are locked by mail_room: on Graph, one it delivered and then crashed before "
+            "marking read looks the same, and releasing its lock delivers it twice (check mail_room's log, or "
+            "let those locks expire)")
+
+
 @dataclass(frozen=True)
 class Sample:
     uid: int
@@ -246,9 +259,10 @@ def _seen_bucket(m: Message, age: float | None, stale_s: float) -> str:
 
 def compute_plan(unseen: Iterable[Message], seen_stuck: Iterable[Message], *, uidvalidity: int,
                  stale_after: timedelta | float, deleted: Iterable[int] = (), now: datetime | None = None,
-                 locks_read: bool = False, overrides: Overrides | None = None) -> IncidentPlan:
+                 locks_read: bool = False, overrides: Overrides | None = None, graph: bool = False) -> IncidentPlan:
     """The incident plan over the listed messages. A UID listed twice (or in both views) counts
-    once, in the first place it appears (UNSEEN first). ``deleted``: the \\Deleted UIDs."""
+    once, in the first place it appears (UNSEEN first). ``deleted``: the \\Deleted UIDs.
+    ``graph``: a Microsoft Graph mailbox, whose crash trap is unread mail (see :func:`_graph_trap`)."""
     stale_s = stale_after.total_seconds() if isinstance(stale_after, timedelta) else float(stale_after)
     now = now or datetime.now(UTC)
     members: dict[str, list[tuple[Message, float | None]]] = {n: [] for n in BUCKETS}
@@ -272,6 +286,8 @@ def compute_plan(unseen: Iterable[Message], seen_stuck: Iterable[Message], *, ui
         why = _why(name, limit)
         if name == CRASH_TRAPPED:
             why += _in_flight(sum(1 for m, _ in rows if lock_state(m, locks_read) == HELD))
+        elif name == RELEASE_REST and graph:
+            why += _graph_trap(sum(1 for m, _ in rows if lock_state(m, locks_read) == HELD))
         buckets.append(Bucket(name, _DEFAULT[name], tuple(m.uid for m, _ in rows), sample, why,
                               sum(1 for m, _ in rows if m.problems)))
     base = IncidentPlan(uidvalidity, stale_s, tuple(buckets), (), Overrides(), locks_read)

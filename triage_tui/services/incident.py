@@ -48,7 +48,8 @@ def compute_incident(svc: Any, locks: Any, overrides: P.Overrides | None = None,
         messages.update((m.uid, m) for m in stuck)
         messages.update((m.uid, m) for m in unseen)  # UNSEEN first, as in the plan
     plan = P.compute_plan(unseen, stuck, uidvalidity=uv, stale_after=svc.analysis.stale_after, deleted=deleted,
-                          now=now, locks_read=locks is not None and err is None, overrides=overrides)
+                          now=now, locks_read=locks is not None and err is None, overrides=overrides,
+                          graph=getattr(svc.settings, "graph", None) is not None)
     return plan, err
 
 
