@@ -629,3 +629,25 @@ def test_rows_written_while_a_cold_listing_goes_on(mailbox: Mailbox, path: Path,
     third, spy3 = _svc(mailbox, other)
     assert _rows(third) == _cold(mailbox)
     assert 0 < len(spy3.uids) < len(cold)
+
+
+def test_a_large_warm_start_freezes_its_rows_out_of_the_collector(mailbox: Mailbox, path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows rebuilt from the cache are made with the cyclic GC off; tens of thousands of them
+    would then be scanned by the next collections (~100 ms each at 90k: a UI stall). A large
+    warm start moves them into the permanent generation; a small one leaves the GC alone."""
+    import gc  # noqa: PLC0415
+
+    from triage_tui.services import listing as listing_mod  # noqa: PLC0415
+
+    _seed(mailbox, 10)
+    cold = _warm_up(mailbox, path)
+    gc.unfreeze()
+    try:
+        assert _rows(_svc(mailbox, path)[0]) == cold
+        assert gc.get_freeze_count() == 0  # 19 rows: below FREEZE_ROWS
+        monkeypatch.setattr(listing_mod, "FREEZE_ROWS", 5)
+        assert _rows(_svc(mailbox, path)[0]) == cold
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

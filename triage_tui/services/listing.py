@@ -33,6 +33,8 @@ _AFTER_RECEIVED = frozenset({"x-original-to", "x-forwarded-to", "cc"})
 LIGHT_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE"
 #: a cold listing writes its new rows to the header cache this many at a time
 COMMIT_EVERY = 20_000
+#: a warm start that rebuilds this many rows from the cache freezes them out of the cyclic GC
+FREEZE_ROWS = 5_000
 
 
 def _held_back(matched_header: str | None) -> bool:
@@ -236,6 +238,11 @@ class Listing:
                     used.append(u)
         finally:
             if gc_was_enabled:
+                if len(out) >= FREEZE_ROWS:
+                    # tens of thousands of long-lived rows made with the collector off, none
+                    # cyclic: out of its generations at once, or the next collections scan them
+                    # all (~100 ms each at 90k: a frozen UI while a warm start is shown)
+                    gc.freeze()
                 gc.enable()
         token = cache.commit(loaded.token, flags={u: f for u, f in changed.items() if u in rows}, used=used,
                              gone=gone, modseq=h0)
