@@ -162,6 +162,10 @@ def test_unreachable_endpoint_is_one_failing_line(cli, tmp_path) -> None:  # typ
     e2 = e | {"TRIAGE_GRAPH_ENDPOINT": "https://graph.invalid", "TRIAGE_AZURE_AD_ENDPOINT": "https://login.invalid"}
     r, doc, steps = run_check(cli, e2)
     assert r.code == 1 and steps["aad-dns"]["status"] == "fail" and steps["dns"]["status"] == "fail"
+    for bad, why in (("http://127.0.0.1:99999", "invalid port"), ("ftp://u:pw@graph.example", "not an http(s) URL")):
+        r, doc, steps = run_check(cli, e | {"TRIAGE_GRAPH_ENDPOINT": bad})
+        assert r.code == 1 and steps["dns"]["status"] == "fail" and why in steps["dns"]["detail"]
+        assert "pw" not in steps["dns"]["detail"] and steps["mailbox"]["status"] == "skip"
     e3 = {k: v for k, v in e.items() if k != "TRIAGE_GRAPH_CLIENT_SECRET"}
     r, doc, steps = run_check(cli, e3)
     assert r.code == 1 and steps["config"]["status"] == "fail" and "secret" in steps["config"]["detail"]
@@ -202,3 +206,48 @@ def test_observe_fails_when_locks_hold_unread_mail(graph, cli, redis_server, red
     c = steps["consuming"]
     assert r.code == 1 and c["status"] == "fail" and c["held_unseen"] == 2, c
     assert "2 of them hold a lock key" in c["detail"] and "twice" in c["detail"]
+
+
+def _https(srv: GraphServer, tmp_path) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """The test server behind TLS (its listening socket wrapped): (https URL, the CA file)."""
+    import ssl  # noqa: PLC0415
+
+    from tests.servers import make_tls_material  # noqa: PLC0415
+
+    ca, crt, key = make_tls_material(tmp_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(crt, key)
+    httpd = srv._httpd
+    assert httpd is not None
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    return f"https://localhost:{srv.port}", str(ca)
+
+
+def test_https_endpoints_get_their_tls_checked(graph, cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    seed(graph, 2, now=time.time())
+    url, ca = _https(graph, tmp_path)
+    e = env(graph) | {"TRIAGE_GRAPH_ENDPOINT": url, "TRIAGE_AZURE_AD_ENDPOINT": url}
+    # not trusted (no CA given): FAIL at aad-tls and tls, the token is not even asked for
+    r, doc, steps = run_check(cli, e)
+    assert r.code == 1 and steps["aad-tls"]["status"] == "fail" and "not trusted" in steps["aad-tls"]["detail"]
+    assert steps["tls"]["status"] == "fail" and steps["token"]["status"] == "skip"
+    # with the CA: verified, the certificate described, and the whole check passes over https
+    r, doc, steps = run_check(cli, e | {"TRIAGE_IMAP_CA_FILE": ca})
+    for name in ("aad-tls", "tls"):
+        t = steps[name]
+        # the throwaway certificate lives 2 days: the expiry warning is the IMAP check's
+        assert t["status"] == "warn" and "expires in" in t["hint"], t
+        assert t["verified"] is True and t["subject"] == "commonName=localhost", t
+        assert t["version"] in ("TLSv1.2", "TLSv1.3") and 0 < t["expires_in_days"] < 3
+    assert steps["token"]["status"] == "pass" and steps["mailbox"]["unseen"] == 2
+    assert r.code == 0, doc
+
+
+def test_throttled_check_fails_fast_instead_of_waiting_minutes(graph, cli) -> None:  # type: ignore[no-untyped-def]
+    seed(graph, 2, now=time.time())
+    graph.throttle(50, retry_after=300)
+    start = time.monotonic()
+    r, doc, steps = run_check(cli, env(graph))
+    assert time.monotonic() - start < 20
+    m = steps["mailbox"]
+    assert r.code == 1 and m["status"] == "fail" and "429" in m["detail"], m

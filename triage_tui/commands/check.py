@@ -57,6 +57,8 @@ PROJECT_KEY_FIXED = len("-12345678-") + len("glimt-") + 25 + len("-issue")
 SERVICE_DESK_KEY_FIXED = len("-12345678-issue-")
 LOCAL_PART_MAX = 64
 CERT_WARN_DAYS = 14
+#: the longest Retry-After a Graph check waits out (mail_room backs off up to 10 minutes)
+CHECK_MAX_RETRY_AFTER = 20.0
 
 
 @dataclass
@@ -407,6 +409,7 @@ class Checker:
     def _run_graph(self, settings: Any) -> None:
         from urllib.parse import urlsplit  # noqa: PLC0415
 
+        from triage_tui.domain.redact import mask_url  # noqa: PLC0415
         from triage_tui.services.imap import ConnectionSettings  # noqa: PLC0415
 
         cs = self.graph_cs
@@ -418,15 +421,21 @@ class Checker:
             ok: dict[str, bool] = {}
             for prefix, url, what in (("aad-", g.azure_ad_endpoint, "Azure AD (token) endpoint"),
                                       ("", g.graph_endpoint, "Graph endpoint")):
+                problem, port = "is not an http(s) URL", None
                 try:
                     split = urlsplit(url)
-                    scheme, host, port = split.scheme.lower(), split.hostname or "", split.port
+                    scheme, host = split.scheme.lower(), split.hostname or ""
                 except ValueError:
-                    scheme, host, port = "", "", None
+                    scheme, host = "", ""
+                else:
+                    try:
+                        port = split.port
+                    except ValueError:
+                        problem, host = "has an invalid port", ""
                 if scheme not in ("http", "https") or not host:
-                    self.add(f"{prefix}dns", "fail", f"the {what} is not an http(s) URL",
-                             "give a URL such as https://graph.microsoft.com (--graph-endpoint / "
-                             "--azure-ad-endpoint)")
+                    self.add(f"{prefix}dns", "fail", f"the {what} {mask_url(url)} {problem}",
+                             "give a URL such as " + ("https://login.microsoftonline.com (--azure-ad-endpoint)"
+                                                      if prefix else "https://graph.microsoft.com (--graph-endpoint)"))
                     self._skip(f"{prefix}tcp", "needs DNS")
                     self._skip(f"{prefix}tls", "needs TCP")
                     ok[prefix] = False
@@ -499,7 +508,8 @@ class Checker:
 
         from triage_tui.services.graph import GraphClient  # noqa: PLC0415
 
-        g = self.graph_cs.graph
+        # a check must not sit out mail_room's 10-minute back-off: a throttled step fails, saying so
+        g = dataclasses.replace(self.graph_cs.graph, max_retry_after=CHECK_MAX_RETRY_AFTER, max_retries=2)
         try:
             client = GraphClient(g)
         except TriageError as e:
@@ -568,13 +578,13 @@ class Checker:
             return
         session.client = client
         session.idmap = self.graph_idmap
-        session.examine()
         self.service = TriageService(session.settings, read_only=True, journal=self.ctx.journal,
                                      limits=self.ctx.limits(), analysis=self.ctx.analysis(),
                                      session_factory=lambda _s, _l: session)
         self.graph_client = None  # the service's session owns it now (closed with it)
         self.graph_session = session
         try:
+            session.examine()
             c = self.service.counts()
         except TriageError as e:
             self.add("mailbox", "fail", str(e), "see the steps above")
