@@ -57,6 +57,8 @@ PROJECT_KEY_FIXED = len("-12345678-") + len("glimt-") + 25 + len("-issue")
 SERVICE_DESK_KEY_FIXED = len("-12345678-issue-")
 LOCAL_PART_MAX = 64
 CERT_WARN_DAYS = 14
+#: the longest Retry-After a Graph check waits out (mail_room backs off up to 10 minutes)
+CHECK_MAX_RETRY_AFTER = 20.0
 
 
 @dataclass
@@ -89,6 +91,10 @@ class Checker:
         self.service: Any = None
         self.counts: Any = None
         self.locks: Any = None
+        self.graph_cs: Any = None  # GraphConnectionSettings (--inbox graph)
+        self.graph_client: Any = None
+        self.graph_idmap: Any = None
+        self.graph_session: Any = None
 
     def add(self, name: str, status: str, detail: str, hint: str | None = None, **data: Any) -> Step:
         step = Step(name, status, detail, hint, data)
@@ -110,6 +116,9 @@ class Checker:
             self.add("config", "fail", str(e), "fix the configuration (`triage-tui config path` shows the file)")
             return
         self._config_step(settings)
+        if self.ctx.inbox == "graph":
+            self._run_graph(settings)
+            return
         base: ConnectionSettings | None = None
         try:
             base = self.ctx.base_connection_settings()
@@ -139,6 +148,10 @@ class Checker:
             self.service.close()
         elif self.session is not None:
             self.session.close()
+        if self.graph_client is not None:
+            self.graph_client.close()
+        if self.graph_idmap is not None:
+            self.graph_idmap.close()
 
     def _skip(self, name: str, why: str) -> bool:
         self.add(name, "skip", why)
@@ -153,28 +166,33 @@ class Checker:
             parts.append(f"{which}_email from {', '.join(mb.files)}{use}")
         status = "pass"
         hint = None
-        if s["mail_room.inbox_method"] == "microsoft_graph":
+        if self.ctx.inbox == "graph":
+            status, hint = self._graph_config(s, parts)
+        elif s["mail_room.inbox_method"] == "microsoft_graph":
             status = "warn"
-            hint = ("mail_room reads this mailbox through Microsoft Graph: triage-tui needs IMAP access "
-                    "(outlook.office365.com with an OAuth2 token)")
+            hint = ("mail_room reads this mailbox through Microsoft Graph: check it as mail_room reads it, with "
+                    "--inbox graph (and the app's tenant, client id and client secret)")
         self.add("config", status, "; ".join(parts) + "".join(f"; note: {n}" for n in s.notes), hint)
 
     # -- network --------------------------------------------------------------------------------
 
-    def _dns(self, base: ConnectionSettings) -> bool:
+    def _dns(self, base: ConnectionSettings, name: str = "dns",
+             hint: str = "check the host name (gitlab.yml incoming_email.host / --host) and this machine's resolver",
+             ) -> bool:
         try:
             infos = socket.getaddrinfo(base.host, base.effective_port, type=socket.SOCK_STREAM)
-        except socket.gaierror as e:
-            self.add("dns", "fail", f"cannot resolve {base.host}: {e.strerror or e}",
-                     "check the host name (gitlab.yml incoming_email.host / --host) and this machine's resolver")
+        except (socket.gaierror, UnicodeError) as e:
+            self.add(name, "fail", f"cannot resolve {base.host}: {getattr(e, 'strerror', None) or e}", hint)
             return False
         addrs = list(dict.fromkeys(str(i[4][0]) for i in infos))
         self._addresses = [(i[0], i[4]) for i in infos]
-        self.add("dns", "pass", f"{base.host} -> {', '.join(addrs[:4])}{' ...' if len(addrs) > 4 else ''}",
+        self.add(name, "pass", f"{base.host} -> {', '.join(addrs[:4])}{' ...' if len(addrs) > 4 else ''}",
                  addresses=addrs)
         return True
 
-    def _tcp(self, base: ConnectionSettings) -> bool:
+    def _tcp(self, base: ConnectionSettings, name: str = "tcp",
+             hint: str = "is the IMAP server running and is the port right (993 implicit TLS, 143 STARTTLS)? "
+                         "is a firewall in the way?") -> bool:
         errors = []
         for family, sockaddr in self._addresses:
             start = time.monotonic()
@@ -186,12 +204,10 @@ class Checker:
                 errors.append(f"{sockaddr[0]}: {e.strerror or type(e).__name__}")
                 continue
             ms = (time.monotonic() - start) * 1000
-            self.add("tcp", "pass", f"connected to {sockaddr[0]} port {base.effective_port} in {ms:.0f} ms",
+            self.add(name, "pass", f"connected to {sockaddr[0]} port {base.effective_port} in {ms:.0f} ms",
                      address=sockaddr[0], port=base.effective_port, connect_ms=round(ms, 1))
             return True
-        self.add("tcp", "fail", f"cannot connect to port {base.effective_port}: {'; '.join(errors)}",
-                 "is the IMAP server running and is the port right (993 implicit TLS, 143 STARTTLS)? "
-                 "is a firewall in the way?")
+        self.add(name, "fail", f"cannot connect to port {base.effective_port}: {'; '.join(errors)}", hint)
         return False
 
     def _tls(self, base: ConnectionSettings) -> bool:
@@ -242,18 +258,7 @@ class Checker:
                      "(--security starttls)")
             return False
         verified = not base.insecure_skip_verify
-        info["verified"] = verified
-        status, hint = "pass", None
-        expires = info.get("not_after")
-        if expires:
-            left = (ssl.cert_time_to_seconds(expires) - time.time()) / 86400
-            info["expires_in_days"] = round(left, 1)
-            if left < 0:
-                status, hint = "fail", "the server certificate has expired: renew it"
-            elif left < CERT_WARN_DAYS:
-                status, hint = "warn", f"the server certificate expires in {left:.0f} day(s): renew it"
-        if info.get("version") in ("TLSv1", "TLSv1.1", "SSLv3"):
-            status, hint = ("warn" if status == "pass" else status), "the server negotiates an obsolete TLS version"
+        status, hint = _judge(info, verified)
         if not verified:
             if status == "pass":
                 status = "warn"
@@ -375,6 +380,255 @@ class Checker:
         self.add("keywords", "warn" if stray else "pass", detail, hint, keyword=TRIAGE_KEYWORD,
                  keywords_allowed=None, ignored=self.counts.ignored, unseen_with_keyword=stray)
 
+    # -- Microsoft Graph (--inbox graph) --------------------------------------------------------
+
+    def _graph_config(self, s: Any, parts: list[str]) -> tuple[str, str | None]:
+        """The Graph part of the config step: what will be used, the secret's source named (never
+        its value). Sets :attr:`graph_cs` when everything needed is there."""
+        from triage_tui.config import graph_credential_plan  # noqa: PLC0415
+        from triage_tui.domain.redact import mask_url  # noqa: PLC0415
+
+        folder = s["graph.folder"] or "inbox"
+        parts.append(f"Graph mailbox {s['graph.mailbox'] or '(none)'} folder {folder}, tenant "
+                     f"{s['graph.tenant_id'] or '(none)'}, client id {s['graph.client_id'] or '(none)'}, graph "
+                     f"endpoint {mask_url(str(s['graph.graph_endpoint']))}, Azure AD endpoint "
+                     f"{mask_url(str(s['graph.azure_ad_endpoint']))}")
+        try:
+            parts.append(graph_credential_plan(s).describe())
+        except Exception:  # noqa: BLE001 - naming the source is a bonus; obtaining it below is the test
+            pass
+        try:
+            self.graph_cs = self.ctx.graph_connection_settings()
+        except TriageError as e:
+            parts.append(str(e))
+            return "fail", ("give the app registration mail_room uses: --graph-tenant-id, --graph-client-id, "
+                            "--graph-mailbox and the client secret (TRIAGE_GRAPH_CLIENT_SECRET, --graph-secret-file "
+                            "or --graph-secret-command), or --gitlab-config with inbox_method: microsoft_graph")
+        return "pass", None
+
+    def _run_graph(self, settings: Any) -> None:
+        from urllib.parse import urlsplit  # noqa: PLC0415
+
+        from triage_tui.domain.redact import mask_url  # noqa: PLC0415
+        from triage_tui.services.imap import ConnectionSettings  # noqa: PLC0415
+
+        cs = self.graph_cs
+        if cs is None:
+            for name in ("aad-dns", "aad-tcp", "aad-tls", "token", "dns", "tcp", "tls", "mailbox"):
+                self._skip(name, "needs the Graph configuration")
+        else:
+            g = cs.graph
+            ok: dict[str, bool] = {}
+            for prefix, url, what in (("aad-", g.azure_ad_endpoint, "Azure AD (token) endpoint"),
+                                      ("", g.graph_endpoint, "Graph endpoint")):
+                problem, port = "is not an http(s) URL", None
+                try:
+                    split = urlsplit(url)
+                    scheme, host = split.scheme.lower(), split.hostname or ""
+                except ValueError:
+                    scheme, host = "", ""
+                else:
+                    try:
+                        port = split.port
+                    except ValueError:
+                        problem, host = "has an invalid port", ""
+                if scheme not in ("http", "https") or not host:
+                    self.add(f"{prefix}dns", "fail", f"the {what} {mask_url(url)} {problem}",
+                             "give a URL such as " + ("https://login.microsoftonline.com (--azure-ad-endpoint)"
+                                                      if prefix else "https://graph.microsoft.com (--graph-endpoint)"))
+                    self._skip(f"{prefix}tcp", "needs DNS")
+                    self._skip(f"{prefix}tls", "needs TCP")
+                    ok[prefix] = False
+                    if prefix:
+                        self._skip("token", "needs the Azure AD endpoint")
+                    continue
+                base = ConnectionSettings(host=host, port=port or (443 if scheme == "https" else 80),
+                                          security="ssl", ca_file=g.ca_file, timeout=cs.timeout)
+                reachable = (self._tcp(base, f"{prefix}tcp", f"is {host} reachable from here (a proxy or "
+                                       "firewall in the way)? the port comes from the endpoint URL")
+                             if self._dns(base, f"{prefix}dns", f"check the {what} ({url.split('/')[2] if '//' in url else url}) "
+                                          "and this machine's resolver")
+                             else self._skip(f"{prefix}tcp", "needs DNS"))
+                secure = self._https_tls(f"{prefix}tls", base, scheme, g.allow_plaintext) if reachable \
+                    else self._skip(f"{prefix}tls", "needs TCP")
+                ok[prefix] = reachable and secure
+                if prefix:
+                    if ok[prefix]:
+                        self._token()
+                    else:
+                        self._skip("token", "needs the Azure AD endpoint")
+            if self.graph_client is not None and ok.get(""):
+                self._graph_mailbox(settings)
+            else:
+                self._skip("mailbox", "needs a token" if self.graph_client is None else "needs the Graph endpoint")
+        self._address(settings)
+        self._redis(settings)
+        self._consuming(settings)
+        self._budget()
+
+    def _https_tls(self, name: str, base: ConnectionSettings, scheme: str, allow_plaintext: bool) -> bool:
+        import ssl  # noqa: PLC0415 - lazy: start-up cost
+
+        from triage_tui.services.imap import is_loopback, make_ssl_context  # noqa: PLC0415
+
+        if scheme == "http":
+            if is_loopback(base.host):
+                self.add(name, "skip", f"plain http to loopback {base.host} (a test server such as `triage-tui demo "
+                         "--graph`): no TLS to check; Microsoft's endpoints are https")
+                return True
+            if allow_plaintext:
+                self.add(name, "warn", f"plain http to {base.host}, not loopback, allowed (require_tls = false): the "
+                         "client secret and the token cross the network in clear", "use the https endpoint")
+                return True
+            self.add(name, "fail", f"plain http to {base.host}, which is not loopback: refused (require_tls)",
+                     "use the https endpoint (https://graph.microsoft.com, https://login.microsoftonline.com, or "
+                     "the national cloud's)")
+            return False
+        try:
+            info = _handshake(base, make_ssl_context(base))
+        except TriageError as e:
+            self.add(name, "fail", str(e), "give --ca-file a readable PEM bundle")
+            return False
+        except ssl.SSLCertVerificationError as e:
+            self.add(name, "fail", f"certificate of {base.server} not trusted: {e.verify_message or e.reason or e}",
+                     "a TLS-inspecting proxy? give --ca-file with its CA; otherwise fix this machine's CA store",
+                     verified=False)
+            return False
+        except (ssl.SSLError, OSError) as e:
+            self.add(name, "fail", f"TLS handshake with {base.server} failed: {getattr(e, 'reason', None) or e}",
+                     "is this port https? the endpoint URL's scheme and port decide")
+            return False
+        status, hint = _judge(info, True)
+        self.add(name, status, _describe(info), hint, **info)
+        return True
+
+    def _token(self) -> None:
+        """The client-credentials token, as mail_room gets it; a refusal names AAD's code and the fix."""
+        import re  # noqa: PLC0415
+
+        from triage_tui.services.graph import GraphClient  # noqa: PLC0415
+
+        # a check must not sit out mail_room's 10-minute back-off: a throttled step fails, saying so
+        g = dataclasses.replace(self.graph_cs.graph, max_retry_after=CHECK_MAX_RETRY_AFTER, max_retries=2)
+        try:
+            client = GraphClient(g)
+        except TriageError as e:
+            self.add("token", "fail", str(e), "see the config step")
+            return
+        self.graph_client = client
+        start = time.monotonic()
+        try:
+            client.token()
+        except AuthenticationFailed as e:
+            m = re.search(r"AADSTS(\d+)", str(e))
+            code = m.group(1) if m else None
+            self.add("token", "fail", str(e), _AADSTS_FIX.get(code or "", _AADSTS_DEFAULT),
+                     aadsts=f"AADSTS{code}" if code else None)
+            self.graph_client = None
+            client.close()
+            return
+        except TriageError as e:
+            self.add("token", "fail", str(e), "see the aad-* steps above; is a proxy needed to reach Azure AD?")
+            self.graph_client = None
+            client.close()
+            return
+        ms = (time.monotonic() - start) * 1000
+        self.add("token", "pass", f"client-credentials token for client {g.client_id} of tenant {g.tenant_id} "
+                 f"(scope {g.graph_endpoint.rstrip('/')}/.default) in {ms:.0f} ms", token_ms=round(ms, 1))
+
+    def _graph_mailbox(self, s: Any) -> None:
+        """GET the folder (the mailbox and the app's access to it), then the counts through the same
+        read-only service every subcommand uses."""
+        from triage_tui.services.graph import GraphError  # noqa: PLC0415
+        from triage_tui.services.graphsession import DELETED_FOLDER, GraphSession  # noqa: PLC0415
+        from triage_tui.services.triage import TriageService  # noqa: PLC0415
+
+        client = self.graph_client
+        g = self.graph_cs.graph
+        try:
+            doc = client.folder_info(g.folder)
+        except MailboxMissing as e:
+            self.add("mailbox", "fail", str(e),
+                     f"is {g.mailbox} the address mail_room reads (inbox_options email / --graph-mailbox)? If it is, "
+                     "the app may be kept from it by an Exchange application access policy: Test-"
+                     f"ApplicationAccessPolicy -Identity {g.mailbox} -AppId {g.client_id}")
+            return
+        except AuthenticationFailed as e:
+            self.add("mailbox", "fail", str(e), "grant the app the Mail.ReadWrite application permission with admin "
+                     "consent, and check the Exchange application access policy scoping it to this mailbox")
+            return
+        except GraphError as e:
+            hint = ("the folder does not exist in this mailbox: give the folder mail_room reads (--graph-folder; a "
+                    "well-known name such as inbox, or the folder's id)") if e.code == "ErrorItemNotFound" or \
+                e.status == 404 else "see the steps above"
+            self.add("mailbox", "fail", str(e), hint)
+            return
+        except TriageError as e:
+            self.add("mailbox", "fail", str(e), "see the steps above")
+            return
+        if g.folder.strip().lower() == DELETED_FOLDER:
+            self.add("mailbox", "fail", f"the folder is Deleted Items ({doc.get('displayName')!s})",
+                     "give the folder mail_room reads (--graph-folder): Deleted Items is where its deletes go")
+            return
+        session = GraphSession(self.graph_cs, self.ctx.limits())
+        try:
+            self.graph_idmap = self.ctx.graph_id_map()
+        except TriageError as e:
+            self.add("mailbox", "fail", str(e), "check the state directory (TRIAGE_STATE_DIR)")
+            return
+        session.client = client
+        session.idmap = self.graph_idmap
+        self.service = TriageService(session.settings, read_only=True, journal=self.ctx.journal,
+                                     limits=self.ctx.limits(), analysis=self.ctx.analysis(),
+                                     session_factory=lambda _s, _l: session)
+        self.graph_client = None  # the service's session owns it now (closed with it)
+        self.graph_session = session
+        try:
+            session.examine()
+            c = self.service.counts()
+        except TriageError as e:
+            self.add("mailbox", "fail", str(e), "see the steps above")
+            self.service.close()
+            self.service = None
+            return
+        self.counts = c
+        now = datetime.now(UTC)
+        oldest_age = (now - c.oldest_unseen).total_seconds() if c.oldest_unseen else None
+        detail = (f"{g.mailbox} folder {doc.get('displayName') or g.folder}: {c.exists} message(s), {c.unseen} unread"
+                  + (f" (oldest {format_age(oldest_age)} old)" if oldest_age is not None else "")
+                  + f", {c.ignored} ignored (read, category TriageIgnored, by triage-tui), {c.seen_stuck} read but "
+                    f"not deleted, {c.deleted} in Deleted Items; id map UIDVALIDITY {c.uidvalidity}")
+        status, hints = "pass", []
+        stale = parse_age(s["triage.stale_after"]).total_seconds()
+        if oldest_age is not None and oldest_age > stale:
+            status = "warn"
+            hints.append(f"unread mail older than {s['triage.stale_after']}: mail_room is not consuming it "
+                         "(see the last steps, `triage-tui locks`, `triage-tui list`)")
+        if c.seen_stuck and s["mail_room.delete_after_delivery"]:
+            status = "warn"
+            hints.append(f"{c.seen_stuck} message(s) are read but still in the folder: mail_room marks read then "
+                         "deletes, so it stopped in between, or a person read them in Outlook; "
+                         "`triage-tui list --view seen-stuck`")
+        self.add("mailbox", status, detail, "; ".join(hints) or None, exists=c.exists, unseen=c.unseen,
+                 seen_stuck=c.seen_stuck, ignored=c.ignored, deleted=c.deleted, uidvalidity=c.uidvalidity,
+                 oldest_unseen=c.oldest_unseen.isoformat() if c.oldest_unseen else None,
+                 oldest_unseen_age_s=round(oldest_age) if oldest_age is not None else None)
+
+    def _budget(self) -> None:
+        client = self.graph_client
+        session = getattr(self, "graph_session", None)
+        if client is None and session is not None:
+            client = session.client
+        if client is None:
+            self._skip("budget", "no Graph request was sent")
+            return
+        st = client.stats
+        methods = ", ".join(f"{m} {n}" for m, n in sorted(st.http.items())) or "none"
+        self.add("budget", "pass", f"this check spent {st.budget} Graph request(s) ({methods}) and {st.token} token "
+                 "request(s), of the ~10,000 per 10 minutes Graph allows per app and mailbox, shared with "
+                 "mail_room (each poll: 1 request per 1,000 unread, then per message a download, a PATCH and a "
+                 "DELETE)", requests=st.budget, token_requests=st.token, http=dict(st.http), retries=st.retries)
+
     # -- GitLab ---------------------------------------------------------------------------------
 
     def _address(self, s: Any) -> None:
@@ -427,6 +681,11 @@ class Checker:
         except TriageError as e:
             self.add("redis", "fail", str(e), "fix the Redis settings (`triage-tui config show`)")
             return
+        if self.graph_idmap is not None:
+            # one id map for the mailbox step, the lock keys and the observation (UIDs it assigns
+            # while observing are known to the key namer at once)
+            ls.key_namer = self.graph_idmap.gid
+            ls.uid_of_ident = self.graph_idmap.uid
         try:
             ls.check()
             keys = ls.scan()
@@ -439,8 +698,9 @@ class Checker:
         names = {k.key for k in keys if getattr(k, "present", True)}
         delivered = sum(1 for k in names if k.startswith(f"{ls.prefix}delivered:"))
         status, hints = "pass", []
+        ident = "graph id" if self.ctx.inbox == "graph" else "uid"
         detail = (f"{ls.settings.display}: PING ok; {len(names)} key(s) under {ls.prefix!r}, {delivered} "
-                  "delivered:<uid> lock(s)")
+                  f"delivered:<{ident}> lock(s)")
         if not ls.prefix.endswith(":"):
             status = "warn"
             hints.append("the key prefix does not end with ':': mail_room's namespace X gives keys X:delivered:<uid>")
@@ -462,13 +722,20 @@ class Checker:
             self._skip("consuming", "needs the mailbox")
             return
         svc = self.service
-        _, before = svc.search("UNSEEN")
-        keys_before = self._key_names()
-        deadline = time.monotonic() + self.observe
-        while time.monotonic() < deadline:
-            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-        _, after = svc.search("UNSEEN")
-        keys_after = self._key_names()
+        graph = self.ctx.inbox == "graph"
+        word = "unread" if graph else "UNSEEN"
+        try:
+            _, before = svc.search("UNSEEN")
+            keys_before = self._key_names()
+            deadline = time.monotonic() + self.observe
+            while time.monotonic() < deadline:
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            _, after = svc.search("UNSEEN")
+            keys_after = self._key_names()
+        except TriageError as e:
+            self.add("consuming", "fail", f"the mailbox could not be read during the observation: {e}",
+                     "run the check again; if it persists, see the network steps")
+            return
         before_set, after_set = set(before), set(after)
         picked = sorted(before_set - after_set)
         arrived = sorted(after_set - before_set)
@@ -480,29 +747,35 @@ class Checker:
             except Exception:  # noqa: BLE001 - a detail of the verdict, never a reason to fail it
                 held = 0
         secs = f"{self.observe:g} s"
+        if graph:  # no IDLE on Graph: mail_room polls every poll_interval, and so does this observation
+            secs += " (polled)"
         data: dict[str, Any] = {"observed_s": self.observe, "unseen_before": len(before), "unseen_after": len(after),
                 "picked_up": len(picked), "arrived": len(arrived), "new_lock_keys": len(new_keys),
                 "held_unseen": held}
         if picked or new_keys:
-            self.add("consuming", "pass", f"mail_room is consuming: {len(picked)} of {len(before)} UNSEEN message(s) "
+            self.add("consuming", "pass", f"mail_room is consuming: {len(picked)} of {len(before)} {word} message(s) "
                      f"picked up and {len(new_keys)} new lock key(s) in {secs}", **data)
             return
         if not before and not after:
-            self.add("consuming", "pass", f"no UNSEEN mail during {secs}: nothing to consume (so this cannot tell "
+            self.add("consuming", "pass", f"no {word} mail during {secs}: nothing to consume (so this cannot tell "
                      "whether mail_room runs)", **data)
             return
         idle = int(s["mail_room.idle_timeout"])
         oldest = self.counts.oldest_unseen if self.counts else None
         age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
         held_note = f"; {held} of them hold a lock key (see `triage-tui locks`)" if held else ""
+        if held and graph:
+            held_note += (" (over Graph, one delivered just before a crash looks the same: releasing it delivers it "
+                          "twice; `triage-tui plan` tells them apart where it can)")
         if age > 2 * idle + self.observe:
-            self.add("consuming", "fail", f"nothing picked up in {secs}: {len(after)} UNSEEN, the oldest "
+            self.add("consuming", "fail", f"nothing picked up in {secs}: {len(after)} {word}, the oldest "
                      f"{format_age(age)} old (mail_room polls at least every {idle} s){held_note}",
-                     "mail_room is down or cannot log in (gitlab-ctl status mailroom; its log), or the messages' "
+                     f"mail_room is down or cannot {'get a Graph token' if graph else 'log in'} (gitlab-ctl status "
+                     "mailroom; its log), or the messages' "
                      "keys are held by an instance that never fetched them: `triage-tui locks`, then "
                      "`triage-tui release`", **data)
         else:
-            self.add("consuming", "warn", f"nothing picked up in {secs}, but the UNSEEN mail is younger than two "
+            self.add("consuming", "warn", f"nothing picked up in {secs}, but the {word} mail is younger than two "
                      f"mail_room cycles ({2 * idle} s){held_note}", f"observe longer: --observe {2 * idle + 10}",
                      **data)
 
@@ -513,6 +786,25 @@ class Checker:
             return {k.key for k in self.locks.scan() if getattr(k, "present", True)}
         except Exception:  # noqa: BLE001 - Redis going away mid-observation: judge by the mailbox alone
             return None
+
+
+#: AAD's token errors (AADSTS codes) and what to do about each.
+_AADSTS_DEFAULT = ("check tenant_id, client_id and the client secret of the app registration mail_room uses "
+                   "(gitlab.yml inbox_options)")
+_AADSTS_FIX = {
+    "7000215": ("the client secret is wrong: give the secret's Value (not its Secret ID) from Entra ID > App "
+                "registrations > the app > Certificates & secrets, the one gitlab.yml inbox_options holds"),
+    "7000222": ("the client secret has expired: create a new one (App registrations > Certificates & secrets) and "
+                "give it to mail_room (gitlab.yml inbox_options.client_secret) and here"),
+    "7000218": "the client secret is empty: set it (TRIAGE_GRAPH_CLIENT_SECRET, --graph-secret-file or -command)",
+    "90002": ("the tenant does not exist: check tenant_id (the Directory (tenant) ID, or a verified domain) and, "
+              "for a national cloud, the Azure AD endpoint (--azure-ad-endpoint)"),
+    "700016": ("no application with this client id in the tenant: check client_id (the Application (client) ID) "
+               "and that the app is registered in this tenant"),
+    "1002012": "the scope is refused: the Graph endpoint must be Graph's (https://graph.microsoft.com or the "
+               "national cloud's)",
+    "70003": "the app may not use the client-credentials grant: check the app registration",
+}
 
 
 def _scrub(ls: Any, text: str) -> str:
@@ -590,6 +882,29 @@ def _handshake(base: ConnectionSettings, context: ssl.SSLContext) -> dict[str, A
         return info
     finally:
         tls.close()
+
+
+def _judge(info: dict[str, Any], verified: bool) -> tuple[str, str | None]:
+    """PASS, or WARN/FAIL with a fix, for a handshake's certificate expiry and TLS version."""
+    import ssl  # noqa: PLC0415 - lazy: start-up cost
+
+    info["verified"] = verified
+    status, hint = "pass", None
+    expires = info.get("not_after")
+    if expires:
+        try:
+            left = (ssl.cert_time_to_seconds(expires) - time.time()) / 86400
+        except ValueError:
+            left = None
+        if left is not None:
+            info["expires_in_days"] = round(left, 1)
+            if left < 0:
+                status, hint = "fail", "the server certificate has expired: renew it"
+            elif left < CERT_WARN_DAYS:
+                status, hint = "warn", f"the server certificate expires in {left:.0f} day(s): renew it"
+    if info.get("version") in ("TLSv1", "TLSv1.1", "SSLv3"):
+        status, hint = ("warn" if status == "pass" else status), "the server negotiates an obsolete TLS version"
+    return status, hint
 
 
 def _name(rdns: Any) -> str:
