@@ -16,6 +16,7 @@ import pytest
 from tests.tui.conftest import loaded, wait_for
 from triage_tui import cli
 from triage_tui.tui.app import TriageApp
+from triage_tui.tui.screens.confirm import ConfirmScreen
 from triage_tui.tui.screens.reingest import ReingestScreen
 
 
@@ -29,6 +30,12 @@ def play(app: TriageApp, seen: dict[str, Any]) -> None:
     async def go() -> None:
         async with app.run_test(size=(80, 24)) as pilot:
             await loaded(pilot)
+            # mark-seen's confirmation (cancelled): what it says of the cost
+            await pilot.press("space", "S")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+            seen["confirm"] = list(app.screen.request.lines)
+            await pilot.press("escape")
+            await pilot.press("space")
             c = app.demo_consumer
             seen["badge"] = "DEMO" in pulse(app)
             seen["down"] = "mail_room: down" in pulse(app) and not c.running
@@ -94,3 +101,7 @@ def test_demo_badge_and_its_mail_room_from_the_ui(demo_ui: dict[str, Any], inbox
     assert "started by itself after the re-ingest" in s["auto_status"]
     assert "picked up" in s["watch"] and "demo: mail_room: running" in s["watch"]
     assert s["delivered"] > 0
+    # the Graph budget on a line of its own that fits the dialog at 80x24 (longer lines wrap)
+    budget = [line for line in s["confirm"] if line.startswith("Graph: ")]
+    assert len(budget) == (1 if inbox else 0) and all(len(line) <= 76 for line in budget), s["confirm"]
+    assert any(line.startswith("UIDVALIDITY ") and line.endswith("audit-journaled") for line in s["confirm"])

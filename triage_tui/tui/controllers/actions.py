@@ -157,7 +157,12 @@ class ActionsController:
             lines.append(f"Selection: {info['note']}.")
         if plan.skipped and kind != "undo":
             lines.append(f"{plan.skipped:,} of the {plan.requested:,} selected need no change (already done or gone).")
-        lines.append(f"UIDVALIDITY {plan.uidvalidity} · {plan.cost_text} · audit-journaled")
+        short = getattr(plan, "budget_short", None)  # a Graph mailbox: its budget on a line of its own (80x24)
+        if short:
+            lines.append(f"UIDVALIDITY {plan.uidvalidity} · audit-journaled")
+            lines.append(short)
+        else:
+            lines.append(f"UIDVALIDITY {plan.uidvalidity} · {plan.cost_text} · audit-journaled")
         shown = 5 if h.size.height >= 30 else 3
         request = ConfirmRequest(title=title, lines=lines, sample=self.sample(plan.uids, shown),
                                  more=max(0, n - shown),

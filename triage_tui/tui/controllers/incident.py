@@ -295,7 +295,13 @@ class IncidentController:
             label = f"Mark {n:,} seen"
         if fp.skipped:
             lines.append(f"{fp.skipped:,} of the {fp.requested:,} need no change (already done or gone).")
-        lines.append(f"UIDVALIDITY {fp.uidvalidity} · {getattr(fp, 'cost_text', f'{fp.commands} IMAP command(s)')} · audit-journaled")
+        short = getattr(fp, "budget_short", None)  # a Graph mailbox: its budget on a line of its own (80x24)
+        if short:
+            lines.append(f"UIDVALIDITY {fp.uidvalidity} · audit-journaled")
+            lines.append(short)
+        else:
+            lines.append(f"UIDVALIDITY {fp.uidvalidity} · {getattr(fp, 'cost_text', f'{fp.commands} IMAP command(s)')} "
+                         "· audit-journaled")
         return ConfirmRequest(title=title, lines=lines, sample=_sample(self.messages, list(fp.uids), shown, now),
                               more=max(0, n - shown), typed=prepared.typed, confirm_label=label,
                               danger=step.action == P.EXPUNGE)
