@@ -152,9 +152,36 @@ def test_no_workers_for_small_listings_or_one_cpu(seeded: Mailbox, monkeypatch: 
     monkeypatch.setattr(parallel, "_Worker", lambda setup: started.append(setup))
     _list(seeded, 2)  # 400-odd messages: below MIN_MESSAGES
     assert not started
+    monkeypatch.setattr(parallel, "cpu_quota", lambda: None)
     for cpus, workers in ((1, 0), (2, 2), (3, 2), (4, 3), (64, parallel.MAX_AUTO_WORKERS)):
         monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid, n=cpus: set(range(n)))
         assert parallel.auto_workers() == workers
+    # a container limited to 1.5 CPUs on a 64-CPU node: no workers; to 3: two
+    for quota, workers in ((1.5, 0), (0.5, 0), (2.0, 2), (3.0, 2), (5.0, 4)):
+        monkeypatch.setattr(parallel, "cpu_quota", lambda q=quota: q)
+        assert parallel.auto_workers() == workers, quota
+
+
+def test_the_cgroup_cpu_quota_is_read(tmp_path: Path) -> None:
+    own = tmp_path / "proc-self-cgroup"
+    root = tmp_path / "cgroup"
+    (root / "kubepods" / "pod1").mkdir(parents=True)
+    own.write_text("0::/kubepods/pod1\n")
+    assert parallel.cpu_quota(root, own) is None  # nothing to read
+    (root / "cpu.max").write_text("max 100000\n")
+    assert parallel.cpu_quota(root, own) is None  # the root: unlimited
+    (root / "kubepods" / "pod1" / "cpu.max").write_text("150000 100000\n")
+    assert parallel.cpu_quota(root, own) == 1.5  # this process's own group first
+    (root / "kubepods" / "pod1" / "cpu.max").write_text("garbage\n")
+    assert parallel.cpu_quota(root, own) is None  # unreadable there: the root's
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert parallel.cpu_quota(v1, tmp_path / "none") is None
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("200000\n")
+    assert parallel.cpu_quota(v1, tmp_path / "none") == 2.0
+    assert parallel.cpu_quota() is None or parallel.cpu_quota() > 0  # this machine, whatever it says
 
 
 def test_the_cache_the_workers_wrote_lists_the_same(seeded: Mailbox, always: None, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ batch until its result is in). Small listings never start workers (starting one 
 
 How many: ``triage.workers`` (``TRIAGE_WORKERS``, ``--workers``; 0 = none), by default two on
 two CPUs, one fewer than the CPUs this process may use on more, at most
-:data:`MAX_AUTO_WORKERS`; none on a single CPU."""
+:data:`MAX_AUTO_WORKERS`; none on a single CPU, counting a container's CPU quota (cgroups)."""
 
 from __future__ import annotations
 
@@ -56,11 +56,40 @@ _LEN = struct.Struct("<Q")
 MAX_FRAME = 1 << 31
 
 
+def cpu_quota(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup")) -> float | None:
+    """How many CPUs this process's cgroup quota allows (a container's CPU limit: cgroup v2
+    ``cpu.max``, v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``), None when there is none or it
+    cannot be read. A toolbox pod limited to one CPU still shows the node's CPUs to
+    ``sched_getaffinity``: worker processes there would only share that one CPU."""
+    dirs = [root]
+    try:
+        for line in own.read_text().splitlines():
+            if line.startswith("0::/") and len(line) > 4:  # v2: this process's own group
+                dirs.insert(0, root / line[4:])
+    except OSError:
+        pass
+    for d in dirs:
+        try:
+            quota, period = (d / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else max(0.0, int(quota) / int(period))
+        except (OSError, ValueError, ZeroDivisionError):
+            continue
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
 def auto_workers() -> int:
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
+    quota = cpu_quota()
+    if quota is not None:
+        cpus = min(cpus, int(quota))
     # two CPUs: two workers (the main process mostly waits on them and the socket); more: one
     # CPU left to the main process, whose own share (the socket, rebuilding rows, JSON) then
     # bounds the listing
