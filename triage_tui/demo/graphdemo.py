@@ -27,7 +27,7 @@ from triage_tui.demo.graphserver import (
     DEMO_TENANT,
     GraphServer,
 )
-from triage_tui.demo.server import KEY_PREFIX, DemoConsumer, EmbeddedRedis
+from triage_tui.demo.server import KEY_PREFIX, DemoConsumer, EmbeddedRedis, plant_locks
 from triage_tui.services.graph import GraphSettings
 from triage_tui.services.imap import Secret
 
@@ -121,27 +121,9 @@ def load(server: GraphServer, backlog: Backlog, mailbox: str = DEMO_MAILBOX) -> 
 
 
 def _hold_locks(demo: GraphDemo) -> dict[str, list[str]]:
-    client = demo.redis.client()
-    held: dict[str, list[str]] = {}
-    try:
-        pipe = client.pipeline(transaction=False)
-        for lk in demo.backlog.locks:
-            # a key whose message is long gone names an id no folder holds any more
-            gid = demo.ids[lk.index] if lk.index is not None else "AAMk" + secrets.token_urlsafe(30)
-            key = f"{KEY_PREFIX}delivered:{gid}"
-            if lk.style == "set":
-                pipe.set(key, str(lk.value), ex=lk.ttl)
-            else:
-                pipe.incrby(key, lk.value)
-                if lk.ttl is not None:
-                    pipe.expire(key, lk.ttl)
-            label = "gone" if lk.index is None else ("incr-no-ttl" if lk.style == "incr" and lk.ttl is None
-                                                    else lk.style)
-            held.setdefault(label, []).append(gid)
-        pipe.execute()
-    finally:
-        client.close()
-    return held
+    # a key whose message is long gone names an id no folder holds any more
+    return plant_locks(demo.redis.client(), demo.backlog.locks,
+                       lambda lk: demo.ids[lk.index] if lk.index is not None else "AAMk" + secrets.token_urlsafe(30))
 
 
 def start_graph_demo(size: int, *, seed: int, backlog: Backlog | None = None,

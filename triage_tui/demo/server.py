@@ -526,15 +526,21 @@ class DemoServers:
 
 def _hold_locks(servers: DemoServers) -> dict[str, list[int]]:
     """Write the backlog's arbitration keys the way mail_room would have left them."""
-    b = servers.backlog
     first = min(servers.uids) if servers.uids else 101
-    client = servers.redis_client()
-    held: dict[str, list[int]] = {}
+    return plant_locks(servers.redis_client(), servers.backlog.locks,
+                       lambda lk: servers.uid(lk.index) if lk.index is not None else max(1, first - lk.gone_below))
+
+
+def plant_locks(client: Any, locks: Any, ident: Any) -> dict[str, list[Any]]:
+    """Write ``locks`` (the backlog's lock plans) as mail_room's ``delivered:<id>`` keys, each
+    id from ``ident(lock)`` (a UID over IMAP, a Graph id over Graph), in one pipeline; closes
+    ``client``. Returns the ids by the kind of key left (set, incr, incr-no-ttl, gone)."""
+    held: dict[str, list[Any]] = {}
     try:
         pipe = client.pipeline(transaction=False)
-        for lk in b.locks:
-            uid = servers.uid(lk.index) if lk.index is not None else max(1, first - lk.gone_below)
-            key = f"{KEY_PREFIX}delivered:{uid}"
+        for lk in locks:
+            ref = ident(lk)
+            key = f"{KEY_PREFIX}delivered:{ref}"
             if lk.style == "set":
                 pipe.set(key, str(lk.value), ex=lk.ttl)
             else:
@@ -543,7 +549,7 @@ def _hold_locks(servers: DemoServers) -> dict[str, list[int]]:
                     pipe.expire(key, lk.ttl)
             label = "gone" if lk.index is None else ("incr-no-ttl" if lk.style == "incr" and lk.ttl is None
                                                     else lk.style)
-            held.setdefault(label, []).append(uid)
+            held.setdefault(label, []).append(ref)
         pipe.execute()
     finally:
         client.close()
