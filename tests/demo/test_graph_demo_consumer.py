@@ -4,6 +4,7 @@ offers it (SIGUSR1) instead of saying there is none."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
@@ -33,10 +34,14 @@ class GraphProbe:
             while time.monotonic() < deadline and c.delivered == 0:
                 time.sleep(0.1)
             time.sleep(c.poll_interval * 2)  # a whole poll delivered
-        s["delivered"] = c.delivered
-        s["blocked"] = c.blocked
         s["status"] = c.status
-        s["unseen_after"] = svc.counts().unseen
+        # read the delivered count and the mailbox between two polls (a poll holds the
+        # consumer's lock): a demo key that expires meanwhile would let one more through
+        inner = c._consumer
+        with inner._lock if inner is not None else contextlib.nullcontext():
+            s["delivered"] = c.delivered
+            s["blocked"] = c.blocked
+            s["unseen_after"] = svc.counts().unseen
         return 0
 
 
