@@ -271,11 +271,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _cancel_on_signals(ctx: Context) -> dict[int, Any]:
-    """SIGTERM/SIGHUP during a bulk change: the first one stops sending (what is in flight
-    completes, the journal says "interrupted" with exactly what changed); a second one exits."""
+def _cancel_on_signals(ctx: Context, *, tui: bool = False) -> dict[int, Any]:
+    """SIGTERM/SIGHUP. While a bulk change runs (a journaled operation is open), the first one
+    stops sending (what is in flight completes, the journal says "interrupted" with exactly
+    what changed) and a second one exits. A command that is only reading (a listing, a plan, a
+    watch) has nothing to finish: it stops at once, with 128 + the signal's number (a killed
+    `list` used to run to its end and exit 0). The TUI keeps the first behaviour: it ends its
+    own way."""
     def handler(signum: int, frame: object) -> None:
+        guard = sys.modules.get("triage_tui.services.guard")  # not loaded: nothing was ever changed
         svc = getattr(ctx, "_service", None)
+        if not tui and (guard is None or guard.MutationGuard.in_flight == 0):
+            if svc is not None:
+                svc.cancel()  # a change about to start (after this line) refuses to
+            _error_line(f"triage-tui: signal {signum}: stopped (no change was in progress)")
+            raise SystemExit(128 + signum)
         if svc is not None and not svc._cancel.is_set():
             _error_line(f"triage-tui: signal {signum}: stopping after the commands in flight")
             svc.cancel()
@@ -310,9 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             # resolve now, so every subcommand (also those that read args.address directly) sees
             # the resolved values; `config path` opts out to stay usable with a broken config file
             _ = ctx.settings
-        previous = _cancel_on_signals(ctx)
+        run = getattr(args, "_run", None)
+        previous = _cancel_on_signals(ctx, tui=run is None)
         try:
-            run = getattr(args, "_run", None)
             if run is None:
                 from triage_tui.commands import tui  # noqa: PLC0415 - keep Textual off the CLI path
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.mailgen import backlog
 from tests.proxy import LatencyProxy
 from triage_tui.domain import uidset
@@ -160,3 +162,73 @@ def test_sigterm_during_cli_mark_seen(mailbox):  # type: ignore[no-untyped-def]
     assert end["result"] == "interrupted"
     changed = uidset.parse(end["changed"])
     assert mailbox.search("SEEN") == changed and 0 < len(changed) < 800
+
+
+def test_sigterm_during_cli_list_stops_at_once(mailbox):  # type: ignore[no-untyped-def]
+    """A listing has nothing to finish: SIGTERM stops it at once with 143 and one line (it used
+    to run to its end and exit 0), whether it is reading the socket or building rows in worker
+    processes; no worker is left behind, every session is logged out, nothing is journaled and
+    nothing changed on the server."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    mailbox.seed(backlog(4000, now=time.time()))
+    with LatencyProxy(mailbox.server.imap_port, rtt=0.05) as proxy:
+        env = {**os.environ, **mailbox.env(), "TRIAGE_IMAP_PORT": str(proxy.port), "TRIAGE_IMAP_SECURITY": "none",
+               "TRIAGE_WORKERS": "2"}
+        proc = subprocess.Popen([sys.executable, "-m", "triage_tui", "--chunk", "100", "list", "--json"], env=env,
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # the listing is under way
+        assert first.startswith(b'{"uid": ')
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+    lines = err.decode().splitlines()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert lines == ["triage-tui: signal 15: stopped (no change was in progress)"], err
+    assert took < 3, took
+    assert len(out.splitlines()) + 1 < 4000  # it did not run to its end
+    time.sleep(0.3)
+    with pytest.raises(ProcessLookupError):  # no worker process of its session outlived it
+        os.killpg(proc.pid, 0)
+    assert mailbox.search("SEEN") == []
+    assert not [r for r in AuditJournal().records() if r.get("phase") == "begin"]
+
+
+def test_sigterm_at_the_cli_confirmation_changes_nothing(mailbox):  # type: ignore[no-untyped-def]
+    """SIGTERM while mark-seen waits for its y/N (after listing, before any change): it ends at
+    once with 143, nothing journaled, nothing changed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    mailbox.seed(backlog(30, now=time.time()))
+    env = {**os.environ, **mailbox.env()}
+    master, slave = os.openpty()  # an interactive stdin: the question is asked
+    proc = subprocess.Popen([sys.executable, "-m", "triage_tui", "mark-seen", "--all"], env=env, cwd=ROOT,
+                            stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(slave)
+    try:
+        assert proc.stdout is not None
+        asked = b""
+        deadline = time.time() + 20
+        while time.time() < deadline and b"[y/N]" not in asked:
+            asked += proc.stdout.read1(4096)  # type: ignore[attr-defined]
+        assert b"[y/N]" in asked, asked
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        os.close(master)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert b"no change was in progress" in err and b"Traceback" not in err
+    assert mailbox.search("SEEN") == []
+    assert not [r for r in AuditJournal().records() if r.get("phase") == "begin"]

@@ -7,6 +7,7 @@ Both the IMAP triage service and the Redis lock service open their writes throug
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,16 @@ class Operation:
 
 
 class MutationGuard:
+    #: operations open in this process (every guard's): a signal may end the process at once
+    #: only while this is 0, i.e. before a begin record or after the end record (see cli.py)
+    in_flight = 0
+    _count_lock = threading.Lock()  # the TUI opens operations from worker threads
+
+    @classmethod
+    def _count(cls, step: int) -> None:
+        with cls._count_lock:
+            cls.in_flight += step
+
     def __init__(self, *, read_only: bool, journal: AuditJournal, context: dict[str, Any] | None = None) -> None:
         self.read_only = read_only
         self.journal = journal
@@ -43,17 +54,21 @@ class MutationGuard:
         the body's error is the one raised (the journal then shows the op without an end)."""
         self.refuse_if_read_only(action)
         op = Operation(self.journal.new_op_id(), action)
-        self.journal.append({"phase": "begin", "op": op.id, "action": action, **self.context, **fields})
+        MutationGuard._count(1)  # before the begin record: from here a signal only cancels
         try:
-            yield op
-        except BaseException as e:
-            with contextlib.suppress(JournalWriteFailed):
-                self.journal.append({"phase": "end", "op": op.id, "action": action, **self.context, **fields,
-                                     **op.outcome, "result": op.result if op.result == "stopped" else "error",
-                                     "error": str(e) or type(e).__name__})
-            raise
-        self.journal.append({"phase": "end", "op": op.id, "action": action, **self.context, **fields,
-                             **op.outcome, "result": op.result})
+            self.journal.append({"phase": "begin", "op": op.id, "action": action, **self.context, **fields})
+            try:
+                yield op
+            except BaseException as e:
+                with contextlib.suppress(JournalWriteFailed):
+                    self.journal.append({"phase": "end", "op": op.id, "action": action, **self.context, **fields,
+                                         **op.outcome, "result": op.result if op.result == "stopped" else "error",
+                                         "error": str(e) or type(e).__name__})
+                raise
+            self.journal.append({"phase": "end", "op": op.id, "action": action, **self.context, **fields,
+                                 **op.outcome, "result": op.result})
+        finally:
+            MutationGuard._count(-1)
 
     def intent(self, op: Operation, **fields: Any) -> None:
         """Write-ahead: what the next batch is about to change, journaled before it is sent."""
