@@ -5,6 +5,7 @@ whole message queue in one turn of the loop), and the GC freezes are spaced."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -50,9 +51,9 @@ def test_a_burst_of_batches_gives_the_loop_a_turn_between_slices(monkeypatch: py
     seen: list[tuple[int, int]] = []
     orig = L.ListingController._add_batch
 
-    def spy(self: L.ListingController, msg: Any) -> None:
+    def spy(self: L.ListingController, *args: Any) -> None:
         seen.append((turns[0], len(self.host.model)))
-        orig(self, msg)
+        orig(self, *args)
 
     monkeypatch.setattr(L.ListingController, "_add_batch", spy)
 
@@ -92,5 +93,51 @@ def test_a_reload_while_batches_wait_drops_them(monkeypatch: pytest.MonkeyPatch)
             assert sorted(app.model.messages) == list(range(1, 3001))
             assert app.model.rows == list(range(1, 3001))
             assert not app._loading
+
+    asyncio.run(go())
+
+
+def test_a_large_batch_is_folded_in_parts_and_a_relist_of_them_keeps_marks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service may hand over thousands of rows at once (cached rows): they are folded
+    FOLD_ROWS at a time, each part in its own turn, the progress counting up to the total; a
+    re-list (R) in such chunks keeps marks and the cursor and drops nothing."""
+    monkeypatch.setattr(L, "FOLD_SLICE", 0.0)
+    app = _app(10_000, 4_000)
+    progress: list[int] = []
+    orig = L.ListingController._add_batch
+
+    def spy(self: L.ListingController, batch: Any, done: int, seen: Any) -> None:
+        assert len(batch) <= L.FOLD_ROWS
+        progress.append(done)
+        orig(self, batch, done, seen)
+
+    monkeypatch.setattr(L.ListingController, "_add_batch", spy)
+
+    async def go() -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await loaded(pilot)
+            assert progress == [1000 * i for i in range(1, 11)]
+            assert app.model.rows == list(range(1, 10_001))
+            app.model.mark_many([5, 6000, 9999])
+            app.list.move_cursor(app.model.rows.index(7777))
+            before = dict(app.model.messages)
+            progress.clear()
+            await pilot.press("R")
+            await loaded(pilot)
+            assert progress == [4000, 8000, 10_000]  # nothing changed: the chunks carry UIDs only
+            assert app.model.marks == {5, 6000, 9999} and app.list.current == 7777
+            assert app.model.rows == list(range(1, 10_001))
+            assert all(app.model.messages[u] is m for u, m in before.items())  # rows kept, not rebuilt
+            # another client flagged every message: whole chunks of changed rows, in parts
+            svc = app.service
+            svc.messages = {u: replace(m, flags=("\\Flagged",)) for u, m in svc.messages.items()}
+            progress.clear()
+            await pilot.press("R")
+            await loaded(pilot)
+            assert progress == [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10_000]
+            assert app.model.rows == list(range(1, 10_001)) and len(app.model.messages) == 10_000
+            assert all(m.flags == ("\\Flagged",) for m in app.model.messages.values())
+            assert all(app.model.messages[u] is m for u, m in before.items())  # updated in place
+            assert app.model.marks == {5, 6000, 9999} and app.list.current == 7777
 
     asyncio.run(go())

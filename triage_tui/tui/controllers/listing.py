@@ -39,6 +39,7 @@ FREEZE_ALWAYS = 20_000
 #: posts its ~90 batches of 100k cached rows at once, and Textual handles a queue of messages
 #: without yielding: 200+ ms of frozen loop (keys, frames) with one handler call per batch.
 FOLD_SLICE = 0.004
+FOLD_ROWS = 1_000  # a larger batch is folded in parts of this many (~1 ms each)
 
 
 class ListingController:
@@ -57,7 +58,7 @@ class ListingController:
         self.frozen_at = 0.0  # when that was (time.perf_counter())
         # list batches received and not yet in the model (folded in a slice at a time), and the
         # end of the listing when it arrived before them
-        self.inbox: deque[M.ListBatch] = deque()
+        self.inbox: deque[tuple[int, builtins.list[Message], int, builtins.list[int] | None]] = deque()
         self.fold_scheduled = False
         self.done_waiting: M.ListDone | None = None
 
@@ -199,7 +200,14 @@ class ListingController:
         here, a burst of batches would hold the loop until the last one)."""
         if msg.gen != self.host._gen:
             return
-        self.inbox.append(msg)
+        batch, n = msg.batch, len(msg.batch)
+        if n <= FOLD_ROWS:
+            self.inbox.append((msg.gen, batch, msg.done, msg.seen))
+        else:  # (gen, rows, how many the listing has sent with these, a re-list's UIDs)
+            rest: builtins.list[int] | None = [] if msg.seen is not None else None
+            for i in range(0, n, FOLD_ROWS):
+                self.inbox.append((msg.gen, batch[i:i + FOLD_ROWS], msg.done - n + min(n, i + FOLD_ROWS),
+                                   msg.seen if i == 0 else rest))
         if not self.fold_scheduled:
             self.fold_scheduled = True
             asyncio.get_running_loop().call_soon(self._fold_later)
@@ -215,9 +223,9 @@ class ListingController:
         inbox = self.inbox
         stop = time.perf_counter() + FOLD_SLICE
         while inbox:
-            msg = inbox.popleft()
-            if msg.gen == h._gen:
-                self._add_batch(msg)
+            gen, batch, done, seen = inbox.popleft()
+            if gen == h._gen:
+                self._add_batch(batch, done, seen)
             if time.perf_counter() >= stop:
                 break
         if inbox:
@@ -233,19 +241,19 @@ class ListingController:
         except Exception as e:  # noqa: BLE001 - as in a message handler: Textual's error path
             self.host._handle_exception(e)
 
-    def _add_batch(self, msg: M.ListBatch) -> None:
+    def _add_batch(self, batch: builtins.list[Message], done: int, seen: builtins.list[int] | None) -> None:
         h = self.host
-        if msg.seen is not None and self.relist_uv is not None:
-            self.relist_seen.update(msg.seen)
-            h.model.forget_matches(msg.seen)  # as a fresh listing would, a chunk at a time
-            added = h.model.update(msg.batch)
+        if seen is not None and self.relist_uv is not None:
+            self.relist_seen.update(seen)
+            h.model.forget_matches(seen)  # as a fresh listing would, a chunk at a time
+            added = h.model.update(batch)
         else:
             # a fresh listing; or a re-list that found the mailbox reset (list_started cleared
             # the rows): its chunks are whole, every message differs in its UIDVALIDITY
-            added = h.model.add(msg.batch)
+            added = h.model.add(batch)
         self._freeze(added)
-        total = h.pulse_state.loading[1] if h.pulse_state.loading else msg.done
-        h.pulse_state.loading = (msg.done, total)
+        total = h.pulse_state.loading[1] if h.pulse_state.loading else done
+        h.pulse_state.loading = (done, total)
         if self.first_rows_at is None and self.relist_uv is None:
             # The first screen appears at once; later batches are folded in a few times a second.
             self.first_rows_at = time.perf_counter()
