@@ -36,6 +36,20 @@ def _ts(m: Message) -> float:
     return m.internaldate.timestamp() if m.internaldate is not None else _BIG
 
 
+def _cut(order: list[int], key: Any, get: Callable[[int], Any], reverse: bool, lo: int) -> int:
+    """How many UIDs of ``order`` (sorted by ``get``, descending if ``reverse``), from ``lo`` on,
+    sort before ``key``: where a row with that key goes (binary search)."""
+    hi = len(order)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        k = get(order[mid])
+        if (k > key) if reverse else (k < key):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 def project_label(m: Message) -> str:
     """How a project is shown and grouped: legacy path, ``slug#id``, ``#id`` or a placeholder
     saying why there is none (a reply key names no project offline)."""
@@ -283,12 +297,18 @@ class ListModel:
             if not order:
                 order = new
             else:
-                last, first = get(order[-1]), get(new[0])
-                if (first < last) if self.reverse else (first > last):
-                    order = order + new
+                # Only the stretch of ``order`` the new keys fall into is sorted again (keys are
+                # unique: each ends in the UID). A listing's new rows mostly go at one end: a
+                # newest-first listing re-sorted all 90k rows at every rebuild (7-14 ms each).
+                rev = self.reverse
+                lo = _cut(order, get(new[0]), get, rev, 0)
+                hi = _cut(order, get(new[-1]), get, rev, lo)
+                if lo == hi:
+                    order = order[:lo] + new + order[lo:]
                 else:
-                    order = order + new
-                    order.sort(key=get, reverse=self.reverse)  # two sorted runs: one merge
+                    mid = order[lo:hi] + new
+                    mid.sort(key=get, reverse=rev)  # two sorted runs: one merge
+                    order = order[:lo] + mid + order[hi:]
         self.order = order
 
     def refilter(self) -> None:

@@ -3,11 +3,13 @@ the IDLE (or polling) watcher, the Redis locks column, pause and reload."""
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
 import gc
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +27,19 @@ SYNC_SETTLE = 0.5  # seconds between a sync and the next one a change asked for 
 #: and waited up to 5 ms for it each time: 100-170 ms loop stalls at 100k rows, and the load
 #: itself twice as long (bench/bench_tui.py --part load). 1 ms keeps the loop's share.
 SWITCH_INTERVAL = 0.001
-FREEZE_EVERY = 10_000  # messages added between two gc.freeze() (each costs one GC pass over them)
+#: Messages added between two gc.freeze(): each costs one GC pass over what was made since the
+#: last one (rows, and the frames rendered meanwhile), ~10 ms per 2,000 rows of a cold listing
+#: where 10,000 made 25-80 ms stalls at 100k. At least FREEZE_GAP seconds apart, unless
+#: FREEZE_ALWAYS rows wait: a warm start's burst of cached rows (frozen by the service already)
+#: then costs a few passes, not one per batch.
+FREEZE_EVERY = 2_000
+FREEZE_GAP = 0.25
+FREEZE_ALWAYS = 20_000
+#: Seconds of list batches folded into the model before the event loop gets a turn. A warm start
+#: posts its ~90 batches of 100k cached rows at once, and Textual handles a queue of messages
+#: without yielding: 200+ ms of frozen loop (keys, frames) with one handler call per batch.
+FOLD_SLICE = 0.004
+FOLD_ROWS = 1_000  # a larger batch is folded in parts of this many (~1 ms each)
 
 
 class ListingController:
@@ -41,6 +55,12 @@ class ListingController:
         self.relist_uv: int | None = None  # UIDVALIDITY of the rows kept; None: a fresh listing
         self.relist_seen: set[int] = set()  # UIDs the re-list found so far
         self.unfrozen = 0  # messages added since the last gc.freeze()
+        self.frozen_at = 0.0  # when that was (time.perf_counter())
+        # list batches received and not yet in the model (folded in a slice at a time), and the
+        # end of the listing when it arrived before them
+        self.inbox: deque[tuple[int, builtins.list[Message], int, builtins.list[int] | None]] = deque()
+        self.fold_scheduled = False
+        self.done_waiting: M.ListDone | None = None
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -69,6 +89,8 @@ class ListingController:
             sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         h._uidvalidity = None
         h._loading = True
+        self.inbox.clear()  # an earlier listing's batches (their generation is over)
+        self.done_waiting = None
         self.load_started = time.perf_counter()
         self.first_rows_at = None
         h.pulse_state.vanished = h.pulse_state.arrived = 0
@@ -84,9 +106,12 @@ class ListingController:
         objects made since the last freeze (a pass over those only), then freeze the rest."""
         self.unfrozen += added
         if self.unfrozen >= FREEZE_EVERY:
-            self.unfrozen = 0
-            gc.collect()
-            gc.freeze()
+            now = time.perf_counter()
+            if self.unfrozen >= FREEZE_ALWAYS or now - self.frozen_at >= FREEZE_GAP:
+                self.unfrozen = 0
+                self.frozen_at = now
+                gc.collect()
+                gc.freeze()
 
     @staticmethod
     def _diff(batch: builtins.list[Message], known: dict[int, Message]) -> builtins.list[Message]:
@@ -170,20 +195,65 @@ class ListingController:
         h._pulse()
 
     def list_batch(self, msg: M.ListBatch) -> None:
-        h = self.host
-        if msg.gen != h._gen:
+        """Queue the batch; it is folded into the model in the event loop's next turn, after
+        the app's other queued messages (Textual handles its whole queue in one turn: folded
+        here, a burst of batches would hold the loop until the last one)."""
+        if msg.gen != self.host._gen:
             return
-        if msg.seen is not None and self.relist_uv is not None:
-            self.relist_seen.update(msg.seen)
-            h.model.forget_matches(msg.seen)  # as a fresh listing would, a chunk at a time
-            added = h.model.update(msg.batch)
+        batch, n = msg.batch, len(msg.batch)
+        if n <= FOLD_ROWS:
+            self.inbox.append((msg.gen, batch, msg.done, msg.seen))
+        else:  # (gen, rows, how many the listing has sent with these, a re-list's UIDs)
+            rest: builtins.list[int] | None = [] if msg.seen is not None else None
+            for i in range(0, n, FOLD_ROWS):
+                self.inbox.append((msg.gen, batch[i:i + FOLD_ROWS], msg.done - n + min(n, i + FOLD_ROWS),
+                                   msg.seen if i == 0 else rest))
+        if not self.fold_scheduled:
+            self.fold_scheduled = True
+            asyncio.get_running_loop().call_soon(self._fold_later)
+
+    def fold(self) -> None:
+        """Add queued batches for up to :data:`FOLD_SLICE` seconds (at least one), then give the
+        loop a turn if some remain; the listing's end, if it came meanwhile, once none remain."""
+        h = self.host
+        self.fold_scheduled = False
+        if not h.is_running:
+            self.inbox.clear()
+            return
+        inbox = self.inbox
+        stop = time.perf_counter() + FOLD_SLICE
+        while inbox:
+            gen, batch, done, seen = inbox.popleft()
+            if gen == h._gen:
+                self._add_batch(batch, done, seen)
+            if time.perf_counter() >= stop:
+                break
+        if inbox:
+            self.fold_scheduled = True
+            asyncio.get_running_loop().call_soon(self._fold_later)
+        elif self.done_waiting is not None:
+            done, self.done_waiting = self.done_waiting, None
+            self.list_done(done)
+
+    def _fold_later(self) -> None:
+        try:
+            self.fold()
+        except Exception as e:  # noqa: BLE001 - as in a message handler: Textual's error path
+            self.host._handle_exception(e)
+
+    def _add_batch(self, batch: builtins.list[Message], done: int, seen: builtins.list[int] | None) -> None:
+        h = self.host
+        if seen is not None and self.relist_uv is not None:
+            self.relist_seen.update(seen)
+            h.model.forget_matches(seen)  # as a fresh listing would, a chunk at a time
+            added = h.model.update(batch)
         else:
             # a fresh listing; or a re-list that found the mailbox reset (list_started cleared
             # the rows): its chunks are whole, every message differs in its UIDVALIDITY
-            added = h.model.add(msg.batch)
+            added = h.model.add(batch)
         self._freeze(added)
-        total = h.pulse_state.loading[1] if h.pulse_state.loading else msg.done
-        h.pulse_state.loading = (msg.done, total)
+        total = h.pulse_state.loading[1] if h.pulse_state.loading else done
+        h.pulse_state.loading = (done, total)
         if self.first_rows_at is None and self.relist_uv is None:
             # The first screen appears at once; later batches are folded in a few times a second.
             self.first_rows_at = time.perf_counter()
@@ -202,6 +272,9 @@ class ListingController:
     def list_done(self, msg: M.ListDone) -> None:
         h = self.host
         if msg.gen != h._gen:
+            return
+        if self.inbox:  # batches still to fold in: this listing ends after them
+            self.done_waiting = msg
             return
         if self.rebuild_timer is not None:
             self.rebuild_timer.stop()
