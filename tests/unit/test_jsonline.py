@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from tests.unit.test_build_golden import NOW, corpus
 from triage_tui.domain.analysis import build_message
-from triage_tui.domain.jsonline import ENCODER, message_json
+from triage_tui.domain.jsonline import ENCODER, _age_text, message_json
 from triage_tui.domain.model import Message
 from triage_tui.domain.outcome import Outcome
 
@@ -99,3 +99,31 @@ def test_outcomes_are_remembered_but_never_mixed_up() -> None:
     other = dataclasses.replace(base, outcome=Outcome("handled", "create_note", "because", False))
     for m in (base, other, base, other):
         assert message_json(m, NOW) == generic(m, NOW)
+
+
+@given(st.integers(min_value=-(2**62), max_value=2**62))
+def test_age_from_integer_microseconds_is_what_round_writes(us: int) -> None:
+    """The age in integer µs, rounded to ms and divided, is what ``round(total_seconds(), 3)``
+    writes; at ties, -0 and huge ages it is ``round`` itself."""
+    for x in (us, us - us % 1000 + 500, us - us % 1000 + 499, us - us % 1000 + 501, us % 2000 - 1000,
+              us % 10**16, -(us % 10**16)):
+        assert _age_text(x) == repr(round(timedelta(microseconds=x).total_seconds(), 3)), x
+
+
+def test_age_edges_are_what_round_writes() -> None:
+    """Every µs around 0, around ms ties and around the 10**15 µs switch, and ages of years."""
+    edges = [*range(-3000, 3001), *(k * 10**15 + d for k in (-1, 1) for d in range(-1500, 1501)),
+             *(y * 365 * 86_400 * 10**6 + d for y in (1, 30, 9999) for d in range(-1500, 1501))]
+    for x in edges:
+        assert _age_text(x) == repr(round(timedelta(microseconds=x).total_seconds(), 3)), x
+
+
+def test_flag_texts_are_not_kept_for_lists() -> None:
+    """A flags list can change in place: its text is made each time; equal tuples share one."""
+    m = Message(uid=1, uidvalidity=2, internaldate=NOW, flags=["\\Seen"])  # type: ignore[arg-type]
+    assert message_json(m, NOW) == generic(m, NOW)
+    m.flags.append("$x")  # type: ignore[attr-defined]
+    assert message_json(m, NOW) == generic(m, NOW)
+    for flags in (("\\Seen",), ("\\Seen", "\u2028"), ()):
+        m2 = Message(uid=1, uidvalidity=2, internaldate=NOW, flags=flags)
+        assert message_json(m2, NOW) == generic(m2, NOW)
