@@ -196,3 +196,29 @@ def test_the_cache_the_workers_wrote_lists_the_same(seeded: Mailbox, always: Non
     assert sorted(zip(warm[0], warm[1], strict=True), key=lambda p: p[0]) == \
         sorted(zip(expected[0], expected[1], strict=True), key=lambda p: p[0])
     assert not problems
+
+
+def test_workers_run_below_the_process_they_serve() -> None:
+    """The build processes are background work: niced below the process that reads the socket
+    and draws the UI, so two of them on two cores do not take the UI thread's CPU."""
+    import os
+
+    from triage_tui.domain.analysis import AnalysisConfig
+    from triage_tui.services import buildworker
+    from triage_tui.services.parallel import BuildPool
+
+    pool = BuildPool(AnalysisConfig(address="incoming+%{key}@example.com"), 1, datetime.now(UTC), 2)
+    try:
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        want = min(19, ours + buildworker.NICE)
+        deadline = time.monotonic() + 20
+        got: list[int] = []
+        while time.monotonic() < deadline:  # each worker sets it once its imports are done
+            got = [os.getpriority(os.PRIO_PROCESS, w.proc.pid) for w in pool.workers]
+            if got == [want, want]:
+                break
+            time.sleep(0.05)
+        assert got == [want, want], (ours, got)
+    finally:
+        pool.close()
+    assert os.getpriority(os.PRIO_PROCESS, 0) == ours  # never ours
