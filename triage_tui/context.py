@@ -321,10 +321,37 @@ class Context:
             raise Refused("confirmation missing: stdin is not interactive; add --yes to act (or --dry-run to look)")
         question = inert(question, multiline=True)  # a plan may name a mailbox or a journal field
         if typed:
-            answer = input(f"{question}\nType {typed!r} to proceed: ").strip()
+            answer = _ask(f"{question}\nType {typed!r} to proceed: ").strip()
             if answer != typed:
                 raise Refused("not confirmed: nothing was changed")
         else:
-            answer = input(f"{question} [y/N] ").strip().lower()
+            answer = _ask(f"{question} [y/N] ").strip().lower()
             if answer not in ("y", "yes"):
                 raise Refused("not confirmed: nothing was changed")
+
+
+def _ask(prompt: str) -> str:
+    """One answer line, as ``input`` reads it, but interruptible: a SIGTERM or SIGHUP that comes
+    while the question waits ends the command at once. ``input`` blocks in one read(): a signal
+    delivered just before that read starts is handled only after a line is typed, and the
+    process hung at its prompt. Waiting here is a ``select`` that returns to the interpreter
+    every 0.2 s (where the signal's handler runs), and the line is read from the descriptor a
+    byte at a time (a terminal gives a whole line at once): never past its end, so a line typed
+    ahead for a next question stays for it. End of input (^D) is no answer (not confirmed)."""
+    out, inp = sys.stdout, sys.stdin
+    out.write(prompt)
+    out.flush()
+    try:
+        fd = inp.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (tests hand in a StringIO)
+        return inp.readline().rstrip("\r\n")
+    import select  # noqa: PLC0415 - only when a question is asked
+
+    line = bytearray()
+    while True:
+        if not select.select([fd], [], [], 0.2)[0]:
+            continue
+        b = os.read(fd, 1)
+        if not b or b == b"\n":
+            return line.decode("utf-8", "replace").rstrip("\r")
+        line += b

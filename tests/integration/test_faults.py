@@ -232,3 +232,28 @@ def test_sigterm_at_the_cli_confirmation_changes_nothing(mailbox):  # type: igno
     assert b"no change was in progress" in err and b"Traceback" not in err
     assert mailbox.search("SEEN") == []
     assert not [r for r in AuditJournal().records() if r.get("phase") == "begin"]
+
+
+def test_a_typed_answer_at_the_cli_confirmation_acts(mailbox):  # type: ignore[no-untyped-def]
+    """The interruptible prompt still reads what the operator types on a terminal: "y" acts;
+    a "plan --apply"-style second answer typed ahead stays for the next question."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    mailbox.seed(backlog(12, now=time.time()))
+    env = {**os.environ, **mailbox.env()}
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "triage_tui", "mark-seen", "--all"], env=env, cwd=ROOT,
+                            stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(slave)
+    try:
+        os.write(master, b"y\nnot for this question\n")  # typed ahead, before the question
+        out, err = proc.communicate(timeout=30)
+    finally:
+        os.close(master)
+    assert proc.returncode == 0, err
+    assert b"[y/N]" in out and b"Traceback" not in err
+    assert len(mailbox.search("SEEN")) == 12
