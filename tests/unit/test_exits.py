@@ -17,7 +17,7 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("context.py", "Context.emit_json_lines"): {".out.write"},  # the same, checked ASCII, a batch at a time
     ("context.py", "Context.say"): {".out.write"},
     ("context.py", "Context.note"): {"sys.stderr.write"},
-    ("context.py", "Context.confirm"): {"input"},  # the question is made inert first
+    ("context.py", "_ask"): {".out.write"},  # Context.confirm's question, made inert there first
     ("cli.py", "_error_line"): {"sys.stderr.write"},
     ("cli.py", "_print_traceback"): {"sys.stderr.write"},
     # a progress counter on a TTY: "\r<action>: done/total", the label made inert
