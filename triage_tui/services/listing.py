@@ -8,6 +8,7 @@ service's ``analysis``, ``cache``, ``limits``, ``capabilities``, ``reader``, ``s
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 from collections.abc import Iterator
@@ -35,6 +36,24 @@ LIGHT_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE"
 COMMIT_EVERY = 20_000
 #: a warm start that rebuilds this many rows from the cache freezes them out of the cyclic GC
 FREEZE_ROWS = 5_000
+
+
+@contextlib.contextmanager
+def _collector_off(*, freeze_from: int | None = None, made: list[Any] | None = None) -> Iterator[None]:
+    """The cyclic GC off meanwhile (process-wide: it is one collector), and back on after if it
+    was on. Building or rebuilding rows allocates tens of objects per row, none cyclic, that the
+    collector would scan over and over. ``made``: the long-lived rows built meanwhile; from
+    ``freeze_from`` of them, everything is frozen out of the collector's generations as it is
+    turned back on, or the next collections scan them all (~100 ms each at 90k: a frozen UI)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            if freeze_from is not None and made is not None and len(made) >= freeze_from:
+                gc.freeze()
+            gc.enable()
 
 
 def _held_back(matched_header: str | None) -> bool:
@@ -166,27 +185,15 @@ class Listing:
 
     def _warm(self, cache: HeaderCache, uidvalidity: int, uids: list[int],
               now: datetime) -> tuple[list[int], list[Message], int | None, Token | None]:
-        """:meth:`_warm_rows` with the cyclic GC off: loading the chunks and rebuilding the rows
-        allocate a few objects per field of every row, none cyclic, which the collector would
-        scan over and over (a third of decoding the chunks: 75 -> 45 ms at 20k)."""
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
+        """:meth:`_warm_rows` with the cyclic GC off, from the cache load to the last rebuilt
+        row: decoding the chunks was a third collections (20k), and what the load made would
+        be scanned by the first collection after it. The rows are frozen at the end."""
         out: list[Message] = []
-        try:
-            result = self._warm_rows(cache, uidvalidity, uids, now)
-            out = result[1]
-            return result
-        finally:
-            if gc_was_enabled:
-                if len(out) >= FREEZE_ROWS:
-                    # tens of thousands of long-lived rows made with the collector off, none
-                    # cyclic: out of its generations at once, or the next collections scan them
-                    # all (~100 ms each at 90k: a frozen UI while a warm start is shown)
-                    gc.freeze()
-                gc.enable()
+        with _collector_off(freeze_from=FREEZE_ROWS, made=out):
+            return self._warm_rows(cache, uidvalidity, uids, now, out)
 
-    def _warm_rows(self, cache: HeaderCache, uidvalidity: int, uids: list[int],
-                   now: datetime) -> tuple[list[int], list[Message], int | None, Token | None]:
+    def _warm_rows(self, cache: HeaderCache, uidvalidity: int, uids: list[int], now: datetime,
+                   out: list[Message]) -> tuple[list[int], list[Message], int | None, Token | None]:
         """The cached part of a listing: ``(UIDs still to fetch, rows from the cache, the
         HIGHESTMODSEQ their flags are known at)``. Flags come from the server: with CONDSTORE,
         what changed since the stored HIGHESTMODSEQ; else a FLAGS fetch of every cached UID
@@ -225,7 +232,6 @@ class Listing:
         stored = loaded.values
         rebuild = Rebuilder(uidvalidity, self.analysis.stale_after, now)
         today = int(time.time() // 86_400)
-        out: list[Message] = []
         misses: list[int] = []
         used: list[int] = []
         split: dict[str, tuple[str, ...]] = {}  # flags text -> tuple: a few distinct sets
@@ -257,6 +263,7 @@ class Listing:
         token = cache.commit(loaded.token, flags={u: f for u, f in changed.items() if u in rows}, used=used,
                              gone=gone, modseq=h0)
         if token is None:  # the refresh could not be written: list without the cache
+            out.clear()  # not given out: nothing to freeze
             return uids, [], None, None
         return misses, out, h0, token
 
@@ -311,13 +318,8 @@ class Listing:
     def _build(self, batch: list[FetchRecord], uidvalidity: int, cfg: AnalysisConfig, now: datetime) -> list[Message]:
         # a batch allocates ~50 small objects per message, none cyclic: collecting the young
         # generation over and over costs a third of the parse time for nothing
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with _collector_off():
             return [self._to_message(rec, uidvalidity, cfg, now) for rec in batch]
-        finally:
-            if gc_was_enabled:
-                gc.enable()
 
     @staticmethod
     def _to_message(rec: FetchRecord, uidvalidity: int, cfg: AnalysisConfig, now: datetime) -> Message:
