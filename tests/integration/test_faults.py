@@ -3,10 +3,15 @@ what it knows was done, and the server ends in exactly the state asked for."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
+from tests.conftest import ROOT
 from tests.mailgen import backlog
 from tests.proxy import LatencyProxy
 from triage_tui.domain import uidset
@@ -135,13 +140,6 @@ def test_cancel_interrupts_a_bulk_change_cleanly(mailbox):  # type: ignore[no-un
 
 
 def test_sigterm_during_cli_mark_seen(mailbox):  # type: ignore[no-untyped-def]
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
     mailbox.seed(backlog(800, now=time.time()))
     with LatencyProxy(mailbox.server.imap_port, rtt=0.02) as proxy:
         env = {**os.environ, **mailbox.env(), "TRIAGE_IMAP_PORT": str(proxy.port), "TRIAGE_IMAP_SECURITY": "none"}
@@ -169,13 +167,6 @@ def test_sigterm_during_cli_list_stops_at_once(mailbox):  # type: ignore[no-unty
     to run to its end and exit 0), whether it is reading the socket or building rows in worker
     processes; no worker is left behind, every session is logged out, nothing is journaled and
     nothing changed on the server."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
     mailbox.seed(backlog(4000, now=time.time()))
     with LatencyProxy(mailbox.server.imap_port, rtt=0.05) as proxy:
         env = {**os.environ, **mailbox.env(), "TRIAGE_IMAP_PORT": str(proxy.port), "TRIAGE_IMAP_SECURITY": "none",
@@ -204,13 +195,6 @@ def test_sigterm_during_cli_list_stops_at_once(mailbox):  # type: ignore[no-unty
 def test_sigterm_at_the_cli_confirmation_changes_nothing(mailbox):  # type: ignore[no-untyped-def]
     """SIGTERM while mark-seen waits for its y/N (after listing, before any change): it ends at
     once with 143, nothing journaled, nothing changed."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
     mailbox.seed(backlog(30, now=time.time()))
     env = {**os.environ, **mailbox.env()}
     master, slave = os.openpty()  # an interactive stdin: the question is asked
@@ -237,12 +221,6 @@ def test_sigterm_at_the_cli_confirmation_changes_nothing(mailbox):  # type: igno
 def test_a_typed_answer_at_the_cli_confirmation_acts(mailbox):  # type: ignore[no-untyped-def]
     """The interruptible prompt still reads what the operator types on a terminal: "y" acts;
     a "plan --apply"-style second answer typed ahead stays for the next question."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
     mailbox.seed(backlog(12, now=time.time()))
     env = {**os.environ, **mailbox.env()}
     master, slave = os.openpty()
