@@ -229,3 +229,51 @@ def test_configured_queue_and_namespace_are_read(mailbox, redis_server, redis_cl
     r = cli([*too_many, "release", "--all", "--natural", "--wait", "--timeout", "0.3"],
             env=redis_env(mailbox, redis_server.url))
     assert r.code == 2 and "at most 32 Sidekiq queues" in r.out + r.err and "Traceback" not in r.out + r.err
+
+
+# -- the last look waits (briefly) for the jobs: mail_room sets \Seen before it pushes -----------
+
+
+def _done(picked: int) -> Any:
+    from triage_tui.services.locks.watch import WatchStatus
+    return WatchStatus(1.0, picked, 0, picked, 0, 0, picked, 0.0, None, None, done=True)
+
+
+def test_settle_waits_for_the_jobs_of_every_picked_up_message(redis_client):  # type: ignore[no-untyped-def]
+    import threading
+
+    from triage_tui.services.locks.watch import ReleaseWatcher
+    sk = SidekiqWatch(probe(redis_client))
+    sk.snapshot()
+    w = ReleaseWatcher(None, None, 1, {}, sidekiq=sk)  # type: ignore[arg-type]  # settle reads Redis only
+    st = _done(3)
+    st.sidekiq = sk.poll()
+    redis_client.lpush("queue:email_receiver", job())  # one job in; two still on their way
+    t = threading.Timer(0.5, lambda: redis_client.lpush("queue:email_receiver", job(), job()))
+    t.start()
+    t0 = time.monotonic()
+    w.settle(st)
+    t.join()
+    assert 0.4 < time.monotonic() - t0 < 1.9
+    assert st.sidekiq is not None and st.sidekiq.look is not None
+    assert st.sidekiq.since(st.sidekiq.look.queues[0]) == 3
+
+
+def test_settle_gives_up_after_its_budget_and_skips_failed_or_unknowable(redis_client):  # type: ignore[no-untyped-def]
+    from triage_tui.services.locks.watch import ReleaseWatcher
+    sk = SidekiqWatch(probe(redis_client))
+    sk.snapshot()
+    w = ReleaseWatcher(None, None, 1, {}, sidekiq=sk)  # type: ignore[arg-type]
+    st = _done(2)
+    st.sidekiq = sk.poll()
+    t0 = time.monotonic()
+    w.settle(st, budget=0.4)  # Sidekiq already ran them, or another queue: never waits for ever
+    assert 0.35 < time.monotonic() - t0 < 1.5
+    failed = _done(2)
+    failed.failed, failed.sidekiq = True, sk.poll()
+    t0 = time.monotonic()
+    w.settle(failed)
+    nobase = _done(2)
+    nobase.sidekiq = SidekiqWatch(probe(redis_client)).poll()  # no baseline: nothing to count from
+    w.settle(nobase)
+    assert time.monotonic() - t0 < 0.2

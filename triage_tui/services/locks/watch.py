@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 NO_RECLAIM = "is mail_room running and connected to this Redis?"
 #: ``WatchStatus.reason`` codes, for programs (the text is for people).
 REASON_NO_RECLAIM, REASON_TIMEOUT, REASON_UIDVALIDITY = "no-reclaim", "timeout", "uidvalidity"
+#: mail_room's FETCH sets \Seen before it pushes the job: when the last message is picked up, its
+#: job may not be in Sidekiq's queue yet. The last look re-reads the queues (Redis only, cheap) for
+#: at most this long, until as many jobs arrived as messages were picked up.
+SIDEKIQ_SETTLE_S, SIDEKIQ_SETTLE_STEP_S = 2.0, 0.1
 
 
 def _dur(s: float) -> str:
@@ -99,6 +103,14 @@ class WatchStatus:
                 "free_for_s": None if self.free_for_s is None else round(self.free_for_s, 1),
                 "poll_cycles_free": round(self.cycles_free, 2),
                 "sidekiq": None if self.sidekiq is None else self.sidekiq.to_json()}
+
+
+def _arrived(sq: SidekiqStatus) -> int:
+    """Jobs added to the watched queues since the release; unknowable (no baseline, an error)
+    counts as "all arrived", so that nothing waits on it."""
+    if sq.error is not None or sq.look is None or sq.baseline is None:
+        return 1 << 62
+    return sum(max(0, sq.since(q) or 0) for q in sq.look.queues)
 
 
 def diagnose_no_reclaim(st: WatchStatus) -> str:
@@ -233,6 +245,19 @@ class ReleaseWatcher:
         self.last = st
         return st
 
+    def settle(self, st: WatchStatus, *, budget: float = SIDEKIQ_SETTLE_S,
+               sleep: Callable[[float], None] = time.sleep) -> WatchStatus:
+        """After a successful pickup, re-read the Sidekiq queues until the jobs of every picked-up
+        message arrived (or ``budget`` seconds passed: Sidekiq may already be running them, or the
+        queue watched is not the one mail_room writes). Never touches IMAP; returns ``st``."""
+        if self.sidekiq is None or not st.done or st.failed or st.sidekiq is None:
+            return st
+        deadline = self.clock() + budget
+        while _arrived(st.sidekiq) < st.picked_up and self.clock() < deadline:
+            sleep(SIDEKIQ_SETTLE_STEP_S)
+            st.sidekiq = self.sidekiq.poll()
+        return st
+
     def run(self, on_status: Callable[[WatchStatus], None] | None = None, *, interval: float = 2.0,
             sleep: Callable[[float], None] = time.sleep, should_stop: Callable[[], bool] | None = None) -> WatchStatus:
         """Poll until done (or ``should_stop``); ``on_status`` sees every status. For CLIs and tests;
@@ -240,6 +265,8 @@ class ReleaseWatcher:
         timeout, not up to ``interval`` later."""
         while True:
             st = self.poll()
+            if st.done:
+                self.settle(st, sleep=sleep)
             if on_status:
                 on_status(st)
             if st.done or (should_stop is not None and should_stop()):

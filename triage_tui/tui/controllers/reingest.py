@@ -190,6 +190,8 @@ class ReingestController:
         h = self.host
         with h._io_lock:
             status = watcher.poll()
+        if status.done:
+            watcher.settle(status)  # Redis only: outside the IMAP lock
         h.post_message(M.ReingestStatus(watch_id, status))
 
     def status(self, msg: M.ReingestStatus) -> None:
