@@ -280,7 +280,7 @@ class Context:
             self._locks.close()
             self._locks = None
         if self._service is not None:
-            self._service.close()
+            self._service.close(wait=False)  # the command is over: no round trip for LOGOUT's BYE
             self._service = None
 
     # -- output ---------------------------------------------------------------------------------

@@ -134,3 +134,38 @@ def test_the_connection_does_not_wait_on_nagle(mailbox):  # type: ignore[no-unty
         finally:
             s.close()
     assert took < 0.2 * 1.6, f"two pipelined commands took {took:.2f} s at a 0.2 s RTT"
+
+
+def _sessions(mailbox) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    log = mailbox.server.log()
+    return (log.count(f"Login: user=<{mailbox.user}>"),
+            sum(1 for ln in log.splitlines() if f"imap({mailbox.user})" in ln and "Disconnected: Logged out" in ln))
+
+
+def test_a_command_exits_without_waiting_for_logouts_answer(mailbox, cli):  # type: ignore[no-untyped-def]
+    """A CLI command's last round trip was LOGOUT's BYE, which tells it nothing: it sends LOGOUT,
+    ends its stream and goes. Dovecot still logs every session out cleanly (it reads LOGOUT before
+    the end of the stream), on TLS, STARTTLS and plaintext, and the CLI's exit through a slow link
+    does not wait for the answer."""
+    from tests.integration.test_consumer import wait_until  # noqa: PLC0415
+
+    mailbox.seed(backlog(5))
+    port = mailbox.server.imap_port
+    for settings in (mailbox.settings(), mailbox.settings(port=port, security="starttls"),
+                     mailbox.settings(port=port, security="none")):
+        s = ImapSession.open(settings)
+        s.examine()
+        s.close(wait=False)
+        assert s.client is None
+    for env in (mailbox.env(), {**mailbox.env(), "TRIAGE_IMAP_PORT": str(port), "TRIAGE_IMAP_SECURITY": "none"}):
+        r = cli(["list", "--json"], env=env)
+        assert r.code == 0 and len(r.lines) == 5, r.err
+    assert wait_until(lambda: _sessions(mailbox)[0] == _sessions(mailbox)[1] == 5), _sessions(mailbox)
+    with LatencyProxy(port, rtt=1.0) as proxy:
+        s = ImapSession.open(mailbox.settings(port=proxy.port, security="none"), limits=None)
+        s.examine()
+        t = time.perf_counter()
+        s.close(wait=False)
+        took = time.perf_counter() - t
+        assert wait_until(lambda: _sessions(mailbox)[1] == 6, timeout=10), _sessions(mailbox)
+    assert took < 0.5, f"close(wait=False) waited {took:.2f} s at a 1 s RTT"

@@ -72,7 +72,7 @@ class FakeService:
     def reconnect(self) -> Any:
         return None
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = True) -> None:  # noqa: ARG002
         self.closed = True
 
     # reading
@@ -280,7 +280,7 @@ class FakeLocks(LockService):
                 poll_cycle: float = 60.0, timeout: float | None = None) -> Any:
         return ScriptedWatcher(self.statuses, targets={t.uid: None for t in plan.targets} | dict.fromkeys(plan.unlocked))
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = True) -> None:  # noqa: ARG002
         pass
 
 

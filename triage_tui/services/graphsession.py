@@ -160,7 +160,7 @@ class GraphSession:
         if client is not None:
             client.close()
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = True) -> None:  # noqa: ARG002 - HTTP: nothing to wait for
         self._drop()
 
     def __enter__(self) -> GraphSession:

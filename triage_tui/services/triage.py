@@ -168,10 +168,11 @@ class TriageService(Listing, UndoPlanning, Execution):
     def capabilities(self) -> frozenset[str]:
         return self.reader.capabilities
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = True) -> None:
+        """``wait=False``: see :meth:`ImapSession.close` (a CLI command's exit)."""
         with self._lock:
             if self._reader is not None:
-                self._reader.close()
+                self._reader.close(wait=wait)
                 self._reader = None
         if self.cache is not None:
             self.cache.close()  # reopened by the next listing, if any
