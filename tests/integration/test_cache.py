@@ -499,8 +499,13 @@ def test_fetching_only_new_mail_leaves_the_cached_flags_to_the_next_refresh(mail
     assert _rows(svc) == _cold(mailbox) and spy.uids == []
 
 
-def test_a_connection_lost_during_the_flag_refresh_reconnects_and_lists_right(mailbox: Mailbox, path: Path) -> None:
+@pytest.mark.parametrize("where", ["with the SEARCH", "after the load"])
+def test_a_connection_lost_during_the_flag_refresh_reconnects_and_lists_right(mailbox: Mailbox, path: Path,
+                                                                             where: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The flags changed since are asked with the SEARCH (pipelined) or, where that is not
+    possible, after the load: the link lost during either reconnects and lists the same rows."""
     from tests.faults.conftest import FAST_RETRY
+    from triage_tui.services.imap import ImapSession
 
     _seed(mailbox, 10)
     _warm_up(mailbox, path)
@@ -522,6 +527,18 @@ def test_a_connection_lost_during_the_flag_refresh_reconnects_and_lists_right(ma
         return changed_since(uidvalidity, since)
 
     svc._changed_and_recent = dropping  # type: ignore[method-assign]
+    if where == "with the SEARCH":
+        pipelined = ImapSession.search_and_changes
+
+        def dropping_search(self, criteria: str, since: int):  # type: ignore[no-untyped-def]
+            if not cut:
+                cut.append(1)
+                svc.abort()
+            return pipelined(self, criteria, since)
+
+        monkeypatch.setattr(ImapSession, "search_and_changes", dropping_search)
+    else:
+        monkeypatch.setattr(ImapSession, "search_and_changes", None)  # as on a server without ESEARCH
     assert _rows(svc) == _cold(mailbox)
     assert cut and spy.uids == []
 

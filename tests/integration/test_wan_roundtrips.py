@@ -169,3 +169,37 @@ def test_a_command_exits_without_waiting_for_logouts_answer(mailbox, cli):  # ty
         took = time.perf_counter() - t
         assert wait_until(lambda: _sessions(mailbox)[1] == 6, timeout=10), _sessions(mailbox)
     assert took < 0.5, f"close(wait=False) waited {took:.2f} s at a 1 s RTT"
+
+
+def test_a_warm_listing_asks_for_the_changed_flags_with_its_search(mailbox, cli):  # type: ignore[no-untyped-def]
+    """Warm (header cache), the view's SEARCH, ``FETCH CHANGEDSINCE`` the cache's HIGHESTMODSEQ
+    ``SEARCH RECENT`` and ``SEARCH ALL`` (for the cached rows gone) go in one burst, told apart by their ESEARCH tags: connect, LOGIN,
+    ENABLE+EXAMINE, that burst; LOGOUT is not waited for. The rows are those of a cold listing,
+    with a flag another client changed in between."""
+    mailbox.seed(backlog(30, seen_every=5))
+    with LatencyProxy(mailbox.server.imap_port, rtt=0.2) as proxy:
+        env = {**mailbox.env(), "TRIAGE_IMAP_PORT": str(proxy.port), "TRIAGE_IMAP_SECURITY": "none"}
+        assert cli(["list", "--json"], env=env).code == 0  # fills the cache
+        c = mailbox.client()
+        try:
+            c.select_folder("INBOX")
+            c.add_flags(mailbox.search("UNSEEN")[:3], [b"\\Seen"], silent=True)
+            c.add_flags(mailbox.search("UNSEEN")[:2], [b"\\Flagged"], silent=True)
+        finally:
+            c.logout()
+        time.sleep(0.5)
+        before, trips = len(proxy.commands()), proxy.round_trips
+        r = cli(["list", "--json"], env=env)
+        time.sleep(0.5)  # LOGOUT through the delayed pump
+        cmds, round_trips = proxy.commands()[before:], proxy.round_trips - trips
+    cold = cli(["--no-cache", "list", "--json"], env={**mailbox.env(), "TRIAGE_IMAP_PORT": str(mailbox.server.imap_port),
+                                                      "TRIAGE_IMAP_SECURITY": "none"})
+    assert r.code == 0 and cold.code == 0, r.err + cold.err
+    assert _rows(r.out) == _rows(cold.out) and len(_rows(r.out)) == 21
+    assert sum(1 for row in _rows(r.out) if "\\Flagged" in row["flags"]) == 2  # type: ignore[operator]
+    verbs = _verbs(cmds)
+    assert verbs == [b"LOGIN", b"ENABLE", b"EXAMINE", b"UID SEARCH", b"UID FETCH", b"UID SEARCH", b"UID SEARCH",
+                     b"LOGOUT"], verbs
+    assert b"CHANGEDSINCE" in cmds[4].upper() and cmds[5].upper().endswith(b" RECENT") and cmds[6].upper().endswith(b" ALL"), cmds
+    # connect, LOGIN, ENABLE+EXAMINE, SEARCH+FETCH+SEARCH+SEARCH (LOGOUT: sent, not waited for)
+    assert round_trips <= 5, (round_trips, verbs)

@@ -76,7 +76,7 @@ class FakeService:
         self.closed = True
 
     # reading
-    def search(self, view: View | str) -> tuple[int, list[int]]:
+    def search(self, view: View | str, *, warm: bool = False) -> tuple[int, list[int]]:  # noqa: ARG002
         v = View(view)
         return self.uidvalidity, sorted(u for u, m in self.messages.items() if _in_view(m, v))
 

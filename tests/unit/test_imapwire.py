@@ -162,3 +162,24 @@ def test_pipeline_skims_runs_of_one_line_answers_across_buffer_edges():
         assert sorted(got + [s.rstrip(b"\r\n") for s in slow]) == sorted(x.rstrip(b"\r\n") for x in lines)
         if size == 4096:
             assert len(slow) <= 2 + 4  # the two odd lines, and at most one cut line per refill
+
+
+def test_esearch_answers_are_told_apart_by_their_tag() -> None:
+    """Pipelined SEARCHes (a warm listing's burst) are answered by ``* ESEARCH (TAG "t")``: each
+    set is taken from its own tag's answer only; a missing answer, one with no ALL (no match), a
+    tag of nobody's, a lying shape (ALL followed by a list, no TAG) all give "" for that tag."""
+    from triage_tui.services.imap import _esearch_of
+    from triage_tui.services.imapwire import Response
+
+    def r(line: bytes) -> Response:
+        return Response([line], [])
+
+    answers = [r(b'* ESEARCH (TAG "A2") UID ALL 7:9'), r(b'* ESEARCH (TAG "A1") UID'),
+               r(b'* ESEARCH (TAG "A3") UID ALL (1 2)'), r(b'* ESEARCH UID ALL 1:5'),
+               r(b'* ESEARCH (TAG "A9") UID ALL 100'), r(b'* ESEARCH (TAG "A4") UID ALL 3,1')]
+    assert _esearch_of(answers, b"A2") == "7:9"
+    assert _esearch_of(answers, b"A1") == ""  # no match
+    assert _esearch_of(answers, b"A3") == ""  # not a set
+    assert _esearch_of(answers, b"A4") == "3,1"
+    assert _esearch_of(answers, b"A5") == ""  # never answered
+    assert _esearch_of([r(b"* ESEARCH"), r(b'* ESEARCH ("TAG")'), r(b"* ESEARCH (TAG)")], b"A1") == ""

@@ -452,6 +452,24 @@ class HeaderCache:
 
     # -- use ----------------------------------------------------------------------------------
 
+    def peek_since(self, uidvalidity: int, highestmodseq: int | None) -> int | None:
+        """The HIGHESTMODSEQ :meth:`load` would give as ``since`` now (None: it would give none),
+        read without writing anything: a listing asks the server for what changed since it
+        while it searches, before the load. A guess only: the load decides (the file may change
+        in between, another process committing)."""
+        if not self.usable or highestmodseq is None:
+            return None
+        try:
+            with self._lock:
+                meta = self._meta(self._connect())
+        except Exception:  # noqa: BLE001 - the load will say what is wrong
+            return None
+        stored = meta.get("modseq")
+        if meta.get("uidvalidity") != uidvalidity or meta.get("fingerprint") != fingerprint(self.config) \
+                or meta.get("format") != CACHE_FORMAT or not isinstance(stored, int) or isinstance(stored, bool):
+            return None
+        return stored if 0 < stored <= highestmodseq else None
+
     def load(self, uidvalidity: int, highestmodseq: int | None, wanted: Iterable[int],
              uidnext: int | None = None) -> Loaded | None:
         """Open the cache for this UIDVALIDITY (None when the cache is off). A different

@@ -641,6 +641,49 @@ class ImapSession:
             raise OperationFailed("; ".join(failed))
         return changed, _search_answer(searched, esearch)
 
+    def search_and_changes(self, criteria: str, since: int) -> tuple[list[int], dict[int, tuple[str, ...]], list[int],
+                                                                     list[tuple[int, int]]]:
+        """``UID SEARCH criteria``, ``UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE since)``, ``UID
+        SEARCH RECENT`` and ``UID SEARCH ALL`` pipelined: what a warm listing asks, in one round
+        trip instead of two or three. Needs ESEARCH, whose answers name the command they answer
+        (plain ``* SEARCH`` answers could not be told apart) and keep ALL compact. Returns (found,
+        changed flags, \\Recent UIDs, every UID as sorted runs); raises :class:`OperationFailed`
+        if the server refused any of them or answered with a set that does not parse."""
+        _, wire = self._require()
+        if "ESEARCH" not in self.capabilities:
+            raise OperationFailed("SEARCH and FETCH CHANGEDSINCE pipelined need ESEARCH")
+        fetch = f"UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE {int(since)})".encode("ascii")
+        with self.lock:
+            pipe = wire.pipeline(4)
+            pipe.submit(self._search_command(criteria), "SEARCH")
+            pipe.submit(fetch, "FETCH CHANGEDSINCE")
+            pipe.submit(self._search_command("RECENT"), "SEARCH RECENT")
+            pipe.submit(self._search_command("ALL"), "SEARCH ALL")
+            changed: dict[int, tuple[str, ...]] = {}
+            searched: list[Response] = []
+            failed: list[str] = []
+            for ev in pipe.events():
+                if isinstance(ev, Response):
+                    rec = parse_fetch(ev)
+                    if rec is not None:
+                        if rec.uid is not None and rec.flags is not None:
+                            changed[rec.uid] = rec.flags
+                    elif _is_esearch(ev):
+                        searched.append(ev)
+                    continue
+                what, done = ev
+                if not done.ok:
+                    failed.append(f"{what} failed: {done}")
+        if failed:
+            raise OperationFailed("; ".join(failed))
+        tags = {ctx: tag for ctx, tag in pipe.sent}
+        try:
+            return (uidset.parse(_esearch_of(searched, tags["SEARCH"])), changed,
+                    uidset.parse(_esearch_of(searched, tags["SEARCH RECENT"])),
+                    uidset.parse_ranges(_esearch_of(searched, tags["SEARCH ALL"])))
+        except UsageError as e:
+            raise OperationFailed(f"the server answered a SEARCH with a bad set: {e}") from None
+
     def search_within(self, uids: Iterable[int], criteria: str) -> list[int]:
         """Which of ``uids`` match ``criteria`` now: ``UID SEARCH UID <piece> <criteria>`` per piece
         of the set (pieces bounded by bytes only: SEARCH returns at most what we send), halving a
@@ -858,6 +901,21 @@ def _search_answer(untagged: list[Response], esearch: bool) -> list[int]:
         if line[:9].upper() == b"* SEARCH ":
             out.extend(int(x) for x in line[9:].split() if x.isdigit())
     return sorted(set(out))
+
+
+def _esearch_of(answers: list[Response], tag: bytes) -> str:
+    """The set of the ``* ESEARCH (TAG "<tag>") UID ALL <set>`` among ``answers`` ("": no
+    match). An answer naming no tag, or naming none of ours, answers nothing here."""
+    for resp in answers:
+        toks = resp.tokens()
+        if len(toks) < 3 or not isinstance(toks[2], list) or len(toks[2]) != 2 \
+                or not isinstance(toks[2][0], bytes) or toks[2][0].upper() != b"TAG" or toks[2][1] != tag:
+            continue
+        for i, t in enumerate(toks):
+            if isinstance(t, bytes) and t.upper() == b"ALL" and i + 1 < len(toks) and isinstance(toks[i + 1], bytes):
+                return toks[i + 1].decode("ascii", "replace")
+        return ""
+    return ""
 
 
 def _is_esearch(resp: Response) -> bool:

@@ -454,6 +454,8 @@ class Pipeline:
         #: ``(run pattern, take)``: runs of untagged lines the pattern matches go to ``take`` in
         #: bulk (:meth:`Wire.skim`) instead of being yielded one :class:`Response` at a time
         self.skim = skim
+        #: ``(context, tag)`` of every command sent, in order (an ESEARCH answer names its tag)
+        self.sent: list[tuple[Any, bytes]] = []
 
     def submit(self, command: bytes, context: Any = None) -> None:
         self.queue.append((command, context))
@@ -475,6 +477,7 @@ class Pipeline:
             command, ctx = self.queue.popleft()
             tag = self.wire.new_tag()
             self.inflight[tag] = _Pending(tag, command, ctx)
+            self.sent.append((ctx, tag))
             self.wire.send(tag, command)
 
     def events(self) -> Iterator[Response | tuple[Any, Completion]]:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from triage_tui.domain import uidset
 from triage_tui.domain.analysis import AnalysisConfig, build_message
 from triage_tui.domain.classify import mark_duplicates
 from triage_tui.domain.model import LIST_HEADER_FIELDS, Message, View
@@ -62,6 +63,10 @@ def _held_back(matched_header: str | None) -> bool:
     return matched_header is None or matched_header.lower() in _AFTER_RECEIVED or matched_header.lower() == "received"
 
 
+#: answers sent with a SEARCH are used only by a listing that starts within this many seconds
+PREFETCH_FRESH_S = 30.0
+
+
 def _split_held(rows: list[Message]) -> tuple[list[Message], list[Message]]:
     """(first-pass rows, held-back rows), each in the given order."""
     memo: dict[str | None, bool] = {}  # a few distinct header names
@@ -79,11 +84,15 @@ def _split_held(rows: list[Message]) -> tuple[list[Message], list[Message]]:
 class Listing:
     """The listing of :class:`~triage_tui.services.triage.TriageService`."""
 
+    #: what :meth:`_search_warm` asked with the SEARCH (the EXAMINE's info, since, changed flags, \\Recent
+    #: and when); taken once, by the listing that follows the SEARCH
+    _prefetched: tuple[Any, int, dict[int, tuple[str, ...]], list[int], list[tuple[int, int]], float] | None = None
+
     def iter_list(self, view: View = View.UNSEEN, *, headers: bool = True, uids: list[int] | None = None,
                   now: datetime | None = None, narrow: str | None = None) -> Iterator[list[Message]]:
         """Stream the view as batches of :class:`Message` while chunks arrive. ``narrow``: see
         :meth:`search`; callers still apply their filter to what comes back."""
-        uidvalidity, found = self.search(view, narrow)
+        uidvalidity, found = self.search(view, narrow, warm=headers)
         if uids is not None:
             wanted = set(uids)
             found = [u for u in found if u in wanted]
@@ -171,6 +180,42 @@ class Listing:
             if cache is not None and token is not None:  # what arrived, also when the listing stops early
                 cache.commit(token, rows=pending, modseq=modseq)
 
+    def _search_warm(self, view: View, narrow: str | None) -> tuple[tuple[int, list[int]] | None, Any]:
+        """The view's SEARCH pipelined with what a warm listing asks next (the flags changed
+        since the cache's HIGHESTMODSEQ, and \\Recent): one round trip less. The answers wait in
+        ``_prefetched`` for :meth:`_warm_rows`, which takes them only for the same EXAMINE and the
+        same ``since``. Returns ((UIDVALIDITY, UIDs) or None, the EXAMINE's answer if one was
+        sent); None where it is not possible (no cache or nothing in it for this UIDVALIDITY, no
+        CONDSTORE or ESEARCH, a view that needs more than one SEARCH, a refusal)."""
+        self._prefetched = None
+        cache = self.cache
+        if cache is None or not cache.usable or view in (View.IGNORED, View.SEEN_STUCK):
+            return None, None
+        r = self.reader
+        caps = self.capabilities
+        if "CONDSTORE" not in caps or "ESEARCH" not in caps or getattr(r, "search_and_changes", None) is None:
+            return None, None
+        info = r.examine()
+        h0 = info.highestmodseq
+        since = cache.peek_since(info.uidvalidity, h0) if h0 is not None and 0 < h0 <= MAX_MODSEQ else None
+        if since is None:
+            return None, info
+        try:
+            found, changed, recent, alive = r.search_and_changes(f"{view.search} {narrow}" if narrow else view.search,
+                                                                 since)
+        except OperationFailed:
+            return None, info  # asked again one by one, where each refusal is handled as usual
+        self._prefetched = (info, since, changed, recent, alive, time.monotonic())
+        return (info.uidvalidity, found), info
+
+    def _take_prefetched(self, since: int) -> tuple[dict[int, tuple[str, ...]], list[int], list[tuple[int, int]]] | None:
+        """(changed flags, \\Recent UIDs, every UID as runs) asked with the SEARCH, if they fit."""
+        pre, self._prefetched = self._prefetched, None
+        if pre is None or pre[0] is not self.reader.mailbox or pre[1] != since \
+                or not 0 <= time.monotonic() - pre[5] < PREFETCH_FRESH_S:
+            return None
+        return pre[2], pre[3], pre[4]
+
     def _build_pool(self, uidvalidity: int, count: int, now: datetime) -> BuildPool | None:
         """Worker processes for a large listing (see :mod:`triage_tui.services.parallel`), or None."""
         workers = self.limits.workers
@@ -216,11 +261,17 @@ class Listing:
         wanted = set(uids)
         try:
             recent_found: list[int] | None = None
-            if since is not None:  # the changed flags and \\Recent in one round trip
-                changed, recent_found = self._retrying("listing", lambda: self._changed_and_recent(uidvalidity, since))
+            if since is not None:  # the changed flags and \\Recent in one round trip (or asked with the SEARCH)
+                pre = self._take_prefetched(since)
                 extra = [u for u in rows if u not in wanted]
-                alive = set(self._retrying("listing", lambda: self._alive(uidvalidity, extra))) if extra else set()
-                gone = [u for u in extra if u not in alive]
+                if pre is not None:
+                    changed, recent_found, every = pre
+                    gone = [u for u in extra if not uidset.contains(every, u)]
+                else:
+                    changed, recent_found = self._retrying("listing",
+                                                           lambda: self._changed_and_recent(uidvalidity, since))
+                    alive = set(self._retrying("listing", lambda: self._alive(uidvalidity, extra))) if extra else set()
+                    gone = [u for u in extra if u not in alive]
             else:
                 changed, gone = self._retrying("listing", lambda: self._flags_of(uidvalidity, sorted(rows)))
         except OperationFailed as e:  # a server refusing CHANGEDSINCE: list without the cache

@@ -239,14 +239,30 @@ class TriageService(Listing, UndoPlanning, Execution):
         seen = r.search(f"SEEN UNDELETED {narrow}" if narrow else "SEEN UNDELETED")
         return sorted(set(found) | {u for u in seen if u in journaled})
 
-    def search(self, view: View | str, narrow: str | None = None) -> tuple[int, builtins.list[int]]:
+    def search(self, view: View | str, narrow: str | None = None, *, warm: bool = False) -> tuple[int, builtins.list[int]]:
         """(UIDVALIDITY, UIDs) of a view, from a fresh EXAMINE. ``narrow`` is an extra SEARCH
-        criterion ANDed with the view's (a filter's pushdown: a superset of its matches)."""
-        return self._retrying("search", lambda: self._search(view, narrow))
+        criterion ANDed with the view's (a filter's pushdown: a superset of its matches).
+        ``warm``: a listing with headers follows (:meth:`iter_messages`): what its cache asks is
+        sent with the SEARCH (see :meth:`_search_warm`)."""
+        def run() -> tuple[int, builtins.list[int]]:
+            info = None
+            if warm:
+                v = View(view) if isinstance(view, str) and view in View._value2member_map_ else view
+                if isinstance(v, View):
+                    got, info = self._search_warm(v, narrow)
+                    if got is not None:
+                        return got
+            return self._search(view, narrow, info)
 
-    def _search(self, view: View | str, narrow: str | None = None) -> tuple[int, builtins.list[int]]:
+        return self._retrying("search", run)
+
+    def _search(self, view: View | str, narrow: str | None = None,
+                info: MailboxInfo | None = None) -> tuple[int, builtins.list[int]]:
+        """``info``: the answer of the EXAMINE just sent on the read connection, if any."""
+        self._prefetched = None  # a listing after this SEARCH asks for itself
         r = self.reader
-        info = r.examine()
+        if info is None or info is not r.mailbox:
+            info = r.examine()
         if isinstance(view, str) and view in View._value2member_map_:
             view = View(view)
         if isinstance(view, View):

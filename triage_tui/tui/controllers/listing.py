@@ -152,7 +152,7 @@ class ListingController:
                                            bool(getattr(tls, "verified", False)) if version else False,
                                            frozenset(getattr(svc, "capabilities", ()) or ()), version))
             started = time.perf_counter()
-            uidvalidity, uids = svc.search(view)
+            uidvalidity, uids = svc.search(view, warm=True)
             h.post_message(M.ListStarted(gen, uidvalidity, len(uids)))
             done = 0
             stream = svc.iter_messages(uidvalidity, uids, headers=True, now=h.clock())
