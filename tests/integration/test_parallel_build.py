@@ -196,6 +196,17 @@ def test_the_cache_the_workers_wrote_lists_the_same(seeded: Mailbox, always: Non
     assert sorted(zip(warm[0], warm[1], strict=True), key=lambda p: p[0]) == \
         sorted(zip(expected[0], expected[1], strict=True), key=lambda p: p[0])
     assert not problems
+    # the chunks are the workers' own (one per batch of 17, not the cache's 2,000-row ones),
+    # every row points to one that is there, and none is left that no row points to
+    import sqlite3  # noqa: PLC0415
+
+    db = sqlite3.connect(path)
+    try:
+        chunks = {cid for (cid,) in db.execute("SELECT id FROM chunks")}
+        pointed = [cid for (cid,) in db.execute("SELECT chunk FROM rows")]
+    finally:
+        db.close()
+    assert len(pointed) == len(expected[0]) and set(pointed) == chunks and len(chunks) > 1
 
 
 def test_workers_run_below_the_process_they_serve() -> None:

@@ -3,9 +3,11 @@ triage_tui.services.buildworker``.
 
 Reads length-prefixed frames on stdin: first the pickled ``(AnalysisConfig, UIDVALIDITY, now)``,
 then one pickled list of ``(uid, flags, INTERNALDATE, size, header bytes)`` per batch; answers
-each batch, in order, with one frame on stdout: marshalled ``(rows, whole)``, ``rows`` a list of
-``(uid, flags, stored values or None)`` and ``whole`` the pickled ``{uid: Message}`` of the rows
-the header cache cannot hold (or None). Ends at the end of stdin. The frames come from the
+each batch, in order, with one frame on stdout: marshalled ``(rows, chunk, whole)``, ``rows`` a
+list of ``(uid, flags, stored)`` (``stored``: whether the row is in ``chunk``), ``chunk`` the
+header cache's chunk of the stored rows' values, as the cache writes it
+(:func:`~triage_tui.services.cache.encode_chunk`; None when there is none), and ``whole`` the
+pickled ``{uid: Message}`` of the rows the header cache cannot hold (or None). Ends at the end of stdin. The frames come from the
 process that started it (its own pipes), never from the network."""
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import signal
 import sys
 
 from triage_tui.domain.analysis import build_message
-from triage_tui.services.cache import values
+from triage_tui.services.cache import encode_chunk, values
 from triage_tui.services.parallel import read_frame, write_frame
 
 #: Background work: below the process that reads the socket and draws the UI. On two cores, two
@@ -40,14 +42,19 @@ def main() -> int:
     cfg, uidvalidity, now = pickle.loads(setup)  # noqa: S301 - from the parent, over our own pipe
     while (frame := read_frame(inp)) is not None:
         rows = []
+        stored = []
         whole = {}
         for uid, flags, internaldate, size, body in pickle.loads(frame):  # noqa: S301 - as above
             m = build_message(uid, uidvalidity, flags, internaldate, size, body, cfg, now)
             v = values(m)
             if v is None:
                 whole[uid] = m
-            rows.append((uid, m.flags, v))
-        write_frame(out, marshal.dumps((rows, pickle.dumps(whole, protocol=pickle.HIGHEST_PROTOCOL) if whole else None)))
+            else:
+                stored.append((uid, v))
+            rows.append((uid, m.flags, v is not None))
+        # the chunk made here, not in the main process: it stores these very bytes
+        write_frame(out, marshal.dumps((rows, encode_chunk(stored) if stored else None,
+                                        pickle.dumps(whole, protocol=pickle.HIGHEST_PROTOCOL) if whole else None)))
         gc.collect(0)
     return 0
 

@@ -209,6 +209,25 @@ def decode_chunk(blob: bytes) -> list[tuple[int, tuple[Any, ...]]]:
     return rows
 
 
+class StoredValues(dict[int, tuple[Any, ...]]):
+    """``{uid: stored values}`` of rows built elsewhere (a worker process), with ``chunk``: the
+    encoded chunk they came in (:func:`encode_chunk`), which :meth:`HeaderCache.commit` stores
+    as it is instead of encoding them again."""
+
+    chunk: bytes | None = None
+
+
+class ChunkRef:
+    """A row of :meth:`HeaderCache.rows_of` whose values are in an encoded chunk already: one
+    instance per chunk, shared by its rows (which may be fewer than the chunk holds: the
+    others simply have no row pointing to it)."""
+
+    __slots__ = ("blob",)
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+
+
 class Rebuilder:
     """Messages from stored values, for one listing (``now`` and the stale limit fixed)."""
 
@@ -534,14 +553,23 @@ class HeaderCache:
                       token=Token(uidvalidity, fp, meta["created"], stored))
 
     def rows_of(self, messages: Iterable[Message], uidvalidity: int,
-                known: dict[int, tuple[Any, ...]] | None = None) -> list[tuple[int, str, tuple[Any, ...]]]:
-        """Built rows as stored (flags as fetched with them), for :meth:`commit`. ``known``: the
-        stored values of some of them, already made (by a worker process that built them)."""
+                known: dict[int, tuple[Any, ...]] | None = None) -> list[tuple[int, str, Any]]:
+        """Built rows as stored (flags as fetched with them), for :meth:`commit`: ``(uid, flags
+        text, values)``, or ``(uid, flags text, ChunkRef)`` for a row whose values are in the
+        chunk a worker encoded. ``known``: the stored values of some of them, already made (by a
+        worker process that built them; a :class:`StoredValues` with its chunk)."""
         if not self.usable:
             return []
-        out = []
+        out: list[tuple[int, str, Any]] = []
+        chunk = getattr(known, "chunk", None)
+        ref = ChunkRef(chunk) if chunk is not None else None
         for m in messages:
             if m.uidvalidity != uidvalidity:
+                continue
+            if ref is not None and m.uid in known:  # type: ignore[operator]
+                text = flags_text(m.flags)
+                if storable(text):
+                    out.append((m.uid, text, ref))
                 continue
             v = known.get(m.uid) if known is not None else None
             if v is None:
@@ -554,7 +582,7 @@ class HeaderCache:
                 out.append((m.uid, text, v))
         return out
 
-    def commit(self, token: Token, *, rows: list[tuple[int, str, tuple[Any, ...]]] | None = None,
+    def commit(self, token: Token, *, rows: list[tuple[int, str, Any]] | None = None,
                flags: dict[int, tuple[str, ...]] | None = None, used: Iterable[int] = (),
                gone: Iterable[int] = (), modseq: int | None | object = None) -> Token | None:
         """One transaction: ``rows`` (from :meth:`rows_of`), the refreshed ``flags``, today as the
@@ -579,12 +607,24 @@ class HeaderCache:
                             (token.uidvalidity, token.fingerprint, token.created):
                         db.execute("ROLLBACK")  # reset meanwhile: these rows belong to the old one
                         return None
-                    for i in range(0, len(rows or ()), CHUNK):
-                        part = rows[i:i + CHUNK]  # type: ignore[index]
+                    own = [r for r in rows or () if type(r[2]) is not ChunkRef]
+                    for i in range(0, len(own), CHUNK):
+                        part = own[i:i + CHUNK]
                         cid = db.execute("INSERT INTO chunks (blob) VALUES (?)",
                                          (encode_chunk([(u, v) for u, _f, v in part]),)).lastrowid
                         db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)",
                                        [(u, f, today, cid) for u, f, _v in part])
+                    made: dict[int, int] = {}  # id(ChunkRef) -> chunk id: each stored once, as made
+                    pointed = []
+                    for u, f, ref in rows or ():
+                        if type(ref) is ChunkRef:
+                            cid = made.get(id(ref))
+                            if cid is None:
+                                cid = made[id(ref)] = db.execute("INSERT INTO chunks (blob) VALUES (?)",
+                                                                 (ref.blob,)).lastrowid
+                            pointed.append((u, f, today, cid))
+                    if pointed:
+                        db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)", pointed)
                     gone = list(gone)
                     if flags:
                         texts = [(flags_text(f), u) for u, f in flags.items()]

@@ -43,7 +43,7 @@ from typing import IO, Any
 
 from triage_tui.domain.analysis import AnalysisConfig
 from triage_tui.domain.model import Message
-from triage_tui.services.cache import Rebuilder
+from triage_tui.services.cache import Rebuilder, StoredValues, decode_chunk
 from triage_tui.services.imapwire import FetchRecord
 
 log = logging.getLogger(__name__)
@@ -202,11 +202,13 @@ class BuildPool:
             blob = read_frame(w.stdout)
             if blob is None:
                 raise EOFError("the worker ended")
-            rows, whole_blob = marshal.loads(blob)
+            rows, chunk, whole_blob = marshal.loads(blob)
             whole = pickle.loads(whole_blob) if whole_blob else {}  # noqa: S301 - our own worker's bytes
+            known = StoredValues(decode_chunk(chunk) if chunk is not None else ())
+            known.chunk = chunk
             rebuild = self.rebuild
-            messages = [whole[uid] if v is None else rebuild(uid, flags, v) for uid, flags, v in rows]
-            return messages, {uid: v for uid, _flags, v in rows if v is not None}
+            messages = [rebuild(uid, flags, known[uid]) if stored else whole[uid] for uid, flags, stored in rows]
+            return messages, known
         except Exception as exc:  # noqa: BLE001 - a dead worker, a damaged answer: build in process
             self._give_up(exc)
             return None
