@@ -668,3 +668,41 @@ def test_a_large_warm_start_freezes_its_rows_out_of_the_collector(mailbox: Mailb
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_what_was_asked_with_the_search_is_used_only_for_its_own_since(mailbox: Mailbox, path: Path,
+                                                                       monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The changed flags asked with the SEARCH are for the HIGHESTMODSEQ the cache held when it
+    was peeked. If the load then finds another (a second process committed in between), they
+    are not used: the listing asks again for its own. Rows (with a flag changed meanwhile by
+    another client, and a cached row expunged) stay those of a cold listing."""
+    _seed(mailbox, 12)
+    _warm_up(mailbox, path, View.UNSEEN)
+    c = mailbox.client()
+    try:
+        c.select_folder("INBOX")
+        unseen = mailbox.search("UNSEEN")
+        c.add_flags(unseen[:2], [b"\\Flagged"], silent=True)
+        c.add_flags(unseen[2:4], [b"\\Seen"], silent=True)  # cached rows that left the view
+        c.add_flags(unseen[4:5], [b"\\Deleted"], silent=True)
+        c.expunge()
+    finally:
+        c.logout()
+    peeked = HeaderCache.peek_since
+    monkeypatch.setattr(HeaderCache, "peek_since", lambda self, uv, h0: (peeked(self, uv, h0) or 2) - 1)
+    svc, spy = _svc(mailbox, path)
+    asked: list[int] = []
+    own = svc._changed_and_recent
+
+    def counted(uidvalidity: int, since: int):  # type: ignore[no-untyped-def]
+        asked.append(since)
+        return own(uidvalidity, since)
+
+    svc._changed_and_recent = counted  # type: ignore[method-assign]
+    assert _rows(svc, View.UNSEEN) == _cold(mailbox, View.UNSEEN)
+    assert len(asked) == 1 and spy.uids == []  # asked again, for its own since; nothing fetched
+    monkeypatch.setattr(HeaderCache, "peek_since", peeked)
+    svc, spy = _svc(mailbox, path)
+    svc._changed_and_recent = counted  # type: ignore[method-assign]
+    assert _rows(svc, View.UNSEEN) == _cold(mailbox, View.UNSEEN)
+    assert len(asked) == 1 and spy.uids == []  # this time the burst's answers were used
