@@ -706,3 +706,41 @@ def test_what_was_asked_with_the_search_is_used_only_for_its_own_since(mailbox: 
     svc._changed_and_recent = counted  # type: ignore[method-assign]
     assert _rows(svc, View.UNSEEN) == _cold(mailbox, View.UNSEEN)
     assert len(asked) == 1 and spy.uids == []  # this time the burst's answers were used
+
+
+def test_search_answers_without_their_tag_fall_back_to_one_command_at_a_time(mailbox: Mailbox, path: Path,
+                                                                           monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A server whose ESEARCH answers leave out the TAG correlator (RFC 4731 allows it to): the
+    burst's answers cannot be told apart, so none of them is used; the listing asks one command
+    at a time and its rows are those of a cold listing."""
+    import re as re_  # noqa: PLC0415
+
+    from triage_tui.services.imapwire import Response, Wire  # noqa: PLC0415
+
+    _seed(mailbox, 12)
+    _warm_up(mailbox, path, View.UNSEEN)
+    c = mailbox.client()
+    try:
+        c.select_folder("INBOX")
+        c.add_flags(mailbox.search("UNSEEN")[:2], [b"\\Flagged"], silent=True)
+    finally:
+        c.logout()
+    read = Wire.read_response
+
+    def untagged(self):  # type: ignore[no-untyped-def]
+        resp = read(self)
+        first = re_.sub(rb'^\* ESEARCH \(TAG "[^"]*"\) ', b"* ESEARCH ", resp.first)
+        return Response([first, *resp.segments[1:]], resp.literals)
+
+    monkeypatch.setattr(Wire, "read_response", untagged)
+    svc, spy = _svc(mailbox, path)
+    asked: list[int] = []
+    own = svc._changed_and_recent
+
+    def counted(uidvalidity: int, since: int):  # type: ignore[no-untyped-def]
+        asked.append(since)
+        return own(uidvalidity, since)
+
+    svc._changed_and_recent = counted  # type: ignore[method-assign]
+    assert _rows(svc, View.UNSEEN) == _cold(mailbox, View.UNSEEN)
+    assert len(asked) == 1 and spy.uids == []

@@ -166,20 +166,20 @@ def test_pipeline_skims_runs_of_one_line_answers_across_buffer_edges():
 
 def test_esearch_answers_are_told_apart_by_their_tag() -> None:
     """Pipelined SEARCHes (a warm listing's burst) are answered by ``* ESEARCH (TAG "t")``: each
-    set is taken from its own tag's answer only; a missing answer, one with no ALL (no match), a
-    tag of nobody's, a lying shape (ALL followed by a list, no TAG) all give "" for that tag."""
-    from triage_tui.services.imap import _esearch_of
+    set is its own tag's (no ALL: no match). Answers that cannot be told apart (one without its
+    TAG, a tag answered twice, ALL followed by something else than a set) give None: the
+    listing then asks one command at a time."""
+    from triage_tui.services.imap import _esearch_by_tag
     from triage_tui.services.imapwire import Response
 
     def r(line: bytes) -> Response:
         return Response([line], [])
 
-    answers = [r(b'* ESEARCH (TAG "A2") UID ALL 7:9'), r(b'* ESEARCH (TAG "A1") UID'),
-               r(b'* ESEARCH (TAG "A3") UID ALL (1 2)'), r(b'* ESEARCH UID ALL 1:5'),
-               r(b'* ESEARCH (TAG "A9") UID ALL 100'), r(b'* ESEARCH (TAG "A4") UID ALL 3,1')]
-    assert _esearch_of(answers, b"A2") == "7:9"
-    assert _esearch_of(answers, b"A1") == ""  # no match
-    assert _esearch_of(answers, b"A3") == ""  # not a set
-    assert _esearch_of(answers, b"A4") == "3,1"
-    assert _esearch_of(answers, b"A5") == ""  # never answered
-    assert _esearch_of([r(b"* ESEARCH"), r(b'* ESEARCH ("TAG")'), r(b"* ESEARCH (TAG)")], b"A1") == ""
+    good = [r(b'* ESEARCH (TAG "A2") UID ALL 7:9'), r(b'* ESEARCH (TAG "A1") UID'), r(b'* ESEARCH (TAG "A4") UID ALL 3,1')]
+    assert _esearch_by_tag(good) == {b"A2": "7:9", b"A1": "", b"A4": "3,1"}
+    assert _esearch_by_tag([]) == {}
+    for bad in ([r(b"* ESEARCH UID ALL 1:5")], [r(b'* ESEARCH (TAG "A1") UID ALL (1 2)')],
+                [r(b'* ESEARCH (TAG "A1") UID ALL 1'), r(b'* ESEARCH (TAG "A1") UID ALL 2')],
+                [r(b"* ESEARCH")], [r(b'* ESEARCH ("TAG")')], [r(b"* ESEARCH (TAG)")],
+                [r(b'* ESEARCH (TAG "A1") UID ALL')], [r(b'* ESEARCH (TAG ("A1")) UID ALL 1')]):
+        assert _esearch_by_tag(bad) is None, bad

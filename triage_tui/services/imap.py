@@ -677,10 +677,12 @@ class ImapSession:
         if failed:
             raise OperationFailed("; ".join(failed))
         tags = {ctx: tag for ctx, tag in pipe.sent}
+        by_tag = _esearch_by_tag(searched)
+        if by_tag is None or set(by_tag) != {tags["SEARCH"], tags["SEARCH RECENT"], tags["SEARCH ALL"]}:
+            raise OperationFailed("the server's answers to pipelined SEARCHes could not be told apart by their tags")
         try:
-            return (uidset.parse(_esearch_of(searched, tags["SEARCH"])), changed,
-                    uidset.parse(_esearch_of(searched, tags["SEARCH RECENT"])),
-                    uidset.parse_ranges(_esearch_of(searched, tags["SEARCH ALL"])))
+            return (uidset.parse(by_tag[tags["SEARCH"]]), changed, uidset.parse(by_tag[tags["SEARCH RECENT"]]),
+                    uidset.parse_ranges(by_tag[tags["SEARCH ALL"]]))
         except UsageError as e:
             raise OperationFailed(f"the server answered a SEARCH with a bad set: {e}") from None
 
@@ -903,19 +905,26 @@ def _search_answer(untagged: list[Response], esearch: bool) -> list[int]:
     return sorted(set(out))
 
 
-def _esearch_of(answers: list[Response], tag: bytes) -> str:
-    """The set of the ``* ESEARCH (TAG "<tag>") UID ALL <set>`` among ``answers`` ("": no
-    match). An answer naming no tag, or naming none of ours, answers nothing here."""
+def _esearch_by_tag(answers: list[Response]) -> dict[bytes, str] | None:
+    """``{tag: set}`` of ``* ESEARCH (TAG "<tag>") UID [ALL <set>]`` answers (the set "" when
+    ALL is left out: no match). None when they cannot be told apart: an answer without its TAG
+    correlator, a tag answered twice, an ALL that is not a set."""
+    out: dict[bytes, str] = {}
     for resp in answers:
         toks = resp.tokens()
         if len(toks) < 3 or not isinstance(toks[2], list) or len(toks[2]) != 2 \
-                or not isinstance(toks[2][0], bytes) or toks[2][0].upper() != b"TAG" or toks[2][1] != tag:
-            continue
+                or not isinstance(toks[2][0], bytes) or toks[2][0].upper() != b"TAG" \
+                or not isinstance(toks[2][1], bytes) or toks[2][1] in out:
+            return None
+        found = ""
         for i, t in enumerate(toks):
-            if isinstance(t, bytes) and t.upper() == b"ALL" and i + 1 < len(toks) and isinstance(toks[i + 1], bytes):
-                return toks[i + 1].decode("ascii", "replace")
-        return ""
-    return ""
+            if isinstance(t, bytes) and t.upper() == b"ALL":
+                if i + 1 >= len(toks) or not isinstance(toks[i + 1], bytes):
+                    return None
+                found = toks[i + 1].decode("ascii", "replace")
+                break
+        out[toks[2][1]] = found
+    return out
 
 
 def _is_esearch(resp: Response) -> bool:
