@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         mod = importlib.import_module(f"triage_tui.commands.{name}")
         sp = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
-        sp.set_defaults(_run=mod.run)
+        sp.set_defaults(_run=mod.run, _preconnect=getattr(mod, "PRECONNECT", False))
         sp._fill = mod.add_arguments  # type: ignore[attr-defined]  # run when this subcommand is used
     p.set_defaults(_build_parser=build_parser)  # `demo` parses what it types with this, never importing cli
     return p
@@ -321,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # the resolved values; `config path` opts out to stay usable with a broken config file
             _ = ctx.settings
         run = getattr(args, "_run", None)
+        if getattr(args, "_preconnect", run is None):  # the TUI (no subcommand) and the commands that list or change
+            ctx.preconnect()
         previous = _cancel_on_signals(ctx, tui=run is None)
         try:
             if run is None:

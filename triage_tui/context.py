@@ -41,6 +41,7 @@ class Context:
         self._service: Any = None
         self._locks: Any = None
         self._journal: AuditJournal | None = None
+        self._preconnect: Any = None
 
     # -- settings -----------------------------------------------------------------------------
 
@@ -108,7 +109,34 @@ class Context:
             return GraphSession.open
         from triage_tui.services.imap import ImapSession  # noqa: PLC0415
 
-        return ImapSession.open
+        pre = self._preconnect
+
+        def open_session(settings: ConnectionSettings, limits: Limits | None = None) -> ImapSession:
+            session = pre.take(settings) if pre is not None else None
+            return session if session is not None else ImapSession.open(settings, limits)
+
+        return open_session
+
+    def preconnect(self) -> None:
+        """Start opening the IMAP connection now, in a thread (see
+        :mod:`triage_tui.services.preconnect`): only for an IMAP inbox whose credentials come
+        without running or asking anything. Anything wrong here is left for the command to meet
+        where it connects, with its usual message."""
+        if self._preconnect is not None or self._service is not None:
+            return
+        try:
+            if self.inbox == "graph":
+                return
+            from triage_tui.config.credentials import _isatty, credential_plan  # noqa: PLC0415
+            from triage_tui.services.preconnect import QUIET_CREDENTIALS, Preconnect  # noqa: PLC0415
+
+            if credential_plan(self.settings, interactive=_isatty(self.stdin)).method not in QUIET_CREDENTIALS:
+                return
+            cs = self.connection_settings()
+            limits = self.limits()
+        except Exception:  # noqa: BLE001 - the command says it, where it connects
+            return
+        self._preconnect = Preconnect(cs, limits)
 
     def base_connection_settings(self) -> ConnectionSettings:
         """Where and how to connect, without the credential (``check`` probes DNS, TCP and TLS
@@ -276,6 +304,8 @@ class Context:
         return self._locks
 
     def close(self) -> None:
+        if self._preconnect is not None:
+            self._preconnect.close()  # a session opened ahead and never used: logged out
         if self._locks is not None:
             self._locks.close()
             self._locks = None

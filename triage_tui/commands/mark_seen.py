@@ -10,6 +10,7 @@ from triage_tui.commands._select import add_plan_args, add_selector_args, resolv
 from triage_tui.domain.model import View
 
 NAME = "mark-seen"
+PRECONNECT = True  # the IMAP connection opens while the command gets ready (services/preconnect.py)
 HELP = ("mark UNSEEN messages \\Seen so mail_room skips them, with the ignore mark $TriageIgnored where the "
         "mailbox allows keywords (kept in the mailbox, reversible with undo)")
 

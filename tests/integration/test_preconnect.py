@@ -1,0 +1,93 @@
+"""The IMAP connection opened while the command gets ready (services/preconnect.py), against the
+real Dovecot: one session, taken by the service; the same one-line errors; a session opened for a
+command that ended before it connected is logged out; nothing is run or asked early (password
+command, prompt) and a Graph inbox is left alone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from tests.integration.test_consumer import wait_until
+from tests.mailgen import backlog
+from tests.servers import PASSWORD
+from triage_tui.cli import build_parser
+from triage_tui.context import Context
+
+
+def _sessions(mailbox) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    log = mailbox.server.log()
+    return (log.count(f"Login: user=<{mailbox.user}>"),
+            sum(1 for ln in log.splitlines() if f"imap({mailbox.user})" in ln and "Disconnected: Logged out" in ln))
+
+
+def _ctx(argv: list[str]) -> Context:
+    args: argparse.Namespace = build_parser().parse_args(argv)
+    ctx = Context(args)
+    _ = ctx.settings
+    return ctx
+
+
+def test_the_service_takes_the_session_opened_ahead(mailbox, monkeypatch):  # type: ignore[no-untyped-def]
+    mailbox.seed(backlog(4))
+    for k, v in mailbox.env().items():
+        monkeypatch.setenv(k, v)
+    ctx = _ctx(["list", "--json"])
+    ctx.preconnect()
+    pre = ctx._preconnect
+    assert pre is not None
+    svc = ctx.service()
+    try:
+        assert svc.reader is pre._session  # the one opened ahead, not a second
+        assert svc.search("UNSEEN")[1]
+    finally:
+        ctx.close()
+    assert wait_until(lambda: _sessions(mailbox) == (1, 1)), _sessions(mailbox)
+
+
+def test_a_list_opens_one_session_and_its_errors_are_the_same_lines(mailbox, cli):  # type: ignore[no-untyped-def]
+    mailbox.seed(backlog(3))
+    r = cli(["list", "--json"], env=mailbox.env())
+    assert r.code == 0 and [json.loads(ln)["uid"] for ln in r.lines] == [1, 2, 3], r.err
+    assert wait_until(lambda: _sessions(mailbox) == (1, 1)), _sessions(mailbox)
+    bad = cli(["list", "--json"], env={**mailbox.env(), "TRIAGE_IMAP_PASSWORD": "wrong-" + PASSWORD})
+    gone = cli(["list"], env={**mailbox.env(), "TRIAGE_IMAP_PORT": "1"})
+    for r in (bad, gone):
+        lines = r.err.strip().splitlines()
+        assert r.code != 0 and len(lines) == 1 and lines[0].startswith("triage-tui: error:"), r.err
+        assert "Traceback" not in r.err and PASSWORD not in r.err
+    assert "login" in bad.err.lower() or "authentication" in bad.err.lower(), bad.err
+    assert "127.0.0.1" in gone.err, gone.err
+
+
+def test_a_command_that_ends_before_connecting_logs_its_session_out(mailbox, cli):  # type: ignore[no-untyped-def]
+    mailbox.seed(backlog(2))
+    r = cli(["mark-seen"], env=mailbox.env())  # nothing selected: refused before any connection is asked
+    assert r.code == 2 and "Traceback" not in r.err, r.err
+    logins, outs = _sessions(mailbox)
+    assert logins <= 1 and wait_until(lambda: _sessions(mailbox)[1] == _sessions(mailbox)[0]), _sessions(mailbox)
+
+
+def test_nothing_is_run_or_asked_early(mailbox, monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
+    """A password command (a vault that may ask for MFA) runs where the service asks for the
+    connection, in the command's own thread, as before; so does a prompt. A Graph inbox is not
+    IMAP: nothing is opened ahead."""
+    marker = tmp_path / "ran"
+    env = {k: v for k, v in mailbox.env().items() if k != "TRIAGE_IMAP_PASSWORD"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("TRIAGE_IMAP_PASSWORD", raising=False)
+    monkeypatch.setenv("TRIAGE_IMAP_PASSWORD_COMMAND", f"sh -c 'touch {marker}; echo {PASSWORD}'")
+    ctx = _ctx(["list"])
+    ctx.preconnect()
+    assert ctx._preconnect is None and not marker.exists()
+    ctx.close()
+    monkeypatch.delenv("TRIAGE_IMAP_PASSWORD_COMMAND")
+    ctx = _ctx(["list"])  # no password at all: a prompt on a terminal, an error otherwise: later
+    ctx.preconnect()
+    assert ctx._preconnect is None
+    ctx.close()
+    ctx = _ctx(["--inbox", "graph", "list"])
+    ctx.preconnect()
+    assert ctx._preconnect is None
+    ctx.close()
