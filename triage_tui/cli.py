@@ -321,8 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             # the resolved values; `config path` opts out to stay usable with a broken config file
             _ = ctx.settings
         run = getattr(args, "_run", None)
-        if getattr(args, "_preconnect", run is None):  # the TUI (no subcommand) and the commands that list or change
-            ctx.preconnect()
+        pre = getattr(args, "_preconnect", run is None)  # the TUI (no subcommand) and the commands that list or change
+        if pre:
+            ctx.preconnect(examine=pre == "examine")
         previous = _cancel_on_signals(ctx, tui=run is None)
         try:
             if run is None:

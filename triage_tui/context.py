@@ -117,10 +117,11 @@ class Context:
 
         return open_session
 
-    def preconnect(self) -> None:
+    def preconnect(self, *, examine: bool = False) -> None:
         """Start opening the IMAP connection now, in a thread (see
         :mod:`triage_tui.services.preconnect`): only for an IMAP inbox whose credentials come
-        without running or asking anything. Anything wrong here is left for the command to meet
+        without running or asking anything. ``examine``: a reading command, whose mailbox is
+        opened (EXAMINE) in the thread too. Anything wrong here is left for the command to meet
         where it connects, with its usual message."""
         if self._preconnect is not None or self._service is not None:
             return
@@ -136,7 +137,7 @@ class Context:
             limits = self.limits()
         except Exception:  # noqa: BLE001 - the command says it, where it connects
             return
-        self._preconnect = Preconnect(cs, limits)
+        self._preconnect = Preconnect(cs, limits, examine=examine)
 
     def base_connection_settings(self) -> ConnectionSettings:
         """Where and how to connect, without the credential (``check`` probes DNS, TCP and TLS

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 from tests.integration.test_consumer import wait_until
 from tests.mailgen import backlog
@@ -91,3 +92,22 @@ def test_nothing_is_run_or_asked_early(mailbox, monkeypatch, tmp_path):  # type:
     ctx.preconnect()
     assert ctx._preconnect is None
     ctx.close()
+
+
+def test_a_reading_command_gets_its_mailbox_examined_once_ahead(mailbox, monkeypatch, cli):  # type: ignore[no-untyped-def]
+    """``list`` opens the mailbox in the thread too: the service uses that EXAMINE (one in all),
+    and a missing mailbox is the usual one line, with the session opened for it logged out."""
+    from tests.proxy import LatencyProxy  # noqa: PLC0415
+
+    mailbox.seed(backlog(3))
+    with LatencyProxy(mailbox.server.imap_port, rtt=0.05) as proxy:
+        env = {**mailbox.env(), "TRIAGE_IMAP_PORT": str(proxy.port), "TRIAGE_IMAP_SECURITY": "none"}
+        r = cli(["list", "--json"], env=env)
+        verbs = [c.split(b" ")[1].upper() for c in proxy.commands()]
+        assert r.code == 0 and len(r.lines) == 3, r.err
+        assert verbs[:3] == [b"LOGIN", b"ENABLE", b"EXAMINE"] and verbs.count(b"EXAMINE") == 1, verbs
+        missing = cli(["list"], env={**env, "TRIAGE_IMAP_MAILBOX": "Nope"})
+        time.sleep(0.3)  # its LOGOUT through the delayed pump
+    lines = missing.err.strip().splitlines()
+    assert missing.code != 0 and len(lines) == 1 and "'Nope' does not exist" in lines[0], missing.err
+    assert wait_until(lambda: _sessions(mailbox)[0] == _sessions(mailbox)[1] == 2), _sessions(mailbox)

@@ -23,7 +23,7 @@ from triage_tui.domain.text import inert
 from triage_tui.domain.width import fit
 
 NAME = "list"
-PRECONNECT = True  # the IMAP connection opens while the command gets ready (services/preconnect.py)
+PRECONNECT = "examine"  # the IMAP connection and the mailbox open while the command gets ready (services/preconnect.py)
 HELP = "list messages of a view (unseen, ignored, seen-stuck, deleted) with age, sender, subject and GitLab key"
 
 

@@ -11,7 +11,7 @@ from triage_tui.domain.numbers import parse_uid, uid_arg
 from triage_tui.domain.text import inert
 
 NAME = "peek"
-PRECONNECT = True  # the IMAP connection opens while the command gets ready (services/preconnect.py)
+PRECONNECT = "examine"  # the IMAP connection and the mailbox open while the command gets ready (services/preconnect.py)
 HELP = "show a message's full header and its analysis without changing any flag"
 
 

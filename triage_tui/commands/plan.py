@@ -18,7 +18,7 @@ from triage_tui.domain.text import inert
 from triage_tui.errors import Refused, UsageError
 
 NAME = "plan"
-PRECONNECT = True  # the IMAP connection opens while the command gets ready (services/preconnect.py)
+PRECONNECT = "examine"  # the IMAP connection and the mailbox open while the command gets ready (services/preconnect.py)
 HELP = ("the incident in one plan: sort the mailbox into the runbook's buckets (ignore, review, release, "
         "un-see and release, expunge), print the steps and commands; --apply runs them")
 DESCRIPTION = (

@@ -10,7 +10,9 @@ Only where nothing can be asked of the operator on the way: credentials from the
 config file or a password file. A password or token command (a vault that may ask for MFA) and
 a prompt stay where they were, in the command's own thread, when the service asks. The session
 is taken once, only for the same server and user; what opening it raised is raised where the
-service asked, as it would have been there. A session nobody took is logged out at the end."""
+service asked, as it would have been there. A session nobody took is logged out at the end. For
+a command that only reads, the thread EXAMINEs the mailbox too (the service then does not open it
+again); one that may write opens it itself (SELECT, on its one connection)."""
 
 from __future__ import annotations
 
@@ -34,22 +36,30 @@ class Preconnect:
     """One session being opened in a daemon thread (see the module's docstring)."""
 
     def __init__(self, settings: ConnectionSettings, limits: Limits | None,
-                 opener: Callable[[ConnectionSettings, Limits | None], ImapSession] = ImapSession.open) -> None:
+                 opener: Callable[[ConnectionSettings, Limits | None], ImapSession] = ImapSession.open, *,
+                 examine: bool = False) -> None:
         self.where = _where(settings)
         self._session: ImapSession | None = None
         self._error: BaseException | None = None
         self._taken = False
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._open, args=(opener, settings, limits),
+        self._thread = threading.Thread(target=self._open, args=(opener, settings, limits, examine),
                                         name="triage-preconnect", daemon=True)
         self._thread.start()
 
     def _open(self, opener: Callable[[ConnectionSettings, Limits | None], ImapSession],
-              settings: ConnectionSettings, limits: Limits | None) -> None:
+              settings: ConnectionSettings, limits: Limits | None, examine: bool) -> None:
+        session = None
         try:
-            self._session = opener(settings, limits)
+            session = opener(settings, limits)
+            if examine:  # a reading command: the mailbox too (EXAMINE changes nothing)
+                session.examine()
         except BaseException as e:  # noqa: BLE001 - raised again where the service asks for it
             self._error = e
+            if session is not None:
+                session.close(wait=False)
+            return
+        self._session = session
 
     def take(self, settings: ConnectionSettings) -> ImapSession | None:
         """The session opened ahead, once, if it is for these settings (else None: open one);

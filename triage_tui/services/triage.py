@@ -136,10 +136,11 @@ class TriageService(Listing, UndoPlanning, Execution):
         with self._lock:
             if self._reader is None or self._reader.client is None:
                 session = self._factory(self.settings, self.limits)
+                info = session.mailbox
                 if self._one_connection and not self.read_only:
                     session.select()
-                else:
-                    session.examine()
+                elif info is None or not info.readonly or info.name != self.settings.mailbox:
+                    session.examine()  # (a session opened ahead for a reading command comes examined)
                 self._reader = session
                 self._just_opened = True
             return self._reader
