@@ -146,3 +146,14 @@ def test_mark_seen_and_peek_on_a_real_mailbox_never_import_redis(mailbox, tmp_pa
         assert "triage_tui.services.triage" in doc["modules"]
         assert _loaded(doc["modules"], NEVER_HEADLESS) == [], argv
     assert mailbox.search("UNSEEN") == [1, 2, 3]  # the dry run changed nothing on the server
+
+
+def test_the_tui_starts_without_importing_redis(tmp_path: Path) -> None:
+    """The TUI's screens hold the lock and Sidekiq views, whose modules use redis-py only inside
+    functions (services/redislib.py): with no Redis configured, its ~0.1 s import is never paid."""
+    probe = ("import json, sys; import triage_tui.tui.app, triage_tui.services.locks, triage_tui.services.sidekiq; "
+             "print(json.dumps(sorted(m for m in sys.modules if m == 'redis' or m.startswith('redis.'))))")
+    r = subprocess.run([sys.executable, "-c", probe], env=_env(tmp_path), cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == []

@@ -31,10 +31,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
 from triage_tui.domain.text import inert
 from triage_tui.errors import UsageError
+from triage_tui.services.redislib import redis  # imported on first use (see redislib)
 
 DEFAULT_QUEUES: tuple[str, ...] = ("email_receiver", "default")
 EMAIL_WORKERS = ("EmailReceiverWorker", "ServiceDeskEmailReceiverWorker")

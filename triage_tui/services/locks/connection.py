@@ -15,10 +15,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
 from triage_tui.domain.model import Message
 from triage_tui.domain.redact import mask_host, mask_url, register
 from triage_tui.domain.redact import scrub as scrub_secrets
@@ -27,6 +23,7 @@ from triage_tui.errors import TriageError, UsageError
 from triage_tui.services.guard import MutationGuard
 from triage_tui.services.imap import Secret
 from triage_tui.services.journal import AuditJournal
+from triage_tui.services.redislib import redis  # imported on first use (see redislib)
 
 DEFAULT_KEY_PREFIX = "mail_room:gitlab:"
 DELIVERED = "delivered:"
@@ -335,6 +332,9 @@ class LockReader:
         return err
 
     def _connect(self) -> Any:
+        from redis.backoff import NoBackoff  # noqa: PLC0415 - redis is imported when a client is made
+        from redis.retry import Retry  # noqa: PLC0415
+
         s = self.settings
         register(*s._secrets())  # the last line of defence (cli) knows them from now on
         common: dict[str, Any] = {

@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import redis
-
 from triage_tui.domain import uidset
 from triage_tui.domain.model import Message, View
 from triage_tui.domain.redact import mask_host
@@ -31,6 +29,7 @@ from triage_tui.services.locks.connection import (
 from triage_tui.services.locks.release import KeyChange, ReleasePlan, ReleaseResult, ReleaseTarget
 from triage_tui.services.locks.report import COUNTER_NOTE, LockEntry, LockReport, MailboxSnapshot, join
 from triage_tui.services.locks.watch import ReleaseWatcher
+from triage_tui.services.redislib import redis  # imported on first use (see redislib)
 from triage_tui.services.sidekiq import SidekiqProbe, SidekiqWatch
 
 if TYPE_CHECKING:
