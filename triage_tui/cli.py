@@ -321,7 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # the resolved values; `config path` opts out to stay usable with a broken config file
             _ = ctx.settings
         run = getattr(args, "_run", None)
-        pre = getattr(args, "_preconnect", run is None)  # the TUI (no subcommand) and the commands that list or change
+        # the TUI (no subcommand) and the commands that list or change; "examine": the mailbox too
+        pre = getattr(args, "_preconnect", "examine" if run is None else False)
         if pre:
             ctx.preconnect(examine=pre == "examine")
         previous = _cancel_on_signals(ctx, tui=run is None)

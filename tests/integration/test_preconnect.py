@@ -99,6 +99,9 @@ def test_a_reading_command_gets_its_mailbox_examined_once_ahead(mailbox, monkeyp
     and a missing mailbox is the usual one line, with the session opened for it logged out."""
     from tests.proxy import LatencyProxy  # noqa: PLC0415
 
+    import triage_tui.services.imap as imap_mod  # noqa: PLC0415
+
+    monkeypatch.setattr(imap_mod, "FRESH_EXAMINE", 60.0)  # however slow this machine: that EXAMINE is fresh
     mailbox.seed(backlog(3))
     with LatencyProxy(mailbox.server.imap_port, rtt=0.05) as proxy:
         env = {**mailbox.env(), "TRIAGE_IMAP_PORT": str(proxy.port), "TRIAGE_IMAP_SECURITY": "none"}
@@ -111,3 +114,31 @@ def test_a_reading_command_gets_its_mailbox_examined_once_ahead(mailbox, monkeyp
     lines = missing.err.strip().splitlines()
     assert missing.code != 0 and len(lines) == 1 and "'Nope' does not exist" in lines[0], missing.err
     assert wait_until(lambda: _sessions(mailbox)[0] == _sessions(mailbox)[1] == 2), _sessions(mailbox)
+
+
+def test_the_tui_service_takes_the_examined_session(mailbox, monkeypatch):  # type: ignore[no-untyped-def]
+    """The TUI (no subcommand) opens the connection and the mailbox while Textual is imported:
+    its service's first connect uses them (one LOGIN, one EXAMINE, sent by the thread)."""
+    from tests.proxy import LatencyProxy  # noqa: PLC0415
+    from triage_tui.commands.tui import build_service  # noqa: PLC0415
+
+    mailbox.seed(backlog(2))
+    with LatencyProxy(mailbox.server.imap_port, rtt=0.05) as proxy:
+        for k, v in {**mailbox.env(), "TRIAGE_IMAP_PORT": str(proxy.port), "TRIAGE_IMAP_SECURITY": "none"}.items():
+            monkeypatch.setenv(k, v)
+        args = build_parser().parse_args([])
+        assert getattr(args, "_run", None) is None and not hasattr(args, "_preconnect")  # cli: "examine"
+        ctx = Context(args)
+        _ = ctx.settings
+        ctx.preconnect(examine=True)
+        svc = build_service(ctx)
+        try:
+            info = svc.connect()
+            assert info.readonly and svc.reader is ctx._preconnect._session
+            at_connect = [c.split(b" ")[1].upper() for c in proxy.commands()]
+            uv, found = svc.search("UNSEEN")  # (an EXAMINE older than 0.5 s is sent again: fresh)
+            assert uv == info.uidvalidity and len(found) == 2
+        finally:
+            svc.close()
+            ctx.close()
+    assert at_connect == [b"LOGIN", b"ENABLE", b"EXAMINE"], at_connect  # the service sent nothing of its own

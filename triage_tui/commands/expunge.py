@@ -11,7 +11,7 @@ from triage_tui.domain.model import View
 from triage_tui.errors import UsageError
 
 NAME = "expunge"
-PRECONNECT = True  # the IMAP connection opens while the command gets ready (services/preconnect.py)
+PRECONNECT = "examine"  # the IMAP connection and the mailbox open while the command gets ready (services/preconnect.py)
 HELP = "permanently remove \\Deleted messages: exactly the selection (UID EXPUNGE), or --all-deleted"
 DESCRIPTION = (HELP + ". Without a selector, the \\Deleted messages present now are expunged by UID, so "
                "messages deleted after the plan are not touched. --all-deleted sends a plain EXPUNGE "

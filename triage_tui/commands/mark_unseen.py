@@ -11,7 +11,7 @@ from triage_tui.commands._select import add_plan_args, add_selector_args, resolv
 from triage_tui.domain.model import TRIAGE_KEYWORD, View
 
 NAME = "mark-unseen"
-PRECONNECT = True  # the IMAP connection opens while the command gets ready (services/preconnect.py)
+PRECONNECT = "examine"  # the IMAP connection and the mailbox open while the command gets ready (services/preconnect.py)
 HELP = ("remove \\Seen (and triage-tui's ignore mark) from \\Seen, not \\Deleted messages so mail_room "
         "ingests them again")
 VIEWS = (View.SEEN, View.SEEN_STUCK, View.IGNORED)

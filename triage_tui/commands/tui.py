@@ -15,7 +15,7 @@ from typing import Any
 from triage_tui.errors import UsageError
 
 NAME = "tui"
-PRECONNECT = True  # the IMAP connection opens while the command gets ready (services/preconnect.py)
+PRECONNECT = "examine"  # the IMAP connection and the mailbox open while the command gets ready (services/preconnect.py)
 HELP = "open the full-screen triage UI (the default when no subcommand is given)"
 DESCRIPTION = (
     "Open the full-screen triage UI: live list of the mailbox (IMAP IDLE), marks, filter, header "
