@@ -97,9 +97,8 @@ def test_nothing_is_run_or_asked_early(mailbox, monkeypatch, tmp_path):  # type:
 def test_a_reading_command_gets_its_mailbox_examined_once_ahead(mailbox, monkeypatch, cli):  # type: ignore[no-untyped-def]
     """``list`` opens the mailbox in the thread too: the service uses that EXAMINE (one in all),
     and a missing mailbox is the usual one line, with the session opened for it logged out."""
-    from tests.proxy import LatencyProxy  # noqa: PLC0415
-
     import triage_tui.services.imap as imap_mod  # noqa: PLC0415
+    from tests.proxy import LatencyProxy  # noqa: PLC0415
 
     monkeypatch.setattr(imap_mod, "FRESH_EXAMINE", 60.0)  # however slow this machine: that EXAMINE is fresh
     mailbox.seed(backlog(3))
