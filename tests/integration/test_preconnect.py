@@ -141,3 +141,22 @@ def test_the_tui_service_takes_the_examined_session(mailbox, monkeypatch):  # ty
             svc.close()
             ctx.close()
     assert at_connect == [b"LOGIN", b"ENABLE", b"EXAMINE"], at_connect  # the service sent nothing of its own
+
+
+def test_the_link_cut_after_the_session_opened_ahead_reconnects(mailbox, cli):  # type: ignore[no-untyped-def]
+    """The session opened ahead dies at the first command the command itself sends: the listing
+    reconnects (a new session, not the dead one) and lists the same rows."""
+    from tests.proxy import LatencyProxy  # noqa: PLC0415
+
+    mailbox.seed(backlog(5))
+    direct = cli(["--no-cache", "list", "--json"], env=mailbox.env())
+    with LatencyProxy(mailbox.server.imap_port, cut_pattern=b" UID SEARCH ", cut_after=1) as proxy:
+        env = {**mailbox.env(), "TRIAGE_IMAP_PORT": str(proxy.port), "TRIAGE_IMAP_SECURITY": "none"}
+        r = cli(["--no-cache", "list", "--json"], env=env)
+        assert proxy.cuts == 1 and proxy.connections == 2
+    assert r.code == 0 and "Traceback" not in r.err and "reconnecting" in r.err, r.err
+
+    def rows(out: str) -> list[tuple[int, str]]:
+        return [(d["uid"], d["subject"]) for d in map(json.loads, out.splitlines())]
+
+    assert rows(r.out) == rows(direct.out) and len(rows(r.out)) == 5
