@@ -615,31 +615,8 @@ class ImapSession:
         """``UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE since)`` (RFC 7162: the flags of every
         message changed since) and ``UID SEARCH criteria``, pipelined: one round trip for both.
         Raises :class:`OperationFailed` naming the command the server refused."""
-        _, wire = self._require()
-        esearch = "ESEARCH" in self.capabilities
-        fetch = f"UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE {int(since)})".encode("ascii")
-        with self.lock:
-            pipe = wire.pipeline(2)
-            pipe.submit(fetch, "FETCH CHANGEDSINCE")
-            pipe.submit(self._search_command(criteria), "SEARCH")
-            changed: dict[int, tuple[str, ...]] = {}
-            searched: list[Response] = []
-            failed: list[str] = []
-            for ev in pipe.events():
-                if isinstance(ev, Response):
-                    rec = parse_fetch(ev)
-                    if rec is not None:
-                        if rec.uid is not None and rec.flags is not None:
-                            changed[rec.uid] = rec.flags
-                    else:
-                        searched.append(ev)
-                    continue
-                what, done = ev
-                if not done.ok:
-                    failed.append(f"{what} failed: {done}")
-        if failed:
-            raise OperationFailed("; ".join(failed))
-        return changed, _search_answer(searched, esearch)
+        changed, untagged, _ = self._changes_and_searches(since, [("SEARCH", criteria)])
+        return changed, _search_answer(untagged, "ESEARCH" in self.capabilities)
 
     def search_and_changes(self, criteria: str, since: int) -> tuple[list[int], dict[int, tuple[str, ...]], list[int],
                                                                      list[tuple[int, int]]]:
@@ -649,35 +626,11 @@ class ImapSession:
         (plain ``* SEARCH`` answers could not be told apart) and keep ALL compact. Returns (found,
         changed flags, \\Recent UIDs, every UID as sorted runs); raises :class:`OperationFailed`
         if the server refused any of them or answered with a set that does not parse."""
-        _, wire = self._require()
         if "ESEARCH" not in self.capabilities:
             raise OperationFailed("SEARCH and FETCH CHANGEDSINCE pipelined need ESEARCH")
-        fetch = f"UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE {int(since)})".encode("ascii")
-        with self.lock:
-            pipe = wire.pipeline(4)
-            pipe.submit(self._search_command(criteria), "SEARCH")
-            pipe.submit(fetch, "FETCH CHANGEDSINCE")
-            pipe.submit(self._search_command("RECENT"), "SEARCH RECENT")
-            pipe.submit(self._search_command("ALL"), "SEARCH ALL")
-            changed: dict[int, tuple[str, ...]] = {}
-            searched: list[Response] = []
-            failed: list[str] = []
-            for ev in pipe.events():
-                if isinstance(ev, Response):
-                    rec = parse_fetch(ev)
-                    if rec is not None:
-                        if rec.uid is not None and rec.flags is not None:
-                            changed[rec.uid] = rec.flags
-                    elif _is_esearch(ev):
-                        searched.append(ev)
-                    continue
-                what, done = ev
-                if not done.ok:
-                    failed.append(f"{what} failed: {done}")
-        if failed:
-            raise OperationFailed("; ".join(failed))
-        tags = {ctx: tag for ctx, tag in pipe.sent}
-        by_tag = _esearch_by_tag(searched)
+        changed, untagged, tags = self._changes_and_searches(
+            since, [("SEARCH", criteria), ("SEARCH RECENT", "RECENT"), ("SEARCH ALL", "ALL")], search_first=True)
+        by_tag = _esearch_by_tag([r for r in untagged if _is_esearch(r)])
         if by_tag is None or set(by_tag) != {tags["SEARCH"], tags["SEARCH RECENT"], tags["SEARCH ALL"]}:
             raise OperationFailed("the server's answers to pipelined SEARCHes could not be told apart by their tags")
         try:
@@ -685,6 +638,38 @@ class ImapSession:
                     uidset.parse_ranges(by_tag[tags["SEARCH ALL"]]))
         except UsageError as e:
             raise OperationFailed(f"the server answered a SEARCH with a bad set: {e}") from None
+
+    def _changes_and_searches(self, since: int, searches: list[tuple[str, str]], *, search_first: bool = False,
+                              ) -> tuple[dict[int, tuple[str, ...]], list[Response], dict[str, bytes]]:
+        """``UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE since)`` and the ``(name, criteria)``
+        SEARCHes, all in flight at once (after the first SEARCH if ``search_first``, else
+        first). Returns the changed flags, the other untagged answers and each command's tag by
+        name; raises :class:`OperationFailed` naming every command the server refused."""
+        _, wire = self._require()
+        commands = [(self._search_command(criteria), name) for name, criteria in searches]
+        fetch = (f"UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE {int(since)})".encode("ascii"), "FETCH CHANGEDSINCE")
+        commands.insert(1 if search_first else 0, fetch)
+        changed: dict[int, tuple[str, ...]] = {}
+        untagged: list[Response] = []
+        failed: list[str] = []
+        with self.lock:
+            pipe = wire.pipeline(len(commands))
+            for command, name in commands:
+                pipe.submit(command, name)
+            for ev in pipe.events():
+                if isinstance(ev, Response):
+                    rec = parse_fetch(ev)
+                    if rec is None:
+                        untagged.append(ev)
+                    elif rec.uid is not None and rec.flags is not None:
+                        changed[rec.uid] = rec.flags
+                    continue
+                what, done = ev
+                if not done.ok:
+                    failed.append(f"{what} failed: {done}")
+        if failed:
+            raise OperationFailed("; ".join(failed))
+        return changed, untagged, {name: tag for name, tag in pipe.sent}
 
     def search_within(self, uids: Iterable[int], criteria: str) -> list[int]:
         """Which of ``uids`` match ``criteria`` now: ``UID SEARCH UID <piece> <criteria>`` per piece
