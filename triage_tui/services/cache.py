@@ -209,6 +209,14 @@ def decode_chunk(blob: bytes) -> list[tuple[int, tuple[Any, ...]]]:
     return rows
 
 
+def _since(stored: Any, highestmodseq: int | None) -> int | None:
+    """The HIGHESTMODSEQ the cached flags are known at, if the server's answers what changed
+    since it (CONDSTORE, and not gone back below it)."""
+    if type(stored) is not int or highestmodseq is None:
+        return None
+    return stored if 0 < stored <= highestmodseq else None
+
+
 class StoredValues(dict[int, tuple[Any, ...]]):
     """``{uid: stored values}`` of rows built elsewhere (a worker process), with ``chunk``: the
     encoded chunk they came in (:func:`encode_chunk`), which :meth:`HeaderCache.commit` stores
@@ -483,11 +491,10 @@ class HeaderCache:
                 meta = self._meta(self._connect())
         except Exception:  # noqa: BLE001 - the load will say what is wrong
             return None
-        stored = meta.get("modseq")
         if meta.get("uidvalidity") != uidvalidity or meta.get("fingerprint") != fingerprint(self.config) \
-                or meta.get("format") != CACHE_FORMAT or not isinstance(stored, int) or isinstance(stored, bool):
+                or meta.get("format") != CACHE_FORMAT:
             return None
-        return stored if 0 < stored <= highestmodseq else None
+        return _since(meta.get("modseq"), highestmodseq)
 
     def load(self, uidvalidity: int, highestmodseq: int | None, wanted: Iterable[int],
              uidnext: int | None = None) -> Loaded | None:
@@ -528,8 +535,7 @@ class HeaderCache:
                         db.execute("ROLLBACK")
                     raise
                 stored = meta.get("modseq")
-                since = stored if isinstance(stored, int) and highestmodseq is not None \
-                    and 0 < stored <= highestmodseq else None
+                since = _since(stored, highestmodseq)
                 rows: dict[int, tuple[str, int, int]] = {
                     uid: (flags, day, chunk) for uid, flags, day, chunk in
                     db.execute("SELECT uid, flags, day, chunk FROM rows WHERE typeof(flags) = 'text' "
@@ -607,24 +613,25 @@ class HeaderCache:
                             (token.uidvalidity, token.fingerprint, token.created):
                         db.execute("ROLLBACK")  # reset meanwhile: these rows belong to the old one
                         return None
-                    own = [r for r in rows or () if type(r[2]) is not ChunkRef]
+                    # rows a worker encoded point to its chunk, stored once as made; the
+                    # others are encoded here, CHUNK rows to a chunk
+                    own: list[tuple[int, str, tuple[Any, ...]]] = []
+                    pointed: list[tuple[int, str, int, int]] = []
+                    made: dict[int, int] = {}  # id(ChunkRef) -> chunk id
+                    for u, f, v in rows or ():
+                        if type(v) is not ChunkRef:
+                            own.append((u, f, v))
+                            continue
+                        cid = made.get(id(v))
+                        if cid is None:
+                            cid = made[id(v)] = db.execute("INSERT INTO chunks (blob) VALUES (?)", (v.blob,)).lastrowid
+                        pointed.append((u, f, today, cid))
                     for i in range(0, len(own), CHUNK):
                         part = own[i:i + CHUNK]
                         cid = db.execute("INSERT INTO chunks (blob) VALUES (?)",
                                          (encode_chunk([(u, v) for u, _f, v in part]),)).lastrowid
-                        db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)",
-                                       [(u, f, today, cid) for u, f, _v in part])
-                    made: dict[int, int] = {}  # id(ChunkRef) -> chunk id: each stored once, as made
-                    pointed = []
-                    for u, f, ref in rows or ():
-                        if type(ref) is ChunkRef:
-                            cid = made.get(id(ref))
-                            if cid is None:
-                                cid = made[id(ref)] = db.execute("INSERT INTO chunks (blob) VALUES (?)",
-                                                                 (ref.blob,)).lastrowid
-                            pointed.append((u, f, today, cid))
-                    if pointed:
-                        db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)", pointed)
+                        pointed += [(u, f, today, cid) for u, f, _v in part]
+                    db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)", pointed)
                     gone = list(gone)
                     if flags:
                         texts = [(flags_text(f), u) for u, f in flags.items()]
