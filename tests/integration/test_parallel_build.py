@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Mailbox
-from tests.integration.test_cache import CFG, NASTY
+from tests.integration.test_cache import CFG, NASTY, full_disk
 from tests.mailgen import backlog, message
 from tests.realistic_headers import blocks
 from triage_tui.domain.model import View
@@ -239,22 +239,13 @@ def test_a_full_disk_under_the_workers_chunks_costs_no_row(seeded: Mailbox, alwa
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The chunks the workers made are stored as they are; a disk that fills up under them costs
     one line and the cache, never a row, and the next start (disk free again) lists the same."""
-    import sqlite3  # noqa: PLC0415
-
     expected = _list(seeded, 0)
-    connect = HeaderCache._connect
-
-    def full(self: HeaderCache) -> sqlite3.Connection:
-        db = connect(self)
-        db.execute("PRAGMA max_page_count = 4")  # SQLITE_FULL on the first real write
-        return db
-
-    monkeypatch.setattr(HeaderCache, "_connect", full)
     problems: list[str] = []
     path = tmp_path / "cache" / "box.sqlite3"
-    assert _list(seeded, 2, cache=HeaderCache(path, CFG, on_problem=problems.append))[:2] == expected[:2]
+    with monkeypatch.context() as m:
+        full_disk(m)
+        assert _list(seeded, 2, cache=HeaderCache(path, CFG, on_problem=problems.append))[:2] == expected[:2]
     assert len(problems) == 1 and "full" in problems[0], problems
-    monkeypatch.setattr(HeaderCache, "_connect", connect)
     again = _list(seeded, 2, cache=HeaderCache(path, CFG, on_problem=problems.append))
     assert sorted(zip(again[0], again[1], strict=True), key=lambda p: p[0]) == \
         sorted(zip(expected[0], expected[1], strict=True), key=lambda p: p[0])
