@@ -26,7 +26,11 @@ the flags it vouches for were fetched, and never forward past another process's 
 
 Any failure (a corrupt or foreign file, a locked database, a full disk, a read-only directory)
 says one line through ``on_problem`` and the listing goes on without the cache: a cache can
-only make a listing faster, never wrong.
+only make a listing faster, never wrong. SQLite checks its pages' structure, not the bytes in
+them, so every chunk, every row's UID and flags text and the stored HIGHESTMODSEQ carry a CRC-32:
+a value changed on disk is fetched (or asked) again, never listed. A file SQLite reports as
+damaged is deleted, so the next listing makes a new one (left in place, every later run would
+list cold).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zlib import crc32
 
 import platformdirs
 
@@ -57,7 +62,7 @@ from triage_tui.domain.settings import AnalysisConfig
 log = logging.getLogger(__name__)
 
 #: Bump when the stored encoding changes.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 APP = "triage-tui"
 SUFFIX = ".sqlite3"
 DEFAULT_MAX_AGE_DAYS = 14
@@ -188,6 +193,26 @@ def encode_chunk(rows: list[tuple[int, tuple[Any, ...]]]) -> bytes:
                 v[i] = share(x, x)
         out.append((uid, tuple(v)))
     return marshal.dumps(out)
+
+
+def checked(blob: Any, crc: Any) -> bytes:
+    """A stored chunk's blob, if it is still what was written: SQLite checks its own pages'
+    structure, not the bytes in them, and one flipped bit in a blob (a failing disk, a bad
+    sector, a copied file cut short) can still decode, as another key, subject or date. Raises
+    ValueError otherwise (the caller fetches those UIDs again)."""
+    if type(blob) is not bytes or type(crc) is not int or crc32(blob) != crc:
+        raise ValueError("damaged chunk")
+    return blob
+
+
+def _modseq_crc(value: Any) -> int:
+    return crc32(repr(value).encode("ascii", "backslashreplace"))
+
+
+def row_crc(uid: int, flags: str) -> int:
+    """The check value of a row's UID and flags text (a flipped bit in a flag would show a
+    message as not deleted, or not seen)."""
+    return crc32(flags.encode("utf-8", "surrogatepass"), uid & 0xFFFF_FFFF)
 
 
 def decode_chunk(blob: bytes) -> list[tuple[int, tuple[Any, ...]]]:
@@ -341,9 +366,26 @@ _GC = "DELETE FROM chunks WHERE id NOT IN (SELECT DISTINCT chunk FROM rows)"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rows (uid INTEGER PRIMARY KEY, flags TEXT NOT NULL, day INTEGER NOT NULL,
-                                 chunk INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, blob BLOB NOT NULL);
+                                 chunk INTEGER NOT NULL, crc INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, blob BLOB NOT NULL, crc INTEGER NOT NULL);
 """
+
+
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+#: what SQLite says of a schema whose text was damaged (a table or column renamed by a flipped
+#: bit: the statements fail although the file's structure is sound)
+_DAMAGED_SCHEMA = ("no such column", "no such table", "malformed database schema", "could not decode to utf-8")
+
+
+def _damaged(exc: BaseException) -> bool:
+    """Whether this failure says the cache file itself is damaged (then it is deleted: left in
+    place, every later run would list without it, cold). A busy, full, read-only or failing
+    disk is not: the file may be sound."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    if getattr(exc, "sqlite_errorcode", None) in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return True
+    return str(exc).lower().startswith(_DAMAGED_SCHEMA)
 
 
 def _went_back(db: sqlite3.Connection, stored: Any, highestmodseq: int | None, uidnext: int | None) -> bool:
@@ -430,12 +472,16 @@ class HeaderCache:
             return
         what = str(exc) or type(exc).__name__
         what = " ".join(what.split())[:160]
-        self.problem = f"header cache disabled for this run ({what}): listing without it"
+        damaged = _damaged(exc)
+        self.problem = f"header cache disabled for this run ({what}): listing without it" + \
+            ("; the damaged file is deleted, the next listing makes a new one" if damaged else "")
         with self._lock:
             if self._db is not None:
                 with contextlib.suppress(Exception):
                     self._db.close()
                 self._db = None
+            if damaged:
+                self._delete()
         if self.on_problem is not None:
             try:
                 self.on_problem(self.problem)
@@ -443,6 +489,14 @@ class HeaderCache:
                 log.warning("%s", self.problem)
         else:
             log.warning("%s", self.problem)
+
+    def _delete(self) -> None:
+        """Delete a damaged cache file and its side files (only regular files: never what a
+        symlink points to, nor a directory)."""
+        for p in (self.path, *(Path(str(self.path) + side) for side in ("-wal", "-shm", "-journal"))):
+            with contextlib.suppress(OSError):
+                if stat.S_ISREG(p.lstat().st_mode):
+                    p.unlink()
 
     # -- the database -------------------------------------------------------------------------
 
@@ -475,7 +529,12 @@ class HeaderCache:
             pass
 
     def _meta(self, db: sqlite3.Connection) -> dict[str, Any]:
-        return dict(db.execute("SELECT k, v FROM meta").fetchall())
+        meta = dict(db.execute("SELECT k, v FROM meta").fetchall())
+        if meta.get("modseq") is not None and meta.get("modseq_crc") != _modseq_crc(meta["modseq"]):
+            # damaged: a few bits higher, it would hide the flag changes just above the true
+            # value; none, and every cached UID's flags are asked again
+            meta["modseq"] = None
+        return meta
 
     # -- use ----------------------------------------------------------------------------------
 
@@ -537,15 +596,16 @@ class HeaderCache:
                 stored = meta.get("modseq")
                 since = _since(stored, highestmodseq)
                 rows: dict[int, tuple[str, int, int]] = {
-                    uid: (flags, day, chunk) for uid, flags, day, chunk in
-                    db.execute("SELECT uid, flags, day, chunk FROM rows WHERE typeof(flags) = 'text' "
-                               "AND typeof(day) = 'integer' AND typeof(chunk) = 'integer'")}  # else: fetched again
+                    uid: (flags, day, chunk) for uid, flags, day, chunk, crc in
+                    db.execute("SELECT uid, flags, day, chunk, crc FROM rows WHERE typeof(flags) = 'text' "
+                               "AND typeof(day) = 'integer' AND typeof(chunk) = 'integer' AND typeof(crc) = 'integer'")
+                    if row_crc(uid, flags) == crc}  # else: fetched again
                 hits = [u for u in wanted if u in rows]
                 found: dict[int, tuple[Any, ...]] = {}
                 for cid in sorted({rows[u][2] for u in hits}):
-                    got = db.execute("SELECT blob FROM chunks WHERE id = ?", (cid,)).fetchone()
+                    got = db.execute("SELECT blob, crc FROM chunks WHERE id = ?", (cid,)).fetchone()
                     try:
-                        items = decode_chunk(got[0]) if got else []
+                        items = decode_chunk(checked(*got)) if got else []
                     except Exception:  # noqa: BLE001 - a damaged chunk: its UIDs are fetched again
                         continue
                     for uid, v in items:
@@ -616,7 +676,7 @@ class HeaderCache:
                     # rows a worker encoded point to its chunk, stored once as made; the
                     # others are encoded here, CHUNK rows to a chunk
                     own: list[tuple[int, str, tuple[Any, ...]]] = []
-                    pointed: list[tuple[int, str, int, int]] = []
+                    pointed: list[tuple[int, str, int, int, int]] = []
                     made: dict[int, int] = {}  # id(ChunkRef) -> chunk id
                     for u, f, v in rows or ():
                         if type(v) is not ChunkRef:
@@ -624,19 +684,21 @@ class HeaderCache:
                             continue
                         cid = made.get(id(v))
                         if cid is None:
-                            cid = made[id(v)] = db.execute("INSERT INTO chunks (blob) VALUES (?)", (v.blob,)).lastrowid
-                        pointed.append((u, f, today, cid))
+                            cid = made[id(v)] = db.execute("INSERT INTO chunks (blob, crc) VALUES (?, ?)",
+                                                               (v.blob, crc32(v.blob))).lastrowid
+                        pointed.append((u, f, today, cid, row_crc(u, f)))
                     for i in range(0, len(own), CHUNK):
                         part = own[i:i + CHUNK]
-                        cid = db.execute("INSERT INTO chunks (blob) VALUES (?)",
-                                         (encode_chunk([(u, v) for u, _f, v in part]),)).lastrowid
-                        pointed += [(u, f, today, cid) for u, f, _v in part]
-                    db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)", pointed)
+                        blob = encode_chunk([(u, v) for u, _f, v in part])
+                        cid = db.execute("INSERT INTO chunks (blob, crc) VALUES (?, ?)", (blob, crc32(blob))).lastrowid
+                        pointed += [(u, f, today, cid, row_crc(u, f)) for u, f, _v in part]
+                    db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?)", pointed)
                     gone = list(gone)
                     if flags:
                         texts = [(flags_text(f), u) for u, f in flags.items()]
                         gone += [u for t, u in texts if not storable(t)]  # not kept with old flags
-                        db.executemany("UPDATE rows SET flags = ? WHERE uid = ?", [x for x in texts if storable(x[0])])
+                        db.executemany("UPDATE rows SET flags = ?, crc = ? WHERE uid = ?",
+                                       [(t, row_crc(u, t), u) for t, u in texts if storable(t)])
                     used = list(used)
                     if used:
                         db.executemany("UPDATE rows SET day = ? WHERE uid = ?", [(today, u) for u in used])
@@ -656,7 +718,8 @@ class HeaderCache:
                         new = min(stored, modseq)
                     else:
                         new = None
-                    db.execute("INSERT OR REPLACE INTO meta VALUES ('modseq', ?)", (new,))
+                    db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                   [("modseq", new), ("modseq_crc", _modseq_crc(new))])
                     db.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(Exception):
