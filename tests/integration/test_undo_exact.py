@@ -21,7 +21,7 @@ from tests.conftest import Mailbox
 from tests.mailgen import backlog
 from triage_tui.domain import uidset
 from triage_tui.domain.model import TRIAGE_KEYWORD
-from triage_tui.services.journal import AuditJournal
+from triage_tui.services.journal import AuditJournal, default_path
 from triage_tui.services.triage import LEFT_CHANGED, LEFT_GONE, LEFT_NO_MODSEQ_DELETED, REINGEST_WARNING
 
 NOW = time.time()
@@ -147,13 +147,22 @@ def test_undo_of_mark_unseen_restores_seen_exactly(mailbox: Mailbox, cli: Any) -
 
 # -- damaged records ------------------------------------------------------------------------------
 
-def _record(mb: Mailbox, **over: Any) -> None:
+def _record(mb: Mailbox, *, legacy: bool = False, **over: Any) -> None:
+    """An end record; ``legacy``: as a version before records carried a CRC wrote it (and
+    before every chunk was journaled)."""
     s = mb.settings()
     rec = {"phase": "end", "op": "0123456789abcdef", "action": "mark-seen", "server": s.server, "user": s.user,
            "mailbox": "INBOX", "uidvalidity": mb.uidvalidity(), "changed": "1:3", "changed_count": 3,
            "result": "ok"}
     rec.update(over)
-    AuditJournal().append({k: v for k, v in rec.items() if v is not ...})
+    rec = {k: v for k, v in rec.items() if v is not ...}
+    if not legacy:
+        AuditJournal().append(rec)
+        return
+    path = default_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps({"time": "2026-01-01T00:00:00.000+00:00", **rec}) + "\n")
 
 
 @pytest.mark.parametrize(("over", "why"), [
@@ -222,7 +231,7 @@ def test_a_journal_without_modseq_leaves_deleted_messages_alone_and_says_why(mai
     """A record from before MODSEQs were journaled: whether a \\Deleted message was \\Deleted
     before our change can not be told, so it stays \\Seen, named with that reason."""
     mailbox.seed(backlog(6, now=NOW, seen_every=1, deleted_every=3))  # 1 and 4 \Seen \Deleted
-    _record(mailbox, changed="1:6")
+    _record(mailbox, changed="1:6", legacy=True)
     r = cli(["undo", "--yes", "--json"], env=mailbox.env())
     assert r.code == 0, r.err
     out = json.loads(r.out)
@@ -249,7 +258,7 @@ def test_undo_skips_torn_lines_with_a_note(mailbox: Mailbox, cli: Any) -> None:
         f.write(b'{"phase": "end", "op": "ffff", "act')  # a torn tail
     r = cli(["undo", "--dry-run"], env=mailbox.env())
     assert r.code == 0, r.err
-    assert "1 damaged line(s) (torn writes), skipped" in r.out
+    assert "1 damaged line(s) (torn, or changed on disk), skipped" in r.out
     assert cli(["undo", "--yes"], env=mailbox.env()).code == 0  # the append fences the torn line
     assert mailbox.search("SEEN") == []
     text = path.read_bytes()

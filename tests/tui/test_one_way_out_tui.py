@@ -13,7 +13,7 @@ from tests.mailgen import message
 from tests.tui.conftest import loaded, wait_for
 from tests.tui.fakes import FakeService, sample_messages
 from triage_tui.errors import Refused
-from triage_tui.services.journal import default_path
+from triage_tui.services.journal import _sealed, default_path
 from triage_tui.tui.app import TriageApp
 from triage_tui.tui.screens.confirm import ConfirmScreen
 from triage_tui.tui.widgets.pulse import PulseBar, PulseState
@@ -37,7 +37,8 @@ def test_undo_confirmation_from_a_hostile_journal_record(mailbox, make_service):
     records = [json.loads(line) for line in path.read_text().splitlines()]
     for rec in records:
         rec.update(time=f"[bold]2026{TITLE}\u202e", os_user=f"root{OSC52}", host="h\u200b")
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    # sealed again: a CRC is no defence against whoever can write the journal, only against a disk
+    path.write_bytes(b"".join(_sealed(json.dumps({k: v for k, v in r.items() if k != "crc"})) for r in records))
     app = TriageApp(make_service(mailbox), watcher_factory=None)
 
     async def go() -> None:

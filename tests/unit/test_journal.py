@@ -144,9 +144,33 @@ def test_an_unwritable_directory_is_a_journal_failure(tmp_path: Path) -> None:
 
 def test_damaged_lines_are_skipped_and_counted(tmp_path: Path) -> None:
     j = AuditJournal(tmp_path / "audit.jsonl")
-    j.path.write_bytes(b'{"phase": "begin"}\n[1, 2]\nnot json\n\xff\xfe\n{"phase": "end"}\n\n')
-    assert [r["phase"] for r in j.records()] == ["begin", "end"]
-    assert j.skipped_lines == 3
+    j.path.write_bytes(b'{"time": "t", "phase": "begin"}\n[1, 2]\nnot json\n\xff\xfe\n{"phase": "x"}\n'
+                       b'{"time": "t", "phase": "end"}\n\n')
+    assert [r["phase"] for r in j.records()] == ["begin", "end"]  # lines from before the CRC
+    assert j.skipped_lines == 4
+
+
+def test_every_line_carries_the_crc_of_its_record(tmp_path: Path) -> None:
+    j = AuditJournal(tmp_path / "audit.jsonl")
+    j.append({"phase": "begin", "op": "aa", "changed": "1:5"})
+    (line,) = j.path.read_bytes().splitlines()
+    assert line.startswith(b'{"crc": "') and json.loads(line)["changed"] == "1:5"  # still JSON (jq)
+    assert [r.get("crc") for r in j.records()] == [None]  # a record is what was written
+
+
+def test_a_record_changed_on_disk_is_skipped_never_read_as_another(tmp_path: Path) -> None:
+    """One flipped bit anywhere in a record: ``"changed": "1:5"`` read as ``"1:7"`` would make
+    undo un-see two messages mail_room took since."""
+    j = AuditJournal(tmp_path / "audit.jsonl")
+    j.append({"phase": "end", "op": "aa", "changed": "1:5", "modseq": 4})
+    pristine = j.path.read_bytes()
+    for i in range(len(pristine) - 1):  # not the newline: that is a torn line, counted as well
+        for bit in range(8):
+            data = bytearray(pristine)
+            data[i] ^= 1 << bit
+            j.path.write_bytes(bytes(data))
+            got = list(j.records())
+            assert got == [] and j.skipped_lines >= 1, (i, bit, got)
 
 
 # -- undo's view of an operation --------------------------------------------------------------------

@@ -17,6 +17,12 @@ the caller sends nothing more. After a crash the journal therefore says what may
 A torn last line (a write cut short by a full disk) is fenced on the next append (``#`` and a
 newline end it, so it can never parse, and a ``fence`` record goes first) and skipped, with a
 count, when reading.
+
+Every line starts with ``"crc"``, the CRC-32 of the rest of the record as written (the same
+JSON without that member): a line changed on disk (a flipped bit that turns ``"changed": "1:5"``
+into ``"1:7"``, or a MODSEQ into a higher one) is skipped and counted like a torn one, never
+read as another operation, which undo would then revert. Lines written before records carried a
+CRC (they start with ``"time"``) are read as they are.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import errno
 import getpass
 import json
 import os
+import re
 import socket
 import threading
 import uuid
@@ -32,6 +39,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zlib import crc32
 
 import platformdirs
 
@@ -40,6 +48,8 @@ from triage_tui.errors import OperationFailed
 
 FLAG_ACTIONS = ("mark-seen", "mark-unseen")
 _TAIL_PROBE = 65536  # bytes read back to measure a torn last line
+_SEALED = re.compile(rb'\{"crc": "([0-9a-f]{8})", ')
+_UNSEALED = b'{"time": '  # a record written before they carried a CRC
 
 
 class JournalWriteFailed(OperationFailed):
@@ -98,7 +108,7 @@ class AuditJournal:
         lose it, and then the journal shows that chunk as announced but unconfirmed (``intent``
         without ``done``): what may have happened, the conservative reading."""
         full = _scrubbed({"time": _now(), **self._identity, **record})
-        line = (json.dumps(full, ensure_ascii=True, sort_keys=False, default=str) + "\n").encode("ascii")
+        line = _sealed(json.dumps(full, ensure_ascii=True, sort_keys=False, default=str))
         with self._lock:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -113,7 +123,7 @@ class AuditJournal:
                              "note": f"the {torn}-byte record before this one was torn (its write was cut "
                                      "short); it is fenced off and ignored"}
                     # "#" ends the torn line: whatever prefix of a record it was, it can not parse now
-                    line = b"#\n" + (json.dumps(fence, ensure_ascii=True) + "\n").encode("ascii") + line
+                    line = b"#\n" + _sealed(json.dumps(fence, ensure_ascii=True)) + line
                 write_all(fd, line)
                 if durable:
                     os.fsync(fd)  # the file's every earlier write too (a non-durable one included)
@@ -135,6 +145,10 @@ class AuditJournal:
     def records(self) -> Iterator[dict[str, Any]]:
         """Every whole record, oldest first. Torn or damaged lines are skipped and counted in
         :attr:`skipped_lines` (read it after the iteration)."""
+        return (rec for rec, _crc in self._read())
+
+    def _read(self) -> Iterator[tuple[dict[str, Any], bool]]:
+        """(record, whether its line carried a CRC) for :meth:`records`."""
         self.skipped_lines = 0
         if not self.path.exists():
             return
@@ -142,12 +156,9 @@ class AuditJournal:
             for raw in f:
                 if not raw.strip():
                     continue
-                try:
-                    rec = json.loads(raw.decode("ascii"))
-                except ValueError:
-                    rec = None
-                if isinstance(rec, dict) and raw.endswith(b"\n"):
-                    yield rec
+                got = _opened(raw) if raw.endswith(b"\n") else None
+                if got is not None:
+                    yield got
                 else:
                     self.skipped_lines += 1
 
@@ -160,12 +171,14 @@ class AuditJournal:
         MODSEQ the server gave that change (None when the journal does not say). ``unconfirmed``:
         UIDs whose commands were announced (``intent``) but never confirmed (the operation
         stopped without an ``end``). ``undone``: UIDs an earlier, unfinished undo already restored.
+        ``sealed``: its begin or end line carried a CRC (written by a version that journals every
+        chunk it changed: a change in no confirmed chunk is then a damaged record).
         """
         ops: dict[str, dict[str, Any]] = {}
         order: list[str] = []
         undo_done: dict[str, list[str]] = {}  # target op -> UID sets restored by unfinished undos
         fully_undone: set[str] = set()
-        for rec in self.records():
+        for rec, sealed in self._read():
             if rec.get("server") != server or rec.get("user") != user or rec.get("mailbox") != mailbox:
                 continue
             op_id, action, phase = rec.get("op"), rec.get("action"), rec.get("phase")
@@ -189,10 +202,9 @@ class AuditJournal:
             if st is None:
                 st = ops[op_id] = {"begin": None, "end": None, "done": [], "intent": []}
                 order.append(op_id)
-            if phase == "begin":
-                st["begin"] = rec
-            elif phase == "end":
-                st["end"] = rec
+            if phase in ("begin", "end"):
+                st[phase] = rec
+                st["sealed"] = st.get("sealed", False) or sealed
             elif phase == "intent" and isinstance(rec.get("uids"), str):
                 st["intent"].append(rec["uids"])
             elif phase == "progress" and "done" in rec:
@@ -225,10 +237,37 @@ class AuditJournal:
             if changed == "":
                 continue
             out.update(op=base.get("op"), changed=changed, chunks=st["done"], unconfirmed=unconfirmed,
-                       undone=",".join(undo_done.get(op_id, [])), ended=end is not None)
+                       undone=",".join(undo_done.get(op_id, [])), ended=end is not None,
+                       sealed=st.get("sealed", False))
             out.setdefault("action", (st["begin"] or {}).get("action"))
             return out
         return None
+
+
+def _sealed(text: str) -> bytes:
+    """One record's line: its JSON text with the CRC-32 of that text as the first member."""
+    body = text.encode("ascii")
+    return b'{"crc": "%08x", ' % crc32(body) + body[1:] + b"\n"
+
+
+def _opened(raw: bytes) -> tuple[dict[str, Any], bool] | None:
+    """(the record of a whole line, whether it carried a CRC), or None: torn, changed since it
+    was written, not an object."""
+    line = raw.rstrip(b"\n")
+    m = _SEALED.match(line)
+    if m is not None:
+        body = b"{" + line[m.end():]
+        if crc32(body) != int(m.group(1), 16):
+            return None
+    elif line.startswith(_UNSEALED):
+        body = line
+    else:
+        return None
+    try:
+        rec = json.loads(body.decode("ascii"))
+    except ValueError:
+        return None
+    return (rec, m is not None) if isinstance(rec, dict) else None
 
 
 def _now() -> str:

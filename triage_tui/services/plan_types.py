@@ -33,6 +33,8 @@ LEFT_UNCONFIRMED = ("sent before the journal stopped, never confirmed: maybe cha
 LEFT_NO_MODSEQ_DELETED = ("\\Deleted now, and the journal has no MODSEQ for this change to tell whether it "
                           "was before (un-seeing it could make mail_room ingest it twice)")
 LEFT_ALREADY = "already restored by an earlier, unfinished undo"
+LEFT_UNPROVEN = ("in the journal's end record but in none of the chunks it confirmed (a damaged record): "
+                 "not restored (look at them)")
 
 _UIDSET = re.compile(r"\d{1,10}(?::\d{1,10})?(?:,\d{1,10}(?::\d{1,10})?)*\Z")
 MAX_UID = 4_294_967_295

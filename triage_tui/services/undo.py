@@ -22,6 +22,7 @@ from triage_tui.services.plan_types import (
     LEFT_GONE,
     LEFT_NO_MODSEQ_DELETED,
     LEFT_UNCONFIRMED,
+    LEFT_UNPROVEN,
     MAX_MODSEQ,
     MAX_UID,
     Plan,
@@ -84,6 +85,7 @@ class _UndoRecord:
     ended: bool
     raw: dict[str, Any]
     had_keyword: list[int] = field(default_factory=list)
+    sealed: bool = False  # written by a version that journals every chunk (see last_undoable)
 
     @classmethod
     def check(cls, rec: dict[str, Any]) -> _UndoRecord:
@@ -143,7 +145,7 @@ class _UndoRecord:
         return cls(op=op, action=action, time=_plain(t) if t is not None else "?", uidvalidity=uv,
                    changed=changed, chunks=chunks, unconfirmed=uids("unconfirmed", rec.get("unconfirmed")),
                    undone=uids("undone", rec.get("undone")), ended=bool(rec.get("ended", True)), raw=rec,
-                   had_keyword=uids("had_keyword", rec.get("had_keyword")))
+                   had_keyword=uids("had_keyword", rec.get("had_keyword")), sealed=rec.get("sealed") is True)
 
     def shown(self) -> dict[str, Any]:
         """The record's fields for display: validated, or escaped when they are not plain."""
@@ -215,7 +217,14 @@ class UndoPlanning:
             else:
                 groups.append((mine, None))
         rest = sorted(still - covered)
-        if rest:
+        unproven: list[int] = []
+        if rest and (v.chunks or v.sealed):
+            # a record that journals its chunks confirms every UID it changed in one of them
+            # (in_flight ones included): the others come from a damaged record (a digit of
+            # "changed" flipped on disk, a chunk's line skipped for its CRC), and would un-see
+            # mail that mail_room took since
+            unproven, rest = rest, []
+        if rest:  # a record from before chunks were journaled
             groups.append((rest, None))
         if reverse == "mark-unseen":
             # without the MODSEQ of our change, a \\Deleted message cannot be told apart from one
@@ -239,10 +248,11 @@ class UndoPlanning:
         uids = sorted(u for g, _ in groups for u in g)
         left = merge_left_alone([(LEFT_CHANGED, sorted(since + moved)), (LEFT_GONE, gone),
                                  (LEFT_NO_MODSEQ_DELETED, deleted_unknown), (LEFT_UNCONFIRMED, unconfirmed),
+                                 (LEFT_UNPROVEN, unproven),
                                  (LEFT_ALREADY, sorted(already & set(v.changed)))])
         notes = []
         if damaged:
-            notes.append(f"the journal has {damaged} damaged line(s) (torn writes), skipped")
+            notes.append(f"the journal has {damaged} damaged line(s) (torn, or changed on disk), skipped")
         if not v.ended:
             notes.append(f"op {v.op} has no end record (it was stopped): undoing the chunks its journal "
                          "confirms")
