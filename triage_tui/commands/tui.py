@@ -44,7 +44,8 @@ def build_service(ctx: Any) -> Any:
 
     cs = ctx.connection_settings()
     make_cache = getattr(ctx, "header_cache", None)
-    # a broken cache must not write on the TUI's screen: it is only given up (svc.cache.problem)
+    # a broken cache must not write on the TUI's screen: it is given up (svc.cache.problem), and
+    # the listing says so once, as a notification (ListingController.note_cache)
     cache = make_cache(cs, on_problem=lambda _text: None) if callable(make_cache) else None
     factory = getattr(ctx, "session_factory", None)
     extra = {"session_factory": factory()} if callable(factory) else {}

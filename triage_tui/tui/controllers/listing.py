@@ -61,6 +61,7 @@ class ListingController:
         self.inbox: deque[tuple[int, builtins.list[Message], int, builtins.list[int] | None]] = deque()
         self.fold_scheduled = False
         self.done_waiting: M.ListDone | None = None
+        self.cache_noted = False  # the header cache's one line shown (once a session)
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -300,12 +301,21 @@ class ListingController:
         if not h.model.messages:
             h.list.empty_text = f"the {h.view.value} view is empty"
         h._pulse()
+        self.note_cache()
         h._locks_all()
         if not self.watch_started:
             self.watch_started = True
             self.start_watcher()
         if h._sync_pending:
             h.request_sync("pending")
+
+    def note_cache(self) -> None:
+        """Say once why listings are cold: the header cache was given up (a locked, full,
+        read-only or damaged file; the CLI prints the same line on stderr)."""
+        problem = getattr(getattr(self.host.service, "cache", None), "problem", None)
+        if isinstance(problem, str) and problem and not self.cache_noted:
+            self.cache_noted = True
+            self.host.notify(problem, severity="warning", timeout=10)
 
     def counts_ready(self, msg: M.CountsReady) -> None:
         h = self.host
