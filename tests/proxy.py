@@ -13,6 +13,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 _TAGGED = re.compile(rb"\r\n[A-Za-z0-9]+ (?:OK|NO|BAD)\b[^\r\n]*(?=\r\n)")
@@ -50,6 +51,8 @@ class LatencyProxy:
     throttle_pattern: bytes | None = None
     throttle_times: int = 0
     throttled: int = 0
+    #: rewrite what the server sends (no latency only): a server that lies, or says more than asked
+    server_says: Callable[[bytes], bytes] | None = None
     #: round trips: connection setups plus the commands a client sent while it had nothing in
     #: flight (it had waited for every earlier answer); ``lines_sent`` counts command lines
     round_trips: int = 0
@@ -122,6 +125,8 @@ class LatencyProxy:
                         self.sent += data
                 if rec and self.throttle_pattern is not None:
                     data = self._throttle(data, src)
+                if not rec and self.server_says is not None:
+                    data = self.server_says(data)
                 try:
                     dst.sendall(data)
                 except OSError:

@@ -24,6 +24,7 @@ from typing import Any
 import redis
 
 from tests.mailgen import message
+from triage_tui.services.journal import _sealed
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PREFIX = "mail_room:gitlab:"
@@ -250,6 +251,12 @@ def test_mailbox_names_from_the_server_in_a_missing_mailbox_error(mailbox, tmp_p
 # -- the journal -----------------------------------------------------------------------------------------
 
 
+def _rewrite(journal: Path, records: list[dict[str, Any]]) -> None:
+    """Records rewritten as whoever can write the journal could (with a CRC that fits: it is no
+    defence against them, only against a disk)."""
+    journal.write_bytes(b"".join(_sealed(json.dumps({k: v for k, v in r.items() if k != "crc"})) for r in records))
+
+
 def test_undo_reads_a_journal_record_with_hostile_fields(mailbox, tmp_path):  # type: ignore[no-untyped-def]
     mailbox.seed([(message(subject=f"m{i}"), NOW - 3600, "") for i in range(3)])
     env = env_for(mailbox, tmp_path)
@@ -258,18 +265,18 @@ def test_undo_reads_a_journal_record_with_hostile_fields(mailbox, tmp_path):  # 
     records = [json.loads(line) for line in journal.read_text().splitlines()]
     for rec in records:
         rec.update(time=f"2026{CSI}", os_user=f"root{OSC52}", host=f"\u202eh{TITLE}")
-    journal.write_text("".join(json.dumps(r) + "\n" for r in records))
+    _rewrite(journal, records)
     out, _ = check(["undo", "--dry-run"], env)
     assert "\\x1b]52;c;" in out and "\\u202eh" in out
     check(["undo", "--dry-run", "--json"], env)
     # a hostile op id: the record is refused as damaged (exit 4), and the refusal is inert too
     hostile = [dict(rec, op=rec["op"] + PASTE_END) for rec in records]
-    journal.write_text("".join(json.dumps(r) + "\n" for r in hostile))
+    _rewrite(journal, hostile)
     _, err = check(["undo", "--dry-run"], env, code=(4,))
     assert "damaged" in err and "\\x1b[201~" in err
     # the UIDVALIDITY refusal quotes the record's time
     for rec in records:
         rec["uidvalidity"] = 1
-    journal.write_text("".join(json.dumps(r) + "\n" for r in records))
+    _rewrite(journal, records)
     _, err = check(["undo", "--dry-run"], env, code=4)
     assert "\\x1b[2J" in err

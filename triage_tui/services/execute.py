@@ -37,6 +37,7 @@ _PAST = {"mark-seen": "marked \\Seen", "mark-unseen": "marked unseen (\\Seen rem
 _FETCH_MODSEQ = re.compile(rb"^\* \d+ FETCH \((.*)\)\s*$", re.IGNORECASE | re.DOTALL)
 _UID_ITEM = re.compile(rb"\bUID (\d+)", re.IGNORECASE)
 _MODSEQ_ITEM = re.compile(rb"\bMODSEQ \((\d+)\)", re.IGNORECASE)
+_FLAGS_ITEM = re.compile(rb"\bFLAGS \(", re.IGNORECASE)
 #: the answer to each message of a CONDSTORE STORE as Dovecot (and most servers) word it: a
 #: 90k-message mark-seen reads 90k of these, so runs of them are taken in bulk (Wire.skim) and
 #: only the pairs are read out; any other wording goes the general way (on_untagged)
@@ -195,7 +196,10 @@ class Execution:
 
                 def on_untagged(resp: Response) -> None:
                     m = _FETCH_MODSEQ.match(resp.first)
-                    if m:
+                    # our silent STORE's answer is (UID n MODSEQ (m)): a FETCH with FLAGS is a
+                    # server's news of another client's change (with a UID under a UID command,
+                    # RFC 3501 7.4.2), whose MODSEQ journaled as ours would hide that change from undo
+                    if m and not _FLAGS_ITEM.search(m.group(1)):
                         u, ms = _UID_ITEM.search(m.group(1)), _MODSEQ_ITEM.search(m.group(1))
                         if u and ms:
                             modseqs[int(u.group(1))] = int(ms.group(1))

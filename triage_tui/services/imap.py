@@ -237,6 +237,17 @@ class _Client(imapclient.IMAPClient):
 FRESH_EXAMINE = 0.5
 
 
+
+def _answers(items: str) -> Callable[[FetchRecord], bool]:
+    """Whether a FETCH record carries what ``items`` asked beyond UID and FLAGS (an unsolicited
+    flag update does not): the header section, else INTERNALDATE or RFC822.SIZE."""
+    up = items.upper()
+    if "BODY" in up:
+        return lambda rec: rec.body is not None
+    if "INTERNALDATE" in up or "RFC822.SIZE" in up:
+        return lambda rec: rec.internaldate is not None or rec.size is not None
+    return lambda rec: rec.flags is not None
+
 class ImapSession:
     """One authenticated IMAP connection. Thread-safe for one caller at a time (a lock guards
     the socket: a cancelled Textual worker keeps running, so callers may overlap)."""
@@ -712,28 +723,43 @@ class ImapSession:
     ) -> Iterator[list[FetchRecord]]:
         """``UID FETCH`` in pipelined chunks; yields each chunk's records as soon as it completes.
 
-        Round trips: about ``len(uids) / max_count / window``. Records without a UID (unsolicited
-        flag updates) go to ``on_untagged``.
+        Round trips: about ``len(uids) / max_count / window``. Each asked UID is given once, from
+        the FETCH answer that carries the asked items: a server may send flag updates of its own
+        (unsolicited FETCH) in between, with a UID under a UID command (RFC 3501 7.4.2; Dovecot
+        leaves it out, others do not), for a UID asked before, later or not at all. Taken as
+        answers, they listed a message twice (once with no header) or one that is not in the
+        view, which a bulk selection could then mark. They go to ``on_untagged``; one that is all
+        a server ever sends for an asked UID is given last (a degraded row, as before).
         """
         if "BODY[" in items.replace("BODY.PEEK[", "") or ("RFC822" in items.replace("RFC822.SIZE", "").replace("RFC822.HEADER", "")):
             raise ValueError("refusing a FETCH that could set \\Seen: use BODY.PEEK")
         _, wire = self._require()
         lim = self.limits
+        uids = list(uids)
+        asked = set(uids)
         with self.lock:
             self._throttle_hits = 0  # per operation
             pipe = wire.pipeline(lim.window)
             for text, members in self._pieces(uids):
                 pipe.submit(f"UID FETCH {text} ({items})".encode("ascii"), members)
             batch: list[FetchRecord] = []
+            answers = _answers(items)
+            given: set[int] = set()
+            spare: dict[int, FetchRecord] = {}  # an asked UID's record without the asked items
             for ev in pipe.events():
                 if isinstance(ev, Response):
                     rec = parse_fetch(ev)
-                    if rec is not None and rec.uid is not None:
+                    uid = rec.uid if rec is not None else None
+                    if rec is not None and uid in asked and uid not in given and answers(rec):
+                        given.add(uid)  # type: ignore[arg-type]
                         batch.append(rec)
                         if len(batch) >= lim.max_count:
                             yield batch
                             batch = []
-                    elif on_untagged is not None:
+                        continue
+                    if rec is not None and uid in asked and uid not in given:
+                        spare[uid] = rec  # type: ignore[index]
+                    if on_untagged is not None:
                         on_untagged(ev)
                     continue
                 members, done = ev
@@ -750,6 +776,7 @@ class ImapSession:
                 if batch:
                     yield batch
                     batch = []
+            batch += [rec for u, rec in sorted(spare.items()) if u not in given]
             if batch:
                 yield batch
 
