@@ -129,3 +129,14 @@ def test_a_modseq_read_higher_never_restores_what_mail_room_took_since(mailbox: 
     assert r.code == 0, r.err
     assert json.loads(r.out)["left_alone"] == [{"reason": LEFT_UNPROVEN, "count": 5, "uids": "1:5"}]
     assert mailbox.search("UNSEEN") == []
+
+
+def test_nothing_to_undo_says_when_lines_were_skipped(mailbox: Mailbox, cli: Any) -> None:
+    """Every record of the change damaged: "nothing to undo" alone would read as "you changed
+    nothing"; it says how many lines it could not read."""
+    _mark_1_to_5(mailbox, cli)
+    path = default_path()
+    path.write_bytes(path.read_bytes().replace(b'"action": "mark-seen"', b'"action": "mark-seeN"'))
+    r = cli(["undo", "--dry-run"], env=mailbox.env())
+    assert r.code == 4 and "nothing to undo" in r.err and "4 damaged line(s) skipped" in r.err, r.err
+    assert len(r.err.strip().splitlines()) == 1

@@ -180,8 +180,10 @@ class UndoPlanning:
                                   f"({e.strerror or type(e).__name__}); nothing was changed") from None
         damaged = self.journal.skipped_lines
         if rec is None:
+            skipped = (f" ({damaged} damaged line(s) skipped: torn, or changed on disk; they may be one)"
+                       if damaged else "")
             raise Refused(f"nothing to undo: the journal ({self.journal.path}) has no flag change on "
-                          f"{s.mailbox} at {server} that is not undone yet")
+                          f"{s.mailbox} at {server} that is not undone yet{skipped}")
         v = _UndoRecord.check(rec)
         info = self.reader.examine()
         if v.uidvalidity != info.uidvalidity:
