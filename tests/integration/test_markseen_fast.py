@@ -5,7 +5,9 @@ WITHIN; one connection; the journal's write-ahead records; read-only; the CONDST
 from __future__ import annotations
 
 import json
+import re
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -124,10 +126,12 @@ def test_one_connection_journal_and_result(mailbox: Mailbox, cli: Any, monkeypat
         assert proxy.connections == 1  # no second connection for the write
         # the selection's SEARCHes come first and the write does not search the UIDs again:
         # its UNCHANGEDSINCE (the MODSEQ of the one SELECT, older than the SEARCH) guards them
-        assert not any(c.startswith("SEARCH UID ") for c in sent), sent  # no narrowing of a UID set
-        assert [c for c in sent if c.startswith("SEARCH")] == [f"SEARCH UNSEEN OLDER {3600 - _select.AGE_BAND_SECONDS}",
-                                                               f"SEARCH OLDER {3600 - _select.AGE_BAND_SECONDS} "
-                                                               f"YOUNGER {3600 + _select.AGE_BAND_SECONDS}"], sent
+        # no narrowing of a UID set; one message's age is searched, to hold the clocks together
+        probes = [c for c in sent if c.startswith("SEARCH UID ")]
+        assert len(probes) == 1 and re.fullmatch(r"SEARCH UID \d+ OLDER \d+ YOUNGER \d+", probes[0]), sent
+        assert [c for c in sent if c.startswith("SEARCH") and c not in probes] == [
+            f"SEARCH UNSEEN OLDER {3600 - _select.AGE_BAND_SECONDS}",
+            f"SEARCH OLDER {3600 - _select.AGE_BAND_SECONDS} YOUNGER {3600 + _select.AGE_BAND_SECONDS}"], sent
         assert sent[-1].startswith("STORE") and "STORE None" not in sent, sent
         # write-ahead: begin and each intent are fsynced before what they announce is sent, the
         # end after; a chunk's progress is fsynced with the next of those
@@ -194,3 +198,23 @@ def test_a_change_by_another_client_after_the_selection_is_left_alone(
     end = [rec for rec in AuditJournal().records() if rec.get("phase") == "end"][-1]
     assert end["changed"] == uidset.compress([u for u in want if u not in (flagged, seen_by_them)])
     assert end["skipped_concurrent"] == uidset.compress([flagged, seen_by_them])
+
+
+@pytest.mark.parametrize("skew", [1200, -1200, 100])
+def test_a_server_clock_off_by_more_than_the_band_is_not_trusted(mailbox: Mailbox, cli: Any,
+                                                                  monkeypatch: pytest.MonkeyPatch, skew: int) -> None:
+    """The ages the operator sees are this machine's (INTERNALDATE against our clock); the
+    server's OLDER counts on its own. 20 minutes apart, its answers selected messages younger
+    than asked (its clock ahead) or left out older ones (behind): then every age is judged here,
+    with one line saying why. Within the band they are used as before."""
+    _, ages = seed_boundary(mailbox)
+
+    monkeypatch.setattr(_select, "_now", lambda: datetime.now(UTC) + timedelta(seconds=skew))
+    for extra in ([], ["--uids", "1:12"]):
+        r = cli(["mark-seen", "--older-than", "1h", *extra, "--dry-run", "--json"], env=mailbox.env())
+        assert r.code == 0, r.err
+        got = uidset.parse(json.loads(r.out)["uids"]) if json.loads(r.out)["uids"] else []
+        assert got == [u for u, a in sorted(ages.items()) if a + skew > LIMIT and OFFSETS[u - 1] != 5000], (extra, got)
+        noted = "server's clock differs" in r.err
+        assert noted == (abs(skew) > _select.AGE_BAND_SECONDS), r.err
+        assert len([ln for ln in r.err.splitlines() if "clock" in ln]) == int(noted), r.err

@@ -81,6 +81,19 @@ def compile_filter(text: str | None) -> Any:
 #: fetched and judged here, so the result is exactly the client-side one (clocks agreeing within
 #: this margin), and everything farther from it is decided by the server without a FETCH.
 AGE_BAND_SECONDS = 300
+#: The server's answers are used only if its clock agrees with ours within the band: one message
+#: whose INTERNALDATE we know is searched ``OLDER age - this YOUNGER age + this`` (whole seconds,
+#: and the seconds between our clock reading and the server's leave the rest of the band).
+CLOCK_PROBE_SECONDS = AGE_BAND_SECONDS - 60
+
+
+def _now() -> datetime:
+    """This machine's clock (the ages the listing shows are counted with it)."""
+    return datetime.now(UTC)
+
+
+class _ClocksDisagree(Exception):
+    """The server's age search can not stand for ours (its clock is off by more than the band)."""
 
 
 def resolve(args: argparse.Namespace, ctx: Any, view: View, *, require: bool = True) -> tuple[int, list[int] | None]:
@@ -93,7 +106,7 @@ def resolve(args: argparse.Namespace, ctx: Any, view: View, *, require: bool = T
     age = parse_age(args.older_than) if getattr(args, "older_than", None) else None
     explicit = uidset.parse_ranges(args.uids, dashes=True) if getattr(args, "uids", None) else None
     svc = ctx.service()
-    now = datetime.now(UTC)
+    now = _now()
     narrow = flt.pushdown(now) if flt is not None else None
     # the age every selected message must exceed (--older-than and --stale combine with AND)
     limits = [a.total_seconds() for a in (age, svc.analysis.stale_after if args.stale else None) if a is not None]
@@ -110,12 +123,14 @@ def resolve(args: argparse.Namespace, ctx: Any, view: View, *, require: bool = T
     if args.uidvalidity is not None and args.uidvalidity != uidvalidity:
         raise UidValidityChanged(f"UIDVALIDITY is {uidvalidity}, not {args.uidvalidity}: the mailbox changed "
                                  "since those UIDs were listed; list again")
+    unnarrowed: list[int] = []  # an explicit set in the view, before the server's age search
     if explicit is not None:
         # membership by ranges: a set is never expanded (1:10000000 is two numbers, not 10M)
         candidates = [u for u in found if uidset.contains(explicit, u)]
         missing = sum(hi - lo + 1 for lo, hi in explicit) - len(candidates)
         if missing:
             ctx.note(f"note: {missing} of the given UIDs are not in the {view.value} view (gone or already changed)")
+        unnarrowed = candidates
         if older is not None and candidates:
             candidates = svc.search_uids(uidvalidity, older, within=candidates)
     else:
@@ -124,7 +139,22 @@ def resolve(args: argparse.Namespace, ctx: Any, view: View, *, require: bool = T
         return uidvalidity, candidates
     need_headers = bool(flt) or bool(getattr(args, "bots", False))
     if not need_headers and limit is not None:
-        return uidvalidity, _older_than(svc, uidvalidity, candidates, limit, now, server_age)
+        try:
+            return uidvalidity, _older_than(svc, uidvalidity, candidates, limit, now, server_age)
+        except _ClocksDisagree:
+            # the server's OLDER would select messages younger than asked (its clock ahead) or
+            # leave out older ones (behind): judge every message of the view by INTERNALDATE here
+            ctx.note(f"note: the server's clock differs from this machine's by more than {CLOCK_PROBE_SECONDS // 60} "
+                     "minutes: ages are judged here, by each message's INTERNALDATE, as the listing shows them")
+            if explicit is not None:
+                again = unnarrowed
+            else:
+                uv2, again = (svc.select_view(f"{view.search} {narrow}" if narrow else view.search)
+                              if view == View.UNSEEN else svc.search(view, narrow))
+                if uv2 != uidvalidity:
+                    raise UidValidityChanged(f"UIDVALIDITY changed from {uidvalidity} to {uv2} while selecting; "
+                                             "list again") from None
+            return uidvalidity, _older_than(svc, uidvalidity, again, limit, now, False)
     selected: list[int] = []
     for batch in svc.iter_messages(uidvalidity, candidates, headers=need_headers, now=now):
         selected.extend(m.uid for m in batch if _keep(m, args, age, flt, now, svc))
@@ -140,6 +170,7 @@ def _older_than(svc: Any, uidvalidity: int, candidates: list[int], limit: float,
     are. Without it, the INTERNALDATE (only) of every candidate is fetched."""
     fetch = candidates
     kept: set[int] = set()
+    probe: list[int] = []
     if server_age and candidates:
         # every message (any flags) near the boundary now; a candidate outside it is older than
         # the band (it was OLDER limit - band when selected, and ages only grow)
@@ -147,12 +178,35 @@ def _older_than(svc: Any, uidvalidity: int, candidates: list[int], limit: float,
                                                 f"YOUNGER {math.ceil(limit) + AGE_BAND_SECONDS}"))
         fetch = [u for u in candidates if u in near]
         kept = {u for u in candidates if u not in near}
-    for batch in svc.internaldates(uidvalidity, fetch):
+        if not fetch:  # one INTERNALDATE to hold the server's clock against ours
+            probe = [max(candidates)]
+    ages: dict[int, float] = {}
+    for batch in svc.internaldates(uidvalidity, fetch or probe):
         for uid, when in batch:
             a = _age(when, now)
-            if a is not None and a > limit:
+            if a is None:
+                continue
+            ages[uid] = a
+            if a > limit and not probe:
                 kept.add(uid)
+    if server_age and candidates:
+        _same_clock(svc, uidvalidity, ages)
     return [u for u in candidates if u in kept]
+
+
+def _same_clock(svc: Any, uidvalidity: int, ages: dict[int, float]) -> None:
+    """Raise :class:`_ClocksDisagree` unless the server counts one of these messages' ages (ours,
+    from their INTERNALDATE) within :data:`CLOCK_PROBE_SECONDS`: its OLDER decided the rest."""
+    if not ages:
+        return  # no INTERNALDATE to go by: the server's answers stand, as they did before
+    uid = max(ages, key=lambda u: (ages[u] > 0, u))
+    a = ages[uid]
+    older, younger = math.floor(a) - CLOCK_PROBE_SECONDS, math.ceil(a) + CLOCK_PROBE_SECONDS
+    if younger < 1:  # a date ahead of our clock by more than the band
+        raise _ClocksDisagree
+    criteria = (f"OLDER {older} " if older >= 1 else "") + f"YOUNGER {younger}"
+    if uid not in svc.search_uids(uidvalidity, criteria, within=[uid]):
+        raise _ClocksDisagree
 
 
 def _age(when: datetime | None, now: datetime) -> float | None:
