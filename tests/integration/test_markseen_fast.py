@@ -210,7 +210,7 @@ def test_a_server_clock_off_by_more_than_the_band_is_not_trusted(mailbox: Mailbo
     _, ages = seed_boundary(mailbox)
 
     monkeypatch.setattr(_select, "_now", lambda: datetime.now(UTC) + timedelta(seconds=skew))
-    for extra in ([], ["--uids", "1:12"]):
+    for extra in ([], ["--uids", "1:12"], ["--filter", "subject:m"]):  # a filter: headers are fetched
         r = cli(["mark-seen", "--older-than", "1h", *extra, "--dry-run", "--json"], env=mailbox.env())
         assert r.code == 0, r.err
         got = uidset.parse(json.loads(r.out)["uids"]) if json.loads(r.out)["uids"] else []

@@ -138,26 +138,47 @@ def resolve(args: argparse.Namespace, ctx: Any, view: View, *, require: bool = T
     if not (age or flt or args.stale or getattr(args, "bots", False)):
         return uidvalidity, candidates
     need_headers = bool(flt) or bool(getattr(args, "bots", False))
+    narrowed = server_age and older is not None  # the server's OLDER chose the candidates
+
+    def unnarrowed_view() -> list[int]:
+        """The candidates as without the server's age search (its clock is not ours)."""
+        ctx.note(f"note: the server's clock differs from this machine's by more than {CLOCK_PROBE_SECONDS // 60} "
+                 "minutes: ages are judged here, by each message's INTERNALDATE, as the listing shows them")
+        if explicit is not None:
+            return unnarrowed
+        uv2, again = (svc.select_view(f"{view.search} {narrow}" if narrow else view.search)
+                      if view == View.UNSEEN else svc.search(view, narrow))
+        if uv2 != uidvalidity:
+            raise UidValidityChanged(f"UIDVALIDITY changed from {uidvalidity} to {uv2} while selecting; list again")
+        return again
+
     if not need_headers and limit is not None:
         try:
             return uidvalidity, _older_than(svc, uidvalidity, candidates, limit, now, server_age)
         except _ClocksDisagree:
             # the server's OLDER would select messages younger than asked (its clock ahead) or
             # leave out older ones (behind): judge every message of the view by INTERNALDATE here
-            ctx.note(f"note: the server's clock differs from this machine's by more than {CLOCK_PROBE_SECONDS // 60} "
-                     "minutes: ages are judged here, by each message's INTERNALDATE, as the listing shows them")
-            if explicit is not None:
-                again = unnarrowed
-            else:
-                uv2, again = (svc.select_view(f"{view.search} {narrow}" if narrow else view.search)
-                              if view == View.UNSEEN else svc.search(view, narrow))
-                if uv2 != uidvalidity:
-                    raise UidValidityChanged(f"UIDVALIDITY changed from {uidvalidity} to {uv2} while selecting; "
-                                             "list again") from None
-            return uidvalidity, _older_than(svc, uidvalidity, again, limit, now, False)
+            return uidvalidity, _older_than(svc, uidvalidity, unnarrowed_view(), limit, now, False)
     selected: list[int] = []
+    ages: dict[int, float] = {}
     for batch in svc.iter_messages(uidvalidity, candidates, headers=need_headers, now=now):
-        selected.extend(m.uid for m in batch if _keep(m, args, age, flt, now, svc))
+        for m in batch:
+            a = m.age_seconds(now)
+            if a is not None:
+                ages[m.uid] = a
+            if _keep(m, args, age, flt, now, svc):
+                selected.append(m.uid)
+    if narrowed and candidates:
+        # every candidate is judged here; but with the server's clock behind ours, its OLDER
+        # left out messages this machine counts as old enough
+        try:
+            _same_clock(svc, uidvalidity, ages)
+        except _ClocksDisagree:
+            done = set(candidates)
+            rest = [u for u in unnarrowed_view() if u not in done]
+            for batch in svc.iter_messages(uidvalidity, rest, headers=need_headers, now=now):
+                selected.extend(m.uid for m in batch if _keep(m, args, age, flt, now, svc))
+            selected.sort()
     return uidvalidity, selected
 
 
