@@ -4,6 +4,7 @@ and the persistent id map (stable, shared between processes, 0600)."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -122,4 +123,56 @@ def test_a_broken_map_is_one_line(tmp_path: Path) -> None:
     path.parent.mkdir(mode=0o700)
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(OperationFailed, match="move it aside"):
+        IdMap(path)
+
+
+def _ids(path: Path, sql: str, *args: object) -> None:
+    db = sqlite3.connect(path)
+    try:
+        db.execute(sql, args)
+        db.commit()
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("change", [
+    "UPDATE ids SET uid = 9 WHERE uid = 2",  # the UID of another message
+    "UPDATE ids SET gid = 'AAMkB' WHERE uid = 2",
+    "UPDATE ids SET received = '2020-01-01T00:00:00Z' WHERE uid = 1",
+    "UPDATE ids SET folder = 'deleteditems' WHERE uid = 3",
+])
+def test_a_row_changed_on_disk_refuses_the_map_in_one_line(tmp_path: Path, change: str) -> None:
+    """SQLite checks its pages, not the values: a UID changed on disk would name another message,
+    and undo would act on it."""
+    path = tmp_path / "graph-ids" / "x.sqlite"
+    m = IdMap(path)
+    m.assign([("AAMkA", "2026-01-01T00:00:01Z", "inbox"), ("AAMkZ", "2026-01-01T00:00:02Z", "inbox"),
+              ("AAMkQ", "2026-01-01T00:00:03Z", "inbox")])
+    m.assign([("AAMkQ", "2026-01-01T00:00:03Z", "archive")])  # moved: its row (and check) rewritten
+    m.close()
+    again = IdMap(path)
+    assert again.entry(3) == ("AAMkQ", "2026-01-01T00:00:03Z", "archive")
+    again.close()
+    _ids(path, change)
+    with pytest.raises(OperationFailed, match="changed on disk.*move it aside"):
+        IdMap(path)
+
+
+def test_a_map_from_before_the_check_is_read_and_sealed(tmp_path: Path) -> None:
+    path = tmp_path / "graph-ids" / "old.sqlite"
+    path.parent.mkdir(mode=0o700)
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);"
+                     "CREATE TABLE ids (uid INTEGER PRIMARY KEY, gid TEXT NOT NULL UNIQUE, received TEXT NOT NULL,"
+                     " folder TEXT NOT NULL);"
+                     "INSERT INTO meta VALUES ('uidvalidity', '1700000000');"
+                     "INSERT INTO ids VALUES (1, 'AAMkA', '2026-01-01T00:00:01Z', 'inbox');"
+                     "INSERT INTO ids VALUES (2, 'AAMkZ', '2026-01-01T00:00:02Z', 'inbox');")
+    db.commit()
+    db.close()
+    m = IdMap(path)
+    assert (m.uidvalidity, m.uid("AAMkZ"), m.uidnext) == (1700000000, 2, 3)
+    m.close()
+    _ids(path, "UPDATE ids SET uid = 5 WHERE uid = 2")
+    with pytest.raises(OperationFailed, match="changed on disk"):
         IdMap(path)

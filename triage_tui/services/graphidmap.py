@@ -11,6 +11,13 @@ One file per (graph endpoint, tenant, mailbox, folder) under ``<state dir>/graph
 a 0700 directory (it holds message ids, which say nothing secret but are the operator's). Several
 processes (the TUI and a CLI run) may share a file: new ids are assigned inside one ``BEGIN
 IMMEDIATE`` transaction that first reads what the others added.
+
+Each row carries a CRC-32 of its UID, id, date and folder: SQLite checks its pages' structure,
+not the values in them, and a UID changed on disk would name another message (an undo would
+act on it). A row that fails its check refuses the whole map, in one line, like a file SQLite
+cannot read (move it aside: a new map is a new UIDVALIDITY, so nothing journaled under this one
+can reach another message). Rows written before rows carried a CRC get one when the map is
+first opened by this version.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from zlib import crc32
 
 from triage_tui.errors import OperationFailed
 
@@ -31,8 +39,17 @@ MAX_UID = 2**32 - 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ids (uid INTEGER PRIMARY KEY, gid TEXT NOT NULL UNIQUE, received TEXT NOT NULL,
-                                folder TEXT NOT NULL);
+                                folder TEXT NOT NULL, crc INTEGER);
 """
+
+
+def _crc(uid: int, gid: str, received: str, folder: str) -> int:
+    text = "\0".join((str(uid), gid, received, folder))
+    return crc32(text.encode("utf-8", "surrogatepass"))
+
+
+class _Damaged(sqlite3.DatabaseError):
+    """A row whose values are not what was written."""
 
 
 def map_path(state_dir: Path, endpoint: str, tenant: str, mailbox: str, folder: str) -> Path:
@@ -57,7 +74,16 @@ class IdMap:
                 os.close(fd)
             self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
             self._db.executescript(_SCHEMA)
+            if "crc" not in {r[1] for r in self._db.execute("PRAGMA table_info(ids)")}:
+                try:
+                    self._db.execute("ALTER TABLE ids ADD COLUMN crc INTEGER")  # a map from before
+                except sqlite3.OperationalError as e:  # another process added it meanwhile
+                    if "duplicate column" not in str(e):
+                        raise
             with self._transaction():
+                self._db.executemany("UPDATE ids SET crc = ? WHERE uid = ?", [
+                    (_crc(u, g, r, f), u) for u, g, r, f in
+                    self._db.execute("SELECT uid, gid, received, folder FROM ids WHERE crc IS NULL").fetchall()])
                 row = self._db.execute("SELECT v FROM meta WHERE k = 'uidvalidity'").fetchone()
                 if row is None:
                     # a new map: a new UIDVALIDITY (seconds since the epoch, as many IMAP servers do),
@@ -67,6 +93,9 @@ class IdMap:
                 else:
                     uv = int(row[0])
             self._catch_up()
+        except _Damaged as e:
+            raise OperationFailed(f"the Graph id map {path} cannot be used: {e}; move it aside to start a new "
+                                  "one (a new map means a new UIDVALIDITY: UIDs listed before are refused)") from None
         except (sqlite3.Error, OSError, ValueError) as e:
             raise OperationFailed(f"the Graph id map {path} cannot be used ({type(e).__name__}: {e}); move it "
                                   "aside to start a new one (a new map means a new UIDVALIDITY: UIDs listed "
@@ -87,8 +116,11 @@ class IdMap:
         self._db.execute("COMMIT")
 
     def _catch_up(self) -> None:
-        for uid, gid, received, folder in self._db.execute(
-                "SELECT uid, gid, received, folder FROM ids WHERE uid > ? ORDER BY uid", (self._max,)):
+        for uid, gid, received, folder, crc in self._db.execute(
+                "SELECT uid, gid, received, folder, crc FROM ids WHERE uid > ? ORDER BY uid", (self._max,)):
+            if not (isinstance(uid, int) and isinstance(gid, str) and isinstance(received, str)
+                    and isinstance(folder, str)) or crc != _crc(uid, gid, received, folder):
+                raise _Damaged(f"the row of UID {uid if isinstance(uid, int) else '?'} changed on disk")
             self._by_gid[gid] = uid
             self._by_uid[uid] = (gid, received, folder)
             self._max = max(self._max, uid)
@@ -115,9 +147,11 @@ class IdMap:
                         if start + len(fresh) - 1 > MAX_UID:
                             raise OperationFailed(f"the Graph id map {self.path} ran out of UIDs; move it aside "
                                                   "to start a new one")
-                        self._db.executemany("INSERT INTO ids (uid, gid, received, folder) VALUES (?, ?, ?, ?)",
-                                             [(start + i, g, r, f) for i, (g, r, f) in enumerate(fresh)])
-                        self._db.executemany("UPDATE ids SET folder = ? WHERE uid = ?", moved)
+                        self._db.executemany("INSERT INTO ids (uid, gid, received, folder, crc) VALUES (?, ?, ?, ?, ?)",
+                                             [(start + i, g, r, f, _crc(start + i, g, r, f))
+                                              for i, (g, r, f) in enumerate(fresh)])
+                        self._db.executemany("UPDATE ids SET folder = ?, crc = ? WHERE uid = ?",
+                                             [(f, _crc(uid, *self._by_uid[uid][:2], f), uid) for f, uid in moved])
                     self._catch_up()
                     for f, uid in moved:
                         g, r, _ = self._by_uid[uid]
