@@ -127,6 +127,16 @@ def _refreshes(svc: TriageService) -> list[int]:
     return asked
 
 
+def _flag(mb: Mailbox, uids: list[int], flag: bytes, add: bool = True) -> None:
+    """Another client (mail_room, a person) sets or clears one flag."""
+    c = mb.client()
+    try:
+        c.select_folder("INBOX")
+        (c.add_flags if add else c.remove_flags)(uids, [flag], silent=True)
+    finally:
+        c.logout()
+
+
 def _warm_up(mb: Mailbox, path: Path, view: View = View.ALL) -> list[dict[str, Any]]:
     svc, _ = _svc(mb, path)
     return _rows(svc, view)
@@ -351,12 +361,7 @@ def test_two_caches_interleaved_never_serve_old_flags(mailbox: Mailbox, path: Pa
     a, _ = _svc(mailbox, path)
     it = a.iter_list(View.ALL, now=NOW)
     next(it)  # a has read the cache and refreshed its flags
-    c = mailbox.client()
-    try:
-        c.select_folder("INBOX")
-        c.add_flags(mailbox.search("UNSEEN")[:2], [b"\\Seen"], silent=True)
-    finally:
-        c.logout()
+    _flag(mailbox, mailbox.search("UNSEEN")[:2], b"\\Seen")
     assert _rows(_svc(mailbox, path)[0]) == _cold(mailbox)  # b, in between
     list(it)
     a.close()
@@ -537,12 +542,7 @@ def test_a_connection_lost_during_the_flag_refresh_reconnects_and_lists_right(ma
 
     _seed(mailbox, 10)
     _warm_up(mailbox, path)
-    c = mailbox.client()
-    try:
-        c.select_folder("INBOX")
-        c.add_flags(mailbox.search("UNSEEN")[:2], [b"\\Seen"], silent=True)
-    finally:
-        c.logout()
+    _flag(mailbox, mailbox.search("UNSEEN")[:2], b"\\Seen")
     svc, spy = _svc(mailbox, path)
     svc.retry = FAST_RETRY
     changed_since = svc._changed_and_recent
@@ -611,12 +611,7 @@ def test_a_warm_start_without_esearch_reads_plain_search_answers(mailbox: Mailbo
     ESEARCH in its capabilities)."""
     _seed(mailbox, 10)
     _warm_up(mailbox, path)
-    c = mailbox.client()
-    try:
-        c.select_folder("INBOX")
-        c.add_flags(mailbox.search("UNSEEN")[:3], [b"\\Seen"], silent=True)
-    finally:
-        c.logout()
+    _flag(mailbox, mailbox.search("UNSEEN")[:3], b"\\Seen")
     c = mailbox.client()  # appends without a mailbox open: the next session to open it sees \\Recent
     try:
         c.append("INBOX", message(subject="new, with \\Recent"))
@@ -665,12 +660,7 @@ def test_rows_written_while_a_cold_listing_goes_on(mailbox: Mailbox, path: Path,
         next(it)
     it.close()
     svc.close()
-    c = mailbox.client()
-    try:
-        c.select_folder("INBOX")
-        c.add_flags(mailbox.search("UNSEEN")[:2], [b"\\Seen"], silent=True)
-    finally:
-        c.logout()
+    _flag(mailbox, mailbox.search("UNSEEN")[:2], b"\\Seen")
     third, spy3 = _svc(mailbox, other)
     assert _rows(third) == _cold(mailbox)
     assert 0 < len(spy3.uids) < len(cold)
@@ -740,12 +730,7 @@ def test_search_answers_without_their_tag_fall_back_to_one_command_at_a_time(mai
 
     _seed(mailbox, 12)
     _warm_up(mailbox, path, View.UNSEEN)
-    c = mailbox.client()
-    try:
-        c.select_folder("INBOX")
-        c.add_flags(mailbox.search("UNSEEN")[:2], [b"\\Flagged"], silent=True)
-    finally:
-        c.logout()
+    _flag(mailbox, mailbox.search("UNSEEN")[:2], b"\\Flagged")
     read = Wire.read_response
 
     def untagged(self):  # type: ignore[no-untyped-def]

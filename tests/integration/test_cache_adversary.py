@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Mailbox
-from tests.integration.test_cache import CFG, NOW, _cold, _db_rows, _rows, _seed, _svc, _warm_up
+from tests.integration.test_cache import CFG, NOW, _cold, _db_rows, _flag, _rows, _seed, _svc, _warm_up
 from tests.integration.test_cache import path as path  # noqa: F401 - the fixture
 from tests.mailgen import message
 from tests.servers import MAIL_GID, MAIL_UID
@@ -35,15 +35,6 @@ def _append(mb: Mailbox, *subjects: str) -> None:
     try:
         for s in subjects:
             c.append("INBOX", message(subject=s, key=None, to="someone@elsewhere.example"))
-    finally:
-        c.logout()
-
-
-def _flag(mb: Mailbox, uids: list[int], flag: bytes, add: bool = True) -> None:
-    c = mb.client()
-    try:
-        c.select_folder("INBOX")
-        (c.add_flags if add else c.remove_flags)(uids, [flag], silent=True)
     finally:
         c.logout()
 

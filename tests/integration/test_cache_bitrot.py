@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Mailbox
-from tests.integration.test_cache import CFG, _cold, _db_rows, _rows, _seed, _svc, _warm_up
+from tests.integration.test_cache import CFG, _cold, _db_rows, _flag, _rows, _seed, _svc, _warm_up
 from tests.integration.test_cache import path as path  # noqa: F401 - the fixture
-from tests.integration.test_cache_adversary import _flag, _meta
+from tests.integration.test_cache_adversary import _meta
 from triage_tui.domain.model import View
 from triage_tui.services import cache as C
 

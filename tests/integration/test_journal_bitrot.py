@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from tests.conftest import Mailbox
+from tests.integration.test_undo_exact import store
 from tests.mailgen import backlog
 from triage_tui.domain import uidset
 from triage_tui.services.journal import default_path
@@ -19,20 +20,11 @@ from triage_tui.services.plan_types import LEFT_UNPROVEN
 NOW = time.time()
 
 
-def _taken_by_mail_room(mb: Mailbox, uids: list[int]) -> None:
-    c = mb.client()
-    try:
-        c.select_folder("INBOX")
-        c.add_flags(uids, [b"\\Seen"], silent=True)
-    finally:
-        c.logout()
-
-
 def _mark_1_to_5(mb: Mailbox, cli: Any) -> None:
     mb.seed(backlog(20, now=NOW))
     r = cli(["mark-seen", "--uids", "1:5", "--uidvalidity", str(mb.uidvalidity()), "--yes"], env=mb.env())
     assert r.code == 0, r.err
-    _taken_by_mail_room(mb, list(range(6, 21)))
+    store(mb, list(range(6, 21)), b"\\Seen")  # mail_room takes them
 
 
 def _planned(cli: Any, mb: Mailbox) -> tuple[set[int], dict[str, Any]] | None:
@@ -105,12 +97,7 @@ def test_a_modseq_read_higher_never_restores_what_mail_room_took_since(mailbox: 
     """Undo leaves alone what changed after our change (SEARCH MODSEQ <ours + 1>): a chunk's
     MODSEQ read one higher would hide mail_room's change to one of them, and un-see it."""
     _mark_1_to_5(mailbox, cli)
-    c = mailbox.client()
-    try:
-        c.select_folder("INBOX")
-        c.add_flags([3], [b"\\Deleted"], silent=True)  # mail_room took 3 after our change
-    finally:
-        c.logout()
+    store(mailbox, [3], b"\\Deleted")  # mail_room took 3 after our change
     path = default_path()
     data = path.read_bytes()
     m = re.search(rb'"done": "1:5", "count": 5, "modseq": (\d+)', data)
