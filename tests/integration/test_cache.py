@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Mailbox
+from tests.integration.test_undo_exact import store as _flag  # another client's flag change
 from tests.mailgen import ADDRESS, backlog, message
 from triage_tui.domain.analysis import AnalysisConfig
 from triage_tui.domain.model import View
@@ -125,16 +126,6 @@ def _refreshes(svc: TriageService) -> list[int]:
 
     svc._changed_and_recent = counted  # type: ignore[method-assign]
     return asked
-
-
-def _flag(mb: Mailbox, uids: list[int], flag: bytes, add: bool = True) -> None:
-    """Another client (mail_room, a person) sets or clears one flag."""
-    c = mb.client()
-    try:
-        c.select_folder("INBOX")
-        (c.add_flags if add else c.remove_flags)(uids, [flag], silent=True)
-    finally:
-        c.logout()
 
 
 def _warm_up(mb: Mailbox, path: Path, view: View = View.ALL) -> list[dict[str, Any]]:
