@@ -264,3 +264,38 @@ def test_release_wait_json_keeps_stdout_clean(monkeypatch: pytest.MonkeyPatch) -
     assert out.getvalue() == "" and "0/12 picked up" in err.getvalue()
     release._printer(ctx, False)(_status(1.0))
     assert "0/12 picked up" in out.getvalue()
+
+
+def test_a_message_seen_but_not_yet_deleted_is_on_its_way_not_stuck() -> None:
+    """mail_room sets \\Seen on fetch and \\Deleted after delivery: a look in between must not end
+    the watch with "1 \\Seen but not \\Deleted" (CI caught exactly that, once, against the Graph
+    consumer). Nothing UNSEEN, one message only \\Seen: look again; it is deleted a moment later."""
+    steps = [(0.0, Obs(set(ALL), {})), (1.0, Obs(set(), {}, deleted=ALL - {12})),
+             (1.5, Obs(set(), {}, deleted=set(ALL)))]
+    s = Script(UIDS, steps)
+    sts = s.play(s.watcher(0.0, poll_cycle=10))
+    assert [st.done for st in sts] == [False, False, True]
+    assert sts[1].seen_only == 1 and not sts[1].failed
+    assert sts[-1].delivered == 12 and sts[-1].seen_only == 0 and not sts[-1].failed
+
+
+def test_a_message_left_seen_but_not_deleted_is_reported_once_it_stays_so() -> None:
+    """delete_after_delivery off, or a crash between fetch and delete: the same message stays only
+    \\Seen for SEEN_SETTLE_S; then the watch ends, done, and says so."""
+    from triage_tui.services.locks.watch import SEEN_SETTLE_S
+    steps = [(0.0, Obs(set(ALL), {})), (1.0, Obs(set(), {}, deleted=ALL - {12})),
+             (1.0 + SEEN_SETTLE_S / 2, Obs(set(), {}, deleted=ALL - {11, 12})),  # another one only seen: restart
+             (1.0 + SEEN_SETTLE_S, Obs(set(), {}, deleted=ALL - {11, 12})),
+             (1.0 + SEEN_SETTLE_S * 1.5, Obs(set(), {}, deleted=ALL - {11, 12}))]
+    s = Script(UIDS, steps)
+    sts = s.play(s.watcher(0.0, poll_cycle=10))
+    assert [st.done for st in sts] == [False, False, False, False, True]
+    assert sts[-1].seen_only == 2 and sts[-1].delivered == 10 and not sts[-1].failed
+
+
+def test_the_timeout_ends_the_seen_settle_as_done() -> None:
+    steps = [(0.0, Obs(set(ALL), {})), (4.0, Obs(set(), {}, deleted=ALL - {12})), (5.5, Obs(set(), {}, deleted=ALL - {12}))]
+    s = Script(UIDS, steps)
+    sts = s.play(s.watcher(0.0, poll_cycle=10, timeout=5))
+    assert [st.done for st in sts] == [False, False, True]
+    assert not sts[-1].failed and sts[-1].seen_only == 1

@@ -27,6 +27,11 @@ REASON_NO_RECLAIM, REASON_TIMEOUT, REASON_UIDVALIDITY = "no-reclaim", "timeout",
 #: job may not be in Sidekiq's queue yet. The last look re-reads the queues (Redis only, cheap) for
 #: at most this long, until as many jobs arrived as messages were picked up.
 SIDEKIQ_SETTLE_S, SIDEKIQ_SETTLE_STEP_S = 2.0, 0.1
+#: mail_room sets \Seen when it fetches, delivers, and only then sets \Deleted: a message seen in
+#: between is on its way, not stuck. When nothing is UNSEEN any more, the watcher keeps looking until
+#: the \Seen-only messages stayed the same for this long (or the timeout), so that "N \Seen but not
+#: \Deleted" names messages mail_room left that way, not ones it was delivering at that instant.
+SEEN_SETTLE_S = 3.0
 
 
 def _dur(s: float) -> str:
@@ -167,6 +172,8 @@ class ReleaseWatcher:
         self.free_since: float | None = None
         self.first_pickup: float | None = None
         self.looks = 0
+        self.seen_only: frozenset[int] = frozenset()
+        self.seen_only_since: float | None = None
         self.last: WatchStatus | None = None
         self.sidekiq = sidekiq
 
@@ -214,7 +221,11 @@ class ReleaseWatcher:
                 countdown = None if exp is None else max(countdown, (exp - server_ms) / 1000)
         remaining = sum(1 for u in uids if u in snap.unseen)
         delivered = sum(1 for u in uids if u not in snap.all or u in snap.deleted)
-        seen_only = sum(1 for u in uids if u in snap.all and u not in snap.unseen and u not in snap.deleted)
+        seen_only_now = frozenset(u for u in uids if u in snap.all and u not in snap.unseen and u not in snap.deleted)
+        if seen_only_now != self.seen_only or self.seen_only_since is None:
+            self.seen_only, self.seen_only_since = seen_only_now, now
+        seen_only = len(seen_only_now)
+        settled = not seen_only or now - self.seen_only_since >= SEEN_SETTLE_S
         picked = len(uids) - remaining
         if picked and self.first_pickup is None:
             self.first_pickup = now
@@ -234,8 +245,10 @@ class ReleaseWatcher:
                          countdown if held else 0.0, rate, eta, looks=self.looks,
                          free_for_s=None if self.free_since is None else now - self.free_since,
                          poll_cycle_s=self.poll_cycle)
-        if remaining == 0:
+        if remaining == 0 and (settled or (self.timeout is not None and elapsed > self.timeout)):
             st.done = True
+        elif remaining == 0:
+            pass  # everything picked up; some only \Seen so far: look again (SEEN_SETTLE_S)
         elif not self.reclaimed and picked == 0 and st.cycles_free > 2:
             st.done, st.failed, st.reason = True, True, REASON_NO_RECLAIM
             st.diagnosis = diagnose_no_reclaim(st)
