@@ -217,3 +217,45 @@ def test_a_huge_burst_with_odd_characters() -> None:
         assert set(app.model.marks) == set(app.model.filtered)  # the 'a' after enter: all matching (none)
 
     run(scenario)
+
+
+def test_keys_after_slash_wait_for_the_box_even_when_its_focus_comes_late() -> None:
+    """CI once saw the key right after '/' reach the list (it sorted; the rest went to the box). The
+    box's focus is a queued call: here it is made to come 0.3 s late, on a timer. The keys after
+    '/' wait for it, whatever the order Textual runs things in; before the hold, 's' sorted the
+    list and 'a' marked every message."""
+    async def scenario(app: TriageApp, pilot: Any) -> None:
+        box = app.query_one("#filter-input")
+        real_focus = box.focus
+
+        def late_focus(scroll_visible: bool = True) -> Any:
+            app.set_timer(0.3, lambda: real_focus(scroll_visible))
+            return box
+
+        box.focus = late_focus  # type: ignore[method-assign]
+        before = app.model.sort_key
+        burst(app, "/sa")
+        for _ in range(12):
+            await pilot.pause(0.05)
+        assert box_value(app) == "sa" and app.focused is box
+        assert app.model.sort_key == before and not app.model.marks
+
+    run(scenario)
+
+
+def test_a_lost_focus_lets_the_keys_go_after_a_second() -> None:
+    """If the box never gets the focus (a bug elsewhere), the held keys are not stuck: they go on
+    after MAX_HOLD, to whatever has the focus."""
+    from triage_tui.tui.keyorder import MAX_HOLD
+
+    async def scenario(app: TriageApp, pilot: Any) -> None:
+        box = app.query_one("#filter-input")
+        box.focus = lambda scroll_visible=True: box  # type: ignore[method-assign]
+        burst(app, "/", ["down"])
+        cursor = app.list.cursor
+        await pilot.pause(MAX_HOLD / 2)
+        assert app.list.cursor == cursor  # still held
+        await pilot.pause(MAX_HOLD + 0.3)
+        assert app.list.cursor == cursor + 1
+
+    run(scenario)

@@ -516,7 +516,16 @@ class TriageApp(KeyOrder, App[int]):
         self.viewer.toggle_all_groups()
 
     def action_filter(self) -> None:
+        if not isinstance(self.focused, FilterInput):
+            # the keys typed after "/" are for the box: they wait until it has the focus (Focus
+            # comes from a call_later; CI once saw the key after "/" reach the list first)
+            self.hold_keys()
         self.viewer.open_filter()
+
+    @on(events.DescendantFocus)
+    def _focus_moved(self, event: events.DescendantFocus) -> None:
+        if isinstance(event.widget, FilterInput):
+            self.release_keys()
 
     #: Keys that make the filter box close (or may): the keys typed after one of them wait until
     #: the box has closed (or stayed open), then go where the operator expects, in order.

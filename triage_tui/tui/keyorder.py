@@ -56,6 +56,8 @@ class KeyOrder(App[Any]):
         self._key_released = 0  # release_keys() came for every key up to this one
         self._key_release_token: object | None = None  # set from release_keys() until its forward
         self._key_watchdog: Any = None
+        self._key_forwarding = False  # inside Textual's routing of a key (priority bindings run there)
+        self._key_hold_asked = False  # hold_keys() while forwarding: the key's flight holds after it
 
     # -- for the app ---------------------------------------------------------------------------
 
@@ -63,6 +65,17 @@ class KeyOrder(App[Any]):
         """Return True to hold the keys after ``event`` (about to go to ``target``) until
         :meth:`release_keys`. Default: no such hold."""
         return False
+
+    def hold_keys(self) -> None:
+        """Called while a key is handled (by the action it ran): hold the keys after it until
+        :meth:`release_keys` (or :data:`MAX_HOLD`), like :meth:`hold_keys_after` but decided by the
+        handler, e.g. until the box that key opened has the focus. Outside a key's handling (a
+        mouse click ran the action): nothing to hold."""
+        flight = self._key_in_flight
+        if self._key_forwarding:
+            self._key_hold_asked = True
+        elif flight is not None:
+            self._key_in_flight = (flight[0], flight[1], flight[2], True)
 
     def release_keys(self) -> None:
         """End a hold asked for by :meth:`hold_keys_after`; the waiting keys go on, in order, after
@@ -109,7 +122,12 @@ class KeyOrder(App[Any]):
             event = self._keys_waiting.popleft()
             target = self.focused or self.screen
             hold = self.hold_keys_after(target, event)
-            await super().on_event(event)  # Textual's own routing: priority bindings, then the focus
+            self._key_forwarding, self._key_hold_asked = True, False
+            try:
+                await super().on_event(event)  # Textual's own routing: priority bindings, then the focus
+            finally:
+                self._key_forwarding = False
+            hold = hold or self._key_hold_asked
             if not hold and isinstance(target, Input) and (
                     isinstance(event, events.Paste) or event.is_printable):
                 continue  # typed into a text box: no focus change can follow, no need to wait
