@@ -87,6 +87,8 @@ listen = 127.0.0.1
 ssl = {ssl}
 {ssl_files}
 disable_plaintext_auth = no
+# no 2 s wait before a failed login's answer (a test server; the client's handling is the same)
+auth_failure_delay = 0
 auth_mechanisms = plain login
 mail_location = maildir:~/Maildir
 mail_uid = {uid}
@@ -124,6 +126,10 @@ service imap-login {{
 }}
 service anvil {{
   chroot =
+  # no growing delay after failed logins from 127.0.0.1 (the tests' wrong passwords cost 5 s each)
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 service stats {{
   unix_listener stats-writer {{
