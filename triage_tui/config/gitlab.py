@@ -39,7 +39,9 @@ def _yaml_load(path: Path, what: str) -> Any:
                 "gitlab.yml at start-up; pass the rendered gitlab.yml with --gitlab-config instead "
                 "(Omnibus: /var/opt/gitlab/gitlab-rails/etc/gitlab.yml)")
 
-    class Loader(yaml.SafeLoader):
+    # libyaml's parser where PyYAML has it (the same safe constructors; ~10x faster on a large
+    # gitlab.yml), else the pure-Python one
+    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
         pass
 
     def construct_map(loader: Any, node: Any) -> Any:
