@@ -71,6 +71,7 @@ from triage_tui.tui.driver import hangup_safe
 from triage_tui.tui.keyorder import KeyOrder
 from triage_tui.tui.listmodel import Group, ListModel
 from triage_tui.tui.palette import TriageCommands
+from triage_tui.tui.screens.once import OncePalette
 from triage_tui.tui.screens.reingest import ReingestRequest, ReingestScreen, ReingestWatch
 from triage_tui.tui.status import MUTATING, StatusController
 from triage_tui.tui.widgets.bars import FilterBar, FilterInput, StatusLine
@@ -514,6 +515,11 @@ class TriageApp(KeyOrder, App[int]):
 
     def action_toggle_all_groups(self) -> None:
         self.viewer.toggle_all_groups()
+
+    def action_command_palette(self) -> None:
+        """Textual's palette, dismissed once (two enters of one burst ended the app)."""
+        if self.use_command_palette and not OncePalette.is_open(self):
+            self.push_screen(OncePalette(id="--command-palette"))
 
     def action_filter(self) -> None:
         if not isinstance(self.focused, FilterInput):

@@ -21,11 +21,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.css.query import NoMatches
-from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Button, Input, Static
 
 from triage_tui.domain.text import inert
+from triage_tui.tui.screens.once import OnceModal
 from triage_tui.tui.widgets.bars import InertInput
 
 
@@ -40,7 +40,7 @@ class ConfirmRequest:
     danger: bool = False
 
 
-class ConfirmScreen(ModalScreen[bool]):
+class ConfirmScreen(OnceModal[bool]):
     BINDINGS = [
         Binding("escape,n", "cancel", "Cancel", id="confirm.cancel"),
         Binding("y", "confirm", "Confirm", id="confirm.yes"),

@@ -7,11 +7,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from triage_tui.tui.screens.once import OnceModal
 
-class HelpScreen(ModalScreen[None]):
+
+class HelpScreen(OnceModal[None]):
     BINDINGS = [
         Binding("escape,q,question_mark,f1", "close", "Close", id="help.close"),
         Binding("j,down", "scroll_down", "Down", show=False, id="help.down"),

@@ -23,7 +23,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Static
 
@@ -31,6 +30,7 @@ from triage_tui.domain import plan as P
 from triage_tui.domain.age import format_age
 from triage_tui.domain.text import inert
 from triage_tui.domain.width import fit
+from triage_tui.tui.screens.once import OnceModal
 
 #: the message rows shown under a review bucket (more: move the whole bucket)
 REVIEW_ROWS = 200
@@ -106,7 +106,7 @@ class BucketList(Widget):
         return Content("\n").join(lines)
 
 
-class PlanScreen(ModalScreen[None]):
+class PlanScreen(OnceModal[None]):
     DEFAULT_CSS = """
     PlanScreen { align: center middle; background: $background 60%; }
     #plan-box { width: 100%; height: 100%; background: $surface; border: round $primary; }

@@ -11,11 +11,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from triage_tui.domain.model import Message
 from triage_tui.domain.text import clipboard_refusal, inert
+from triage_tui.tui.screens.once import OnceModal
 
 _WARN_WORDS = ("PLAINTEXT", "CLOCK SKEW", "Warning:", "no key", "suspicious", "UNVERIFIED", "fail", "Problems:",
                "verdict if re-ingested: ↩", "verdict if re-ingested: ∅", "verdict if re-ingested: ⋯")
@@ -62,7 +62,7 @@ def _styled_lines(lines: list[str]) -> Content:
     return Content("\n").join(parts)
 
 
-class PreviewScreen(ModalScreen[None]):
+class PreviewScreen(OnceModal[None]):
     BINDINGS = [
         Binding("escape,q", "close", "Close", id="preview.close"),
         Binding("c", "copy_uid", "Copy UID", id="preview.copy_uid"),

@@ -30,7 +30,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, RadioButton, RadioSet, Static
 
 from triage_tui.domain.numbers import parse_int
@@ -39,6 +38,7 @@ from triage_tui.domain.text import inert
 from triage_tui.errors import UsageError
 from triage_tui.services.locks import REASON_NO_RECLAIM, REASON_UIDVALIDITY
 from triage_tui.tui.columns import human_age
+from triage_tui.tui.screens.once import OnceModal
 from triage_tui.tui.widgets.bars import InertInput
 
 #: The choices, in display order: (mode, label). The mode names the plan_release arguments.
@@ -265,7 +265,7 @@ class Choice(RadioButton):
         return "●" if self.value else ("·" if self.disabled else "○")
 
 
-class ReingestScreen(ModalScreen[None]):
+class ReingestScreen(OnceModal[None]):
     """Plan → choose → typed confirmation → watch. See the module docstring."""
 
     BINDINGS = [
