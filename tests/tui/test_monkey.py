@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from textual.binding import Binding
 
-from tests.tui.fakes import FakeService, fixed_clock, sample_messages
+from tests.tui.fakes import FakeLocks, FakeService, fixed_clock, lock_ttls, sample_messages
 from tests.tui.test_typeahead import burst
+from triage_tui.services.locks import WatchStatus
 from triage_tui.tui.app import TriageApp
 
 #: keys that end the app or leave the terminal: a monkey that presses them stops the test, not a bug
@@ -56,8 +57,11 @@ async def _monkey(app: TriageApp, pilot: Any, rng: random.Random, bursts: int, l
         await pilot.pause(0.02)
 
 
-def _run(seed: int, *, read_only: bool, bursts: int = 60) -> None:
-    svc = FakeService(sample_messages(40), read_only=read_only)
+def _run(seed: int, *, read_only: bool, bursts: int = 60, locks: bool = False) -> None:
+    msgs = sample_messages(40)
+    svc = FakeService(msgs, read_only=read_only)
+    done = WatchStatus(1.0, 3, 0, 3, 0, 0, 0, 0.0, None, None, done=True)
+    lock_service = FakeLocks(lock_ttls(msgs), read_only=read_only, statuses=[done]) if locks else None
     calls: list[str] = []
     real_execute = svc.execute
 
@@ -66,7 +70,7 @@ def _run(seed: int, *, read_only: bool, bursts: int = 60) -> None:
         return real_execute(plan, progress)
 
     svc.execute = execute  # type: ignore[method-assign]
-    app = TriageApp(svc, clock=fixed_clock, watcher_factory=None)
+    app = TriageApp(svc, lock_service=lock_service, clock=fixed_clock, watcher_factory=None)
     quits: list[str] = []
 
     async def quit_() -> None:  # the palette's "quit" (q itself is not typed): the monkey stays
@@ -97,6 +101,7 @@ def _run(seed: int, *, read_only: bool, bursts: int = 60) -> None:
     assert app.return_code in (None, 0), (app.return_code, log)
     if read_only:
         assert calls == [], f"read-only: the service was asked to {calls}"
+        assert lock_service is None or lock_service.released == [], "read-only: a lock was released"
 
 
 def test_two_enters_in_the_command_palette_do_not_end_the_app() -> None:
@@ -121,10 +126,12 @@ def test_two_enters_in_the_command_palette_do_not_end_the_app() -> None:
     assert app.return_code in (None, 0)
 
 
-@pytest.mark.parametrize("keys", [[":", "pagedown"], [":", "a", "pagedown"], [":", "pageup"], [":", "u", "6", "pagedown"]])
+@pytest.mark.parametrize("keys", [[":", "pagedown"], [":", "a", "pagedown"], [":", "pageup"], [":", "u", "6", "pagedown"],
+                                  [":", *"theme", "enter", "enter", "pagedown", "pageup", "enter", "enter"]])
 def test_a_page_key_right_after_opening_the_palette_does_not_end_the_app(keys: list[str]) -> None:
     """': pagedown' in one burst: Textual's option list had its options but not yet their lines,
-    and the page key raised KeyError, which ended the app."""
+    and the page key raised KeyError, which ended the app. The palette's "theme" command opens a
+    second palette (Textual's own, before): the same."""
     app = TriageApp(FakeService(sample_messages(40)), clock=fixed_clock, watcher_factory=None)
 
     async def go() -> None:

@@ -46,7 +46,7 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -54,6 +54,9 @@ from typing import Any, ClassVar
 from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.command import CommandListItem, SimpleProvider
+from textual.theme import ThemeProvider
+from textual.widget import AwaitMount
 from textual.widgets import Footer
 from textual.worker import Worker
 
@@ -520,6 +523,15 @@ class TriageApp(KeyOrder, App[int]):
         """Textual's palette, dismissed once (two enters of one burst ended the app)."""
         if self.use_command_palette and not OncePalette.is_open(self):
             self.push_screen(OncePalette(id="--command-palette"))
+
+    def search_themes(self) -> None:
+        """The palette's "Theme" command: the same palette, dismissed once, over the themes."""
+        self.push_screen(OncePalette(providers=[ThemeProvider], placeholder="Search for themes…"))
+
+    def search_commands(self, commands: Sequence[CommandListItem],
+                        placeholder: str = "Search for commands…") -> AwaitMount:
+        return self.push_screen(OncePalette(providers=[SimpleProvider(self.screen, commands)],
+                                            placeholder=placeholder))
 
     def action_filter(self) -> None:
         if not isinstance(self.focused, FilterInput):
