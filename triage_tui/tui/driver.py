@@ -12,13 +12,27 @@ thread).
 :class:`HangupSafeDriver` hands the writer thread a file whose ``write`` and ``flush`` drop the
 output once the terminal has failed, so the thread keeps draining its queue, the SIGHUP handler's
 exit runs to the end and IMAP is logged out. Nothing is lost: there is no terminal to show it on.
+
+Its input thread also survives input it cannot read. Textual decodes the terminal's bytes as
+strict UTF-8 and parses escape sequences with ``int()``: one Latin-1 byte (a terminal not set to
+UTF-8, an "é" typed in the filter) or one malformed sequence (``ESC [ 5:1 ~``; line noise on a
+link) raised in that thread, and Textual's answer to any error there is to end the app. Here the
+read that held it is dropped, the operator is told on the status line, and the next key works
+(``tests/faults/test_raw_input_pty.py``).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from textual.driver import Driver
+
+#: What Textual's input parsing raises on bytes it cannot read (UnicodeDecodeError is a
+#: ValueError). Anything else (an OSError when the terminal is gone) still ends the app.
+UNREADABLE_INPUT = (ValueError, KeyError, IndexError)
+#: More dropped reads than this within a second is not a typing accident: give up as Textual does.
+MAX_DROPS_PER_SECOND = 50
 
 
 class HungUpFile:
@@ -47,6 +61,14 @@ class HungUpFile:
         return getattr(self._file, name)
 
 
+def _tell(app: Any, text: str) -> None:
+    say = getattr(app, "status", None)
+    if say is not None:
+        app.call_later(say, text, "warn")
+    else:  # pragma: no cover - another app
+        app.call_later(app.notify, text, severity="warning")
+
+
 def hangup_safe(driver_class: type[Driver]) -> type[Driver]:
     """``driver_class``, or its hang-up-safe subclass when it is Textual's Linux driver."""
     try:
@@ -60,6 +82,21 @@ def hangup_safe(driver_class: type[Driver]) -> type[Driver]:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._file = HungUpFile(self._file)
+
+        def run_input_thread(self) -> None:
+            drops: list[float] = []
+            while True:
+                try:
+                    super().run_input_thread()
+                    return
+                except UNREADABLE_INPUT:
+                    if self.exit_event.is_set():
+                        return
+                    now = time.monotonic()
+                    drops = [t for t in drops if now - t < 1.0] + [now]
+                    if len(drops) > MAX_DROPS_PER_SECOND:
+                        raise
+                    _tell(self._app, "dropped unreadable terminal input (is the terminal set to UTF-8?)")
 
     HangupSafeDriver.__name__ = HangupSafeDriver.__qualname__ = f"HangupSafe{driver_class.__name__}"
     return HangupSafeDriver
