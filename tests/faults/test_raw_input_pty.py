@@ -52,3 +52,21 @@ def test_unreadable_input_is_dropped_and_the_next_keys_work(mailbox: Mailbox, tm
         _ended_cleanly(app, mailbox, 0)
     finally:
         app.kill()
+
+
+def test_a_storm_of_unreadable_input_ends_the_app_non_zero(mailbox: Mailbox, tmp_path: Path) -> None:
+    """More than 50 unreadable reads in a second is not a typing accident (a terminal stuck in a
+    non-UTF-8 mode, a binary file cat'ed into it): the app ends with one line, exit code 1, and
+    its sessions logged out (Textual's own end for it was a traceback and exit code 0)."""
+    mailbox.seed(backlog(5, now=time.time()))
+    app = _start(mailbox, tmp_path / "pty-state")
+    try:
+        for _ in range(200):
+            if app.proc.poll() is not None:
+                break
+            os.write(app.master, b"\xff")
+            time.sleep(0.004)
+        _ended_cleanly(app, mailbox, 1, limit=10.0)
+        assert "the terminal sent more than 50 unreadable inputs in a second" in app.text()
+    finally:
+        app.kill()

@@ -91,4 +91,6 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         code = app.run(mouse=not getattr(args, "no_mouse", False))
     finally:
         app.shutdown_services()
+    if code is None and app.return_code:  # ended by an error, not by q or a signal: never 0
+        return int(app.return_code)
     return int(code or 0)

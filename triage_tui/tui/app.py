@@ -174,6 +174,13 @@ class TriageApp(KeyOrder, App[int]):
         Binding("q", "quit", "Quit", id="app.quit", tooltip="log out of IMAP and exit"),
     ]
 
+    def panic(self, *renderables: Any) -> None:
+        """Textual's ``panic`` (an error in its input thread) ends the app without a return code:
+        the shell saw 0 after a crash. A crash is never a success."""
+        if not self._return_code:
+            self._return_code = 1
+        super().panic(*renderables)
+
     def _fatal_error(self) -> None:
         """Textual's crash report shows every frame's locals: a password or a Redis URL held in a
         local would reach the terminal. The same report, without locals (guarantee 3)."""

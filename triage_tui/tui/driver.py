@@ -31,8 +31,11 @@ from textual.driver import Driver
 #: What Textual's input parsing raises on bytes it cannot read (UnicodeDecodeError is a
 #: ValueError). Anything else (an OSError when the terminal is gone) still ends the app.
 UNREADABLE_INPUT = (ValueError, KeyError, IndexError)
-#: More dropped reads than this within a second is not a typing accident: give up as Textual does.
+#: More dropped reads than this within a second is not a typing accident (a terminal stuck in a
+#: non-UTF-8 mode, a binary file sent to it): the app ends, with this line and exit code 1.
 MAX_DROPS_PER_SECOND = 50
+STORM = (f"triage-tui: error: the terminal sent more than {MAX_DROPS_PER_SECOND} unreadable inputs in a second "
+         "(not UTF-8, or unknown key codes): set it to UTF-8 and start again")
 
 
 class HungUpFile:
@@ -95,7 +98,8 @@ def hangup_safe(driver_class: type[Driver]) -> type[Driver]:
                     now = time.monotonic()
                     drops = [t for t in drops if now - t < 1.0] + [now]
                     if len(drops) > MAX_DROPS_PER_SECOND:
-                        raise
+                        self._app.call_later(self._app.exit, None, 1, STORM)
+                        return
                     _tell(self._app, "dropped unreadable terminal input (is the terminal set to UTF-8?)")
 
     HangupSafeDriver.__name__ = HangupSafeDriver.__qualname__ = f"HangupSafe{driver_class.__name__}"
