@@ -10,6 +10,7 @@ import random
 from typing import Any
 
 import pytest
+from textual import events
 from textual.binding import Binding
 
 from tests.tui.fakes import FakeLocks, FakeService, fixed_clock, lock_ttls, sample_messages
@@ -47,11 +48,22 @@ def _one_key(k: str) -> list[str] | str:
     return [k] if len(k) > 1 else k
 
 
+PASTES = ["subject:\"x\"", "\x1b[31mred\x1b[0m", "a\nb\rc", "\u202eevil", "S" * 3000, "", "\x00\x7f", "age>2d bot"]
+
+
 async def _monkey(app: TriageApp, pilot: Any, rng: random.Random, bursts: int, log: list[str]) -> None:
     for _ in range(bursts):
         keys = [rng.choice(ALPHABET) for _ in range(rng.randint(1, 8))]
-        log.append(" ".join(keys))
-        burst(app, *[_one_key(k) for k in keys])
+        if rng.random() < 0.1:  # a paste in the middle of the burst (bracketed paste)
+            keys.insert(rng.randint(0, len(keys)), "paste:" + rng.choice(PASTES))
+        log.append(" ".join(k[:20] for k in keys))
+        for k in keys:
+            if k.startswith("paste:"):
+                ev = events.Paste(k[6:])
+                ev.set_sender(app)
+                app.post_message(ev)
+            else:
+                burst(app, _one_key(k))
         await pilot.pause(rng.choice((0.0, 0.01, 0.05)))
     for _ in range(20):  # let the last burst finish
         await pilot.pause(0.02)
