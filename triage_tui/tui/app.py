@@ -466,6 +466,8 @@ class TriageApp(KeyOrder, App[int]):
 
     def on_key(self, event: events.Key) -> None:
         """A key whose action is dimmed says why instead of doing nothing."""
+        if not self.screen_stack:  # a key typed after q, arriving as the app closes its screens
+            return
         active = self.screen.active_bindings.get(event.key)
         if active is not None and not active.enabled and active.binding.action in MUTATING:
             self.status(self._disabled_reason(active.binding.action), "warn")
