@@ -13,7 +13,7 @@ import pytest
 from textual import events
 from textual.binding import Binding
 
-from tests.tui.fakes import FakeLocks, FakeService, fixed_clock, lock_ttls, sample_messages
+from tests.tui.fakes import FakeConsumer, FakeLocks, FakeService, fixed_clock, lock_ttls, sample_messages
 from tests.tui.test_typeahead import burst
 from triage_tui.services.locks import WatchStatus
 from triage_tui.tui.app import TriageApp
@@ -69,7 +69,7 @@ async def _monkey(app: TriageApp, pilot: Any, rng: random.Random, bursts: int, l
         await pilot.pause(0.02)
 
 
-def _run(seed: int, *, read_only: bool, bursts: int = 60, locks: bool = False) -> None:
+def _run(seed: int, *, read_only: bool, bursts: int = 60, locks: bool = False, demo: bool = False) -> None:
     msgs = sample_messages(40)
     svc = FakeService(msgs, read_only=read_only)
     done = WatchStatus(1.0, 3, 0, 3, 0, 0, 0, 0.0, None, None, done=True)
@@ -82,7 +82,8 @@ def _run(seed: int, *, read_only: bool, bursts: int = 60, locks: bool = False) -
         return real_execute(plan, progress)
 
     svc.execute = execute  # type: ignore[method-assign]
-    app = TriageApp(svc, lock_service=lock_service, clock=fixed_clock, watcher_factory=None)
+    app = TriageApp(svc, lock_service=lock_service, clock=fixed_clock, watcher_factory=None,
+                    demo_consumer=FakeConsumer() if demo else None)
     quits: list[str] = []
 
     async def quit_() -> None:  # the palette's "quit" (q itself is not typed): the monkey stays
@@ -167,3 +168,9 @@ def test_random_bursts_never_break_the_app(seed: int) -> None:
 @pytest.mark.parametrize("seed", [11])
 def test_random_bursts_in_read_only_mode_never_ask_for_a_change(seed: int) -> None:
     _run(seed, read_only=True)
+
+
+def test_random_bursts_in_the_demo_with_its_mail_room_and_locks() -> None:
+    """The demo's extra keys (M starts and stops its mail_room, the incident plan) and the
+    re-ingest screen over locks, under the same bursts."""
+    _run(300, read_only=False, locks=True, demo=True)
