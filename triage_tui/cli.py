@@ -331,7 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from triage_tui.commands import tui  # noqa: PLC0415 - keep Textual off the CLI path
 
                 return int(tui.run(args, ctx) or 0)
-            return int(run(args, ctx) or 0)
+            code = int(run(args, ctx) or 0)
+            ctx.out.flush()  # a full disk says so here, not as "Exception ignored" at exit
+            return code
         finally:
             ctx.close()
             for sig, old in previous.items():

@@ -14,7 +14,7 @@ from triage_tui.domain.age import parse_age
 from triage_tui.domain.analysis import AnalysisConfig
 from triage_tui.domain.jsonline import ENCODER
 from triage_tui.domain.text import inert
-from triage_tui.errors import Refused, UsageError
+from triage_tui.errors import OutputFailed, Refused, UsageError
 from triage_tui.services.imap import ConnectionSettings, Limits
 from triage_tui.services.journal import AuditJournal
 
@@ -29,10 +29,42 @@ INSECURE_WARNING = ("triage-tui: WARNING: TLS certificate verification is OFF (-
                     "journaled with this note")
 
 
+class _Output:
+    """Standard output (or the stream a test gives), whose write error is one line with exit 1
+    (``list > /dev/full`` said "internal error: OSError"). A closed pipe stays a BrokenPipeError:
+    the CLI ends quietly on it (``list | head``)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def _failed(self, e: OSError) -> OutputFailed:
+        return OutputFailed(f"cannot write the output: {e.strerror or e}"
+                            + ("" if e.errno is None else f" (errno {e.errno})"))
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise self._failed(e) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise self._failed(e) from None
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, getvalue (tests)...
+        return getattr(self._stream, name)
+
+
 class Context:
     def __init__(self, args: argparse.Namespace, stdout: TextIO | None = None, stdin: TextIO | None = None) -> None:
         self.args = args
-        self.out = stdout or sys.stdout
+        self.out: Any = _Output(stdout or sys.stdout)
         self.stdin = stdin or sys.stdin
         self._settings: Settings | None = None
         self._read_only: bool | None = None

@@ -18,6 +18,11 @@ class OperationFailed(TriageError):
     exit_code = 1
 
 
+class OutputFailed(OperationFailed):
+    """Standard output could not be written (a full disk, a quota, an I/O error); a closed pipe
+    (``| head``) is not this: it ends the command quietly."""
+
+
 class UsageError(TriageError):
     exit_code = 2
 
