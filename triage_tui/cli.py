@@ -380,8 +380,11 @@ def _inert_handler(level: int, fmt: str = "%(message)s") -> logging.Handler:
 
 def _error_line(text: str) -> None:
     """The last line a failing command prints, made inert (multi-line messages keep their lines)."""
-    sys.stderr.write(inert(scrub_registered(text), multiline=True) + "\n")
-    sys.stderr.flush()
+    try:
+        sys.stderr.write(inert(scrub_registered(text), multiline=True) + "\n")
+        sys.stderr.flush()
+    except OSError:  # stderr itself is gone or full: the exit code is all that is left to say it
+        pass
 
 
 def _print_traceback() -> None:

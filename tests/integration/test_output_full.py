@@ -42,3 +42,13 @@ def test_a_full_disk_on_stdout_is_one_line_and_nothing_is_lost(mailbox: Mailbox,
     assert mailbox.search("SEEN") == []
     r = _run(mailbox, state, "list --json", "| head -1")
     assert r.stderr == "rc=0\n" and r.stdout.count("\n") == 1
+
+
+def test_stderr_on_a_full_disk_keeps_the_exit_code(tmp_path: Path) -> None:
+    """The error line cannot be written either: the exit code still says what failed (3: the
+    connection), not 1 from a failed write in the error handler."""
+    env = {**os.environ, "TRIAGE_IMAP_PASSWORD": "x", "TRIAGE_STATE_DIR": str(tmp_path)}
+    r = subprocess.run(f"{sys.executable} -m triage_tui --host 127.0.0.1 --port 1 --user u --security none "
+                       "--allow-plaintext list 2>/dev/full", shell=True, env=env, capture_output=True, text=True,
+                       timeout=60, cwd=Path(__file__).parents[2])
+    assert r.returncode == 3, (r.returncode, r.stdout)
