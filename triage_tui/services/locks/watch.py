@@ -245,10 +245,8 @@ class ReleaseWatcher:
                          countdown if held else 0.0, rate, eta, looks=self.looks,
                          free_for_s=None if self.free_since is None else now - self.free_since,
                          poll_cycle_s=self.poll_cycle)
-        if remaining == 0 and (settled or (self.timeout is not None and elapsed > self.timeout)):
-            st.done = True
-        elif remaining == 0:
-            pass  # everything picked up; some only \Seen so far: look again (SEEN_SETTLE_S)
+        if remaining == 0:  # every one picked up; while some are only \Seen, look again (SEEN_SETTLE_S)
+            st.done = settled or (self.timeout is not None and elapsed > self.timeout)
         elif not self.reclaimed and picked == 0 and st.cycles_free > 2:
             st.done, st.failed, st.reason = True, True, REASON_NO_RECLAIM
             st.diagnosis = diagnose_no_reclaim(st)
