@@ -64,14 +64,6 @@ class HungUpFile:
         return getattr(self._file, name)
 
 
-def _tell(app: Any, text: str) -> None:
-    say = getattr(app, "status", None)
-    if say is not None:
-        app.call_later(say, text, "warn")
-    else:  # pragma: no cover - another app
-        app.call_later(app.notify, text, severity="warning")
-
-
 def hangup_safe(driver_class: type[Driver]) -> type[Driver]:
     """``driver_class``, or its hang-up-safe subclass when it is Textual's Linux driver."""
     try:
@@ -100,7 +92,8 @@ def hangup_safe(driver_class: type[Driver]) -> type[Driver]:
                     if len(drops) > MAX_DROPS_PER_SECOND:
                         self._app.call_later(self._app.exit, None, 1, STORM)
                         return
-                    _tell(self._app, "dropped unreadable terminal input (is the terminal set to UTF-8?)")
+                    self._app.call_later(self._app.status, "dropped unreadable terminal input (is the terminal "
+                                         "set to UTF-8?)", "warn")
 
     HangupSafeDriver.__name__ = HangupSafeDriver.__qualname__ = f"HangupSafe{driver_class.__name__}"
     return HangupSafeDriver
