@@ -64,7 +64,8 @@ class _Output:
 class Context:
     def __init__(self, args: argparse.Namespace, stdout: TextIO | None = None, stdin: TextIO | None = None) -> None:
         self.args = args
-        self.out: Any = _Output(stdout or sys.stdout)
+        out = stdout or sys.stdout
+        self.out: Any = out if isinstance(out, _Output) else _Output(out)  # the demo hands its own on
         self.stdin = stdin or sys.stdin
         self._settings: Settings | None = None
         self._read_only: bool | None = None
