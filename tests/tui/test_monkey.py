@@ -17,27 +17,16 @@ from tests.tui.fakes import FakeConsumer, FakeLocks, FakeService, fixed_clock, l
 from tests.tui.test_typeahead import burst
 from triage_tui.services.locks import WatchStatus
 from triage_tui.tui.app import TriageApp
+from triage_tui.tui.keymap import binding_classes
 
 #: keys that end the app or leave the terminal: a monkey that presses them stops the test, not a bug
 _LEAVE = {"q", "ctrl+c", "ctrl+q", "ctrl+z", "ctrl+p"}
 
 
 def _bound_keys() -> list[str]:
-    from triage_tui.tui.screens.confirm import ConfirmScreen
-    from triage_tui.tui.screens.help import HelpScreen
-    from triage_tui.tui.screens.plan import PlanScreen
-    from triage_tui.tui.screens.preview import PreviewScreen
-    from triage_tui.tui.screens.reingest import ReingestScreen
-    from triage_tui.tui.widgets.bars import FilterInput
-    from triage_tui.tui.widgets.message_list import MessageList
-
-    keys: set[str] = set()
-    for cls in (TriageApp, MessageList, FilterInput, PreviewScreen, ConfirmScreen, ReingestScreen, HelpScreen,
-                PlanScreen):
-        for b in getattr(cls, "BINDINGS", ()):
-            if isinstance(b, Binding):
-                keys.update(k.strip() for k in b.key.split(","))
-    return sorted(k for k in keys if k not in _LEAVE and "+" not in k or k in {"shift+tab"})
+    keys = {k.strip() for cls in binding_classes() for b in getattr(cls, "BINDINGS", ()) if isinstance(b, Binding)
+            for k in b.key.split(",")}
+    return sorted(k for k in keys - _LEAVE if "+" not in k)
 
 
 ALPHABET = sorted(set(_bound_keys()) | set("abcdefghijklmnoprstuvwxyz0123456789/:<>!\"' -") - _LEAVE) + [

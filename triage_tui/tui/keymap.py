@@ -20,8 +20,8 @@ MODIFIERS = frozenset({"ctrl", "shift", "alt", "meta", "super", "hyper"})
 _NAMED = frozenset(k.value for k in Keys if "+" not in k.value and not k.value.startswith("<"))
 
 
-def binding_ids() -> list[str]:
-    """Every binding id of the app, its screens and widgets (what ``?`` lists)."""
+def binding_classes() -> tuple[type, ...]:
+    """The app, its screens and widgets: every class whose BINDINGS the operator can press."""
     from triage_tui.tui.app import TriageApp  # noqa: PLC0415 - the app imports nothing from here
     from triage_tui.tui.screens.confirm import ConfirmScreen  # noqa: PLC0415
     from triage_tui.tui.screens.help import HelpScreen  # noqa: PLC0415
@@ -31,9 +31,14 @@ def binding_ids() -> list[str]:
     from triage_tui.tui.widgets.bars import FilterInput  # noqa: PLC0415
     from triage_tui.tui.widgets.message_list import MessageList  # noqa: PLC0415
 
+    return (TriageApp, MessageList, FilterInput, PreviewScreen, ConfirmScreen, ReingestScreen, HelpScreen,
+            PlanScreen)
+
+
+def binding_ids() -> list[str]:
+    """Every binding id of the app, its screens and widgets (what ``?`` lists)."""
     ids: list[str] = []
-    for cls in (TriageApp, MessageList, FilterInput, PreviewScreen, ConfirmScreen, ReingestScreen, HelpScreen,
-                PlanScreen):
+    for cls in binding_classes():
         for b in getattr(cls, "BINDINGS", ()):
             if isinstance(b, Binding) and b.id and b.id not in ids:
                 ids.append(b.id)
