@@ -679,6 +679,47 @@ def test_a_large_warm_start_freezes_its_rows_out_of_the_collector(mailbox: Mailb
         gc.unfreeze()
 
 
+def test_a_warm_start_gives_its_first_rows_before_decoding_every_chunk(mailbox: Mailbox, path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warm listing hands out cached rows as each chunk is decoded (at 90k, its first rows came
+    only after all 50 chunks: 1 s), in the order a cold listing gives them; the collector is on
+    while the caller has a batch, also when the caller stops after the first one."""
+    import gc  # noqa: PLC0415
+
+    _seed(mailbox, 60)
+    monkeypatch.setattr(cache_mod, "CHUNK", 5)
+    first, _ = _svc(mailbox, path)
+    first.limits = Limits(max_count=5, workers=0)
+    cold = [m.to_json(NOW) for batch in first.iter_list(View.ALL, now=NOW) for m in batch]
+    first.close()
+    decoded: list[int] = []
+    decode = cache_mod.decode_chunk
+
+    def counted(blob: bytes) -> list[tuple[int, tuple[Any, ...]]]:
+        decoded.append(len(blob))
+        return decode(blob)
+
+    monkeypatch.setattr(cache_mod, "decode_chunk", counted)
+    svc, spy = _svc(mailbox, path)
+    svc.limits = Limits(max_count=5, workers=0)
+    try:
+        stream = svc.iter_list(View.ALL, now=NOW)
+        batch = next(stream)
+        assert batch and gc.isenabled()
+        assert 1 <= len(decoded) <= 3  # of 14 chunks
+        warm = [m.to_json(NOW) for m in batch] + [m.to_json(NOW) for b in stream for m in b]
+        assert len(decoded) >= 12
+        assert warm == cold and spy.uids == []  # the same rows, in the same order, none fetched
+        assert gc.isenabled()
+        stopped = svc.iter_list(View.ALL, now=NOW)
+        assert next(stopped) and gc.isenabled()
+        stopped.close()
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+        svc.close()
+
+
 def test_what_was_asked_with_the_search_is_used_only_for_its_own_since(mailbox: Mailbox, path: Path,
                                                                        monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The changed flags asked with the SEARCH are for the HIGHESTMODSEQ the cache held when it

@@ -346,10 +346,52 @@ class Token:
     modseq: Any
 
 
+class ChunkValues:
+    """The stored values of a load's rows, each chunk decoded on the first ``take`` of one of its
+    rows (a warm listing hands out its first rows after one chunk, not after all of them). The
+    blobs were read, and their CRC checked, within the load: what is decoded later is what the
+    load saw, whatever another process writes meanwhile."""
+
+    __slots__ = ("_blobs", "_got", "_rows")
+
+    def __init__(self, rows: dict[int, tuple[str, int, int]], blobs: dict[int, bytes]) -> None:
+        self._rows = rows
+        self._blobs = blobs  # chunk id -> its checked blob, until decoded
+        self._got: dict[int, tuple[Any, ...]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._blobs) or bool(self._got)
+
+    def take(self, uid: int) -> tuple[Any, ...] | None:
+        """The stored values of ``uid``, or None (not cached, or in a chunk that does not decode:
+        the caller fetches it). Each is given once: what the caller has rebuilt is not held
+        here too (at 90k, tens of MiB of tuples left among the rows when freed at the end)."""
+        v = self._got.pop(uid, None)
+        if v is not None:
+            return v
+        row = self._rows.get(uid)
+        if row is None:
+            return None
+        cid = row[2]
+        blob = self._blobs.pop(cid, None)
+        if blob is None:  # decoded already (without this row), or never read
+            return None
+        try:
+            items = decode_chunk(blob)
+        except Exception:  # noqa: BLE001 - a damaged chunk: its UIDs are fetched again
+            return None
+        rows, got = self._rows, self._got
+        for u, vals in items:
+            r = rows.get(u)
+            if r is not None and r[2] == cid:
+                got[u] = vals
+        return got.pop(uid, None)
+
+
 @dataclass
 class Loaded:
     rows: dict[int, tuple[str, int, int]]  # every cached uid -> (flags, day last used, its chunk)
-    values: dict[int, tuple[Any, ...]]  # the wanted ones that could be read -> stored values
+    values: ChunkValues  # the wanted ones -> stored values, decoded as they are asked for
     since: int | None  # a usable CHANGEDSINCE value, None: refresh every cached UID's flags
     token: Token
 
@@ -601,21 +643,16 @@ class HeaderCache:
                                "AND typeof(day) = 'integer' AND typeof(chunk) = 'integer' AND typeof(crc) = 'integer'")
                     if row_crc(uid, flags) == crc}  # else: fetched again
                 hits = [u for u in wanted if u in rows]
-                found: dict[int, tuple[Any, ...]] = {}
+                blobs: dict[int, bytes] = {}
                 for cid in sorted({rows[u][2] for u in hits}):
                     got = db.execute("SELECT blob, crc FROM chunks WHERE id = ?", (cid,)).fetchone()
-                    try:
-                        items = decode_chunk(checked(*got)) if got else []
-                    except Exception:  # noqa: BLE001 - a damaged chunk: its UIDs are fetched again
-                        continue
-                    for uid, v in items:
-                        row = rows.get(uid)
-                        if row is not None and row[2] == cid:
-                            found[uid] = v
+                    if got:
+                        with contextlib.suppress(Exception):  # a damaged chunk: its UIDs are fetched again
+                            blobs[cid] = checked(*got)
         except Exception as exc:  # noqa: BLE001 - sqlite3.Error, OSError, MemoryError...
             self._give_up(exc)
             return None
-        return Loaded(rows=rows, values=found, since=since,
+        return Loaded(rows=rows, values=ChunkValues(rows, blobs), since=since,
                       token=Token(uidvalidity, fp, meta["created"], stored))
 
     def rows_of(self, messages: Iterable[Message], uidvalidity: int,

@@ -21,7 +21,16 @@ from triage_tui.domain.classify import mark_duplicates
 from triage_tui.domain.model import LIST_HEADER_FIELDS, Message, View
 from triage_tui.errors import ConnectionFailed, OperationFailed
 from triage_tui.services import parallel
-from triage_tui.services.cache import KEEP, RECENT, HeaderCache, InOrder, Rebuilder, Token, split_flags
+from triage_tui.services.cache import (
+    KEEP,
+    RECENT,
+    ChunkValues,
+    HeaderCache,
+    InOrder,
+    Rebuilder,
+    Token,
+    split_flags,
+)
 from triage_tui.services.imapwire import FetchRecord
 from triage_tui.services.parallel import BuildPool, built_in_order
 from triage_tui.services.plan_types import MAX_MODSEQ
@@ -40,20 +49,18 @@ FREEZE_ROWS = 5_000
 
 
 @contextlib.contextmanager
-def _collector_off(*, freeze_from: int | None = None, made: list[Any] | None = None) -> Iterator[None]:
+def _collector_off() -> Iterator[None]:
     """The cyclic GC off meanwhile (process-wide: it is one collector), and back on after if it
     was on. Building or rebuilding rows allocates tens of objects per row, none cyclic, that the
-    collector would scan over and over. ``made``: the long-lived rows built meanwhile; from
-    ``freeze_from`` of them, everything is frozen out of the collector's generations as it is
-    turned back on, or the next collections scan them all (~100 ms each at 90k: a frozen UI)."""
+    collector would scan over and over. (A warm start's rebuilt rows, long-lived, are frozen
+    out of the collector's generations as it is turned back on: see ``iter_messages``; or the
+    next collections scan them all, ~100 ms each at 90k: a frozen UI.)"""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was_enabled:
-            if freeze_from is not None and made is not None and len(made) >= freeze_from:
-                gc.freeze()
             gc.enable()
 
 
@@ -67,18 +74,45 @@ def _held_back(matched_header: str | None) -> bool:
 PREFETCH_FRESH_S = 30.0
 
 
-def _split_held(rows: list[Message]) -> tuple[list[Message], list[Message]]:
-    """(first-pass rows, held-back rows), each in the given order."""
-    memo: dict[str | None, bool] = {}  # a few distinct header names
-    first: list[Message] = []
-    late: list[Message] = []
-    for m in rows:
-        h = m.matched_header
-        held = memo.get(h)
-        if held is None:
-            held = memo[h] = _held_back(h)
-        (late if held else first).append(m)
-    return first, late
+class WarmRows:
+    """A warm start's cached rows, rebuilt on demand in the view's order (:meth:`rebuilt`):
+    the flags refreshed from the server, \\Recent where the server has it, the expunged ones
+    left out."""
+
+    def __init__(self, uids: list[int], rows: dict[int, tuple[str, int, int]], values: ChunkValues,
+                 changed: dict[int, tuple[str, ...]], recent: set[int], gone: set[int], rebuild: Rebuilder) -> None:
+        self.uids, self.rows, self.values = uids, rows, values
+        self.changed, self.recent, self.gone, self.rebuild = changed, recent, gone, rebuild
+
+    def rebuilt(self) -> Iterator[tuple[int, Message | None]]:
+        """``(uid, its row)`` for each UID of the view not expunged since, in order; None for a
+        UID to fetch (not cached, or its stored values damaged)."""
+        take, rows, changed, recent, gone = self.values.take, self.rows, self.changed, self.recent, self.gone
+        rebuild = self.rebuild
+        split: dict[str, tuple[str, ...]] = {}  # flags text -> tuple: a few distinct sets
+        for u in self.uids:
+            v = take(u)
+            if v is None:
+                yield u, None
+                continue
+            if u in gone:
+                continue  # expunged since the SEARCH: a cold listing would not show it either
+            fresh = changed.get(u)
+            if fresh is not None:
+                flags = tuple(f for f in fresh if f != RECENT)
+            else:
+                text = rows[u][0]
+                flags = split.get(text)  # type: ignore[assignment]
+                if flags is None:
+                    flags = split[text] = split_flags(text)
+            if recent and u in recent:
+                flags += (RECENT,)  # where the server puts it: last
+            try:
+                m = rebuild(u, flags, v)
+            except Exception:  # noqa: BLE001 - a damaged row: fetched again
+                yield u, None
+                continue
+            yield u, m
 
 
 class Listing:
@@ -116,13 +150,55 @@ class Listing:
         early = late = None  # cached rows, given out where a cold listing gives them
         late_rows: list[Message] = []
         if cache is not None:
-            uids, warm, modseq, token = self._warm(cache, uidvalidity, uids, now)
-            if two_pass:  # the rows a cold listing holds back for its second pass come last
-                warm, late_rows = _split_held(warm)
-            early = InOrder(warm, uids)
-            part = early.before_fetch()
-            for i in range(0, len(part), step):
-                yield part[i:i + step]
+            warm, modseq, token = self._warm(cache, uidvalidity, uids, now)
+            if warm is not None:
+                # Cached rows go out as they are rebuilt (a chunk decoded at a time), up to the
+                # first UID that must be fetched: what a cold listing would give before it.
+                # The rows after it wait for their place among the fetched ones (InOrder); the
+                # rows a cold listing holds back for its second pass come last.
+                # The cyclic GC is off while rows are rebuilt (see _collector_off), back on
+                # while the caller has them: a caller that never finishes this generator does
+                # not leave the process without a collector.
+                misses: list[int] = []
+                rest: list[Message] = []
+                made = 0
+                part: list[Message] = []
+                held_memo: dict[str | None, bool] = {}
+                was_enabled = gc.isenabled()
+                gc.disable()
+                try:
+                    for u, m in warm.rebuilt():
+                        if m is None:
+                            misses.append(u)
+                            continue
+                        made += 1
+                        if two_pass:
+                            h = m.matched_header
+                            held_back = held_memo.get(h)
+                            if held_back is None:
+                                held_back = held_memo[h] = _held_back(h)
+                            if held_back:
+                                late_rows.append(m)
+                                continue
+                        if misses:
+                            rest.append(m)
+                            continue
+                        part.append(m)
+                        if len(part) >= step:
+                            if was_enabled:
+                                gc.enable()
+                            yield part
+                            gc.disable()
+                            part = []
+                finally:
+                    if was_enabled:
+                        if made >= FREEZE_ROWS:
+                            gc.freeze()
+                        gc.enable()
+                if part:
+                    yield part
+                uids = misses
+                early = InOrder(rest, uids)
             if token is None or not cache.usable:
                 cache = None
         pending: list[tuple[int, str, tuple[Any, ...]]] = []  # new rows for the cache
@@ -229,35 +305,36 @@ class Listing:
             return None
 
     def _warm(self, cache: HeaderCache, uidvalidity: int, uids: list[int],
-              now: datetime) -> tuple[list[int], list[Message], int | None, Token | None]:
-        """:meth:`_warm_rows` with the cyclic GC off, from the cache load to the last rebuilt
-        row: decoding the chunks was a third collections (20k), and what the load made would
-        be scanned by the first collection after it. The rows are frozen at the end."""
-        out: list[Message] = []
-        with _collector_off(freeze_from=FREEZE_ROWS, made=out):
-            return self._warm_rows(cache, uidvalidity, uids, now, out)
+              now: datetime) -> tuple[WarmRows | None, int | None, Token | None]:
+        """:meth:`_warm_rows` with the cyclic GC off: decoding the chunks' index was a third
+        collections (20k). The rows themselves are rebuilt by the caller (GC off too, frozen at
+        the end: see :func:`_collector_off`)."""
+        with _collector_off():
+            return self._warm_rows(cache, uidvalidity, uids, now)
 
-    def _warm_rows(self, cache: HeaderCache, uidvalidity: int, uids: list[int], now: datetime,
-                   out: list[Message]) -> tuple[list[int], list[Message], int | None, Token | None]:
-        """The cached part of a listing: ``(UIDs still to fetch, rows from the cache, the
-        HIGHESTMODSEQ their flags are known at)``. Flags come from the server: with CONDSTORE,
-        what changed since the stored HIGHESTMODSEQ; else a FLAGS fetch of every cached UID
-        (which also finds the expunged ones)."""
+    def _warm_rows(self, cache: HeaderCache, uidvalidity: int, uids: list[int],
+                   now: datetime) -> tuple[WarmRows | None, int | None, Token | None]:
+        """The cached part of a listing: ``(its rows to rebuild, or None: fetch every UID; the
+        HIGHESTMODSEQ their flags are known at; the cache's token)``. Flags come from the
+        server: with CONDSTORE, what changed since the stored HIGHESTMODSEQ; else a FLAGS fetch
+        of every cached UID (which also finds the expunged ones). The refreshed flags are
+        written before any row is given out: a refresh that cannot be written lists without the
+        cache, as if it were empty."""
         info = self.reader.mailbox  # as the SEARCH that found ``uids`` saw it
         if info is None or info.uidvalidity != uidvalidity:
-            return uids, [], None, None
+            return None, None, None
         h0 = info.highestmodseq if "CONDSTORE" in self.capabilities else None
         if h0 is not None and not 0 < h0 <= MAX_MODSEQ:
             h0 = None  # an absurd HIGHESTMODSEQ: refresh every cached UID's flags instead
         loaded = cache.load(uidvalidity, h0, uids, uidnext=info.uidnext)
         if loaded is None:
-            return uids, [], None, None
+            return None, None, None
         rows, since = loaded.rows, loaded.since
         if not rows:  # nothing cached: the rows this listing adds are known at h0
-            return uids, [], h0, loaded.token
+            return None, h0, loaded.token
         if not loaded.values:  # none of these is cached (new mail only): leave the rest as it is
             kept = loaded.token.modseq
-            return uids, [], kept if isinstance(kept, int) else None, loaded.token
+            return None, kept if isinstance(kept, int) else None, loaded.token
         wanted = set(uids)
         try:
             recent_found: list[int] | None = None
@@ -276,47 +353,18 @@ class Listing:
                 changed, gone = self._retrying("listing", lambda: self._flags_of(uidvalidity, sorted(rows)))
         except OperationFailed as e:  # a server refusing CHANGEDSINCE: list without the cache
             cache._give_up(e)
-            return uids, [], None, None
+            return None, None, None
         recent = set(recent_found if recent_found is not None
                      else self._retrying("listing", lambda: self.reader.search("RECENT")))
         gone_set = set(gone)
-        stored = loaded.values
-        rebuild = Rebuilder(uidvalidity, self.analysis.stale_after, now)
         today = int(time.time() // 86_400)
-        misses: list[int] = []
-        used: list[int] = []
-        split: dict[str, tuple[str, ...]] = {}  # flags text -> tuple: a few distinct sets
-        for u in uids:
-            v = stored.get(u)
-            if v is None:
-                misses.append(u)
-                continue
-            if u in gone_set:
-                continue  # expunged since the SEARCH: a cold listing would not show it either
-            row = rows[u]
-            fresh = changed.get(u)
-            if fresh is not None:
-                flags = tuple(f for f in fresh if f != RECENT)
-            else:
-                flags = split.get(row[0])  # type: ignore[assignment]
-                if flags is None:
-                    flags = split[row[0]] = split_flags(row[0])
-            if recent and u in recent:
-                flags += (RECENT,)  # where the server puts it: last
-            try:
-                m = rebuild(u, flags, v)
-            except Exception:  # noqa: BLE001 - a damaged row: fetched again
-                misses.append(u)
-                continue
-            out.append(m)
-            if row[1] != today:
-                used.append(u)
+        used = [u for u in uids if (row := rows.get(u)) is not None and row[1] != today and u not in gone_set]
         token = cache.commit(loaded.token, flags={u: f for u, f in changed.items() if u in rows}, used=used,
                              gone=gone, modseq=h0)
         if token is None:  # the refresh could not be written: list without the cache
-            out.clear()  # not given out: nothing to freeze
-            return uids, [], None, None
-        return misses, out, h0, token
+            return None, None, None
+        return WarmRows(uids, rows, loaded.values, changed, recent, gone_set,
+                        Rebuilder(uidvalidity, self.analysis.stale_after, now)), h0, token
 
     def _changed_and_recent(self, uidvalidity: int, since: int) -> tuple[dict[int, tuple[str, ...]], list[int]]:
         """``UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE since)``: the flags of every message changed
