@@ -682,8 +682,8 @@ def test_a_large_warm_start_freezes_its_rows_out_of_the_collector(mailbox: Mailb
 def test_a_warm_start_gives_its_first_rows_before_decoding_every_chunk(mailbox: Mailbox, path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A warm listing hands out cached rows as each chunk is decoded (at 90k, its first rows came
-    only after all 50 chunks: 1 s), in the order a cold listing gives them; the collector is on
-    while the caller has a batch, also when the caller stops after the first one."""
+    only after all 50 chunks: 1 s), in the order a cold listing gives them; the collector, off
+    while rows are rebuilt, is back on at the end, also when the caller stops after one batch."""
     import gc  # noqa: PLC0415
 
     _seed(mailbox, 60)
@@ -705,15 +705,19 @@ def test_a_warm_start_gives_its_first_rows_before_decoding_every_chunk(mailbox: 
     try:
         stream = svc.iter_list(View.ALL, now=NOW)
         batch = next(stream)
-        assert batch and gc.isenabled()
+        assert batch
         assert 1 <= len(decoded) <= 3  # of 14 chunks
         warm = [m.to_json(NOW) for m in batch] + [m.to_json(NOW) for b in stream for m in b]
         assert len(decoded) >= 12
         assert warm == cold and spy.uids == []  # the same rows, in the same order, none fetched
         assert gc.isenabled()
         stopped = svc.iter_list(View.ALL, now=NOW)
-        assert next(stopped) and gc.isenabled()
+        assert next(stopped)
         stopped.close()
+        assert gc.isenabled()
+        dropped = svc.iter_list(View.ALL, now=NOW)
+        assert next(dropped)
+        del dropped
         assert gc.isenabled()
     finally:
         gc.unfreeze()

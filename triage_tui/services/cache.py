@@ -347,28 +347,27 @@ class Token:
 
 
 class ChunkValues:
-    """The stored values of a load's rows, each chunk decoded on the first ``take`` of one of its
-    rows (a warm listing hands out its first rows after one chunk, not after all of them). The
-    blobs were read, and their CRC checked, within the load: what is decoded later is what the
-    load saw, whatever another process writes meanwhile."""
+    """The stored values of a load's rows: ``got.pop(uid)`` for a row whose chunk is decoded,
+    else :meth:`decode`. Each chunk is decoded when one of its rows is first asked for (a warm
+    listing hands out its first rows after one chunk, not after all of them), and each row's
+    values are given once (the caller keeps what it rebuilds from them: at 90k, holding them
+    here to the end left tens of MiB of tuples among the rows). The blobs were read, and their
+    CRC checked, within the load: what is decoded later is what the load saw, whatever another
+    process writes meanwhile."""
 
-    __slots__ = ("_blobs", "_got", "_rows")
+    __slots__ = ("_blobs", "_rows", "got")
 
     def __init__(self, rows: dict[int, tuple[str, int, int]], blobs: dict[int, bytes]) -> None:
         self._rows = rows
         self._blobs = blobs  # chunk id -> its checked blob, until decoded
-        self._got: dict[int, tuple[Any, ...]] = {}
+        self.got: dict[int, tuple[Any, ...]] = {}  # decoded, not yet given
 
     def __bool__(self) -> bool:
-        return bool(self._blobs) or bool(self._got)
+        return bool(self._blobs) or bool(self.got)
 
-    def take(self, uid: int) -> tuple[Any, ...] | None:
-        """The stored values of ``uid``, or None (not cached, or in a chunk that does not decode:
-        the caller fetches it). Each is given once: what the caller has rebuilt is not held
-        here too (at 90k, tens of MiB of tuples left among the rows when freed at the end)."""
-        v = self._got.pop(uid, None)
-        if v is not None:
-            return v
+    def decode(self, uid: int) -> tuple[Any, ...] | None:
+        """Decode the chunk of ``uid`` if it was not yet, and give its values; None: not cached,
+        given already, or in a chunk that does not decode (the caller fetches it)."""
         row = self._rows.get(uid)
         if row is None:
             return None
@@ -380,7 +379,7 @@ class ChunkValues:
             items = decode_chunk(blob)
         except Exception:  # noqa: BLE001 - a damaged chunk: its UIDs are fetched again
             return None
-        rows, got = self._rows, self._got
+        rows, got = self._rows, self.got
         for u, vals in items:
             r = rows.get(u)
             if r is not None and r[2] == cid:

@@ -75,44 +75,87 @@ PREFETCH_FRESH_S = 30.0
 
 
 class WarmRows:
-    """A warm start's cached rows, rebuilt on demand in the view's order (:meth:`rebuilt`):
-    the flags refreshed from the server, \\Recent where the server has it, the expunged ones
-    left out."""
+    """A warm start's cached rows, rebuilt in the view's order (:meth:`parts`): the flags
+    refreshed from the server, \\Recent where the server has it, the expunged ones left out."""
 
     def __init__(self, uids: list[int], rows: dict[int, tuple[str, int, int]], values: ChunkValues,
                  changed: dict[int, tuple[str, ...]], recent: set[int], gone: set[int], rebuild: Rebuilder) -> None:
         self.uids, self.rows, self.values = uids, rows, values
         self.changed, self.recent, self.gone, self.rebuild = changed, recent, gone, rebuild
+        self.misses: list[int] = []  # the UIDs to fetch (not cached, or damaged), in order
+        self.rest: list[Message] = []  # rows after the first of those, in order
+        self.late: list[Message] = []  # rows a cold listing's second pass would bring, in order
 
-    def rebuilt(self) -> Iterator[tuple[int, Message | None]]:
-        """``(uid, its row)`` for each UID of the view not expunged since, in order; None for a
-        UID to fetch (not cached, or its stored values damaged)."""
-        take, rows, changed, recent, gone = self.values.take, self.rows, self.changed, self.recent, self.gone
-        rebuild = self.rebuild
+    def parts(self, step: int, two_pass: bool) -> Iterator[list[Message]]:
+        """The rows before the first UID to fetch, ``step`` at a time; then :attr:`misses`,
+        :attr:`rest` and :attr:`late` hold the others (``two_pass``: a cold listing's second pass
+        brings the rows whose key is in Received or after it: :func:`_held_back`).
+
+        The cyclic GC is off until the last row is rebuilt (see :func:`_collector_off`; also
+        while the caller has a part: turned on and off at each, it would scan the rows made so
+        far again and again). A large listing's rows are frozen out of it as each part goes out:
+        a caller's own young-generation pass (the UI's, as it adds them) would otherwise scan
+        every row made since the last part. A caller that stops early closes this generator (or
+        drops it): the GC is back on."""
+        values = self.values
+        take, decode = values.got.pop, values.decode
+        rows, changed, recent, gone, rebuild = self.rows, self.changed, self.recent, self.gone, self.rebuild
+        misses, rest, late = self.misses, self.rest, self.late
         split: dict[str, tuple[str, ...]] = {}  # flags text -> tuple: a few distinct sets
-        for u in self.uids:
-            v = take(u)
-            if v is None:
-                yield u, None
-                continue
-            if u in gone:
-                continue  # expunged since the SEARCH: a cold listing would not show it either
-            fresh = changed.get(u)
-            if fresh is not None:
-                flags = tuple(f for f in fresh if f != RECENT)
-            else:
-                text = rows[u][0]
-                flags = split.get(text)  # type: ignore[assignment]
-                if flags is None:
-                    flags = split[text] = split_flags(text)
-            if recent and u in recent:
-                flags += (RECENT,)  # where the server puts it: last
-            try:
-                m = rebuild(u, flags, v)
-            except Exception:  # noqa: BLE001 - a damaged row: fetched again
-                yield u, None
-                continue
-            yield u, m
+        held_memo: dict[str | None, bool] = {}
+        part: list[Message] = []
+        made = 0
+        was_enabled = gc.isenabled()
+        freeze = was_enabled and len(self.uids) >= FREEZE_ROWS
+        gc.disable()
+        try:
+            for u in self.uids:
+                v = take(u, None)
+                if v is None and (v := decode(u)) is None:
+                    misses.append(u)
+                    continue
+                if u in gone:
+                    continue  # expunged since the SEARCH: a cold listing would not show it either
+                fresh = changed.get(u)
+                if fresh is not None:
+                    flags = tuple(f for f in fresh if f != RECENT)
+                else:
+                    text = rows[u][0]
+                    flags = split.get(text)  # type: ignore[assignment]
+                    if flags is None:
+                        flags = split[text] = split_flags(text)
+                if recent and u in recent:
+                    flags += (RECENT,)  # where the server puts it: last
+                try:
+                    m = rebuild(u, flags, v)
+                except Exception:  # noqa: BLE001 - a damaged row: fetched again
+                    misses.append(u)
+                    continue
+                made += 1
+                if two_pass:
+                    h = m.matched_header
+                    held = held_memo.get(h)
+                    if held is None:
+                        held = held_memo[h] = _held_back(h)
+                    if held:
+                        late.append(m)
+                        continue
+                if misses:
+                    rest.append(m)
+                    continue
+                part.append(m)
+                if len(part) >= step:
+                    if freeze:
+                        gc.freeze()
+                    yield part
+                    part = []
+        finally:
+            if was_enabled:
+                if freeze and made:
+                    gc.freeze()
+                gc.enable()
+        if part:
+            yield part
 
 
 class Listing:
@@ -156,49 +199,10 @@ class Listing:
                 # first UID that must be fetched: what a cold listing would give before it.
                 # The rows after it wait for their place among the fetched ones (InOrder); the
                 # rows a cold listing holds back for its second pass come last.
-                # The cyclic GC is off while rows are rebuilt (see _collector_off), back on
-                # while the caller has them: a caller that never finishes this generator does
-                # not leave the process without a collector.
-                misses: list[int] = []
-                rest: list[Message] = []
-                made = 0
-                part: list[Message] = []
-                held_memo: dict[str | None, bool] = {}
-                was_enabled = gc.isenabled()
-                gc.disable()
-                try:
-                    for u, m in warm.rebuilt():
-                        if m is None:
-                            misses.append(u)
-                            continue
-                        made += 1
-                        if two_pass:
-                            h = m.matched_header
-                            held_back = held_memo.get(h)
-                            if held_back is None:
-                                held_back = held_memo[h] = _held_back(h)
-                            if held_back:
-                                late_rows.append(m)
-                                continue
-                        if misses:
-                            rest.append(m)
-                            continue
-                        part.append(m)
-                        if len(part) >= step:
-                            if was_enabled:
-                                gc.enable()
-                            yield part
-                            gc.disable()
-                            part = []
-                finally:
-                    if was_enabled:
-                        if made >= FREEZE_ROWS:
-                            gc.freeze()
-                        gc.enable()
-                if part:
-                    yield part
-                uids = misses
-                early = InOrder(rest, uids)
+                yield from warm.parts(step, two_pass)
+                late_rows = warm.late
+                uids = warm.misses
+                early = InOrder(warm.rest, uids)
             if token is None or not cache.usable:
                 cache = None
         pending: list[tuple[int, str, tuple[Any, ...]]] = []  # new rows for the cache
