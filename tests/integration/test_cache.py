@@ -596,6 +596,53 @@ def test_the_tui_lists_the_same_rows_warm_and_its_sync_stays_right(mailbox: Mail
     assert _rows(_svc(mailbox, path)[0]) == _cold(mailbox)
 
 
+def test_keys_during_a_warm_stream_leave_the_right_rows_and_the_collector_on(mailbox: Mailbox, path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator switches views and asks for a full re-list while a warm start is still
+    handing out its rows (each stream closed mid-way): the list ends with the view's rows, as
+    the UI lists them without the cache, and the cyclic GC is back on."""
+    import asyncio
+    import gc
+
+    from tests.tui.conftest import loaded
+    from triage_tui.tui.app import TriageApp
+
+    _seed(mailbox, 120)
+    monkeypatch.setattr(cache_mod, "CHUNK", 5)
+    _warm_up(mailbox, path, View.UNSEEN)
+    _warm_up(mailbox, path, View.DELETED)
+
+    async def run(svc: TriageService, keys: tuple[str, ...]) -> dict[int, dict[str, Any]]:
+        app = TriageApp(svc, clock=lambda: NOW, watcher_factory=None)
+        async with app.run_test() as pilot:
+            for key in keys:
+                await pilot.pause(0.15)
+                await pilot.press(key)
+            await loaded(pilot)
+            return {u: m.to_json(NOW) for u, m in app.model.messages.items()}
+
+    def listed(cached: bool, keys: tuple[str, ...] = ()) -> dict[int, dict[str, Any]]:
+        svc, _ = _svc(mailbox, path if cached else None)
+        svc.limits = Limits(max_count=5, workers=0)
+        try:
+            return asyncio.run(run(svc, keys))
+        finally:
+            svc.close()
+            gc.unfreeze()
+
+    cold = listed(False)
+    rebuild = cache_mod.Rebuilder.__call__
+
+    def slow(self: Any, *a: Any) -> Any:
+        time.sleep(0.01)  # ~1 s for the unseen view: the keys arrive while its rows are handed out
+        return rebuild(self, *a)
+
+    monkeypatch.setattr(cache_mod.Rebuilder, "__call__", slow)
+    warm = listed(True, ("3", "1", "R", "3", "1"))
+    assert gc.isenabled()
+    assert warm == cold
+
+
 def test_a_warm_start_without_esearch_reads_plain_search_answers(mailbox: Mailbox, path: Path) -> None:
     """The changed flags and \\Recent come in one pipelined exchange; a server without ESEARCH
     answers ``* SEARCH n n`` there, among the FETCH answers (Dovecot itself, told we did not see
@@ -683,7 +730,8 @@ def test_a_warm_start_gives_its_first_rows_before_decoding_every_chunk(mailbox: 
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A warm listing hands out cached rows as each chunk is decoded (at 90k, its first rows came
     only after all 50 chunks: 1 s), in the order a cold listing gives them; the collector, off
-    while rows are rebuilt, is back on at the end, also when the caller stops after one batch."""
+    while rows are rebuilt, is on while the caller has a batch and at the end, also when the
+    caller stops after one batch or keeps the stream without finishing it."""
     import gc  # noqa: PLC0415
 
     _seed(mailbox, 60)
@@ -705,7 +753,7 @@ def test_a_warm_start_gives_its_first_rows_before_decoding_every_chunk(mailbox: 
     try:
         stream = svc.iter_list(View.ALL, now=NOW)
         batch = next(stream)
-        assert batch
+        assert batch and gc.isenabled()
         assert 1 <= len(decoded) <= 3  # of 14 chunks
         warm = [m.to_json(NOW) for m in batch] + [m.to_json(NOW) for b in stream for m in b]
         assert len(decoded) >= 12
@@ -719,6 +767,9 @@ def test_a_warm_start_gives_its_first_rows_before_decoding_every_chunk(mailbox: 
         assert next(dropped)
         del dropped
         assert gc.isenabled()
+        kept = svc.iter_list(View.ALL, now=NOW)
+        assert next(kept) and gc.isenabled()  # a caller holding it, for now
+        kept.close()
     finally:
         gc.unfreeze()
         svc.close()

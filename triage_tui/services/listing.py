@@ -91,12 +91,11 @@ class WarmRows:
         :attr:`rest` and :attr:`late` hold the others (``two_pass``: a cold listing's second pass
         brings the rows whose key is in Received or after it: :func:`_held_back`).
 
-        The cyclic GC is off until the last row is rebuilt (see :func:`_collector_off`; also
-        while the caller has a part: turned on and off at each, it would scan the rows made so
-        far again and again). A large listing's rows are frozen out of it as each part goes out:
-        a caller's own young-generation pass (the UI's, as it adds them) would otherwise scan
-        every row made since the last part. A caller that stops early closes this generator (or
-        drops it): the GC is back on."""
+        The cyclic GC is off while rows are rebuilt (see :func:`_collector_off`), and as it was
+        while the caller has a part (a caller that keeps this generator without finishing it
+        must not leave the process without a collector). A large listing's rows are frozen out
+        of it as each part goes out: the collections the caller meets (the UI's own young pass
+        as it adds them, too) would otherwise scan every row made so far, again and again."""
         values = self.values
         take, decode = values.got.pop, values.decode
         rows, changed, recent, gone, rebuild = self.rows, self.changed, self.recent, self.gone, self.rebuild
@@ -147,7 +146,10 @@ class WarmRows:
                 if len(part) >= step:
                     if freeze:
                         gc.freeze()
+                    if was_enabled:
+                        gc.enable()
                     yield part
+                    gc.disable()
                     part = []
         finally:
             if was_enabled:
