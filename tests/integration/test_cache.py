@@ -812,6 +812,44 @@ def test_a_damaged_middle_chunk_or_row_keeps_the_cold_order(mailbox: Mailbox, pa
     assert warm == cold
 
 
+def test_the_cache_is_read_while_the_server_searches_and_only_for_that_examine(mailbox: Mailbox, path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warm listing's cache load runs in a thread while the SEARCH burst is answered, and is
+    used only by the listing of that same EXAMINE: after another EXAMINE the listing loads for
+    itself. Either way the rows are a cold listing's."""
+    import threading  # noqa: PLC0415
+
+    from triage_tui.domain.classify import mark_duplicates  # noqa: PLC0415
+
+    _seed(mailbox, 12)
+    cold = _cold(mailbox, View.UNSEEN)
+    _warm_up(mailbox, path, View.UNSEEN)
+    loads: list[tuple[str, bool]] = []
+    load = HeaderCache.load
+
+    def spy(self: HeaderCache, uidvalidity: int, h: Any, wanted: Any, uidnext: Any = None) -> Any:
+        loads.append((threading.current_thread().name, wanted is None))
+        return load(self, uidvalidity, h, wanted, uidnext=uidnext)
+
+    monkeypatch.setattr(HeaderCache, "load", spy)
+    svc, spy_fetch = _svc(mailbox, path)
+    assert _rows(svc, View.UNSEEN) == cold and spy_fetch.uids == []
+    assert loads == [("triage-cache-load", True)]  # one load, in the thread, every chunk
+
+    loads.clear()
+    svc, spy_fetch = _svc(mailbox, path)
+    try:
+        uv, found = svc.search(View.UNSEEN, warm=True)
+        svc.reader.search("ALL")  # a command in between: the next EXAMINE is a new one
+        svc.reader.examine()
+        msgs = [m for b in svc.iter_messages(uv, found, now=NOW) for m in b]
+    finally:
+        svc.close()
+    mark_duplicates(msgs)  # as list() does
+    assert [m.to_json(NOW) for m in sorted(msgs, key=lambda m: m.uid)] == cold and spy_fetch.uids == []
+    assert [w for _, w in loads] == [True, False]  # the preload dropped, the listing's own load
+
+
 def test_what_was_asked_with_the_search_is_used_only_for_its_own_since(mailbox: Mailbox, path: Path,
                                                                        monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The changed flags asked with the SEARCH are for the HIGHESTMODSEQ the cache held when it

@@ -365,6 +365,11 @@ class ChunkValues:
     def __bool__(self) -> bool:
         return bool(self._blobs) or bool(self.got)
 
+    def has_any(self, uids: Iterable[int]) -> bool:
+        """Whether any of ``uids`` is in a chunk read (and not damaged)."""
+        rows, blobs = self._rows, self._blobs
+        return any((row := rows.get(u)) is not None and row[2] in blobs for u in uids)
+
     def decode(self, uid: int) -> tuple[Any, ...] | None:
         """Decode the chunk of ``uid`` if it was not yet, and give its values; None: not cached,
         given already, or in a chunk that does not decode (the caller fetches it)."""
@@ -596,13 +601,14 @@ class HeaderCache:
             return None
         return _since(meta.get("modseq"), highestmodseq)
 
-    def load(self, uidvalidity: int, highestmodseq: int | None, wanted: Iterable[int],
+    def load(self, uidvalidity: int, highestmodseq: int | None, wanted: Iterable[int] | None,
              uidnext: int | None = None) -> Loaded | None:
         """Open the cache for this UIDVALIDITY (None when the cache is off). A different
         UIDVALIDITY or fingerprint empties it first, and so does a server gone back in time
         with the same UIDVALIDITY (a restored backup, a failover replica): a HIGHESTMODSEQ lower
         than the stored one, or a UIDNEXT not above a cached UID (that UID may be given to
-        another message). Rows unused for longer than the age limit are dropped."""
+        another message). Rows unused for longer than the age limit are dropped. The chunks of
+        the ``wanted`` UIDs are read (None: every chunk, before the view's UIDs are known)."""
         if not self.usable:
             return None
         try:
@@ -641,7 +647,7 @@ class HeaderCache:
                     db.execute("SELECT uid, flags, day, chunk, crc FROM rows WHERE typeof(flags) = 'text' "
                                "AND typeof(day) = 'integer' AND typeof(chunk) = 'integer' AND typeof(crc) = 'integer'")
                     if row_crc(uid, flags) == crc}  # else: fetched again
-                hits = [u for u in wanted if u in rows]
+                hits = rows if wanted is None else [u for u in wanted if u in rows]
                 blobs: dict[int, bytes] = {}
                 for cid in sorted({rows[u][2] for u in hits}):
                     got = db.execute("SELECT blob, crc FROM chunks WHERE id = ?", (cid,)).fetchone()

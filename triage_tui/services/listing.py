@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -166,6 +167,8 @@ class Listing:
     #: what :meth:`_search_warm` asked with the SEARCH (the EXAMINE's info, since, changed flags, \\Recent
     #: and when); taken once, by the listing that follows the SEARCH
     _prefetched: tuple[Any, int, dict[int, tuple[str, ...]], list[int], list[tuple[int, int]], float] | None = None
+    #: the cache load started by :meth:`_start_preload`: (EXAMINE answer, HIGHESTMODSEQ, thread, result box)
+    _preload: tuple[Any, int, threading.Thread, dict[str, Any]] | None = None
 
     def iter_list(self, view: View = View.UNSEEN, *, headers: bool = True, uids: list[int] | None = None,
                   now: datetime | None = None, narrow: str | None = None) -> Iterator[list[Message]]:
@@ -282,6 +285,7 @@ class Listing:
         since = cache.peek_since(info.uidvalidity, h0) if h0 is not None and 0 < h0 <= MAX_MODSEQ else None
         if since is None:
             return None, info
+        self._start_preload(cache, info, h0)  # the cache is read while the server searches
         try:
             found, changed, recent, alive = r.search_and_changes(f"{view.search} {narrow}" if narrow else view.search,
                                                                  since)
@@ -289,6 +293,31 @@ class Listing:
             return None, info  # asked again one by one, where each refusal is handled as usual
         self._prefetched = (info, since, changed, recent, alive, time.monotonic())
         return (info.uidvalidity, found), info
+
+    def _start_preload(self, cache: HeaderCache, info: Any, h0: int) -> None:
+        """:meth:`HeaderCache.load` (every chunk: the view's UIDs are not known yet) in a thread,
+        while the server answers the SEARCH burst; :meth:`_warm_rows` takes it for the same
+        EXAMINE and HIGHESTMODSEQ. The load is mostly SQLite and the wait mostly the socket:
+        neither holds the GIL for long."""
+        self._join_preload()
+        box: dict[str, Any] = {}
+
+        def preload() -> None:
+            with _collector_off():
+                box["loaded"] = cache.load(info.uidvalidity, h0, None, uidnext=info.uidnext)
+
+        t = threading.Thread(target=preload, name="triage-cache-load", daemon=True)
+        self._preload = (info, h0, t, box)
+        t.start()
+
+    def _join_preload(self) -> tuple[Any, int, dict[str, Any]] | None:
+        """Wait for a preload started by :meth:`_start_preload`, taking it: (EXAMINE answer,
+        HIGHESTMODSEQ, {"loaded": what load returned} or {} if it raised)."""
+        pre, self._preload = self._preload, None
+        if pre is None:
+            return None
+        pre[2].join()
+        return pre[0], pre[1], pre[3]
 
     def _take_prefetched(self, since: int) -> tuple[dict[int, tuple[str, ...]], list[int], list[tuple[int, int]]] | None:
         """(changed flags, \\Recent UIDs, every UID as runs) asked with the SEARCH, if they fit."""
@@ -332,13 +361,17 @@ class Listing:
         h0 = info.highestmodseq if "CONDSTORE" in self.capabilities else None
         if h0 is not None and not 0 < h0 <= MAX_MODSEQ:
             h0 = None  # an absurd HIGHESTMODSEQ: refresh every cached UID's flags instead
-        loaded = cache.load(uidvalidity, h0, uids, uidnext=info.uidnext)
+        pre = self._join_preload()
+        if pre is not None and pre[0] is info and pre[1] == h0 and "loaded" in pre[2]:
+            loaded = pre[2]["loaded"]  # read while the server searched
+        else:
+            loaded = cache.load(uidvalidity, h0, uids, uidnext=info.uidnext)
         if loaded is None:
             return None, None, None
         rows, since = loaded.rows, loaded.since
         if not rows:  # nothing cached: the rows this listing adds are known at h0
             return None, h0, loaded.token
-        if not loaded.values:  # none of these is cached (new mail only): leave the rest as it is
+        if not loaded.values.has_any(uids):  # none of these is cached (new mail only): leave the rest as it is
             kept = loaded.token.modseq
             return None, kept if isinstance(kept, int) else None, loaded.token
         wanted = set(uids)

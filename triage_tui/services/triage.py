@@ -261,6 +261,7 @@ class TriageService(Listing, UndoPlanning, Execution):
                 info: MailboxInfo | None = None) -> tuple[int, builtins.list[int]]:
         """``info``: the answer of the EXAMINE just sent on the read connection, if any."""
         self._prefetched = None  # a listing after this SEARCH asks for itself
+        self._preload = None  # and loads the cache for itself (a preload still running ends on its own)
         r = self.reader
         if info is None or info is not r.mailbox:
             info = r.examine()
