@@ -1,0 +1,143 @@
+"""The UI's warm start as an operator gets it: each start in a fresh process (not after a cold
+run in the same one, as ``bench_tui.py --part dovecot`` does), against a real Dovecot with
+realistic mail, optionally alternating with another checkout.
+
+    PYTHONPATH=. .venv/bin/python bench/bench_tui_fresh.py [--n 100000] [--runs 4] [--against DIR]
+
+The mailbox is seeded once (bench/realistic.py, plaintext loopback). Each checkout gets its own
+header cache (the cache's fingerprint hashes the code: two checkouts would reset each other's),
+filled by one untimed start. Then ``--runs`` warm starts per checkout, alternating. A start is
+``python this_file --child``: the checkout's app, built as ``bench_tui.py`` builds it (no
+preconnect), 120x36, from app start: first frame with rows, whole list, event-loop lag (max,
+p99; a task asking to wake every 5 ms), RSS and its peak. ``--against DIR``: e.g. ``git worktree
+add /tmp/old <rev>``; both run with this venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child(root: str, port: int, user: str, cache: str) -> None:
+    """One app start in this (fresh) process, with ``root``'s code; prints one JSON line."""
+    import asyncio
+
+    sys.path[:0] = [root, str(Path(root) / "bench")]
+    from bench_tui import BenchApp, LagMonitor, rss_mb, wait_listed  # type: ignore[import-not-found]
+
+    from tests.servers import PASSWORD
+    from triage_tui.domain.analysis import AnalysisConfig
+    from triage_tui.services.cache import HeaderCache
+    from triage_tui.services.imap import ConnectionSettings, Secret
+    from triage_tui.services.journal import AuditJournal
+    from triage_tui.services.triage import TriageService
+
+    settings = ConnectionSettings(host="127.0.0.1", port=port, user=user, password=Secret(PASSWORD),
+                                  security="none")
+    analysis = AnalysisConfig(address="incoming+%{key}@incoming.gitlab.example.com")
+    svc = TriageService(settings, read_only=True, journal=AuditJournal(Path(cache).with_suffix(".journal")),
+                        analysis=analysis, cache=HeaderCache(Path(cache), analysis))
+    app = BenchApp(svc, watcher_factory=None)
+    marks: dict[str, float] = {}
+
+    def on_frame() -> None:
+        if "first" not in marks and app.model.rows:
+            marks["first"] = time.perf_counter()
+        if "whole" not in marks and not app._loading and app._uidvalidity is not None:
+            marks["whole"] = time.perf_counter()
+
+    app.frame_hook = on_frame
+    mon = LagMonitor()
+
+    async def run() -> None:
+        marks["start"] = time.perf_counter()
+        async with app.run_test(size=(120, 36)) as pilot:
+            mon.start()
+            await wait_listed(app, pilot)
+            await pilot.pause(0.2)
+            marks.update(mon.stop())
+            marks["rss"] = rss_mb()
+            marks["rows"] = len(app.model)
+
+    asyncio.run(run())
+    svc.close()
+    s = marks["start"]
+    print(json.dumps({"first": marks["first"] - s, "whole": marks["whole"] - s, "lag_max": marks["lag_max"],
+                      "lag_p99": marks["lag_p99"], "rss": marks["rss"], "rss_peak": marks["rss_peak"],
+                      "rows": marks["rows"]}))
+
+
+def start(root: str, port: int, user: str, cache: Path) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # bytecode, as installed
+    env["PYTHONPATH"] = root
+    out = subprocess.run([sys.executable, __file__, "--child", root, str(port), user, str(cache)],
+                         capture_output=True, text=True, env=env, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"a start with {root} failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5])
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--runs", type=int, default=4)
+    ap.add_argument("--against", metavar="DIR", help="another checkout, alternated with this one")
+    a = ap.parse_args()
+    sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+    from realistic import seed  # type: ignore[import-not-found]
+
+    from tests.servers import start_dovecot
+
+    roots = [str(ROOT)] + ([str(Path(a.against).resolve())] if a.against else [])
+    for r in roots:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(r) / "triage_tui")], check=False,
+                       env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
+    server = start_dovecot(tls=False)
+    work = Path(tempfile.mkdtemp(prefix="bench-tui-fresh-"))
+    try:
+        user = seed(server, a.n)
+        caches = {r: work / f"cache-{i}.sqlite3" for i, r in enumerate(roots)}
+        for r in roots:
+            start(r, server.imap_port, user, caches[r])  # cold: fills its cache (untimed)
+        res: dict[str, list[dict[str, Any]]] = {r: [] for r in roots}
+        for i in range(a.runs):
+            for r in roots:
+                x = start(r, server.imap_port, user, caches[r])
+                res[r].append(x)
+                print(f"  run {i + 1}/{a.runs} {r}: first {x['first']:.2f} s, whole {x['whole']:.2f} s, "
+                      f"lag max {x['lag_max'] * 1000:.0f} ms", file=sys.stderr)
+        print(f"\nWarm UI starts, each in a fresh process, {a.n:,} realistic messages "
+              f"({res[roots[0]][0]['rows']:,} rows), loopback Dovecot, 120x36, from app start; "
+              f"{a.runs} alternating runs, min / median / max:\n")
+        print("| checkout | first rows | whole list | loop lag max | lag p99 | RSS / peak |")
+        print("|---|---|---|---|---|---|")
+
+        def mmm(xs: list[float], scale: float = 1.0, unit: str = "s", fmt: str = "{:.2f}") -> str:
+            return " / ".join(fmt.format(v * scale) for v in (min(xs), statistics.median(xs), max(xs))) + f" {unit}"
+
+        for r in roots:
+            xs = res[r]
+            print(f"| {r} | {mmm([x['first'] for x in xs])} | {mmm([x['whole'] for x in xs])} | "
+                  f"{mmm([x['lag_max'] for x in xs], 1000, 'ms', '{:.0f}')} | "
+                  f"{mmm([x['lag_p99'] for x in xs], 1000, 'ms', '{:.0f}')} | "
+                  f"{statistics.median(x['rss'] for x in xs):.0f} / {statistics.median(x['rss_peak'] for x in xs):.0f} MiB |")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
