@@ -46,6 +46,7 @@ def test_a_burst_of_batches_gives_the_loop_a_turn_between_slices(monkeypatch: py
     turn of the event loop (a task counting turns sees every one), and the listing ends after
     the last batch even though its end was posted before they were folded."""
     monkeypatch.setattr(L, "FOLD_SLICE", 0.0)
+    monkeypatch.setattr(L, "POST_EVERY", 0.0)  # every batch its own message, all at once
     app = _app(5000, 50)
     turns = [0]
     seen: list[tuple[int, int]] = []
@@ -76,6 +77,41 @@ def test_a_burst_of_batches_gives_the_loop_a_turn_between_slices(monkeypatch: py
             assert app.list.cursor == 1
 
     asyncio.run(go())
+
+
+def test_a_fast_stream_reaches_the_ui_in_few_messages_its_first_batch_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warm start's cached rows come faster than the UI can fold them one message at a time
+    (each a turn of the event loop taken from the listing thread): the first batch is posted at
+    once, the others at most every POST_EVERY, and every row arrives, in order."""
+    import time as _time
+
+    monkeypatch.setattr(L, "POST_EVERY", 0.2)
+    svc = FakeService(big_messages(3000), chunk=30)
+    stream = svc.iter_messages
+
+    def slow(*a: Any, **kw: Any) -> Any:
+        for batch in stream(*a, **kw):
+            _time.sleep(0.005)  # 100 batches in ~0.5 s
+            yield batch
+
+    svc.iter_messages = slow  # type: ignore[method-assign]
+    app = TriageApp(svc, watcher_factory=None, clock=fixed_clock)
+    posted: list[int] = []
+    orig = L.ListingController.list_batch
+
+    def spy(self: L.ListingController, msg: Any) -> None:
+        posted.append(len(msg.batch))
+        orig(self, msg)
+
+    monkeypatch.setattr(L.ListingController, "list_batch", spy)
+
+    async def go() -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await loaded(pilot)
+            assert app.model.rows == list(range(1, 3001))
+
+    asyncio.run(go())
+    assert posted[0] == 30 and sum(posted) == 3000 and len(posted) <= 6, posted
 
 
 def test_a_reload_while_batches_wait_drops_them(monkeypatch: pytest.MonkeyPatch) -> None:
