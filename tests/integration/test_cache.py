@@ -643,6 +643,45 @@ def test_keys_during_a_warm_stream_leave_the_right_rows_and_the_collector_on(mai
     assert warm == cold
 
 
+def test_the_ui_shows_a_warm_starts_first_rows_while_the_rest_still_comes(mailbox: Mailbox, path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first screen of a warm start does not wait for the whole cache: rows are on screen
+    while the listing is still rebuilding the others, and the list ends complete."""
+    import asyncio
+
+    from tests.tui.conftest import loaded, wait_for
+    from triage_tui.tui.app import TriageApp
+
+    _seed(mailbox, 120)
+    monkeypatch.setattr(cache_mod, "CHUNK", 5)
+    _warm_up(mailbox, path, View.UNSEEN)
+    cold = _cold(mailbox, View.UNSEEN)
+    rebuild = cache_mod.Rebuilder.__call__
+
+    def slow(self: Any, *a: Any) -> Any:
+        time.sleep(0.01)  # ~1 s for the view
+        return rebuild(self, *a)
+
+    monkeypatch.setattr(cache_mod.Rebuilder, "__call__", slow)
+    svc, spy = _svc(mailbox, path)
+    svc.limits = Limits(max_count=5, workers=0)
+
+    async def run() -> tuple[int, bool, list[int]]:
+        app = TriageApp(svc, clock=lambda: NOW, watcher_factory=None)
+        async with app.run_test() as pilot:
+            await wait_for(pilot, lambda: bool(app.model.rows), what="the first rows")
+            early, still_loading = len(app.model.rows), app._loading
+            await loaded(pilot)
+            return early, still_loading, sorted(app.model.messages)
+
+    try:
+        early, still_loading, uids = asyncio.run(run())
+    finally:
+        svc.close()
+    assert still_loading and 0 < early < len(cold)
+    assert uids == [r["uid"] for r in cold] and spy.uids == []
+
+
 def test_a_warm_start_without_esearch_reads_plain_search_answers(mailbox: Mailbox, path: Path) -> None:
     """The changed flags and \\Recent come in one pipelined exchange; a server without ESEARCH
     answers ``* SEARCH n n`` there, among the FETCH answers (Dovecot itself, told we did not see
