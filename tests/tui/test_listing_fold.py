@@ -111,7 +111,7 @@ def test_a_fast_stream_reaches_the_ui_in_few_messages_its_first_batch_at_once(mo
             assert app.model.rows == list(range(1, 3001))
 
     asyncio.run(go())
-    assert posted[0] == 30 and sum(posted) == 3000 and len(posted) <= 6, posted
+    assert posted[0] == 30 and sum(posted) == 3000 and len(posted) <= 12, posted  # not 100 (a slow machine: a few more)
 
 
 def test_a_reload_while_batches_wait_drops_them(monkeypatch: pytest.MonkeyPatch) -> None:
