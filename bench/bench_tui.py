@@ -148,37 +148,42 @@ def bench_dovecot(n: int) -> dict[str, dict[str, float]]:
             gc.collect()
             svc = TriageService(settings, read_only=True, journal=AuditJournal(Path("/tmp/bench-journal.jsonl")),
                                 analysis=analysis, cache=HeaderCache(cache_file, analysis))
-            app = BenchApp(svc, watcher_factory=None)
-            marks: dict[str, float] = {}
-
-            def on_frame(app: BenchApp = app, marks: dict[str, float] = marks) -> None:
-                if "first_rows" not in marks and app.model.rows:
-                    marks["first_rows"] = time.perf_counter()
-                if "whole" not in marks and not app._loading and app._uidvalidity is not None:
-                    marks["whole"] = time.perf_counter()
-
-            app.frame_hook = on_frame
-            mon = LagMonitor()
-
-            async def run(app: BenchApp = app, marks: dict[str, float] = marks, mon: LagMonitor = mon) -> None:
-                marks["start"] = time.perf_counter()
-                async with app.run_test(size=(120, 36)) as pilot:
-                    mon.start()
-                    await wait_listed(app, pilot)
-                    await pilot.pause(0.2)
-                    marks.update(mon.stop())
-                    marks["rss"] = rss_mb()
-                    marks["rows"] = len(app.model)
-
-            asyncio.run(run())
+            out[label] = measure_start(BenchApp(svc, watcher_factory=None))
             svc.close()
-            out[label] = {"first_rows": marks["first_rows"] - marks["start"],
-                          "whole": marks["whole"] - marks["start"], "lag_max": marks["lag_max"],
-                          "lag_p99": marks["lag_p99"], "rss": marks["rss"], "rss_peak": marks["rss_peak"],
-                          "rows": marks["rows"]}
         return out
     finally:
         server.stop()
+
+
+def measure_start(app: BenchApp) -> dict[str, float]:
+    """Run ``app`` headless at 120x36 until its listing is done: seconds from app start to the
+    first frame with rows and to the whole list, event-loop lag (max, p99), RSS and its peak
+    (MiB), rows. (bench_tui_fresh.py measures each start in a fresh process with this.)"""
+    marks: dict[str, float] = {}
+
+    def on_frame() -> None:
+        if "first_rows" not in marks and app.model.rows:
+            marks["first_rows"] = time.perf_counter()
+        if "whole" not in marks and not app._loading and app._uidvalidity is not None:
+            marks["whole"] = time.perf_counter()
+
+    app.frame_hook = on_frame
+    mon = LagMonitor()
+
+    async def run() -> None:
+        marks["start"] = time.perf_counter()
+        async with app.run_test(size=(120, 36)) as pilot:
+            mon.start()
+            await wait_listed(app, pilot)
+            await pilot.pause(0.2)
+            marks.update(mon.stop())
+            marks["rss"] = rss_mb()
+            marks["rows"] = len(app.model)
+
+    asyncio.run(run())
+    return {"first_rows": marks["first_rows"] - marks["start"], "whole": marks["whole"] - marks["start"],
+            "lag_max": marks["lag_max"], "lag_p99": marks["lag_p99"], "rss": marks["rss"],
+            "rss_peak": marks["rss_peak"], "rows": marks["rows"]}
 
 
 # -- part 2: keys on 100k (in-memory service) --------------------------------------------------

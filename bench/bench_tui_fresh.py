@@ -16,13 +16,13 @@ add /tmp/old <rev>``; both run with this venv. ``--cold``: every start with an e
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def child(root: str, port: int, user: str, cache: str) -> None:
-    """One app start in this (fresh) process, with ``root``'s code; prints one JSON line."""
-    import asyncio
-
-    sys.path[:0] = [root, str(Path(root) / "bench")]
-    from bench_tui import BenchApp, LagMonitor, rss_mb, wait_listed  # type: ignore[import-not-found]
-
+    """One app start in this (fresh) process, with ``root``'s code (the measuring harness is this
+    checkout's ``bench_tui``, found beside this file); prints one JSON line."""
+    sys.path.insert(0, root)
+    # root's packages first: bench_tui puts this checkout in front of sys.path as it is imported
+    import tests.tui.fakes  # noqa: F401
+    import triage_tui
+    import triage_tui.tui.app  # noqa: F401
     from tests.servers import PASSWORD
     from triage_tui.domain.analysis import AnalysisConfig
     from triage_tui.services.cache import HeaderCache
@@ -43,39 +44,18 @@ def child(root: str, port: int, user: str, cache: str) -> None:
     from triage_tui.services.journal import AuditJournal
     from triage_tui.services.triage import TriageService
 
+    harness = importlib.import_module("bench_tui")  # after them (an import sorter would move a plain import)
+    assert Path(triage_tui.__file__).resolve().is_relative_to(Path(root).resolve()), triage_tui.__file__
+
     settings = ConnectionSettings(host="127.0.0.1", port=port, user=user, password=Secret(PASSWORD),
                                   security="none")
     analysis = AnalysisConfig(address="incoming+%{key}@incoming.gitlab.example.com")
     svc = TriageService(settings, read_only=True, journal=AuditJournal(Path(cache).with_suffix(".journal")),
                         analysis=analysis, cache=HeaderCache(Path(cache), analysis))
-    app = BenchApp(svc, watcher_factory=None)
-    marks: dict[str, float] = {}
-
-    def on_frame() -> None:
-        if "first" not in marks and app.model.rows:
-            marks["first"] = time.perf_counter()
-        if "whole" not in marks and not app._loading and app._uidvalidity is not None:
-            marks["whole"] = time.perf_counter()
-
-    app.frame_hook = on_frame
-    mon = LagMonitor()
-
-    async def run() -> None:
-        marks["start"] = time.perf_counter()
-        async with app.run_test(size=(120, 36)) as pilot:
-            mon.start()
-            await wait_listed(app, pilot)
-            await pilot.pause(0.2)
-            marks.update(mon.stop())
-            marks["rss"] = rss_mb()
-            marks["rows"] = len(app.model)
-
-    asyncio.run(run())
-    svc.close()
-    s = marks["start"]
-    print(json.dumps({"first": marks["first"] - s, "whole": marks["whole"] - s, "lag_max": marks["lag_max"],
-                      "lag_p99": marks["lag_p99"], "rss": marks["rss"], "rss_peak": marks["rss_peak"],
-                      "rows": marks["rows"]}))
+    try:
+        print(json.dumps(harness.measure_start(harness.BenchApp(svc, watcher_factory=None))))
+    finally:
+        svc.close()
 
 
 def start(root: str, port: int, user: str, cache: Path) -> dict[str, Any]:
@@ -120,7 +100,7 @@ def main() -> None:
                 cache = work / f"cold-{i}-{j}.sqlite3" if a.cold else caches[r]
                 x = start(r, server.imap_port, user, cache)
                 res[r].append(x)
-                print(f"  run {i + 1}/{a.runs} {r}: first {x['first']:.2f} s, whole {x['whole']:.2f} s, "
+                print(f"  run {i + 1}/{a.runs} {r}: first {x['first_rows']:.2f} s, whole {x['whole']:.2f} s, "
                       f"lag max {x['lag_max'] * 1000:.0f} ms", file=sys.stderr)
         print(f"\n{'Cold' if a.cold else 'Warm'} UI starts, each in a fresh process, {a.n:,} realistic messages "
               f"({res[roots[0]][0]['rows']:,} rows), loopback Dovecot, 120x36, from app start; "
@@ -133,7 +113,7 @@ def main() -> None:
 
         for r in roots:
             xs = res[r]
-            print(f"| {r} | {mmm([x['first'] for x in xs])} | {mmm([x['whole'] for x in xs])} | "
+            print(f"| {r} | {mmm([x['first_rows'] for x in xs])} | {mmm([x['whole'] for x in xs])} | "
                   f"{mmm([x['lag_max'] for x in xs], 1000, 'ms', '{:.0f}')} | "
                   f"{mmm([x['lag_p99'] for x in xs], 1000, 'ms', '{:.0f}')} | "
                   f"{statistics.median(x['rss'] for x in xs):.0f} / {statistics.median(x['rss_peak'] for x in xs):.0f} MiB |")
