@@ -362,9 +362,6 @@ class ChunkValues:
         self._blobs = blobs  # chunk id -> its checked blob, until decoded
         self.got: dict[int, tuple[Any, ...]] = {}  # decoded, not yet given
 
-    def __bool__(self) -> bool:
-        return bool(self._blobs) or bool(self.got)
-
     def has_any(self, uids: Iterable[int]) -> bool:
         """Whether any of ``uids`` is in a chunk read (and not damaged)."""
         rows, blobs = self._rows, self._blobs
@@ -395,7 +392,7 @@ class ChunkValues:
 @dataclass
 class Loaded:
     rows: dict[int, tuple[str, int, int]]  # every cached uid -> (flags, day last used, its chunk)
-    values: ChunkValues  # the wanted ones -> stored values, decoded as they are asked for
+    values: ChunkValues  # the rows of the chunks read -> stored values, decoded as they are asked for
     since: int | None  # a usable CHANGEDSINCE value, None: refresh every cached UID's flags
     token: Token
 

@@ -53,9 +53,9 @@ FREEZE_ROWS = 5_000
 def _collector_off() -> Iterator[None]:
     """The cyclic GC off meanwhile (process-wide: it is one collector), and back on after if it
     was on. Building or rebuilding rows allocates tens of objects per row, none cyclic, that the
-    collector would scan over and over. (A warm start's rebuilt rows, long-lived, are frozen
-    out of the collector's generations as it is turned back on: see ``iter_messages``; or the
-    next collections scan them all, ~100 ms each at 90k: a frozen UI.)"""
+    collector would scan over and over. (A warm start's rebuilt rows, long-lived, are also
+    frozen out of the collector's generations: see :meth:`WarmRows.parts`; or the next
+    collections scan them all, ~100 ms each at 90k: a frozen UI.)"""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -341,9 +341,9 @@ class Listing:
 
     def _warm(self, cache: HeaderCache, uidvalidity: int, uids: list[int],
               now: datetime) -> tuple[WarmRows | None, int | None, Token | None]:
-        """:meth:`_warm_rows` with the cyclic GC off: decoding the chunks' index was a third
-        collections (20k). The rows themselves are rebuilt by the caller (GC off too, frozen at
-        the end: see :func:`_collector_off`)."""
+        """:meth:`_warm_rows` with the cyclic GC off: reading the cache's index was a third
+        collections (20k). The rows themselves are rebuilt by the caller (:meth:`WarmRows.parts`,
+        which handles the GC itself)."""
         with _collector_off():
             return self._warm_rows(cache, uidvalidity, uids, now)
 
