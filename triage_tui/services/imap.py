@@ -730,6 +730,14 @@ class ImapSession:
         answers, they listed a message twice (once with no header) or one that is not in the
         view, which a bulk selection could then mark. They go to ``on_untagged``; one that is all
         a server ever sends for an asked UID is given last (a degraded row, as before).
+
+        Records come out in ascending UID order, whatever order they arrive in: a server may run
+        pipelined commands in parallel (RFC 3501 5.5), and Dovecot does when the client reads
+        slower than it writes (a cold listing building rows): its answers to several FETCHes
+        interleave. Given in arrival order, a listing's order changed from run to run, and with it
+        which copy of a duplicate Message-ID ``list`` flagged and what ``--limit`` printed. An
+        answer that comes before an earlier UID's waits for it, or for the end of that UID's
+        command (a UID expunged meanwhile has no answer): at most the commands in flight.
         """
         if "BODY[" in items.replace("BODY.PEEK[", "") or ("RFC822" in items.replace("RFC822.SIZE", "").replace("RFC822.HEADER", "")):
             raise ValueError("refusing a FETCH that could set \\Seen: use BODY.PEEK")
@@ -740,22 +748,58 @@ class ImapSession:
         with self.lock:
             self._throttle_hits = 0  # per operation
             pipe = wire.pipeline(lim.window)
+            order: list[int] = []  # the asked UIDs, ascending (the pieces are: uidset.split sorts)
             for text, members in self._pieces(uids):
                 pipe.submit(f"UID FETCH {text} ({items})".encode("ascii"), members)
+                order += members
             batch: list[FetchRecord] = []
             answers = _answers(items)
             given: set[int] = set()
             spare: dict[int, FetchRecord] = {}  # an asked UID's record without the asked items
+            early: dict[int, FetchRecord] = {}  # answers that came before an earlier UID's
+            unanswered: set[int] = set()  # UIDs whose command ended without their answer
+            nxt = 0  # order[nxt] is the next UID to give
+
+            def release() -> None:
+                """Give what waited for the UIDs now given or known unanswered."""
+                nonlocal nxt
+                while nxt < len(order):
+                    u = order[nxt]
+                    rec = early.pop(u, None)
+                    if rec is not None:
+                        batch.append(rec)
+                    elif u not in unanswered:
+                        return
+                    nxt += 1
+
+            def full() -> list[list[FetchRecord]]:
+                """The whole batches of ``lim.max_count`` records that ``batch`` holds (a release
+                can give a few commands' worth at once), taken out of it."""
+                nonlocal batch
+                m = lim.max_count
+                k = len(batch) - len(batch) % m
+                parts = [batch[i:i + m] for i in range(0, k, m)]
+                batch = batch[k:]
+                return parts
+
             for ev in pipe.events():
                 if isinstance(ev, Response):
                     rec = parse_fetch(ev)
                     uid = rec.uid if rec is not None else None
                     if rec is not None and uid in asked and uid not in given and answers(rec):
                         given.add(uid)  # type: ignore[arg-type]
-                        batch.append(rec)
+                        if nxt < len(order) and uid == order[nxt]:
+                            batch.append(rec)
+                            nxt += 1
+                            if early:
+                                release()
+                        elif nxt == len(order) or uid < order[nxt]:  # type: ignore[operator]
+                            batch.append(rec)  # after its command ended without it: late, not lost
+                        else:
+                            unanswered.discard(uid)  # type: ignore[arg-type]
+                            early[uid] = rec  # type: ignore[index]
                         if len(batch) >= lim.max_count:
-                            yield batch
-                            batch = []
+                            yield from full()
                         continue
                     if rec is not None and uid in asked and uid not in given:
                         spare[uid] = rec  # type: ignore[index]
@@ -773,9 +817,13 @@ class ImapSession:
                             pipe.submit(f"UID FETCH {uidset.compress(part)} ({items})".encode("ascii"), part)
                         continue
                     raise OperationFailed(f"FETCH failed: {done}")
+                unanswered.update(u for u in members if u not in given)
+                release()
+                yield from full()
                 if batch:
                     yield batch
                     batch = []
+            batch += [early.pop(u) for u in order[nxt:] if u in early]  # every command ended: none
             batch += [rec for u, rec in sorted(spare.items()) if u not in given]
             if batch:
                 yield batch
