@@ -247,9 +247,25 @@ def test_pushdown(query: str, expected: str | None) -> None:
 
 
 def test_issue_example_pushdown() -> None:
-    q = 'project:278964 kind:new_issue age>2d bot from:noreply subject:"Error fetching" !suspicious size>1M'
+    q = 'project:278964 kind:new_issue age>2d bot from:noreply subject:"Error fetching" size>1M'
     assert parse_filter(q).pushdown(NOW) == (
         'BEFORE 10-Mar-2026 FROM "noreply" (SUBJECT "Error" SUBJECT "fetching") LARGER 1048576')
+    # with !suspicious (the issue's example), nothing is pushed: a duplicate is a later copy of
+    # a message in the listing, and a narrower listing (BEFORE leaves out a copy delivered later
+    # or earlier) would change the very verdict the filter tests
+    assert parse_filter(q + " !suspicious").pushdown(NOW) is None
+
+
+@pytest.mark.parametrize("query, judges", [
+    ("suspicious", True), ("!suspicious", True), ("is:suspicious", True), ("suspicious:no", True),
+    ("bot | !(from:x & suspicious)", True), ("bot stale nokey from:suspicious", False),
+    ('subject:"suspicious"', False), ("", False),
+])
+def test_a_filter_on_suspicious_judges_duplicates_and_is_not_narrowed(query: str, judges: bool) -> None:
+    f = parse_filter(query)
+    assert f.judges_duplicates is judges
+    if judges:
+        assert f.pushdown(NOW) is None
 
 
 # A small IMAP SEARCH evaluator (RFC 3501 semantics that matter here).

@@ -113,7 +113,11 @@ def resolve(args: argparse.Namespace, ctx: Any, view: View, *, require: bool = T
     limit = max(limits) if limits else None
     # age on the server (SEARCH OLDER) where it offers WITHIN; an explicit UID set is searched
     # without it first, so the "not in the view" note counts only what is not in the view
-    server_age = limit is not None and "WITHIN" in svc.capabilities
+    # a filter on ``suspicious`` judges each message in the whole view (a duplicate is a later
+    # copy of a message in it): no narrowing on the server then, and an explicit set is picked
+    # from the whole view's verdicts
+    whole_view = flt is not None and flt.judges_duplicates
+    server_age = limit is not None and "WITHIN" in svc.capabilities and not whole_view
     older = f"OLDER {max(1, math.floor(limit) - AGE_BAND_SECONDS)}" if server_age and limit is not None else None
     pushed = " ".join(c for c in (narrow, older if explicit is None else None) if c) or None
     if view == View.UNSEEN:  # mark-seen: one open of the mailbox, not two (each scans a large maildir)
@@ -161,8 +165,12 @@ def resolve(args: argparse.Namespace, ctx: Any, view: View, *, require: bool = T
             return uidvalidity, _older_than(svc, uidvalidity, unnarrowed_view(), limit, now, False)
     selected: list[int] = []
     ages: dict[int, float] = {}
-    for batch in svc.iter_messages(uidvalidity, candidates, headers=need_headers, now=now):
+    only = set(candidates) if whole_view and explicit is not None else None
+    for batch in svc.iter_messages(uidvalidity, found if only is not None else candidates, headers=need_headers,
+                                   now=now):
         for m in batch:
+            if only is not None and m.uid not in only:
+                continue
             a = m.age_seconds(now)
             if a is not None:
                 ages[m.uid] = a

@@ -133,8 +133,7 @@ def _broken_row(m: Message, exc: Exception, as_json: bool) -> Any:
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
-    from triage_tui.domain.classify import mark_duplicates  # noqa: PLC0415 - lazy: start-up cost
-    from triage_tui.domain.jsonline import message_json  # noqa: PLC0415
+    from triage_tui.domain.jsonline import message_json  # noqa: PLC0415 - lazy: start-up cost
 
     svc = ctx.service()
     flt = compile_filter(args.filter)
@@ -142,7 +141,6 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     ev_w = 11 if args.view == View.SEEN_STUCK else 0  # the evidence column of seen-stuck rows
     lay = layout(terminal_width() - ev_w)
     shown = 0
-    first_uid: dict[str, int] = {}  # streaming: a later copy of a Message-ID is flagged
     if not args.json:
         head = header(lay)
         ctx.say(f"{head[:7]} {'LOCK':>10}{head[7:]}" if ev_w else head)
@@ -165,11 +163,6 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
                 ctx.note(err)  # "Redis unavailable: <reason>", once: the IMAP side keeps working
         for m in batch:
             try:
-                mid = m.message_id.strip()
-                if mid:
-                    uid0 = first_uid.setdefault(mid, m.uid)
-                    if uid0 != m.uid:
-                        mark_duplicates([Message(uid=uid0, uidvalidity=m.uidvalidity, message_id=mid), m])
                 if flt is not None and not flt.matches(m, now):
                     continue
                 if stuck:  # the evidence of a seen-stuck row: mail_room's lock and the age

@@ -288,8 +288,15 @@ def annotate(msg: Message, headers: Headers, config: AnalysisConfig, now: dateti
 
 
 # --- duplicates ------------------------------------------------------------------------------
+#
+# A message is a duplicate when a copy with the same Message-ID and a LOWER UID is in the same
+# listing: the first delivered copy is the original, the later ones are the duplicates (GitLab
+# would process each copy). Ignoring the duplicates (``mark-seen --filter suspicious``) leaves
+# the original to be processed once; flagging every copy made that filter drop the original too.
+# One rule everywhere: streamed listings (``list``, a selection, the TUI) and whole ones (the
+# plan) give the same verdicts, whatever order the rows come in (see :class:`Duplicates`).
 
-_DUP_PREFIX = "duplicate: same Message-ID under UIDs "
+_DUP_PREFIX = "duplicate: same Message-ID as UID "
 
 
 def _dup_part(reason: str | None) -> str | None:
@@ -307,30 +314,51 @@ def _without_dup(reason: str | None) -> list[str]:
     return [p for p in reason.split("; ") if not p.startswith(_DUP_PREFIX)]
 
 
-def _uid_list(uids: list[int], limit: int = 6) -> str:
-    shown = ", ".join(str(u) for u in uids[:limit])
-    return shown + (f" and {len(uids) - limit} more" if len(uids) > limit else "")
+def set_duplicate(m: Message, first: int | None) -> bool:
+    """Set ``m``'s duplicate verdict: a later copy of UID ``first`` (None: not a duplicate).
+    Other suspicious reasons are kept. Returns whether ``m`` is a duplicate."""
+    if first is None and not m.suspicious_reason:
+        return False  # the common case: nothing to add, nothing to take away
+    rest = _without_dup(m.suspicious_reason)
+    if first is not None:
+        rest.append(f"{_DUP_PREFIX}{first}, delivered earlier (GitLab would process each copy)")
+    m.suspicious = bool(rest)
+    m.suspicious_reason = "; ".join(rest) if rest else None
+    return first is not None
+
+
+class Duplicates:
+    """The duplicate verdicts of one listing, given as its rows stream out. :meth:`see` every
+    row of the listing (in any order, each before any later copy of it is marked); :meth:`mark`
+    a row when it goes out: it is a duplicate iff a copy with a lower UID was seen. A listing
+    sees its rows as it builds them, in ascending UID order, before it gives any row with a
+    higher UID (also the rows it gives last, whose key is in Received): so a verdict never
+    waits for a row that comes later."""
+
+    __slots__ = ("first",)
+
+    def __init__(self) -> None:
+        self.first: dict[str, int] = {}  # Message-ID -> the lowest UID seen with it
+
+    def see(self, m: Message) -> None:
+        mid = m.message_id.strip()
+        if mid:
+            first = self.first.get(mid)
+            if first is None or m.uid < first:
+                self.first[mid] = m.uid
+
+    def mark(self, m: Message) -> bool:
+        mid = m.message_id.strip()
+        first = self.first.get(mid) if mid else None
+        return set_duplicate(m, first if first is not None and first < m.uid else None)
 
 
 def mark_duplicates(messages: Iterable[Message]) -> int:
-    """Flag every message whose Message-ID also appears under another UID as suspicious (it
-    would be ingested once per copy). Recomputes the duplicate verdict from scratch, so it can be
-    called again after each refresh: messages that are no longer duplicated lose it, other
-    suspicious reasons are kept. Returns how many messages are marked duplicate."""
+    """Set the duplicate verdict of every message of a whole listing (see :class:`Duplicates`):
+    recomputed from scratch, so it can be called again after each refresh (a copy whose
+    original is gone is no longer a duplicate). Returns how many messages are duplicates."""
     msgs = list(messages)
-    by_id: dict[str, list[Message]] = {}
+    dups = Duplicates()
     for m in msgs:
-        mid = m.message_id.strip()
-        if mid:
-            by_id.setdefault(mid, []).append(m)
-    marked = 0
-    for m in msgs:
-        others = by_id.get(m.message_id.strip()) if m.message_id.strip() else None
-        rest = _without_dup(m.suspicious_reason)
-        if others and len(others) > 1:
-            uids = sorted(o.uid for o in others)
-            rest.append(_DUP_PREFIX + _uid_list(uids) + " (GitLab would process each copy)")
-            marked += 1
-        m.suspicious = bool(rest)
-        m.suspicious_reason = "; ".join(rest) if rest else None
-    return marked
+        dups.see(m)
+    return sum(dups.mark(m) for m in msgs)

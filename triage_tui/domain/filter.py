@@ -437,7 +437,13 @@ class Filter:
     def pushdown(self, now: datetime | None = None) -> str | None:
         """An IMAP SEARCH criterion selecting a superset of the matches (to be ANDed with the
         view's own search, e.g. ``UNSEEN``), or None when the server cannot narrow anything.
-        Results must still go through :meth:`matches`."""
+        Results must still go through :meth:`matches`.
+
+        None for a filter that tests ``suspicious``: a duplicate is a later copy of a message in
+        the same listing, so a narrower listing (without the first copy) would change the very
+        verdict the filter tests."""
+        if self.judges_duplicates:
+            return None
         crit, _ = self.root.push(now or datetime.now(UTC))
         if crit and crit.startswith("(") and crit.endswith(")") and _balanced_outer(crit):
             crit = crit[1:-1]
@@ -446,6 +452,21 @@ class Filter:
     @property
     def empty(self) -> bool:
         return isinstance(self.root, _All)
+
+    @property
+    def judges_duplicates(self) -> bool:
+        """Whether the filter tests ``suspicious``, which includes the duplicate verdict: a
+        verdict on the whole listing, not on the message alone."""
+        todo: list[Node] = [self.root]
+        while todo:
+            node = todo.pop()
+            if isinstance(node, Flag) and node.name == "suspicious":
+                return True
+            if isinstance(node, (And, Or)):
+                todo.extend(node.parts)
+            elif isinstance(node, Not):
+                todo.append(node.inner)
+        return False
 
 
 def _balanced_outer(crit: str) -> bool:

@@ -12,13 +12,13 @@ import contextlib
 import gc
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from triage_tui.domain import uidset
 from triage_tui.domain.analysis import AnalysisConfig, build_message
-from triage_tui.domain.classify import mark_duplicates
+from triage_tui.domain.classify import Duplicates, mark_duplicates
 from triage_tui.domain.model import LIST_HEADER_FIELDS, Message, View
 from triage_tui.errors import ConnectionFailed, OperationFailed
 from triage_tui.services import parallel
@@ -87,7 +87,7 @@ class WarmRows:
         self.rest: list[Message] = []  # rows after the first of those, in order
         self.late: list[Message] = []  # rows a cold listing's second pass would bring, in order
 
-    def parts(self, step: int, two_pass: bool) -> Iterator[list[Message]]:
+    def parts(self, step: int, two_pass: bool, see: Callable[[Message], None] | None = None) -> Iterator[list[Message]]:
         """The rows before the first UID to fetch, ``step`` at a time; then :attr:`misses`,
         :attr:`rest` and :attr:`late` hold the others (``two_pass``: a cold listing's second pass
         brings the rows whose key is in Received or after it: :func:`_held_back`).
@@ -96,7 +96,8 @@ class WarmRows:
         while the caller has a part (a caller that keeps this generator without finishing it
         must not leave the process without a collector). A large listing's rows are frozen out
         of it as each part goes out: the collections the caller meets (the UI's own young pass
-        as it adds them, too) would otherwise scan every row made so far, again and again."""
+        as it adds them, too) would otherwise scan every row made so far, again and again.
+        ``see`` is called with every row as it is rebuilt, in ascending UID order."""
         values = self.values
         take, decode = values.got.pop, values.decode
         rows, changed, recent, gone, rebuild = self.rows, self.changed, self.recent, self.gone, self.rebuild
@@ -132,6 +133,8 @@ class WarmRows:
                     misses.append(u)
                     continue
                 made += 1
+                if see is not None:
+                    see(m)
                 if two_pass:
                     h = m.matched_header
                     held = held_memo.get(h)
@@ -187,7 +190,26 @@ class Listing:
         With an address template, the first pass leaves out Received (the bulkiest field); the
         few messages whose key GitLab could find in Received are held back and fetched again with
         it once the first pass is done (one connection carries one pipeline at a time), so they
-        arrive in a last batch."""
+        arrive in a last batch.
+
+        Duplicate Message-IDs are judged among ``uids``, as each row goes out (the later copies
+        are the duplicates: :class:`~triage_tui.domain.classify.Duplicates`); the rows are seen
+        as they are built, in ascending UID order, so the held-back ones count from the start."""
+        dups = Duplicates()
+        mark = dups.mark
+        built = self._iter_built(uidvalidity, uids, headers, now, dups.see)
+        try:
+            for batch in built:
+                for m in batch:
+                    mark(m)
+                yield batch
+        finally:
+            built.close()  # a caller that stops early: the pool, the cache and the collector, now
+
+    def _iter_built(self, uidvalidity: int, uids: list[int], headers: bool, now: datetime | None,
+                    see: Callable[[Message], None]) -> Iterator[list[Message]]:
+        """:meth:`iter_messages` without the duplicate verdicts; ``see`` is called with every row
+        as it is built (the held-back ones too), in ascending UID order."""
         now = now or datetime.now(UTC)
         cfg = self.analysis
         cache = self.cache if headers and self.cache is not None and self.cache.usable else None
@@ -204,7 +226,7 @@ class Listing:
                 # first UID that must be fetched: what a cold listing would give before it.
                 # The rows after it wait for their place among the fetched ones (InOrder); the
                 # rows a cold listing holds back for its second pass come last.
-                yield from warm.parts(step, two_pass)
+                yield from warm.parts(step, two_pass, see)
                 late_rows = warm.late
                 uids = warm.misses
                 early = InOrder(warm.rest, uids)
@@ -221,6 +243,8 @@ class Listing:
         try:
             for records, messages, known in built_in_order(self._resumable_fetch(uidvalidity, uids, items), build,
                                                            pool):
+                for m in messages:
+                    see(m)
                 if two_pass:
                     ready = []
                     for m in messages:

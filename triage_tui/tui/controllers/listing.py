@@ -15,6 +15,7 @@ from typing import Any
 
 from textual.worker import get_current_worker
 
+from triage_tui.domain.classify import mark_duplicates
 from triage_tui.domain.model import Message, View
 from triage_tui.services.triage import NO_KEYWORDS_SHORT
 from triage_tui.tui import messages as M
@@ -472,8 +473,20 @@ class ListingController:
             keep = h.list.current
             picked = msg.gone - h._own_changed
             h._own_changed -= msg.gone
+            msgs = h.model.messages
+            # duplicate Message-IDs are judged in the whole view: the new rows came judged among
+            # themselves only, and a copy whose original is gone is no longer a duplicate
+            mids = {m.message_id.strip() for u in msg.gone if (m := msgs.get(u)) is not None}
+            mids.update(m.message_id.strip() for m in msg.new)
             h.model.remove(msg.gone)
             self._freeze(h.model.add(msg.new))
+            mids.discard("")
+            if mids:
+                group = [m for m in msgs.values() if m.message_id.strip() in mids]
+                before = [m.suspicious_reason for m in group]
+                mark_duplicates(group)
+                # changed in place: their sort keys and filter matches are computed again
+                h.model.add([m for m, was in zip(group, before, strict=True) if m.suspicious_reason != was])
             h.model.rebuild()
             s = h.pulse_state
             s.vanished, s.arrived = len(picked), len(msg.new)
