@@ -247,12 +247,13 @@ def test_duplicates_streamed_give_the_whole_listings_verdicts() -> None:
         whole = [msg("From: a@x.org", f"To: {ISSUE}", f"Message-ID: {m.message_id}", uid=m.uid) for m in rows]
         classify.mark_duplicates(whole)
         dups = classify.Duplicates()
-        for m in rows:
-            dups.see(m)
         held = [m for m in rows if rng.random() < 0.2]  # given last, as a second pass gives them
         out = [m for m in rows if m not in held] + held
-        for m in out:
-            dups.mark(m)
+        cut = rng.randrange(len(rows))  # seen in two batches, in any order within each
+        dups.see(list(reversed(rows[:cut])))
+        dups.see(rows[cut:])
+        dups.mark(out[:10])
+        dups.mark(out[10:])
         assert [(m.uid, m.suspicious, m.suspicious_reason) for m in rows] == \
             [(m.uid, m.suspicious, m.suspicious_reason) for m in whole]
 

@@ -87,7 +87,8 @@ class WarmRows:
         self.rest: list[Message] = []  # rows after the first of those, in order
         self.late: list[Message] = []  # rows a cold listing's second pass would bring, in order
 
-    def parts(self, step: int, two_pass: bool, see: Callable[[Message], None] | None = None) -> Iterator[list[Message]]:
+    def parts(self, step: int, two_pass: bool,
+              see: Callable[[list[Message]], None] | None = None) -> Iterator[list[Message]]:
         """The rows before the first UID to fetch, ``step`` at a time; then :attr:`misses`,
         :attr:`rest` and :attr:`late` hold the others (``two_pass``: a cold listing's second pass
         brings the rows whose key is in Received or after it: :func:`_held_back`).
@@ -97,7 +98,8 @@ class WarmRows:
         must not leave the process without a collector). A large listing's rows are frozen out
         of it as each part goes out: the collections the caller meets (the UI's own young pass
         as it adds them, too) would otherwise scan every row made so far, again and again.
-        ``see`` is called with every row as it is rebuilt, in ascending UID order."""
+        ``see`` is given every row rebuilt (a part's worth at a time, before the part goes out:
+        the rows held back or waiting for their place too)."""
         values = self.values
         take, decode = values.got.pop, values.decode
         rows, changed, recent, gone, rebuild = self.rows, self.changed, self.recent, self.gone, self.rebuild
@@ -105,6 +107,7 @@ class WarmRows:
         split: dict[str, tuple[str, ...]] = {}  # flags text -> tuple: a few distinct sets
         held_memo: dict[str | None, bool] = {}
         part: list[Message] = []
+        to_see: list[Message] = []  # rebuilt since ``see`` was last given rows
         made = 0
         was_enabled = gc.isenabled()
         freeze = was_enabled and len(self.uids) >= FREEZE_ROWS
@@ -133,8 +136,7 @@ class WarmRows:
                     misses.append(u)
                     continue
                 made += 1
-                if see is not None:
-                    see(m)
+                to_see.append(m)
                 if two_pass:
                     h = m.matched_header
                     held = held_memo.get(h)
@@ -148,6 +150,9 @@ class WarmRows:
                     continue
                 part.append(m)
                 if len(part) >= step:
+                    if see is not None:
+                        see(to_see)
+                    to_see = []
                     if freeze:
                         gc.freeze()
                     if was_enabled:
@@ -160,6 +165,8 @@ class WarmRows:
                 if freeze and made:
                     gc.freeze()
                 gc.enable()
+        if see is not None:
+            see(to_see)  # also the rows waiting in rest and late: seen before any of them goes out
         if part:
             yield part
 
@@ -200,16 +207,15 @@ class Listing:
         built = self._iter_built(uidvalidity, uids, headers, now, dups.see)
         try:
             for batch in built:
-                for m in batch:
-                    mark(m)
+                mark(batch)
                 yield batch
         finally:
             built.close()  # a caller that stops early: the pool, the cache and the collector, now
 
     def _iter_built(self, uidvalidity: int, uids: list[int], headers: bool, now: datetime | None,
-                    see: Callable[[Message], None]) -> Iterator[list[Message]]:
-        """:meth:`iter_messages` without the duplicate verdicts; ``see`` is called with every row
-        as it is built (the held-back ones too), in ascending UID order."""
+                    see: Callable[[list[Message]], None]) -> Iterator[list[Message]]:
+        """:meth:`iter_messages` without the duplicate verdicts; ``see`` is given every row as it
+        is built (the held-back ones too), before any row with a higher UID goes out."""
         now = now or datetime.now(UTC)
         cfg = self.analysis
         cache = self.cache if headers and self.cache is not None and self.cache.usable else None
@@ -243,8 +249,7 @@ class Listing:
         try:
             for records, messages, known in built_in_order(self._resumable_fetch(uidvalidity, uids, items), build,
                                                            pool):
-                for m in messages:
-                    see(m)
+                see(messages)
                 if two_pass:
                     ready = []
                     for m in messages:

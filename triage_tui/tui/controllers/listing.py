@@ -476,13 +476,13 @@ class ListingController:
             msgs = h.model.messages
             # duplicate Message-IDs are judged in the whole view: the new rows came judged among
             # themselves only, and a copy whose original is gone is no longer a duplicate
-            mids = {m.message_id.strip() for u in msg.gone if (m := msgs.get(u)) is not None}
-            mids.update(m.message_id.strip() for m in msg.new)
+            mids = {m.message_id for u in msg.gone if (m := msgs.get(u)) is not None}
+            mids.update(m.message_id for m in msg.new)
             h.model.remove(msg.gone)
             self._freeze(h.model.add(msg.new))
             mids.discard("")
             if mids:
-                group = [m for m in msgs.values() if m.message_id.strip() in mids]
+                group = [m for m in msgs.values() if m.message_id in mids]
                 before = [m.suspicious_reason for m in group]
                 mark_duplicates(group)
                 # changed in place: their sort keys and filter matches are computed again
