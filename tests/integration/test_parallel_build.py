@@ -81,6 +81,34 @@ def test_workers_build_exactly_what_the_process_builds(seeded: Mailbox, always: 
         assert _list(seeded, 3, view) == _list(seeded, 0, view)
 
 
+def test_the_workers_run_our_code_whatever_the_working_directory_holds(
+        seeded: Mailbox, always: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python -m`` puts the working directory first on sys.path: an operator who lists from a
+    directory holding a triage_tui package (another checkout, something planted in /tmp) had
+    the workers run that code. They run this package's, and build every batch."""
+    decoy = tmp_path / "decoy"
+    marker = tmp_path / "ran"
+    (decoy / "triage_tui" / "services").mkdir(parents=True)
+    (decoy / "triage_tui" / "__init__.py").write_text("")
+    (decoy / "triage_tui" / "services" / "__init__.py").write_text("")
+    (decoy / "triage_tui" / "services" / "buildworker.py").write_text(
+        f"open({str(marker)!r}, 'w').write('planted code ran')\n")
+    expected = _list(seeded, 0)
+    collected = []
+    orig = parallel.BuildPool.collect
+
+    def spy(self: parallel.BuildPool, w: Any) -> Any:
+        got = orig(self, w)
+        collected.append(got is not None)
+        return got
+
+    monkeypatch.setattr(parallel.BuildPool, "collect", spy)
+    monkeypatch.chdir(decoy)
+    assert _list(seeded, 2) == expected
+    assert not marker.exists()
+    assert collected and all(collected), "every batch came from a worker"
+
+
 def test_a_worker_that_dies_costs_no_row(seeded: Mailbox, always: None, monkeypatch: pytest.MonkeyPatch) -> None:
     expected = _list(seeded, 0)
     orig = parallel.BuildPool.collect

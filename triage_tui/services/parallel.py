@@ -133,8 +133,13 @@ class _Worker:
     answers, never blocks on a full pipe while the worker blocks on its answer)."""
 
     def __init__(self, setup: bytes) -> None:
+        # -P: ``python -m`` puts the working directory first on sys.path, before PYTHONPATH. An
+        # operator listing from a directory that holds a triage_tui package (another checkout,
+        # or anything planted in /tmp) ran that code as the worker: a build of other rows at
+        # best (the pool fell back silently when the frames did not match), someone else's code
+        # at worst.
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "triage_tui.services.buildworker"], stdin=subprocess.PIPE,
+            [sys.executable, "-P", "-m", "triage_tui.services.buildworker"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True, env=_worker_env())
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin: IO[bytes] = self.proc.stdin
