@@ -65,6 +65,20 @@ def problem(what: str, value: str | None, exc: BaseException) -> str:
     return f"unreadable {what} ({type(exc).__name__}): {shown(value)}"
 
 
+#: Where a listing's first pass (which leaves out Received) found a key GitLab looks for only
+#: after Received: such a message, like one with no key found, waits for the second pass.
+AFTER_RECEIVED = frozenset({"x-original-to", "x-forwarded-to", "cc"})
+
+
+def held_back(matched_header: str | None) -> bool:
+    """Whether a listing's second pass, with Received, brings this row (its key is in Received
+    or after it, or nowhere before it)."""
+    if matched_header is None:
+        return True
+    low = matched_header.lower()
+    return low in AFTER_RECEIVED or low == "received"
+
+
 def build_message(
     uid: int,
     uidvalidity: int,
@@ -74,10 +88,18 @@ def build_message(
     header: bytes | None,
     config: AnalysisConfig,
     now: datetime | None = None,
+    *,
+    first_pass: bool = False,
 ) -> Message:
-    """One row from one header block. Never raises (see the module docstring)."""
+    """One row from one header block. Never raises (see the module docstring).
+
+    ``first_pass``: the block leaves out Received (a listing's first pass). A message whose
+    key is not found before Received (:func:`held_back`) is built by the second pass, from its
+    whole header: here it gets only what the first pass needs of it (UID, flags, Message-ID
+    and where its key was found), not the decoding and the verdicts it would throw away."""
     try:
-        return _build(uid, uidvalidity, flags, internaldate, size, header, config, now or datetime.now(UTC))
+        return _build(uid, uidvalidity, flags, internaldate, size, header, config, now or datetime.now(UTC),
+                      first_pass)
     except Exception as exc:  # noqa: BLE001 - the last resort: a row with what the server said
         return minimal_message(uid, uidvalidity, flags, internaldate, size, config, now, exc)
 
@@ -123,6 +145,7 @@ def _build(
     header: bytes | None,
     config: AnalysisConfig,
     now: datetime,
+    first_pass: bool = False,
 ) -> Message:
     problems: list[str] = []
     if internaldate is not None and internaldate.tzinfo is None:
@@ -132,6 +155,13 @@ def _build(
     except Exception as exc:  # noqa: BLE001
         headers = Headers([])
         problems.append(f"unreadable header block ({type(exc).__name__})")
+    key = None
+    if first_pass:
+        key = classify.KeyLookup(headers, config)
+        if held_back(key.info.matched_header):
+            return Message(uid=uid, uidvalidity=uidvalidity, flags=flags, internaldate=internaldate, size=size,
+                           message_id=(key.first.get("message-id") or "").strip(),
+                           matched_header=key.info.matched_header)
     get = headers.first().get  # lower-case names: Headers.get without its lower()
     value = get("from")
     try:
@@ -180,7 +210,7 @@ def _build(
     )
     if problems:
         msg.problems = tuple(problems)
-    annotate(msg, headers, config, now)
+    classify.annotate(msg, headers, config, now, key)
     return msg
 
 

@@ -214,26 +214,43 @@ def _group(headers: Headers) -> tuple[dict[str, list[str]], dict[str, str]]:
     return headers.grouped(), headers.first()
 
 
-def annotate(msg: Message, headers: Headers, config: AnalysisConfig, now: datetime) -> None:
+class KeyLookup:
+    """A header block's grouped fields and GitLab key (the first step of :func:`annotate`), done
+    once: a listing's first pass looks at the key before it builds the rest (see
+    :func:`~triage_tui.domain.analysis.build_message`)."""
+
+    __slots__ = ("first", "grouped", "info", "key_error", "problems", "shared")
+
+    def __init__(self, headers: Headers, config: AnalysisConfig) -> None:
+        self.problems: list[str] = []
+        self.key_error: Exception | None = None
+        self.shared: dict[str, list[str]] | None = None  # the grouping, shared with the outcome's prediction
+        try:
+            self.grouped, self.first = _group(headers)
+            self.shared = self.grouped
+        except Exception as exc:  # noqa: BLE001 - one hostile message must not break a listing
+            self.grouped, self.first = {}, {}
+            self.problems.append(f"header fields unreadable ({type(exc).__name__})")
+        try:
+            # Without the template nothing can be decoded: "unknown", never claimed as keyless.
+            self.info = (find_key_grouped(self.grouped, config.address, config.mailbox_kind,
+                                          getattr(config, "gitlab_host", None))
+                         if config.address else UNKNOWN)
+        except Exception as exc:  # noqa: BLE001
+            self.info = UNKNOWN
+            self.key_error = exc
+            self.problems.append(f"GitLab key could not be decoded ({type(exc).__name__}): handler unknown")
+
+
+def annotate(msg: Message, headers: Headers, config: AnalysisConfig, now: datetime,
+             key: KeyLookup | None = None) -> None:
     """Fill the key decoding and the verdicts of ``msg``. Never raises: each verdict is its own
-    step, and one that fails keeps its default and adds a reason to ``msg.problems``."""
-    problems: list[str] = []
-    key_error: Exception | None = None
-    shared: dict[str, list[str]] | None = None  # the grouping, shared with the outcome's prediction
-    try:
-        grouped, first = _group(headers)
-        shared = grouped
-    except Exception as exc:  # noqa: BLE001 - one hostile message must not break a listing
-        grouped, first = {}, {}
-        problems.append(f"header fields unreadable ({type(exc).__name__})")
-    try:
-        # Without the template nothing can be decoded: "unknown", never claimed as keyless.
-        info = (find_key_grouped(grouped, config.address, config.mailbox_kind, getattr(config, "gitlab_host", None))
-                if config.address else UNKNOWN)
-    except Exception as exc:  # noqa: BLE001
-        info = UNKNOWN
-        key_error = exc
-        problems.append(f"GitLab key could not be decoded ({type(exc).__name__}): handler unknown")
+    step, and one that fails keeps its default and adds a reason to ``msg.problems``. ``key``:
+    :class:`KeyLookup` of these ``headers`` and ``config``, when already done."""
+    if key is None:
+        key = KeyLookup(headers, config)
+    problems = list(key.problems)
+    key_error, shared, first, info = key.key_error, key.shared, key.first, key.info
     msg.kind, msg.key = info.kind, info.key
     msg.project_id, msg.project_slug, msg.project_path = info.project_id, info.project_slug, info.project_path
     msg.issue_iid, msg.reply_key, msg.namespace_id = info.issue_iid, info.reply_key, info.namespace_id

@@ -2,7 +2,8 @@
 triage_tui.services.buildworker``.
 
 Reads length-prefixed frames on stdin: first the pickled ``(AnalysisConfig, UIDVALIDITY, now)``,
-then one pickled list of ``(uid, flags, INTERNALDATE, size, header bytes)`` per batch; answers
+then one pickled ``(first_pass, [(uid, flags, INTERNALDATE, size, header bytes), ...])`` per
+batch (``first_pass``: see :func:`~triage_tui.domain.analysis.build_message`); answers
 each batch, in order, with one frame on stdout: marshalled ``(rows, chunk, whole)``, ``rows`` a
 list of ``(uid, flags, stored)`` (``stored``: whether the row is in ``chunk``), ``chunk`` the
 header cache's chunk of the stored rows' values, as the cache writes it
@@ -44,8 +45,9 @@ def main() -> int:
         rows = []
         stored = []
         whole = {}
-        for uid, flags, internaldate, size, body in pickle.loads(frame):  # noqa: S301 - as above
-            m = build_message(uid, uidvalidity, flags, internaldate, size, body, cfg, now)
+        first_pass, items = pickle.loads(frame)  # noqa: S301 - as above
+        for uid, flags, internaldate, size, body in items:
+            m = build_message(uid, uidvalidity, flags, internaldate, size, body, cfg, now, first_pass=first_pass)
             v = values(m)
             if v is None:
                 whole[uid] = m

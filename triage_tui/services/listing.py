@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from triage_tui.domain import uidset
-from triage_tui.domain.analysis import AnalysisConfig, build_message
+from triage_tui.domain.analysis import AnalysisConfig, build_message, held_back
 from triage_tui.domain.classify import Duplicates, mark_duplicates
 from triage_tui.domain.model import LIST_HEADER_FIELDS, Message, View
 from triage_tui.errors import ConnectionFailed, OperationFailed
@@ -41,7 +41,6 @@ LIST_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER.FIELDS (" + " 
 # To, References, Delivered-To, X-Delivered-To, Envelope-To and X-Envelope-To carry no key: the
 # first pass leaves it out and a second pass fetches it for the few messages that need it.
 FIRST_PASS_ITEMS = LIST_ITEMS.replace(" RECEIVED", "")
-_AFTER_RECEIVED = frozenset({"x-original-to", "x-forwarded-to", "cc"})
 LIGHT_ITEMS = "UID FLAGS INTERNALDATE RFC822.SIZE"
 #: a cold listing writes its new rows to the header cache this many at a time
 COMMIT_EVERY = 20_000
@@ -65,12 +64,6 @@ def _collector_off() -> Iterator[None]:
             gc.enable()
 
 
-def _held_back(matched_header: str | None) -> bool:
-    """Whether a cold listing sends this (whole-header) row in its second pass: its key is in
-    Received or after it, or nowhere (the first pass, without Received, found none before)."""
-    return matched_header is None or matched_header.lower() in _AFTER_RECEIVED or matched_header.lower() == "received"
-
-
 #: answers sent with a SEARCH are used only by a listing that starts within this many seconds
 PREFETCH_FRESH_S = 30.0
 
@@ -91,7 +84,7 @@ class WarmRows:
               see: Callable[[list[Message]], None] | None = None) -> Iterator[list[Message]]:
         """The rows before the first UID to fetch, ``step`` at a time; then :attr:`misses`,
         :attr:`rest` and :attr:`late` hold the others (``two_pass``: a cold listing's second pass
-        brings the rows whose key is in Received or after it: :func:`_held_back`).
+        brings the rows whose key is in Received or after it: :func:`~triage_tui.domain.analysis.held_back`).
 
         The cyclic GC is off while rows are rebuilt (see :func:`_collector_off`), and as it was
         while the caller has a part (a caller that keeps this generator without finishing it
@@ -141,7 +134,7 @@ class WarmRows:
                     h = m.matched_header
                     held = held_memo.get(h)
                     if held is None:
-                        held = held_memo[h] = _held_back(h)
+                        held = held_memo[h] = held_back(h)
                     if held:
                         late.append(m)
                         continue
@@ -246,14 +239,17 @@ class Listing:
         def build(records: list[FetchRecord]) -> list[Message]:
             return self._build(records, uidvalidity, cfg, now)
 
+        def build_first(records: list[FetchRecord]) -> list[Message]:
+            return self._build(records, uidvalidity, cfg, now, first_pass=two_pass)
+
         try:
-            for records, messages, known in built_in_order(self._resumable_fetch(uidvalidity, uids, items), build,
-                                                           pool):
+            for records, messages, known in built_in_order(self._resumable_fetch(uidvalidity, uids, items),
+                                                           build_first, pool, first_pass=two_pass):
                 see(messages)
                 if two_pass:
                     ready = []
                     for m in messages:
-                        if m.matched_header is None or m.matched_header.lower() in _AFTER_RECEIVED:
+                        if held_back(m.matched_header):
                             held.append(m.uid)
                         else:
                             ready.append(m)
@@ -482,17 +478,19 @@ class Listing:
                 self._check_uidvalidity(uidvalidity, info.uidvalidity)
                 remaining = [u for u in remaining if u not in received]
 
-    def _build(self, batch: list[FetchRecord], uidvalidity: int, cfg: AnalysisConfig, now: datetime) -> list[Message]:
+    def _build(self, batch: list[FetchRecord], uidvalidity: int, cfg: AnalysisConfig, now: datetime,
+               first_pass: bool = False) -> list[Message]:
         # a batch allocates ~50 small objects per message, none cyclic: collecting the young
         # generation over and over costs a third of the parse time for nothing
         with _collector_off():
-            return [self._to_message(rec, uidvalidity, cfg, now) for rec in batch]
+            return [self._to_message(rec, uidvalidity, cfg, now, first_pass) for rec in batch]
 
     @staticmethod
-    def _to_message(rec: FetchRecord, uidvalidity: int, cfg: AnalysisConfig, now: datetime) -> Message:
+    def _to_message(rec: FetchRecord, uidvalidity: int, cfg: AnalysisConfig, now: datetime,
+                    first_pass: bool = False) -> Message:
         assert rec.uid is not None
         return build_message(rec.uid, uidvalidity, rec.flags or (), rec.internaldate, rec.size or 0,
-                             rec.body, cfg, now)
+                             rec.body, cfg, now, first_pass=first_pass)
 
     def list(self, view: View = View.UNSEEN, **kw: Any) -> list[Message]:
         """The whole view, with cross-message verdicts (duplicate Message-IDs) applied."""

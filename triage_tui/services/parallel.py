@@ -188,14 +188,15 @@ class BuildPool:
             raise
         self._next = 0
 
-    def submit(self, records: list[FetchRecord]) -> _Worker | None:
-        """Send a batch to the next worker; the worker to collect it from (None: build it here)."""
+    def submit(self, records: list[FetchRecord], first_pass: bool = False) -> _Worker | None:
+        """Send a batch to the next worker; the worker to collect it from (None: build it here).
+        ``first_pass``: see :func:`~triage_tui.domain.analysis.build_message`."""
         if self.broken:
             return None
         w = self.workers[self._next]
         self._next = (self._next + 1) % len(self.workers)
         items = [(r.uid, r.flags or (), r.internaldate, r.size or 0, r.body) for r in records]
-        w.jobs.put(pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL))
+        w.jobs.put(pickle.dumps((first_pass, items), protocol=pickle.HIGHEST_PROTOCOL))
         return w
 
     def collect(self, w: _Worker) -> tuple[list[Message], dict[int, tuple[Any, ...]]] | None:
@@ -236,7 +237,7 @@ Built = tuple[list[FetchRecord], list[Message], dict[int, tuple[Any, ...]] | Non
 
 
 def built_in_order(batches: Iterable[list[FetchRecord]], build: Callable[[list[FetchRecord]], list[Message]],
-                   pool: BuildPool | None) -> Iterator[Built]:
+                   pool: BuildPool | None, *, first_pass: bool = False) -> Iterator[Built]:
     """``(records, messages, stored values or None)`` for each batch, in the order the batches
     came: through ``pool`` when there is one (a few batches in flight per worker; the values are
     the workers'), else (or for any batch the pool fails) by ``build`` in process (None)."""
@@ -253,7 +254,7 @@ def built_in_order(batches: Iterable[list[FetchRecord]], build: Callable[[list[F
         return (records, *got) if got is not None else (records, build(records), None)
 
     for records in batches:
-        pending.append((records, pool.submit(records) if records else None))
+        pending.append((records, pool.submit(records, first_pass) if records else None))
         while len(pending) > depth or (pending and pending[0][1] is None):
             yield first()
     while pending:
