@@ -524,3 +524,30 @@ def test_a_journal_that_fails_mid_mark_seen_stops_the_patches_with_an_exact_acco
     from urllib.parse import unquote  # noqa: PLC0415
 
     assert {unquote(p) for p in patched} == set(intents[0]["graph_ids"].values())
+
+
+def test_a_fetch_over_both_folders_comes_in_uid_order(graph, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A message moved to Deleted Items gets a new UID while mail keeps arriving, so the two
+    folders' UIDs interleave. Fetched folder by folder, a listing over both (criteria with
+    DELETED in an OR) came out of UID order: its duplicate verdicts rely on that order."""
+    from tests.mailgen import message  # noqa: PLC0415
+
+    def arrive(i: int) -> None:
+        graph.add_message(DEMO_MAILBOX, message(subject=f"m{i}", message_id="<same@example.org>"),
+                          folder="deleteditems" if i % 2 else "inbox", received=NOW)
+
+    arrive(0)
+    svc = service(graph, tmp_path)
+    svc.connect()
+    try:
+        mapped = svc.reader.search("OR DELETED UNDELETED")
+        for i in range(1, 6):  # deleted, inbox, deleted...: each mapped by a search as it arrives
+            arrive(i)
+            mapped = svc.reader.search("OR DELETED UNDELETED")
+        assert len(mapped) == 6
+        got = [r.uid for b in svc.reader.fetch_stream(mapped, "UID FLAGS INTERNALDATE BODY.PEEK[HEADER]") for r in b]
+        assert got == sorted(mapped)
+        rows = [m for b in svc.iter_messages(svc.reader.mailbox.uidvalidity, mapped) for m in b]
+        assert [m.suspicious for m in rows] == [False] + [True] * 5  # the first delivered is the original
+    finally:
+        svc.close()

@@ -27,6 +27,8 @@ with IMAP's meaning, mapped onto Graph:
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import re
 import threading
@@ -318,7 +320,9 @@ class GraphSession:
     def fetch_stream(self, uids: Iterable[int], items: str, *,
                      on_untagged: Callable[[Response], None] | None = None) -> Iterator[list[FetchRecord]]:
         """The records IMAP's ``UID FETCH`` would give for ``uids`` (those still in the mailbox),
-        in batches of at most ``max_count``; each batch in UID order."""
+        in batches, in UID order throughout (as :meth:`ImapSession.fetch_stream` gives them: a
+        listing's order, and its duplicate verdicts, rely on it), also when the UIDs lie in both
+        folders (criteria with DELETED in an OR): the folders' records are merged."""
         if "BODY[" in items.replace("BODY.PEEK[", "") or ("RFC822" in items.replace("RFC822.SIZE", "")
                                                             .replace("RFC822.HEADER", "")):
             raise ValueError("refusing a FETCH that could set \\Seen: use BODY.PEEK")
@@ -332,8 +336,9 @@ class GraphSession:
                 groups.setdefault(e[2], []).append(u)
         select = _SEARCH_SELECT + (("internetMessageHeaders",) if headers else ())
         step = max(1, self.limits.max_count * 12)  # 960: about one Graph page
-        for folder, members in groups.items():
-            which = "deleted" if folder == DELETED_FOLDER else "main"
+
+        def folder(name: str, members: list[int]) -> Iterator[list[FetchRecord]]:
+            which = "deleted" if name == DELETED_FOLDER else "main"
             for i in range(0, len(members), step):
                 part = members[i:i + step]
                 with self.lock:
@@ -341,6 +346,21 @@ class GraphSession:
                 batch = [self._record(row, m, headers, fields) for row, m in sorted(got, key=lambda x: x[0].uid)]
                 if batch:
                     yield batch
+
+        streams = [folder(name, members) for name, members in groups.items()]
+        if len(streams) == 1:
+            yield from streams[0]
+            return
+        # a message moved to Deleted Items gets a new UID, and mail keeps arriving: the folders'
+        # UIDs interleave (each folder is still fetched as before, a page at a time)
+        batch: list[FetchRecord] = []
+        for rec in heapq.merge(*(itertools.chain.from_iterable(s) for s in streams), key=_uid_of):
+            batch.append(rec)
+            if len(batch) >= step:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
     def _fetch(self, which: str, uids: list[int], select: tuple[str, ...]) -> list[tuple[Row, dict[str, Any]]]:
         assert self.idmap is not None
@@ -581,6 +601,10 @@ def _header_block(headers: Any, fields: frozenset[str] | None) -> bytes:
             out.append(f"{name}: {value}\r\n".encode("utf-8", "replace"))
     out.append(b"\r\n")
     return b"".join(out)
+
+
+def _uid_of(rec: FetchRecord) -> int:
+    return rec.uid or 0
 
 
 __all__ = ["DELETED_FOLDER", "NO_EXPUNGE", "GraphConnectionSettings", "GraphSession"]
