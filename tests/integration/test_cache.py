@@ -858,8 +858,6 @@ def test_the_cache_is_read_while_the_server_searches_and_only_for_that_examine(m
     itself. Either way the rows are a cold listing's."""
     import threading  # noqa: PLC0415
 
-    from triage_tui.domain.classify import mark_duplicates  # noqa: PLC0415
-
     _seed(mailbox, 12)
     cold = _cold(mailbox, View.UNSEEN)
     _warm_up(mailbox, path, View.UNSEEN)
@@ -884,7 +882,6 @@ def test_the_cache_is_read_while_the_server_searches_and_only_for_that_examine(m
         msgs = [m for b in svc.iter_messages(uv, found, now=NOW) for m in b]
     finally:
         svc.close()
-    mark_duplicates(msgs)  # as list() does
     assert [m.to_json(NOW) for m in sorted(msgs, key=lambda m: m.uid)] == cold and spy_fetch.uids == []
     assert [w for _, w in loads] == [True, False]  # the preload dropped, the listing's own load
 

@@ -350,8 +350,7 @@ class Duplicates:
     the rows as they go out: a row is a duplicate iff a copy with a lower UID was seen. A listing
     sees its rows as it builds them, before it gives any row with a higher UID (also the rows it
     gives last, whose key is in Received): so a verdict never waits for a row that comes later.
-    A batch at a time (the listing's rows number 100k: a call per row cost 60 ms). The listing's
-    Message-IDs are stripped as they are built (:func:`mark_duplicates` strips them itself)."""
+    A batch at a time (the listing's rows number 100k: a call per row cost 60 ms)."""
 
     __slots__ = ("first",)
 
@@ -362,7 +361,7 @@ class Duplicates:
         first = self.first
         keep = first.setdefault
         for m in rows:
-            mid = m.message_id
+            mid = m.message_id.strip()
             if mid:
                 u = m.uid
                 if keep(mid, u) > u:
@@ -373,7 +372,7 @@ class Duplicates:
         get = self.first.get
         n = 0
         for m in rows:
-            mid = m.message_id
+            mid = m.message_id.strip()
             f = get(mid) if mid else None
             if f is not None and f < m.uid:
                 set_duplicate(m, f)
@@ -388,14 +387,6 @@ def mark_duplicates(messages: Iterable[Message]) -> int:
     recomputed from scratch, so it can be called again after each refresh (a copy whose
     original is gone is no longer a duplicate). Returns how many messages are duplicates."""
     msgs = list(messages)
-    first: dict[str, int] = {}
-    for m in msgs:
-        mid = m.message_id.strip()
-        if mid and first.setdefault(mid, m.uid) > m.uid:
-            first[mid] = m.uid
-    n = 0
-    for m in msgs:
-        mid = m.message_id.strip()
-        f = first.get(mid) if mid else None
-        n += set_duplicate(m, f if f is not None and f < m.uid else None)
-    return n
+    dups = Duplicates()
+    dups.see(msgs)
+    return dups.mark(msgs)

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from triage_tui.domain import plan as P
-from triage_tui.domain.classify import mark_duplicates
 from triage_tui.domain.model import Message, View
 from triage_tui.errors import UidValidityChanged
 
@@ -37,8 +36,7 @@ def compute_incident(svc: Any, locks: Any, overrides: P.Overrides | None = None,
     ``messages``, when given, receives every listed message by UID (the TUI's per-message review).
     Raises :class:`UidValidityChanged` when the mailbox was reset while it was listed."""
     now = now or datetime.now(UTC)
-    uv, unseen, err1 = _list(svc, locks, View.UNSEEN, now)
-    mark_duplicates(unseen)
+    uv, unseen, err1 = _list(svc, locks, View.UNSEEN, now)  # duplicates judged as listed
     uv2, stuck, err2 = _list(svc, locks, View.SEEN_STUCK, now)
     uv3, deleted = svc.search(View.DELETED)
     if len({uv, uv2, uv3}) != 1:

@@ -18,7 +18,7 @@ from typing import Any
 
 from triage_tui.domain import uidset
 from triage_tui.domain.analysis import AnalysisConfig, build_message, held_back
-from triage_tui.domain.classify import Duplicates, mark_duplicates
+from triage_tui.domain.classify import Duplicates
 from triage_tui.domain.model import LIST_HEADER_FIELDS, Message, View
 from triage_tui.errors import ConnectionFailed, OperationFailed
 from triage_tui.services import parallel
@@ -497,5 +497,4 @@ class Listing:
         out: list[Message] = []
         for batch in self.iter_list(view, **kw):
             out.extend(batch)
-        mark_duplicates(out)
         return out
