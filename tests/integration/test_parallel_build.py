@@ -60,17 +60,23 @@ def always(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel, "MIN_MESSAGES", 1)
 
 
-def test_workers_build_exactly_what_the_process_builds(seeded: Mailbox, always: None,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    collected = []
+@pytest.fixture
+def collected(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """For each batch the pool was asked for, whether a worker built it."""
+    got_from_worker: list[bool] = []
     orig = parallel.BuildPool.collect
 
     def spy(self: parallel.BuildPool, w: Any) -> Any:
         got = orig(self, w)
-        collected.append(got is not None)
+        got_from_worker.append(got is not None)
         return got
 
     monkeypatch.setattr(parallel.BuildPool, "collect", spy)
+    return got_from_worker
+
+
+def test_workers_build_exactly_what_the_process_builds(seeded: Mailbox, always: None,
+                                                       collected: list[bool]) -> None:
     here = _list(seeded, 0)
     assert not collected
     there = _list(seeded, 2)
@@ -82,7 +88,8 @@ def test_workers_build_exactly_what_the_process_builds(seeded: Mailbox, always: 
 
 
 def test_the_workers_run_our_code_whatever_the_working_directory_holds(
-        seeded: Mailbox, always: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        seeded: Mailbox, always: None, collected: list[bool], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """``python -m`` puts the working directory first on sys.path: an operator who lists from a
     directory holding a triage_tui package (another checkout, something planted in /tmp) had
     the workers run that code. They run this package's, and build every batch."""
@@ -94,15 +101,6 @@ def test_the_workers_run_our_code_whatever_the_working_directory_holds(
     (decoy / "triage_tui" / "services" / "buildworker.py").write_text(
         f"open({str(marker)!r}, 'w').write('planted code ran')\n")
     expected = _list(seeded, 0)
-    collected = []
-    orig = parallel.BuildPool.collect
-
-    def spy(self: parallel.BuildPool, w: Any) -> Any:
-        got = orig(self, w)
-        collected.append(got is not None)
-        return got
-
-    monkeypatch.setattr(parallel.BuildPool, "collect", spy)
     monkeypatch.chdir(decoy)
     assert _list(seeded, 2) == expected
     assert not marker.exists()
