@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import email.utils
+import gc
 import os
 import sys
 import threading
@@ -84,6 +85,28 @@ class RefreshStats:
     durations: list[float] = field(default_factory=list)
     ui_costs: list[float] = field(default_factory=list)  # time on the event loop applying a refresh
     max_lag: float = 0.0  # worst lateness of a 100 ms timer: how long the UI could not answer a key
+    spikes: list[tuple[float, float]] = field(default_factory=list)  # (when, lag) of each lag over SPIKE
+    syncs: list[tuple[float, float]] = field(default_factory=list)  # (start, end) of each refresh
+
+
+#: a lag over this is listed at the end with what ran around it (goal: under 50 ms)
+SPIKE = 0.05
+
+
+class GCPasses:
+    """Every cyclic-GC pass of the process over 10 ms (``gc.callbacks``): when it ended, its
+    generation and its duration, to tell a GC pause from other causes of an event-loop lag."""
+
+    def __init__(self) -> None:
+        self.passes: list[tuple[float, int, float]] = []
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._t0 = now
+        elif now - self._t0 > 0.01:
+            self.passes.append((now, info["generation"], now - self._t0))
 
 
 class SoakApp(TriageApp):
@@ -107,6 +130,7 @@ class SoakApp(TriageApp):
         rs = self.refresh_stats
         if rs.running_since is not None:
             rs.durations.append(time.perf_counter() - rs.running_since)
+            rs.syncs.append((rs.running_since, time.perf_counter()))
             rs.running_since = None
         rs.done += 1
         t0 = time.perf_counter()
@@ -120,8 +144,23 @@ class SoakApp(TriageApp):
 
     def _lag_probe(self) -> None:
         now = time.perf_counter()
-        self.refresh_stats.max_lag = max(self.refresh_stats.max_lag, now - self._tick - 0.1)
+        lag = now - self._tick - 0.1
+        self.refresh_stats.max_lag = max(self.refresh_stats.max_lag, lag)
+        if lag > SPIKE:
+            self.refresh_stats.spikes.append((now, lag))
         self._tick = now
+
+
+def print_spikes(rs: RefreshStats, gc_passes: GCPasses, relists: list[list[float]], start: float) -> None:
+    """Each event-loop lag over SPIKE, with what overlapped it: a GC pass over 10 ms that ended
+    within the lag's window, a re-list, a refresh (sync)."""
+    print(f"\nevent-loop lags over {SPIKE * 1000:.0f} ms: {len(rs.spikes)}")
+    for when, lag in rs.spikes:
+        lo = when - lag - 0.1
+        why = [f"gc gen{g} {d * 1000:.0f} ms" for end, g, d in gc_passes.passes if lo <= end <= when + 0.01]
+        why += ["re-list" for span in relists if span[0] <= when and (len(span) == 1 or lo <= span[1])]
+        why += ["sync" for a, b in rs.syncs if a <= when and lo <= b]
+        print(f"  t={when - start:7.1f}s lag {lag * 1000:4.0f} ms  {', '.join(why) or '-'}")
 
 
 def running_workers(app: TriageApp) -> dict[str, int]:
@@ -166,6 +205,9 @@ async def soak(args: argparse.Namespace) -> int:
                             analysis=AnalysisConfig(address=ADDRESS))
         locks = LockService(RedisSettings(url=redis_srv.url), read_only=False, journal=AuditJournal())
         app = SoakApp(svc, lock_service=locks, watcher_factory="auto")
+        gc_passes = GCPasses()
+        gc.callbacks.append(gc_passes)
+        relist_spans: list[list[float]] = []  # [pressed, seen done] of each re-list
         samples: list[Sample] = []
         relists = 0
         async with app.run_test(size=(160, 50)) as pilot:
@@ -192,9 +234,13 @@ async def soak(args: argparse.Namespace) -> int:
                     print(f"t={s.t:6.0f}s rss={s.rss:7.1f} MiB threads={s.threads:3d} workers={s.workers} "
                           f"rows={s.rows:,} refreshes={rs.done} overlaps={rs.overlaps} "
                           f"ui_max={max(rs.ui_costs, default=0):.3f}s lag_max={rs.max_lag:.3f}s fed={fed[0]} "
-                          f"delivered={len(consumer.stats.delivered)} live={app.pulse_state.live}", flush=True)
+                          f"delivered={len(consumer.stats.delivered)} live={app.pulse_state.live} "
+                          f"frozen={gc.get_freeze_count():,}", flush=True)
                     next_sample += args.sample
+                if relist_spans and len(relist_spans[-1]) == 1 and not app._loading:
+                    relist_spans[-1].append(now)
                 if now >= next_relist and not app._loading:
+                    relist_spans.append([time.perf_counter()])
                     await pilot.press("R")
                     relists += 1
                     next_relist += args.relist_every
@@ -246,6 +292,8 @@ async def soak(args: argparse.Namespace) -> int:
             ("list agrees with the server at the end", "yes" if agree else f"NO ({len(app.model)} vs {len(want)})"),
             ("consumer errors", f"{consumer.stats.errors} {consumer.stats.last_error or ''}".strip()),
         ]
+        gc.callbacks.remove(gc_passes)
+        print_spikes(rs, gc_passes, relist_spans, start)
         width = max(len(k) for k, _ in rows)
         print()
         print(f"| {'measure'.ljust(width)} | value |")
