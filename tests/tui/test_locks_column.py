@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.mailgen import backlog
+from tests.mailgen import backlog, message
 from tests.servers import free_port
 from tests.tui.conftest import loaded, wait_for
 from triage_tui.services.journal import AuditJournal
@@ -52,5 +52,53 @@ def test_redis_down_leaves_the_imap_side_working(mailbox, make_service):  # type
             await wait_for(pilot, lambda: app.pulse_state.locks_error is not None, what="the Redis error")
             assert "Redis unavailable" in "".join(app.query_one("#pulse").text_lines())
             assert app.status_line.kind == "warn"
+
+    asyncio.run(go())
+
+
+def test_a_refresh_reads_the_new_rows_locks_and_every_lock_at_most_every_few_seconds(  # type: ignore[no-untyped-def]
+        mailbox, make_service, redis_server, redis_client, monkeypatch):
+    """A refresh reads the locks of the rows it adds with them. Every row's lock is read again
+    at most once every LOCKS_EVERY seconds after refreshes (read after each one, 100k locks
+    fought the event loop for the GIL whenever mail arrived): a lock taken meanwhile on an
+    older row shows at the end of that time, and the pulse count follows the new rows at once."""
+    from triage_tui.tui.controllers import listing
+
+    monkeypatch.setattr(listing, "LOCKS_EVERY", 3.0)
+    mailbox.seed(backlog(5, now=NOW))
+    redis_client.set("mail_room:gitlab:delivered:2", "1", ex=540)
+    locks = LockService(RedisSettings(url=redis_server.url), read_only=True, journal=AuditJournal())
+    reads: list[int] = []
+    annotate = locks.annotate
+
+    def spy(messages):  # type: ignore[no-untyped-def]
+        reads.append(len(messages))
+        return annotate(messages)
+
+    monkeypatch.setattr(locks, "annotate", spy)
+    app = TriageApp(make_service(mailbox), lock_service=locks, watcher_factory=None)
+
+    async def go() -> None:
+        async with app.run_test(size=(120, 30)) as pilot:
+            await loaded(pilot)
+            await wait_for(pilot, lambda: app.pulse_state.locks_held == 1, what="the first lock count")
+            assert reads == [5]
+            redis_client.set("mail_room:gitlab:delivered:6", "1", ex=300)  # the next UID, locked on arrival
+            redis_client.set("mail_room:gitlab:delivered:3", "1", ex=300)  # an older row, locked meanwhile
+            for i in (6, 7):
+                c = mailbox.client()
+                c.append("INBOX", message(subject=f"new {i}"))
+                c.logout()
+                app.request_sync("test")
+                await wait_for(pilot, lambda i=i: i in app.model.messages and not app._sync_running,
+                               what=f"UID {i} listed")
+            assert app.model.messages[6].lock is not None
+            assert app.model.messages[3].lock is None  # not read again yet
+            assert app.pulse_state.locks_held == 2
+            assert sorted(reads[1:]) == [1, 1]  # the new rows only, each with its refresh
+            await wait_for(pilot, lambda: app.model.messages[3].lock is not None, timeout=8,
+                           what="the deferred read of every lock")
+            assert reads[3:] == [7]  # once for both refreshes
+            await wait_for(pilot, lambda: app.pulse_state.locks_held == 3, what="the exact count")
 
     asyncio.run(go())

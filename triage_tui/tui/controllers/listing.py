@@ -43,6 +43,11 @@ FOLD_SLICE = 0.004
 FOLD_ROWS = 1_000  # a larger batch is folded in parts of this many (~1 ms each)
 #: a fresh listing posts its rows to the UI at most this often (its first batch at once)
 POST_EVERY = 0.5
+#: A refresh (sync) reads the locks of the rows it adds with them; every row's lock is read
+#: again at most this often after refreshes (seconds). Read after every refresh, 100k locks
+#: (~0.2 s of CPU in a thread) fought the event loop for the GIL once a second while mail
+#: arrived: 50-140 ms loop lags at 100k rows (bench/soak.py), none over 50 ms without.
+LOCKS_EVERY = 10.0
 
 
 class ListingController:
@@ -65,6 +70,8 @@ class ListingController:
         self.fold_scheduled = False
         self.done_waiting: M.ListDone | None = None
         self.cache_noted = False  # the header cache's one line shown (once a session)
+        self.locks_read_at: float | None = None  # when every row's lock was last asked (monotonic)
+        self.locks_timer: Any = None  # the read a refresh deferred (LOCKS_EVERY)
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -346,11 +353,31 @@ class ListingController:
 
     def locks_all(self) -> None:
         h = self.host
+        if self.locks_timer is not None:
+            self.locks_timer.stop()
+            self.locks_timer = None
         if h.lock_service is not None and h.model.messages:
+            self.locks_read_at = time.monotonic()
             # handed over in a box the worker empties: a finished Worker can linger (a cycle,
             # or frozen by gc.freeze) and must not keep 100k messages alive with it
             run_thread(h, self._locks_worker, h._gen, [list(h.model.messages.values())],
                        name="_locks_worker", group="locks", exclusive=True)
+
+    def locks_after_sync(self) -> None:
+        """Every row's lock read again after a refresh, at most once every LOCKS_EVERY seconds
+        (a refresh within that time defers it to the end of it, once)."""
+        h = self.host
+        if h.lock_service is None or self.locks_timer is not None:
+            return
+        wait = 0.0 if self.locks_read_at is None else self.locks_read_at + LOCKS_EVERY - time.monotonic()
+        if wait <= 0:
+            self.locks_all()
+        else:
+            self.locks_timer = h.set_timer(wait, self._locks_due)
+
+    def _locks_due(self) -> None:
+        self.locks_timer = None
+        self.locks_all()
 
     def _locks_worker(self, gen: int, box: builtins.list[builtins.list[Message]]) -> None:
         h = self.host
@@ -478,6 +505,10 @@ class ListingController:
             # themselves only, and a copy whose original is gone is no longer a duplicate
             mids = {m.message_id for u in msg.gone if (m := msgs.get(u)) is not None}
             mids.update(m.message_id for m in msg.new)
+            s = h.pulse_state
+            if s.locks_held is not None:  # exact again at the next read of every lock
+                s.locks_held += (sum(1 for m in msg.new if m.lock is not None)
+                                 - sum(1 for u in msg.gone if (m := msgs.get(u)) is not None and m.lock is not None))
             h.model.remove(msg.gone)
             self._freeze(h.model.add(msg.new))
             mids.discard("")
@@ -488,14 +519,13 @@ class ListingController:
                 # changed in place: their sort keys and filter matches are computed again
                 h.model.add([m for m, was in zip(group, before, strict=True) if m.suspicious_reason != was])
             h.model.rebuild()
-            s = h.pulse_state
             s.vanished, s.arrived = len(picked), len(msg.new)
             s.refreshed = h.clock()
             if not h.model.messages:
                 h.list.empty_text = f"the {h.view.value} view is empty"
             h._refresh_list(keep)
             if msg.gone or msg.new:
-                h._locks_all()
+                self.locks_after_sync()
         if h._sync_pending and not h._paused:
             h.set_timer(SYNC_SETTLE, lambda: h.request_sync("pending"))
 
