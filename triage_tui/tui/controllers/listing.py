@@ -503,12 +503,12 @@ class ListingController:
             msgs = h.model.messages
             # duplicate Message-IDs are judged in the whole view: the new rows came judged among
             # themselves only, and a copy whose original is gone is no longer a duplicate
-            mids = {m.message_id for u in msg.gone if (m := msgs.get(u)) is not None}
+            gone_rows = [m for u in msg.gone if (m := msgs.get(u)) is not None]
+            mids = {m.message_id for m in gone_rows}
             mids.update(m.message_id for m in msg.new)
             s = h.pulse_state
             if s.locks_held is not None:  # exact again at the next read of every lock
-                s.locks_held += (sum(1 for m in msg.new if m.lock is not None)
-                                 - sum(1 for u in msg.gone if (m := msgs.get(u)) is not None and m.lock is not None))
+                s.locks_held += sum(m.lock is not None for m in msg.new) - sum(m.lock is not None for m in gone_rows)
             h.model.remove(msg.gone)
             self._freeze(h.model.add(msg.new))
             mids.discard("")
