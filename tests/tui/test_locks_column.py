@@ -64,7 +64,8 @@ def test_a_refresh_reads_the_new_rows_locks_and_every_lock_at_most_every_few_sec
     older row shows at the end of that time, and the pulse count follows the new rows at once."""
     from triage_tui.tui.controllers import listing
 
-    monkeypatch.setattr(listing, "LOCKS_EVERY", 3.0)
+    # long enough for two refreshes on a loaded machine, before the deferred read is due
+    monkeypatch.setattr(listing, "LOCKS_EVERY", 6.0)
     mailbox.seed(backlog(5, now=NOW))
     redis_client.set("mail_room:gitlab:delivered:2", "1", ex=540)
     locks = LockService(RedisSettings(url=redis_server.url), read_only=True, journal=AuditJournal())
@@ -96,7 +97,7 @@ def test_a_refresh_reads_the_new_rows_locks_and_every_lock_at_most_every_few_sec
             assert app.model.messages[3].lock is None  # not read again yet
             assert app.pulse_state.locks_held == 2
             assert sorted(reads[1:]) == [1, 1]  # the new rows only, each with its refresh
-            await wait_for(pilot, lambda: app.model.messages[3].lock is not None, timeout=8,
+            await wait_for(pilot, lambda: app.model.messages[3].lock is not None, timeout=15,
                            what="the deferred read of every lock")
             assert reads[3:] == [7]  # once for both refreshes
             await wait_for(pilot, lambda: app.pulse_state.locks_held == 3, what="the exact count")
