@@ -14,7 +14,9 @@ every change; every ``--relist-every`` seconds a full re-list (R) runs as well.
 Measured, every ``--sample`` seconds: RSS and thread count of this process (the app, its
 workers and the watcher live here; Dovecot and Redis are other processes), the running workers
 by group. Every refresh (the sync worker between ``request_sync`` starting it and ``SyncDone``)
-is timed, and a refresh starting while another runs counts as an overlap. At the end the list is
+is timed, and a refresh starting while another runs counts as an overlap. Every event-loop lag
+over 50 ms is listed at the end with what overlapped it (a GC pass over 10 ms, a re-list, a
+refresh), and the count of objects frozen out of the GC is sampled with RSS. At the end the list is
 checked against the server (same UIDs as UNSEEN). Exits 1 if refreshes overlapped, workers piled
 up, the list disagrees with the server, or RSS grew by more than ``--max-growth-mib`` between the
 end of the warm-up (``--warmup`` seconds, which should include two re-lists: at 100k rows RSS steps
@@ -151,11 +153,14 @@ class SoakApp(TriageApp):
         self._tick = now
 
 
-def print_spikes(rs: RefreshStats, gc_passes: GCPasses, relists: list[list[float]], start: float) -> None:
-    """Each event-loop lag over SPIKE, with what overlapped it: a GC pass over 10 ms that ended
-    within the lag's window, a re-list, a refresh (sync)."""
-    print(f"\nevent-loop lags over {SPIKE * 1000:.0f} ms: {len(rs.spikes)}")
-    for when, lag in rs.spikes:
+def print_spikes(rs: RefreshStats, gc_passes: GCPasses, relists: list[list[float]], start: float,
+                 end: float) -> None:
+    """Each event-loop lag over SPIKE until ``end`` (the end checks block the loop themselves),
+    with what overlapped it: a GC pass over 10 ms that ended within the lag's window, a
+    re-list, a refresh (sync)."""
+    during = [(when, lag) for when, lag in rs.spikes if when <= end]
+    print(f"\nevent-loop lags over {SPIKE * 1000:.0f} ms during the soak: {len(during)}")
+    for when, lag in during:
         lo = when - lag - 0.1
         why = [f"gc gen{g} {d * 1000:.0f} ms" for end, g, d in gc_passes.passes if lo <= end <= when + 0.01]
         why += ["re-list" for span in relists if span[0] <= when and (len(span) == 1 or lo <= span[1])]
@@ -246,6 +251,7 @@ async def soak(args: argparse.Namespace) -> int:
                     next_relist += args.relist_every
                 await pilot.pause(0.2)
             lag_during = app.refresh_stats.max_lag  # what follows blocks the loop itself (checks, joins)
+            soak_end = time.perf_counter()
             stop.set()
             consumer.stop()
             # settle: the last trickle is delivered and the list catches up
@@ -293,7 +299,7 @@ async def soak(args: argparse.Namespace) -> int:
             ("consumer errors", f"{consumer.stats.errors} {consumer.stats.last_error or ''}".strip()),
         ]
         gc.callbacks.remove(gc_passes)
-        print_spikes(rs, gc_passes, relist_spans, start)
+        print_spikes(rs, gc_passes, relist_spans, start, soak_end)
         width = max(len(k) for k, _ in rows)
         print()
         print(f"| {'measure'.ljust(width)} | value |")
