@@ -53,6 +53,9 @@ class LatencyProxy:
     throttled: int = 0
     #: rewrite what the server sends (no latency only): a server that lies, or says more than asked
     server_says: Callable[[bytes], bytes] | None = None
+    #: rewrite what the client sends before the server sees it (no latency only): a server that
+    #: answers another question than the one asked (one that ignores a SEARCH key, say)
+    client_says: Callable[[bytes], bytes] | None = None
     #: round trips: connection setups plus the commands a client sent while it had nothing in
     #: flight (it had waited for every earlier answer); ``lines_sent`` counts command lines
     round_trips: int = 0
@@ -127,6 +130,8 @@ class LatencyProxy:
                     data = self._throttle(data, src)
                 if not rec and self.server_says is not None:
                     data = self.server_says(data)
+                if rec and self.client_says is not None:
+                    data = self.client_says(data)
                 try:
                     dst.sendall(data)
                 except OSError:

@@ -26,6 +26,7 @@ from imapclient import imap4 as _imap4
 from imapclient import tls as _imap_tls
 
 from triage_tui.domain import uidset
+from triage_tui.domain.numbers import IMAP_MAX
 from triage_tui.domain.redact import register
 from triage_tui.domain.redact import scrub as scrub_secrets
 from triage_tui.domain.text import inert
@@ -41,6 +42,8 @@ from triage_tui.errors import (
 from triage_tui.services.imapwire import Completion, FetchRecord, Response, Wire, parse_fetch, parse_tokens
 
 log = logging.getLogger("triage_tui.imap")
+#: at most this many seconds of backing off, as a throttling server asks, per operation
+MAX_THROTTLE_WAIT = 120.0
 _BACKOFF = re.compile(r"Suggested Backoff Time: *(\d{1,7}) *milliseconds", re.IGNORECASE)
 
 SECURITY_CHOICES = ("ssl", "starttls", "none")
@@ -265,6 +268,7 @@ class ImapSession:
         self.max_bytes = self.limits.max_bytes
         self.max_count = self.limits.max_count
         self._throttle_hits = 0
+        self._throttle_slept = 0.0
         #: commands sent through imaplib without waiting (ENABLE after login): (name, tag)
         self._pending: list[tuple[str, str]] = []
         #: (monotonic time, imaplib's tag counter) of the last EXAMINE: see :meth:`examine`
@@ -539,11 +543,16 @@ class ImapSession:
         if not m and done.code not in ("THROTTLED", "UNAVAILABLE", "LIMIT"):
             return False
         self._throttle_hits += 1
-        if self._throttle_hits > 20:
-            return False  # the server keeps saying no: report the chunk as failed
-        wait = int(m.group(1)) / 1000 if m else min(30.0, 0.5 * 2 ** min(self._throttle_hits, 6))
+        if self._throttle_hits == 1:
+            self._throttle_slept = 0.0
+        wait = min(int(m.group(1)) / 1000 if m else min(30.0, 0.5 * 2 ** min(self._throttle_hits, 6)), 60.0)
+        if self._throttle_hits > 20 or self._throttle_slept + wait > MAX_THROTTLE_WAIT:
+            # the server keeps saying no: report the chunk as failed (a server answering every
+            # command with NO [LIMIT] kept a mark-seen silent for 8 minutes, past any timeout)
+            return False
         log.info("server asks to back off %.1f s", wait)
-        time.sleep(min(wait, 60.0))
+        self._throttle_slept += wait
+        time.sleep(wait)
         if len(members) > 1:
             self.max_count = max(1, min(self.max_count, len(members) // 2))
         return True
@@ -614,9 +623,9 @@ class ImapSession:
         _, wire = self._require()
         esearch = "ESEARCH" in self.capabilities
         with self.lock:
-            untagged, done = wire.command(self._search_command(criteria))
+            untagged, done, tag = wire.command_tagged(self._search_command(criteria))
             self._check(done, "SEARCH")
-        return _search_answer(untagged, esearch)
+        return _search_answer(untagged, esearch, tag)
 
     def _search_command(self, criteria: str) -> bytes:
         return (b"UID SEARCH RETURN (ALL) " if "ESEARCH" in self.capabilities else b"UID SEARCH ") \
@@ -626,8 +635,8 @@ class ImapSession:
         """``UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE since)`` (RFC 7162: the flags of every
         message changed since) and ``UID SEARCH criteria``, pipelined: one round trip for both.
         Raises :class:`OperationFailed` naming the command the server refused."""
-        changed, untagged, _ = self._changes_and_searches(since, [("SEARCH", criteria)])
-        return changed, _search_answer(untagged, "ESEARCH" in self.capabilities)
+        changed, untagged, tags = self._changes_and_searches(since, [("SEARCH", criteria)])
+        return changed, _search_answer(untagged, "ESEARCH" in self.capabilities, tags["SEARCH"])
 
     def search_and_changes(self, criteria: str, since: int) -> tuple[list[int], dict[int, tuple[str, ...]], list[int],
                                                                      list[tuple[int, int]]]:
@@ -644,11 +653,9 @@ class ImapSession:
         by_tag = _esearch_by_tag([r for r in untagged if _is_esearch(r)])
         if by_tag is None or set(by_tag) != {tags["SEARCH"], tags["SEARCH RECENT"], tags["SEARCH ALL"]}:
             raise OperationFailed("the server's answers to pipelined SEARCHes could not be told apart by their tags")
-        try:
-            return (uidset.parse(by_tag[tags["SEARCH"]]), changed, uidset.parse(by_tag[tags["SEARCH RECENT"]]),
-                    uidset.parse_ranges(by_tag[tags["SEARCH ALL"]]))
-        except UsageError as e:
-            raise OperationFailed(f"the server answered a SEARCH with a bad set: {e}") from None
+        return (_server_uids(by_tag[tags["SEARCH"]], "SEARCH"), changed,
+                _server_uids(by_tag[tags["SEARCH RECENT"]], "SEARCH RECENT"),
+                _server_runs(by_tag[tags["SEARCH ALL"]], "SEARCH ALL"))
 
     def _changes_and_searches(self, since: int, searches: list[tuple[str, str]], *, search_first: bool = False,
                               ) -> tuple[dict[int, tuple[str, ...]], list[Response], dict[str, bytes]]:
@@ -687,6 +694,7 @@ class ImapSession:
         of the set (pieces bounded by bytes only: SEARCH returns at most what we send), halving a
         piece the server refuses as too long."""
         pending = [members for _, members in uidset.split(uids, max_bytes=self.max_bytes, max_count=10_000_000)]
+        asked = {u for members in pending for u in members}
         out: list[int] = []
         while pending:
             members = pending.pop()
@@ -696,22 +704,30 @@ class ImapSession:
                 if " BAD " not in f" {e} " or len(members) < 2:
                     raise
                 pending.extend(self._shrink(members))
-        return sorted(set(out))
+        # only what was asked: a server that answers UIDs outside the set (one ignoring the UID
+        # key) must not turn a narrowing into targets the operator never chose
+        return sorted(asked.intersection(out))
 
     def count(self, criteria: str) -> int:
         _, wire = self._require()
         if "ESEARCH" not in self.capabilities:
             return len(self.search(criteria))
         with self.lock:
-            untagged, done = wire.command(b"UID SEARCH RETURN (COUNT) " + criteria.encode("ascii"))
+            untagged, done, tag = wire.command_tagged(b"UID SEARCH RETURN (COUNT) " + criteria.encode("ascii"))
             self._check(done, "SEARCH")
-        for resp in untagged:
-            if not _is_esearch(resp):
-                continue
-            toks = resp.tokens()
-            for i, t in enumerate(toks):
-                if isinstance(t, bytes) and t.upper() == b"COUNT" and i + 1 < len(toks):
-                    return int(toks[i + 1])
+        resp = _our_esearch(untagged, tag)
+        if resp is None:
+            return 0
+        toks = resp.tokens()
+        for i, t in enumerate(toks):
+            if isinstance(t, bytes) and t.upper() == b"COUNT" and i + 1 < len(toks):
+                n = toks[i + 1]
+                if isinstance(n, bytes):
+                    n = n.strip()  # the last token keeps the line's CRLF
+                if not isinstance(n, bytes) or not n.isdigit() or len(n) > 10:
+                    raise OperationFailed(f"the server answered SEARCH RETURN (COUNT) with {_shown_reply(n)}, "
+                                          "which is not a count")
+                return int(n)
         return 0
 
     def fetch_stream(
@@ -852,13 +868,29 @@ class ImapSession:
         op = "+FLAGS.SILENT" if add else "-FLAGS.SILENT"
         mod = f" (UNCHANGEDSINCE {unchangedsince})" if unchangedsince is not None else ""
 
-        def accept(members: list[int], done: Completion, result: StoreResult) -> list[int]:
-            modified = set(uidset.parse(done.code_arg or "")) if done.code == "MODIFIED" else set()
-            result.modified.extend(sorted(modified & set(members)))
-            return [u for u in members if u not in modified]
+        uncertain: list[int] = []
 
-        return self._chunked(uids, lambda s: f"UID STORE {s}{mod} {op} ({flag})", accept, progress, stop,
-                             on_untagged, announce, skim)
+        def accept(members: list[int], done: Completion, result: StoreResult) -> list[int]:
+            if done.code != "MODIFIED":
+                return members
+            runs = _modified_runs(done.code_arg or "")
+            if runs is None:  # not a set: which of them were stored is unknown; their flags tell, below
+                uncertain.extend(members)
+                return []
+            modified = [u for u in members if any(lo <= u <= hi for lo, hi in runs)]
+            result.modified.extend(modified)
+            return [u for u in members if u not in set(modified)]
+
+        result = self._chunked(uids, lambda s: f"UID STORE {s}{mod} {op} ({flag})", accept, progress, stop,
+                               on_untagged, announce, skim)
+        if uncertain:
+            have = set(self.search_within(uncertain, _flags_criteria(flag, add)))
+            ok = [u for u in uncertain if u in have]
+            result.done.extend(ok)
+            result.modified.extend(u for u in uncertain if u not in have)
+            if progress and ok:
+                progress(ok)
+        return result
 
     def _uid_expunge(self, uids: list[int], progress: Callable[[list[int]], None] | None = None,
                      stop: threading.Event | None = None,
@@ -945,23 +977,115 @@ def _no_delay(imap: Any) -> None:
         pass
 
 
-def _search_answer(untagged: list[Response], esearch: bool) -> list[int]:
-    """The UIDs of a ``UID SEARCH`` answer (``* ESEARCH ... ALL <set>`` or ``* SEARCH n n``)."""
+_SET_PART = re.compile(r"([0-9]{1,10}|\*)(?::([0-9]{1,10}|\*))?")
+_SYSTEM_FLAGS = {"\\seen": "SEEN", "\\deleted": "DELETED", "\\flagged": "FLAGGED", "\\answered": "ANSWERED",
+                 "\\draft": "DRAFT"}
+
+
+def _modified_runs(text: str) -> list[tuple[int, int]] | None:
+    """The runs of a ``[MODIFIED <set>]`` code, read as a server may write it (``*``: the
+    highest UID, so ``1:*`` is every one), or None when it is no set (``abc``): then which UIDs
+    the STORE changed is unknown. More than 10,000 runs count as no set."""
+    parts = text.strip().split(",")
+    if len(parts) > 10_000:
+        return None
+    runs = []
+    for part in parts:
+        m = _SET_PART.fullmatch(part)
+        if m is None:
+            return None
+        a = IMAP_MAX if m.group(1) == "*" else int(m.group(1))
+        b = a if m.group(2) is None else IMAP_MAX if m.group(2) == "*" else int(m.group(2))
+        runs.append((min(a, b), max(a, b)))
+    return runs
+
+
+def _flags_criteria(flags: str, add: bool) -> str:
+    """SEARCH criteria for messages that carry every one of ``flags`` (``add``), or none of them."""
+    out = []
+    for f in flags.split():
+        key = _SYSTEM_FLAGS.get(f.lower())
+        if key is not None:
+            out.append(key if add else "UN" + key)
+        else:
+            out.append(("KEYWORD " if add else "UNKEYWORD ") + f)
+    return " ".join(out)
+
+
+def _shown_reply(value: object) -> str:
+    text = value.decode("ascii", "backslashreplace") if isinstance(value, bytes) else repr(value)
+    return repr(text if len(text) <= 40 else text[:40] + "…")
+
+
+def _server_runs(text: str, what: str) -> list[tuple[int, int]]:
+    """A UID set the server sent, as runs. A set that is none (``*``, ``0``, ``5:abc``) is the
+    server's fault, not the operator's: OperationFailed, never the usage advice of
+    :func:`uidset.parse_ranges`."""
+    try:
+        return uidset.parse_ranges(text)
+    except UsageError:
+        raise OperationFailed(f"the server answered {what} with {_shown_reply(text)}, which is not a set of UIDs"
+                              ) from None
+
+
+def _server_uids(text: str, what: str) -> list[int]:
+    return [u for lo, hi in _server_runs(text, what) for u in range(lo, hi + 1)]
+
+
+def _correlator(toks: list[Any]) -> bytes | None:
+    """The tag an ``* ESEARCH (TAG "<tag>") ...`` answer names, None when it names none."""
+    c = toks[2] if len(toks) > 2 else None
+    if isinstance(c, list) and len(c) == 2 and isinstance(c[0], bytes) and c[0].upper() == b"TAG" \
+            and isinstance(c[1], bytes):
+        return c[1]
+    return None
+
+
+def _our_esearch(untagged: list[Response], tag: bytes | None) -> Response | None:
+    """The ESEARCH answer to the command sent with ``tag``: the one naming it (RFC 4731), or the
+    only one naming no tag. An answer naming another tag is not ours (a server's stray answer
+    listed \\Seen mail in the UNSEEN view); more than one candidate cannot be told apart."""
+    named: list[Response] = []
+    bare: list[Response] = []
+    for resp in untagged:
+        if not _is_esearch(resp):
+            continue  # unsolicited: FLAGS, OK [PERMANENTFLAGS ...] after a new keyword, EXISTS
+        c = _correlator(resp.tokens())
+        if c is None:
+            bare.append(resp)
+        elif tag is None or c == tag:
+            named.append(resp)
+    found = named or bare
+    if len(found) > 1:
+        raise OperationFailed(f"the server sent {len(found)} answers to one SEARCH; they cannot be told apart")
+    return found[0] if found else None
+
+
+def _search_answer(untagged: list[Response], esearch: bool, tag: bytes | None = None) -> list[int]:
+    """The UIDs of a ``UID SEARCH`` answer (``* ESEARCH ... ALL <set>`` or ``* SEARCH n n``),
+    checked: UIDs are 1 to 2^32-1, and an ESEARCH answer is the one to ``tag``."""
     if esearch:
-        for resp in untagged:
-            if not _is_esearch(resp):
-                continue  # unsolicited: FLAGS, OK [PERMANENTFLAGS ...] after a new keyword, EXISTS
-            toks = resp.tokens()
-            if len(toks) > 1 and isinstance(toks[1], bytes) and toks[1].upper() == b"ESEARCH":
-                for i, t in enumerate(toks):
-                    if isinstance(t, bytes) and t.upper() == b"ALL" and i + 1 < len(toks):
-                        return uidset.parse(toks[i + 1].decode())
+        resp = _our_esearch(untagged, tag)
+        if resp is None:
+            return []
+        toks = resp.tokens()
+        for i, t in enumerate(toks):
+            if isinstance(t, bytes) and t.upper() == b"ALL" and i + 1 < len(toks):
+                found = toks[i + 1]
+                if not isinstance(found, bytes):
+                    raise OperationFailed(f"the server answered SEARCH with ALL {_shown_reply(found)}, "
+                                          "which is not a set of UIDs")
+                return _server_uids(found.decode("ascii", "replace"), "SEARCH")
         return []
     out: list[int] = []
     for resp in untagged:
         line = resp.first
         if line[:9].upper() == b"* SEARCH ":
-            out.extend(int(x) for x in line[9:].split() if x.isdigit())
+            for x in line[9:].split():
+                if x.isdigit():  # ASCII digits only (bytes); "(MODSEQ n)" trailers are skipped
+                    if len(x) > 10 or not 1 <= int(x) <= IMAP_MAX:
+                        raise OperationFailed(f"the server answered SEARCH with {_shown_reply(x)}, which is not a UID")
+                    out.append(int(x))
     return sorted(set(out))
 
 

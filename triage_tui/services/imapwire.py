@@ -419,6 +419,11 @@ class Wire:
 
     def command(self, command: bytes) -> tuple[list[Response], Completion]:
         """Run one command and collect its untagged responses."""
+        untagged, completion, _ = self.command_tagged(command)
+        return untagged, completion
+
+    def command_tagged(self, command: bytes) -> tuple[list[Response], Completion, bytes]:
+        """:meth:`command`, and the tag it was sent with (an ESEARCH answer names it)."""
         pipe = self.pipeline(1)
         pipe.submit(command)
         untagged: list[Response] = []
@@ -429,7 +434,7 @@ class Wire:
             else:
                 completion = ev[1]
         assert completion is not None
-        return untagged, completion
+        return untagged, completion, pipe.sent[0][1]
 
 
 class Pipeline:
