@@ -116,6 +116,44 @@ def test_view_switch_and_range_mark() -> None:
     asyncio.run(go())
 
 
+def test_a_range_is_drawn_between_rows_not_positions() -> None:
+    """The first ``v`` remembers the row, not where it was on screen: a sort (or a filter, or a
+    refresh adding rows) between the two presses moves rows, and the old position-based range
+    then covered mail the operator never drew (found by an adversary: 31 marked instead of 11)."""
+    app, _ = make()
+
+    async def go() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await ready(pilot)
+            await pilot.press("down", "down", "down")
+            anchor = app.list.current
+            await pilot.press("v")
+            await pilot.press("s")  # another sort: every row moves
+            await pilot.pause(0.05)
+            at = app.model.index_of(anchor)
+            assert at is not None and at != 3, "the sort moved the anchor's row"
+            app.list.cursor = min(at + 2, len(app.model.rows) - 1)
+            await pilot.press("v")
+            lo, hi = sorted((at, app.list.cursor))
+            assert app.model.marks == set(app.model.rows[lo:hi + 1])
+            # an anchor filtered out before the second press: nothing is marked
+            await pilot.press("escape")
+            app.model.clear_marks()
+            app.list.cursor = app.model.index_of(anchor)
+            await pilot.press("v")
+            mine = app.model.messages[anchor].subject
+            other = next(m.subject for m in app.model.messages.values() if m.subject not in mine and mine not in m.subject)
+            assert app.apply_filter_text(f'subject:"{other}"')
+            await pilot.pause(0.05)
+            assert app.model.rows and app.model.index_of(anchor) is None
+            app.list.cursor = 0
+            await pilot.press("v")
+            assert not app.model.marks
+            assert "no longer listed" in str(app.status_line.render())
+
+    asyncio.run(go())
+
+
 def test_the_ui_needs_a_terminal(cli) -> None:  # type: ignore[no-untyped-def]
     r = cli(["--host", "127.0.0.1", "--user", "u"], env={"TRIAGE_IMAP_PASSWORD": "x"})
     assert r.code == 2 and "needs a terminal" in r.err

@@ -253,7 +253,7 @@ class TriageApp(KeyOrder, App[int]):
         self._busy = False
         self._needs_reconnect = False
         self._own_changed: set[int] = set()
-        self._range_anchor: int | None = None
+        self._range_anchor: tuple[str, int | str] | None = None
         self._watcher: Any = None
         self._services_closed = False
         self._ppid = os.getppid()

@@ -41,7 +41,7 @@ class Host(Protocol):
     _sync_running: bool
     _sync_pending: bool
     _own_changed: set[int]
-    _range_anchor: int | None
+    _range_anchor: tuple[str, int | str] | None  # ("uid", uid) or ("group", key)
     _watcher: Any
     _last_progress: float
 

@@ -53,12 +53,26 @@ class ViewController:
     def mark_range(self) -> None:
         h = self.host
         lst = h.list
+        rows = h.model.rows
+        if not 0 <= lst.cursor < len(rows):
+            h._range_anchor = None
+            h.status("nothing to mark here")
+            return
         if h._range_anchor is None:
-            h._range_anchor = lst.cursor
+            # the row itself, not its position: a refresh, a filter or a sort between the two
+            # presses moves rows, and a position then covered mail the operator never drew
+            row = rows[lst.cursor]
+            h._range_anchor = ("group", row.key) if isinstance(row, Group) else ("uid", row)
             h.status("range mark: move to the other end and press v again (esc cancels)")
             return
-        a, b = sorted((h._range_anchor, lst.cursor))
+        kind, what = h._range_anchor
         h._range_anchor = None
+        at = h.model.index_of_group(what) if kind == "group" else h.model.index_of(what)  # type: ignore[arg-type]
+        if at is None:
+            h.status("range mark cancelled: the row it started at is no longer listed (filtered out or gone); "
+                     "press v to start again", "warn")
+            return
+        a, b = sorted((at, lst.cursor))
         uids: list[int] = []
         for row in h.model.rows[a: b + 1]:
             uids.extend(h.model.row_uids(row))
