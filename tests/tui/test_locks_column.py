@@ -103,3 +103,46 @@ def test_a_refresh_reads_the_new_rows_locks_and_every_lock_at_most_every_few_sec
             await wait_for(pilot, lambda: app.pulse_state.locks_held == 3, what="the exact count")
 
     asyncio.run(go())
+
+
+def test_a_quiet_list_reads_its_locks_again_and_comes_back_after_redis_does(  # type: ignore[no-untyped-def]
+        mailbox, make_service, monkeypatch):
+    """With no mail arriving there is no refresh. Before, nothing read the locks again then: an
+    expired lock stayed in the column and the count, and "Redis unavailable" stayed in the pulse
+    bar after Redis was back, until the next mail (found by an adversary, 30 s and more)."""
+    from tests.servers import start_redis
+    from triage_tui.tui.controllers import listing
+
+    monkeypatch.setattr(listing, "LOCKS_EVERY", 1.0)
+    monkeypatch.setattr(listing, "LOCKS_RETRY", 1.0)
+    mailbox.seed(backlog(3, now=NOW))
+    redis = start_redis()
+    port = redis.port
+    client = redis.client()
+    client.set("mail_room:gitlab:delivered:2", "1", px=1500)
+    locks = LockService(RedisSettings(url=redis.url, timeout=0.5), read_only=True, journal=AuditJournal())
+    app = TriageApp(make_service(mailbox), lock_service=locks, watcher_factory=None)
+    again = None
+
+    async def go() -> None:
+        nonlocal again
+        async with app.run_test(size=(120, 30)) as pilot:
+            await loaded(pilot)
+            await wait_for(pilot, lambda: app.pulse_state.locks_held == 1, what="the lock count")
+            await wait_for(pilot, lambda: app.pulse_state.locks_held == 0 and app.model.messages[2].lock is None,
+                           timeout=10, what="the expired lock gone without a refresh")
+            redis.stop()
+            await wait_for(pilot, lambda: app.pulse_state.locks_error is not None, timeout=10,
+                           what="the Redis error")
+            again = start_redis(port=port)
+            again.client().set("mail_room:gitlab:delivered:3", "1", ex=300)
+            await wait_for(pilot, lambda: app.pulse_state.locks_error is None and app.pulse_state.locks_held == 1,
+                           timeout=10, what="the locks read again once Redis is back")
+            assert "Redis unavailable" not in "".join(app.query_one("#pulse").text_lines())
+
+    try:
+        asyncio.run(go())
+    finally:
+        redis.stop()
+        if again is not None:
+            again.stop()

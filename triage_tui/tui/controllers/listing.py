@@ -48,6 +48,12 @@ POST_EVERY = 0.5
 #: (~0.2 s of CPU in a thread) fought the event loop for the GIL once a second while mail
 #: arrived: 50-140 ms loop lags at 100k rows (bench/soak.py), none over 50 ms without.
 LOCKS_EVERY = 10.0
+#: With no refresh at all (a quiet mailbox), every row's lock is read again after this long per
+#: 100k rows, at least LOCKS_EVERY: locks expire and TTLs run down while nothing arrives, and
+#: the column and the pulse bar's count went stale until the next mail. After a failed read
+#: (Redis down, or slower than its timeout), the next one comes after LOCKS_RETRY.
+LOCKS_QUIET_PER_100K = 30.0
+LOCKS_RETRY = 15.0
 
 
 class ListingController:
@@ -71,7 +77,8 @@ class ListingController:
         self.done_waiting: M.ListDone | None = None
         self.cache_noted = False  # the header cache's one line shown (once a session)
         self.locks_read_at: float | None = None  # when every row's lock was last asked (monotonic)
-        self.locks_timer: Any = None  # the read a refresh deferred (LOCKS_EVERY)
+        self.locks_timer: Any = None  # the next read of every row's lock (see _schedule_locks)
+        self.locks_due_at = 0.0  # when it is due (monotonic)
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -367,13 +374,23 @@ class ListingController:
         """Every row's lock read again after a refresh, at most once every LOCKS_EVERY seconds
         (a refresh within that time defers it to the end of it, once)."""
         h = self.host
-        if h.lock_service is None or self.locks_timer is not None:
+        if h.lock_service is None:
             return
         wait = 0.0 if self.locks_read_at is None else self.locks_read_at + LOCKS_EVERY - time.monotonic()
         if wait <= 0:
             self.locks_all()
         else:
-            self.locks_timer = h.set_timer(wait, self._locks_due)
+            self._schedule_locks(wait)
+
+    def _schedule_locks(self, wait: float) -> None:
+        """The next read of every row's lock in ``wait`` seconds, unless one is due sooner."""
+        due = time.monotonic() + wait
+        if self.locks_timer is not None:
+            if self.locks_due_at <= due:
+                return
+            self.locks_timer.stop()
+        self.locks_due_at = due
+        self.locks_timer = self.host.set_timer(wait, self._locks_due)
 
     def _locks_due(self) -> None:
         self.locks_timer = None
@@ -403,6 +420,9 @@ class ListingController:
         h.list.set_locks(True)
         h.list.refresh()
         h._pulse()
+        if h.lock_service is not None and h.model.messages:
+            self._schedule_locks(LOCKS_RETRY if msg.error else
+                                 max(LOCKS_EVERY, LOCKS_QUIET_PER_100K * len(h.model.messages) / 100_000))
 
     # -- live refresh ----------------------------------------------------------------------------
 
@@ -482,9 +502,12 @@ class ListingController:
                 for batch in svc.iter_messages(uv, new_uids, headers=True, now=h.clock()):
                     new.extend(batch)
             counts = svc.counts()
-        if h.lock_service is not None and new:
+        ls = h.lock_service
+        # not within LOCKS_RETRY of a failed read: a hung Redis made every refresh wait its timeout
+        if ls is not None and new and (getattr(ls, "last_error", None) is None
+                                       or time.monotonic() - ls.last_error_at >= LOCKS_RETRY):
             with contextlib.suppress(Exception):
-                h.lock_service.annotate(new)
+                ls.annotate(new)
         h.post_message(M.SyncDone(gen, uv, gone, new, counts))
 
     def sync_done(self, msg: M.SyncDone) -> None:
