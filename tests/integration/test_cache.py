@@ -549,11 +549,11 @@ def test_a_connection_lost_during_the_flag_refresh_reconnects_and_lists_right(ma
     if where == "with the SEARCH":
         pipelined = ImapSession.search_and_changes
 
-        def dropping_search(self, criteria: str, since: int):  # type: ignore[no-untyped-def]
+        def dropping_search(self, criteria: str, since: int, *a):  # type: ignore[no-untyped-def]
             if not cut:
                 cut.append(1)
                 svc.abort()
-            return pipelined(self, criteria, since)
+            return pipelined(self, criteria, since, *a)
 
         monkeypatch.setattr(ImapSession, "search_and_changes", dropping_search)
     else:

@@ -76,6 +76,48 @@ def test_a_restored_backup_reusing_uids_never_serves_the_old_headers(mailbox: Ma
     assert _rows(_svc(mailbox, path)[0]) == cold
 
 
+@pytest.mark.parametrize("probe", ["with the SEARCH", "after it"])
+def test_a_restored_backup_is_caught_after_more_mail_than_the_cache_held_beyond_it(
+        mailbox: Mailbox, path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, probe: str) -> None:
+    """As above, but the warm listing comes only after more new mail than the cache held beyond
+    the backup, and other clients' flag changes: UIDNEXT and HIGHESTMODSEQ are above what the
+    cache stored, so the load's checks see nothing (an adversary's case: the old bot alerts'
+    headers were listed for three customer replies, and ``mark-seen --bots`` marked those). The
+    highest cached UID still on the server is asked for its INTERNALDATE and size: in the
+    SEARCH burst, or in a FETCH of its own when the burst's probe missed it."""
+    if probe == "after it":
+        monkeypatch.setattr(HeaderCache, "top_uids", lambda self, k=16: [])
+    _seed(mailbox, 10)
+    _warm_up(mailbox, path)
+    box = mailbox.server.maildir(mailbox.user)
+    backup = tmp_path / "backup"
+    shutil.copytree(box, backup)
+    _append(mailbox, "old bot 1", "old bot 2", "old bot 3")
+    _warm_up(mailbox, path)
+    before = _meta(path)
+    shutil.rmtree(box)
+    shutil.copytree(backup, box)
+    _chown_tree(box)
+    _append(mailbox, *(f"customer reply {i}" for i in range(8)))
+    for _ in range(6):
+        _flag(mailbox, mailbox.search("ALL")[:1], b"\\Flagged")
+    c = mailbox.client()
+    try:
+        st = c.folder_status("INBOX", [b"UIDNEXT", b"HIGHESTMODSEQ"])
+    finally:
+        c.logout()
+    assert st[b"UIDNEXT"] > max(_db_rows(path)) and st[b"HIGHESTMODSEQ"] > int(before["modseq"]), \
+        "the load's own checks cannot see this one"
+    svc, spy = _svc(mailbox, path)
+    warm = _rows(svc)
+    cold = _cold(mailbox)
+    assert not [r for r in warm if r["subject"].startswith("old bot")]
+    assert warm == cold
+    assert sorted(spy.uids) == [r["uid"] for r in cold], "the cache was given up: every header fetched"
+    svc, spy = _svc(mailbox, path)
+    assert _rows(svc) == cold and spy.uids == [], "and made again"
+
+
 def test_highestmodseq_lower_than_stored_discards_the_cache(mailbox: Mailbox, path: Path,
                                                             tmp_path: Path) -> None:
     """Index files rebuilt (HIGHESTMODSEQ starts over) with the same UIDVALIDITY and UIDs:

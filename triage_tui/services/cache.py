@@ -56,6 +56,7 @@ from zlib import crc32
 import platformdirs
 
 from triage_tui.domain.model import Message
+from triage_tui.domain.numbers import IMAP_MAX
 from triage_tui.domain.outcome import Outcome
 from triage_tui.domain.settings import AnalysisConfig
 
@@ -78,6 +79,9 @@ _I_INTERNALDATE = STORED.index("internaldate")
 _I_DATE = STORED.index("date")
 _I_OUTCOME = STORED.index("outcome")
 _I_STALE = STORED.index("stale")
+_I_SIZE = STORED.index("size")
+#: how many of the highest cached UIDs a warm listing checks with its SEARCH
+TOP_PROBE = 16
 assert _ALL[:_FIRST] == ("uid", "uidvalidity", "flags"), "Message's field order changed: update the cache"
 _NOT_ANALYSED = "header not analysed"
 _GET = operator.attrgetter(*STORED)
@@ -388,6 +392,23 @@ class ChunkValues:
                 got[u] = vals
         return got.pop(uid, None)
 
+    def peek(self, uid: int) -> tuple[Any, ...] | None:
+        """:meth:`decode` without giving the values: the row is still given later."""
+        values = self.got.get(uid)
+        if values is None:
+            values = self.decode(uid)
+            if values is not None:
+                self.got[uid] = values
+        return values
+
+
+def same_message(values: tuple[Any, ...] | None, internaldate: datetime | None, size: int | None) -> bool:
+    """Whether a cached row's values are of the message the server now has under its UID, as
+    far as its INTERNALDATE and RFC822.SIZE tell (None values: nothing to compare, True)."""
+    if values is None or internaldate is None or size is None:
+        return True
+    return values[_I_SIZE] == size and values[_I_INTERNALDATE] == internaldate.isoformat()
+
 
 @dataclass
 class Loaded:
@@ -598,14 +619,28 @@ class HeaderCache:
             return None
         return _since(meta.get("modseq"), highestmodseq)
 
+    def top_uids(self, k: int = TOP_PROBE) -> list[int]:
+        """The ``k`` highest cached UIDs, read without writing ([] on any trouble): a warm
+        listing asks the server for their INTERNALDATE and size with its SEARCH (see
+        :func:`same_message`). A guess only, like :meth:`peek_since`."""
+        if not self.usable:
+            return []
+        try:
+            with self._lock:
+                got = self._connect().execute("SELECT uid FROM rows ORDER BY uid DESC LIMIT ?", (k,)).fetchall()
+        except Exception:  # noqa: BLE001 - the load will say what is wrong
+            return []
+        return sorted(u for (u,) in got if type(u) is int and 0 < u <= IMAP_MAX)
+
     def load(self, uidvalidity: int, highestmodseq: int | None, wanted: Iterable[int] | None,
-             uidnext: int | None = None) -> Loaded | None:
+             uidnext: int | None = None, *, reset: bool = False) -> Loaded | None:
         """Open the cache for this UIDVALIDITY (None when the cache is off). A different
         UIDVALIDITY or fingerprint empties it first, and so does a server gone back in time
         with the same UIDVALIDITY (a restored backup, a failover replica): a HIGHESTMODSEQ lower
         than the stored one, or a UIDNEXT not above a cached UID (that UID may be given to
         another message). Rows unused for longer than the age limit are dropped. The chunks of
-        the ``wanted`` UIDs are read (None: every chunk, before the view's UIDs are known)."""
+        the ``wanted`` UIDs are read (None: every chunk, before the view's UIDs are known).
+        ``reset``: empty it first whatever it holds (a UID found given to another message)."""
         if not self.usable:
             return None
         try:
@@ -616,7 +651,7 @@ class HeaderCache:
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     meta = self._meta(db)
-                    if meta.get("uidvalidity") != uidvalidity or meta.get("fingerprint") != fp \
+                    if reset or meta.get("uidvalidity") != uidvalidity or meta.get("fingerprint") != fp \
                             or meta.get("format") != CACHE_FORMAT or not isinstance(meta.get("created"), float) \
                             or _went_back(db, meta.get("modseq"), highestmodseq, uidnext):
                         db.execute("DROP TABLE IF EXISTS rows")  # also an older format's tables

@@ -638,26 +638,32 @@ class ImapSession:
         changed, untagged, tags = self._changes_and_searches(since, [("SEARCH", criteria)])
         return changed, _search_answer(untagged, "ESEARCH" in self.capabilities, tags["SEARCH"])
 
-    def search_and_changes(self, criteria: str, since: int) -> tuple[list[int], dict[int, tuple[str, ...]], list[int],
-                                                                     list[tuple[int, int]]]:
+    def search_and_changes(self, criteria: str, since: int, probe: Iterable[int] = (),
+                           ) -> tuple[list[int], dict[int, tuple[str, ...]], list[int], list[tuple[int, int]],
+                                      dict[int, tuple[datetime | None, int | None]]]:
         """``UID SEARCH criteria``, ``UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE since)``, ``UID
         SEARCH RECENT`` and ``UID SEARCH ALL`` pipelined: what a warm listing asks, in one round
         trip instead of two or three. Needs ESEARCH, whose answers name the command they answer
         (plain ``* SEARCH`` answers could not be told apart) and keep ALL compact. Returns (found,
-        changed flags, \\Recent UIDs, every UID as sorted runs); raises :class:`OperationFailed`
-        if the server refused any of them or answered with a set that does not parse."""
+        changed flags, \\Recent UIDs, every UID as sorted runs, ``{uid: (INTERNALDATE, size)}`` of the
+        ``probe`` UIDs still there, asked in the same burst); raises :class:`OperationFailed` if
+        the server refused any of them or answered with a set that does not parse."""
         if "ESEARCH" not in self.capabilities:
             raise OperationFailed("SEARCH and FETCH CHANGEDSINCE pipelined need ESEARCH")
+        probed: dict[int, tuple[datetime | None, int | None]] = {}
         changed, untagged, tags = self._changes_and_searches(
-            since, [("SEARCH", criteria), ("SEARCH RECENT", "RECENT"), ("SEARCH ALL", "ALL")], search_first=True)
+            since, [("SEARCH", criteria), ("SEARCH RECENT", "RECENT"), ("SEARCH ALL", "ALL")], search_first=True,
+            probe=sorted(set(probe)), probed=probed)
         by_tag = _esearch_by_tag([r for r in untagged if _is_esearch(r)])
         if by_tag is None or set(by_tag) != {tags["SEARCH"], tags["SEARCH RECENT"], tags["SEARCH ALL"]}:
             raise OperationFailed("the server's answers to pipelined SEARCHes could not be told apart by their tags")
         return (_server_uids(by_tag[tags["SEARCH"]], "SEARCH"), changed,
                 _server_uids(by_tag[tags["SEARCH RECENT"]], "SEARCH RECENT"),
-                _server_runs(by_tag[tags["SEARCH ALL"]], "SEARCH ALL"))
+                _server_runs(by_tag[tags["SEARCH ALL"]], "SEARCH ALL"), probed)
 
     def _changes_and_searches(self, since: int, searches: list[tuple[str, str]], *, search_first: bool = False,
+                              probe: list[int] | None = None,
+                              probed: dict[int, tuple[datetime | None, int | None]] | None = None,
                               ) -> tuple[dict[int, tuple[str, ...]], list[Response], dict[str, bytes]]:
         """``UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE since)`` and the ``(name, criteria)``
         SEARCHes, all in flight at once (after the first SEARCH if ``search_first``, else
@@ -667,6 +673,10 @@ class ImapSession:
         commands = [(self._search_command(criteria), name) for name, criteria in searches]
         fetch = (f"UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE {int(since)})".encode("ascii"), "FETCH CHANGEDSINCE")
         commands.insert(1 if search_first else 0, fetch)
+        if probe:
+            commands.append((f"UID FETCH {uidset.compress(probe)} (UID INTERNALDATE RFC822.SIZE)".encode("ascii"),
+                             "FETCH PROBE"))
+        asked = set(probe or ())
         changed: dict[int, tuple[str, ...]] = {}
         untagged: list[Response] = []
         failed: list[str] = []
@@ -681,6 +691,8 @@ class ImapSession:
                         untagged.append(ev)
                     elif rec.uid is not None and rec.flags is not None:
                         changed[rec.uid] = rec.flags
+                    elif probed is not None and rec.uid in asked and rec.internaldate is not None:
+                        probed[rec.uid] = (rec.internaldate, rec.size)
                     continue
                 what, done = ev
                 if not done.ok:

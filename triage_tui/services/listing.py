@@ -30,6 +30,7 @@ from triage_tui.services.cache import (
     InOrder,
     Rebuilder,
     Token,
+    same_message,
     split_flags,
 )
 from triage_tui.services.imapwire import FetchRecord
@@ -169,7 +170,8 @@ class Listing:
 
     #: what :meth:`_search_warm` asked with the SEARCH (the EXAMINE's info, since, changed flags, \\Recent
     #: and when); taken once, by the listing that follows the SEARCH
-    _prefetched: tuple[Any, int, dict[int, tuple[str, ...]], list[int], list[tuple[int, int]], float] | None = None
+    _prefetched: tuple[Any, int, dict[int, tuple[str, ...]], list[int], list[tuple[int, int]], float,
+                       dict[int, tuple[Any, Any]]] | None = None
     #: the cache load started by :meth:`_start_preload`: (EXAMINE answer, HIGHESTMODSEQ, thread, result box)
     _preload: tuple[Any, int, threading.Thread, dict[str, Any]] | None = None
 
@@ -312,11 +314,11 @@ class Listing:
             return None, info
         self._start_preload(cache, info, h0)  # the cache is read while the server searches
         try:
-            found, changed, recent, alive = r.search_and_changes(f"{view.search} {narrow}" if narrow else view.search,
-                                                                 since)
+            found, changed, recent, alive, probed = r.search_and_changes(
+                f"{view.search} {narrow}" if narrow else view.search, since, cache.top_uids())
         except OperationFailed:
             return None, info  # asked again one by one, where each refusal is handled as usual
-        self._prefetched = (info, since, changed, recent, alive, time.monotonic())
+        self._prefetched = (info, since, changed, recent, alive, time.monotonic(), probed)
         return (info.uidvalidity, found), info
 
     def _start_preload(self, cache: HeaderCache, info: Any, h0: int) -> None:
@@ -344,13 +346,15 @@ class Listing:
         pre[2].join()
         return pre[0], pre[1], pre[3]
 
-    def _take_prefetched(self, since: int) -> tuple[dict[int, tuple[str, ...]], list[int], list[tuple[int, int]]] | None:
-        """(changed flags, \\Recent UIDs, every UID as runs) asked with the SEARCH, if they fit."""
+    def _take_prefetched(self, since: int) -> tuple[dict[int, tuple[str, ...]], list[int], list[tuple[int, int]],
+                                                    dict[int, tuple[Any, Any]]] | None:
+        """(changed flags, \\Recent UIDs, every UID as runs, the probed UIDs' INTERNALDATE and
+        size) asked with the SEARCH, if they fit."""
         pre, self._prefetched = self._prefetched, None
         if pre is None or pre[0] is not self.reader.mailbox or pre[1] != since \
                 or not 0 <= time.monotonic() - pre[5] < PREFETCH_FRESH_S:
             return None
-        return pre[2], pre[3], pre[4]
+        return pre[2], pre[3], pre[4], pre[6]
 
     def _build_pool(self, uidvalidity: int, count: int, now: datetime) -> BuildPool | None:
         """Worker processes for a large listing (see :mod:`triage_tui.services.parallel`), or None."""
@@ -400,13 +404,14 @@ class Listing:
             kept = loaded.token.modseq
             return None, kept if isinstance(kept, int) else None, loaded.token
         wanted = set(uids)
+        probed: dict[int, tuple[Any, Any]] = {}
         try:
             recent_found: list[int] | None = None
             if since is not None:  # the changed flags and \\Recent in one round trip (or asked with the SEARCH)
                 pre = self._take_prefetched(since)
                 extra = [u for u in rows if u not in wanted]
                 if pre is not None:
-                    changed, recent_found, every = pre
+                    changed, recent_found, every, probed = pre
                     gone = [u for u in extra if not uidset.contains(every, u)]
                 else:
                     changed, recent_found = self._retrying("listing",
@@ -421,6 +426,16 @@ class Listing:
         recent = set(recent_found if recent_found is not None
                      else self._retrying("listing", lambda: self.reader.search("RECENT")))
         gone_set = set(gone)
+        # A server restored from a backup (or a mailbox made again) with the same UIDVALIDITY
+        # gives the UIDs after the backup to new mail, which the cache holds for the old: the
+        # checks of the load (HIGHESTMODSEQ or UIDNEXT gone back) see it only until enough new
+        # mail has arrived. Any such UID makes the highest cached UID still on the server one
+        # too (every message above the backup is new), so that one is asked for.
+        top = max((u for u in rows if u not in gone_set), default=None)
+        if top is not None and not (same_message(loaded.values.peek(top), *probed[top]) if top in probed else
+                                    self._retrying("listing", lambda: self._still_cached(uidvalidity, top, loaded))):
+            loaded = cache.load(uidvalidity, h0, uids, uidnext=info.uidnext, reset=True)
+            return None, h0, loaded.token if loaded is not None else None
         today = int(time.time() // 86_400)
         used = [u for u in uids if (row := rows.get(u)) is not None and row[1] != today and u not in gone_set]
         token = cache.commit(loaded.token, flags={u: f for u, f in changed.items() if u in rows}, used=used,
@@ -429,6 +444,18 @@ class Listing:
             return None, None, None
         return WarmRows(uids, rows, loaded.values, changed, recent, gone_set,
                         Rebuilder(uidvalidity, self.analysis.stale_after, now)), h0, token
+
+    def _still_cached(self, uidvalidity: int, uid: int, loaded: Any) -> bool:
+        """Whether the server's message under ``uid`` is still the cached one (INTERNALDATE and
+        RFC822.SIZE; a UID no longer there has nothing to compare)."""
+        r = self.reader
+        assert r.mailbox is not None
+        self._check_uidvalidity(uidvalidity, r.mailbox.uidvalidity)
+        for batch in r.fetch_stream([uid], "UID INTERNALDATE RFC822.SIZE"):
+            for rec in batch:
+                if rec.uid == uid:
+                    return same_message(loaded.values.peek(uid), rec.internaldate, rec.size)
+        return True
 
     def _changed_and_recent(self, uidvalidity: int, since: int) -> tuple[dict[int, tuple[str, ...]], list[int]]:
         """``UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE since)``: the flags of every message changed
