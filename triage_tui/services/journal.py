@@ -33,6 +33,7 @@ import json
 import os
 import re
 import socket
+import stat
 import threading
 import uuid
 from collections.abc import Iterator
@@ -112,8 +113,8 @@ class AuditJournal:
         with self._lock:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                created = not self.path.exists()
-                fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+                created = not os.path.lexists(self.path)
+                fd = _open_journal(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
             except OSError as e:
                 raise JournalWriteFailed(_reason(e)) from e
             try:
@@ -150,9 +151,11 @@ class AuditJournal:
     def _read(self) -> Iterator[tuple[dict[str, Any], bool]]:
         """(record, whether its line carried a CRC) for :meth:`records`."""
         self.skipped_lines = 0
-        if not self.path.exists():
+        try:
+            fd = _open_journal(self.path, os.O_RDONLY)
+        except FileNotFoundError:
             return
-        with self.path.open("rb") as f:
+        with os.fdopen(fd, "rb") as f:
             for raw in f:
                 if not raw.strip():
                     continue
@@ -284,6 +287,32 @@ def write_all(fd: int, data: bytes, write: Any = None) -> None:
         if not isinstance(n, int) or n <= 0:
             raise OSError(errno.EIO, f"short write: {len(data) - len(view)} of {len(data)} bytes written")
         view = view[n:]
+
+
+def _open_journal(path: Path, flags: int) -> int:
+    """The journal's descriptor: a regular file, never through a symbolic link (a journal linked
+    to another file appended our records to it), and never blocking (a FIFO or a device in its
+    place hung every reader, /dev/zero filled the memory). Raises OSError with a reason an
+    operator can act on. (It holds no mail and no secret: its mode and owner are the operator's.)"""
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "it is a symbolic link, which the journal refuses") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise OSError(errno.EISDIR, "Is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or \
+                stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a file"
+            raise OSError(errno.EINVAL, f"not a regular file: {kind}")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _fsync_dir(path: Path) -> None:
