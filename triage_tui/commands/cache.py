@@ -44,16 +44,25 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     directory = cache.cache_dir()
     if args.action == "clear":
         try:
-            n = cache.clear(directory)
+            n, left = cache.clear(directory)
         except OSError as e:
             raise OperationFailed(f"cannot delete the header cache in {directory}: {e.strerror or e}") from None
         if args.json:
-            ctx.emit_json({"action": "clear", "directory": str(directory), "deleted": n})
+            ctx.emit_json({"action": "clear", "directory": str(directory), "deleted": n,
+                           "not_deleted": [{"path": str(p), "error": why} for p, why in left]})
         else:
             ctx.say(f"deleted {n} header cache file(s) in {directory}")
+        if left:
+            names = ", ".join(f"{p.name} ({why})" for p, why in left[:5]) + (" ..." if len(left) > 5 else "")
+            raise OperationFailed(f"could not delete {len(left)} entr{'y' if len(left) == 1 else 'ies'} in "
+                                  f"{directory}: {names}; delete them by hand")
         return 0
     entries = []
-    for path in cache.files(directory):
+    try:
+        found = cache.files(directory)
+    except OSError as e:
+        raise OperationFailed(f"cannot read the header cache directory {directory}: {e.strerror or e}") from None
+    for path in found:
         try:
             i = cache.info(path)
             entries.append({"path": str(path), "size": i.size, "rows": i.rows, "uidvalidity": i.uidvalidity,

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import hashlib
 import logging
 import marshal
@@ -436,6 +437,7 @@ CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, blob BLOB NOT NULL, c
 
 
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+_SQLITE_FULL = 13
 #: what SQLite says of a schema whose text was damaged (a table or column renamed by a flipped
 #: bit: the statements fail although the file's structure is sound)
 _DAMAGED_SCHEMA = ("no such column", "no such table", "malformed database schema", "could not decode to utf-8")
@@ -450,6 +452,13 @@ def _damaged(exc: BaseException) -> bool:
     if getattr(exc, "sqlite_errorcode", None) in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
         return True
     return str(exc).lower().startswith(_DAMAGED_SCHEMA)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether this failure is a full disk or quota (SQLite's SQLITE_FULL, or ENOSPC/EDQUOT)."""
+    if isinstance(exc, sqlite3.Error):
+        return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
 def _went_back(db: sqlite3.Connection, stored: Any, highestmodseq: int | None, uidnext: int | None) -> bool:
@@ -537,14 +546,18 @@ class HeaderCache:
         what = str(exc) or type(exc).__name__
         what = " ".join(what.split())[:160]
         damaged = _damaged(exc)
+        full = not damaged and _disk_full(exc)
         self.problem = f"header cache disabled for this run ({what}): listing without it" + \
-            ("; the damaged file is deleted, the next listing makes a new one" if damaged else "")
+            ("; the damaged file is deleted, the next listing makes a new one" if damaged else
+             "; its file is deleted to give the space back (the audit journal needs it more)" if full else "")
         with self._lock:
             if self._db is not None:
                 with contextlib.suppress(Exception):
                     self._db.close()
                 self._db = None
-            if damaged:
+            if damaged or full:
+                # a full disk: what the cache wrote (its WAL above all) kept the disk full, and
+                # the next mark-seen could not write its journal (found by an adversary)
                 self._delete()
         if self.on_problem is not None:
             try:
@@ -816,8 +829,20 @@ class HeaderCache:
 
 
 def info(path: Path) -> Info:
-    """What one cache file holds (read-only; raises sqlite3.Error / OSError)."""
-    size = sum(p.stat().st_size for p in (path, Path(str(path) + "-wal")) if p.exists())
+    """What one cache file holds (read-only; raises sqlite3.Error / OSError). Only a regular
+    file is opened, with regular side files: SQLite blocked in its open of a FIFO, deaf to
+    Ctrl-C and SIGTERM."""
+    size = 0
+    for p in (path, *(Path(str(path) + side) for side in ("-wal", "-shm", "-journal"))):
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            if p == path:
+                raise
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"{p.name} is not a regular file")
+        size += st.st_size if not p.name.endswith(("-shm", "-journal")) else 0
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
     try:
         meta = dict(db.execute("SELECT k, v FROM meta").fetchall())
@@ -829,6 +854,7 @@ def info(path: Path) -> Info:
 
 
 def files(directory: Path | None = None) -> list[Path]:
+    """The cache files in the directory (raises OSError if it is not one)."""
     d = directory or cache_dir()
     try:
         return sorted(p for p in d.iterdir() if p.name.endswith(SUFFIX))
@@ -836,16 +862,24 @@ def files(directory: Path | None = None) -> list[Path]:
         return []
 
 
-def clear(directory: Path | None = None) -> int:
-    """Delete every cache file (with its WAL and shared-memory files). Returns how many caches."""
+def clear(directory: Path | None = None) -> tuple[int, list[tuple[Path, str]]]:
+    """Delete every cache file (with its WAL and shared-memory files), going on past one that
+    cannot be deleted (customer headers must not stay because another entry failed). Returns
+    how many caches went, and what could not be deleted, with why. Raises OSError if the
+    directory cannot be read."""
     d = directory or cache_dir()
     n = 0
+    left: list[tuple[Path, str]] = []
     try:
         entries = list(d.iterdir())
     except FileNotFoundError:
-        return 0
+        return 0, left
     for p in entries:
         if p.name.endswith(SUFFIX) or p.name.endswith((SUFFIX + "-wal", SUFFIX + "-shm", SUFFIX + "-journal")):
-            p.unlink(missing_ok=True)
+            try:
+                p.unlink(missing_ok=True)  # a symlink itself, never what it points to
+            except OSError as e:
+                left.append((p, e.strerror or type(e).__name__))
+                continue
             n += p.name.endswith(SUFFIX)
-    return n
+    return n, left
