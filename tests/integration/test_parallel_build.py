@@ -5,6 +5,8 @@ worker that dies, answers garbage or cannot start costs speed, never a row."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -275,3 +277,28 @@ def test_a_full_disk_under_the_workers_chunks_costs_no_row(seeded: Mailbox, alwa
     again = _list(seeded, 2, cache=HeaderCache(path, CFG, on_problem=problems.append))
     assert sorted(zip(again[0], again[1], strict=True), key=lambda p: p[0]) == \
         sorted(zip(expected[0], expected[1], strict=True), key=lambda p: p[0])
+
+
+def test_a_worker_that_stops_answering_costs_no_row_and_no_hang(seeded: Mailbox, always: None,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped workers (SIGSTOP: a frozen cgroup, a debugger, a worker lost in a pathological
+    header) hung the listing without end: the answer is waited for WORKER_STALL_S at most."""
+    expected = _list(seeded, 0)
+    monkeypatch.setattr(parallel, "WORKER_STALL_S", 1.0)
+    orig = parallel.BuildPool.submit
+    stopped: list[int] = []
+
+    def stop_them(self: parallel.BuildPool, records: Any, first_pass: bool = False) -> Any:
+        if not stopped:
+            for worker in self.workers:
+                worker.proc.send_signal(signal.SIGSTOP)
+                stopped.append(worker.proc.pid)
+        return orig(self, records, first_pass)
+
+    monkeypatch.setattr(parallel.BuildPool, "submit", stop_them)
+    t0 = time.monotonic()
+    assert _list(seeded, 2) == expected
+    assert stopped and time.monotonic() - t0 < 30
+    for pid in stopped:  # ended with the listing, stopped or not
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -32,6 +32,7 @@ import marshal
 import os
 import pickle
 import queue
+import select
 import struct
 import subprocess
 import sys
@@ -54,6 +55,10 @@ MIN_MESSAGES = 3000
 _LEN = struct.Struct("<Q")
 #: a worker's answer larger than this is damage, not a batch
 MAX_FRAME = 1 << 31
+#: a worker that sends nothing for this long (stopped, frozen, or lost in a pathological header)
+#: is given up on, and its batches built in process: waited for without a limit, it hung the
+#: listing (found by an adversary: SIGSTOP on the workers). A batch takes ~0.1 s.
+WORKER_STALL_S = 60.0
 
 
 def cpu_quota(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup")) -> float | None:
@@ -119,6 +124,28 @@ def read_frame(inp: IO[bytes]) -> bytes | None:
     return body
 
 
+def _read_exact(inp: IO[bytes], n: int, stall: float) -> bytes:
+    """``n`` bytes of an unbuffered pipe, each wait for more at most ``stall`` seconds."""
+    out = bytearray()
+    while len(out) < n:
+        ready, _, _ = select.select([inp], [], [], stall)
+        if not ready:
+            raise TimeoutError(f"a build worker sent nothing for {stall:.0f} s")
+        got = inp.read(min(n - len(out), 1 << 20))
+        if not got:
+            raise EOFError("the worker ended")
+        out += got
+    return bytes(out)
+
+
+def _answer(inp: IO[bytes], stall: float) -> bytes:
+    """One frame of a worker's answer (:func:`read_frame`), with a deadline on each wait."""
+    (n,) = _LEN.unpack(_read_exact(inp, _LEN.size, stall))
+    if n > MAX_FRAME:
+        raise ValueError("frame too large")
+    return _read_exact(inp, n, stall)
+
+
 def _worker_env() -> dict[str, str]:
     """Our environment, with this package's directory first on PYTHONPATH: the worker imports
     the same code even when the caller found it through sys.path, not an install."""
@@ -143,7 +170,8 @@ class _Worker:
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True, env=_worker_env())
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin: IO[bytes] = self.proc.stdin
-        self.stdout: IO[bytes] = self.proc.stdout
+        # read unbuffered, so that select() sees all there is (see _answer)
+        self.stdout: IO[bytes] = self.proc.stdout.raw  # type: ignore[attr-defined]
         self.jobs: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self.failed = False
         self.jobs.put(setup)
@@ -205,9 +233,7 @@ class BuildPool:
         if self.broken:
             return None
         try:
-            blob = read_frame(w.stdout)
-            if blob is None:
-                raise EOFError("the worker ended")
+            blob = _answer(w.stdout, WORKER_STALL_S)
             rows, chunk, whole_blob = marshal.loads(blob)
             whole = pickle.loads(whole_blob) if whole_blob else {}  # noqa: S301 - our own worker's bytes
             known = StoredValues(decode_chunk(chunk) if chunk is not None else ())
