@@ -218,3 +218,35 @@ def test_a_count_that_is_no_number_is_the_servers_fault(mailbox: Mailbox) -> Non
                     assert s.count("UNSEEN") == want
             finally:
                 s.close()
+
+
+def test_a_select_answer_that_does_not_parse_is_one_line(mailbox: Mailbox, cli) -> None:  # type: ignore[no-untyped-def]
+    _seed(mailbox)
+
+    def bad(data: bytes) -> bytes:
+        return re.sub(rb"\[HIGHESTMODSEQ [0-9]+\]", b"[HIGHESTMODSEQ abc]", data)
+
+    with LatencyProxy(mailbox.server.imap_port, server_says=bad) as proxy:
+        r = cli(["mark-seen", "--all", "--yes"], env=_env(mailbox, proxy.port))
+    _one_line_error(r)
+    assert "does not parse" in r.err
+    assert _seen(mailbox) == []
+
+
+@pytest.mark.parametrize("lie", [b"0", b"-1", b"18446744073709551616"])
+def test_an_absurd_highestmodseq_is_none(mailbox: Mailbox, cli, lie: bytes) -> None:  # type: ignore[no-untyped-def]
+    """It went into UNCHANGEDSINCE as it was (0: every STORE 'modified'; 2^64: BAD). Now it is
+    as if the server had none: the change is guarded as on a server without CONDSTORE."""
+    _seed(mailbox, seen=(1,))
+
+    def bad(data: bytes) -> bytes:
+        return re.sub(rb"\[HIGHESTMODSEQ [0-9]+\]", b"[HIGHESTMODSEQ " + lie + b"]", data)
+
+    with LatencyProxy(mailbox.server.imap_port, server_says=bad) as proxy:
+        env = _env(mailbox, proxy.port)
+        listed = cli(["list", "--json"], env=env)
+        assert listed.code == 0 and len(listed.lines) == 5, listed
+        r = cli(["mark-seen", "--all", "--yes"], env=env)
+        assert b"UNCHANGEDSINCE" not in bytes(proxy.sent)
+    assert r.code == 0 and "Traceback" not in r.err and "internal error" not in r.err, r
+    assert _seen(mailbox) == [1, 2, 3, 4, 5, 6]

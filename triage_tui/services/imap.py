@@ -577,15 +577,20 @@ class ImapSession:
             except OSError as e:
                 self._drop()
                 raise ConnectionLost(f"connection lost opening {name!r}: {e}") from None
-        uidvalidity = r.get(b"UIDVALIDITY")
+            except ValueError as e:  # imapclient's int() of a number that is none (UIDNEXT abc)
+                raise OperationFailed(f"cannot open mailbox {name!r}: the server's answer does not parse "
+                                      f"({' '.join(str(e).split())[:80]})") from None
+        uidvalidity = _number(r.get(b"UIDVALIDITY"), IMAP_MAX)
         if uidvalidity is None:
-            raise OperationFailed(f"server sent no UIDVALIDITY for {name!r}; refusing to work without it")
+            raise OperationFailed(f"server sent no UIDVALIDITY for {name!r} (or one that is not a number from 1 to "
+                                  f"{IMAP_MAX}); refusing to work without it")
         self.mailbox = MailboxInfo(
             name=name,
-            uidvalidity=int(uidvalidity),
-            exists=int(r.get(b"EXISTS", 0)),
-            uidnext=int(r[b"UIDNEXT"]) if b"UIDNEXT" in r else None,
-            highestmodseq=int(r[b"HIGHESTMODSEQ"]) if b"HIGHESTMODSEQ" in r else None,
+            uidvalidity=uidvalidity,
+            exists=_number(r.get(b"EXISTS"), IMAP_MAX, low=0) or 0,
+            uidnext=_number(r.get(b"UIDNEXT"), IMAP_MAX + 1),
+            # an absurd one (0, negative, above 2^63-1) is none: no UNCHANGEDSINCE guard built on it
+            highestmodseq=_number(r.get(b"HIGHESTMODSEQ"), MAX_MODSEQ),
             readonly=readonly,
             permanentflags=tuple(f.decode("ascii", "replace") if isinstance(f, bytes) else str(f)
                                  for f in (r.get(b"PERMANENTFLAGS") or ())),
@@ -1022,6 +1027,18 @@ def _flags_criteria(flags: str, add: bool) -> str:
         else:
             out.append(("KEYWORD " if add else "UNKEYWORD ") + f)
     return " ".join(out)
+
+
+MAX_MODSEQ = 2**63 - 1  # RFC 7162's mod-sequence-value
+
+
+def _number(value: object, high: int, *, low: int = 1) -> int | None:
+    """A number the server sent in a SELECT answer, if it is one in ``low..high``; else None."""
+    try:
+        n = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+    return n if low <= n <= high else None
 
 
 def _shown_reply(value: object) -> str:
