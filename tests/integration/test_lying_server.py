@@ -250,3 +250,22 @@ def test_an_absurd_highestmodseq_is_none(mailbox: Mailbox, cli, lie: bytes) -> N
         assert b"UNCHANGEDSINCE" not in bytes(proxy.sent)
     assert r.code == 0 and "Traceback" not in r.err and "internal error" not in r.err, r
     assert _seen(mailbox) == [1, 2, 3, 4, 5, 6]
+
+
+def test_an_answer_that_does_not_parse_is_given_up_on_after_one_reconnect(
+        mailbox: Mailbox, cli) -> None:  # type: ignore[no-untyped-def]
+    """A deterministic protocol error was retried like a lost connection, five times with
+    backoff (16 s; a stalled server's timeout on top: 34 s); the server says it again each time."""
+    _seed(mailbox)
+
+    def huge(data: bytes) -> bytes:
+        return re.sub(rb"(BODY\[HEADER[^\]]*\] )\{[0-9]+\}\r\n", rb"\1{999999999}\r\n", data, count=1)
+
+    with LatencyProxy(mailbox.server.imap_port, server_says=huge) as proxy:
+        t0 = time.monotonic()
+        r = cli(["--no-cache", "list", "--json"], env=_env(mailbox, proxy.port))
+        took = time.monotonic() - t0
+        connections = proxy.connections
+    assert r.code == 3 and "do not parse" in r.err and "Traceback" not in r.err, r
+    assert r.err.strip().splitlines()[-1].startswith("triage-tui: error: literal of 999999999 bytes")
+    assert connections == 2 and took < 10, (connections, took)

@@ -43,6 +43,7 @@ from triage_tui.services.imap import (
     MailboxInfo,
     TlsInfo,
 )
+from triage_tui.services.imapwire import ProtocolError
 from triage_tui.services.journal import AuditJournal
 from triage_tui.services.listing import FIRST_PASS_ITEMS, LIGHT_ITEMS, LIST_ITEMS, Listing
 from triage_tui.services.plan_types import (
@@ -437,6 +438,10 @@ class TriageService(Listing, UndoPlanning, Execution):
         attempt += 1
         if attempt > self.retry.attempts:
             raise ConnectionLost(f"{e} (gave up after {self.retry.attempts} reconnects)") from e
+        if isinstance(e, ProtocolError) and attempt > 1:
+            # an answer that does not parse, once more after a reconnect: the server says it
+            # again whatever we wait (each try cost a timeout and a backoff: 16-34 s in all)
+            raise ConnectionLost(f"{e} (again after a reconnect: the server's answers do not parse)") from e
         delay = self.retry.delay(attempt)
         self._notify(f"{what}: connection lost ({e}); reconnecting in {delay:.1f} s", attempt)
         self._drop_reader()
