@@ -894,9 +894,10 @@ class ImapSession:
             if runs is None:  # not a set: which of them were stored is unknown; their flags tell, below
                 uncertain.extend(members)
                 return []
-            modified = [u for u in members if any(lo <= u <= hi for lo, hi in runs)]
+            modified = [u for u in members if uidset.contains(runs, u)]
             result.modified.extend(modified)
-            return [u for u in members if u not in set(modified)]
+            skip = set(modified)
+            return [u for u in members if u not in skip]
 
         result = self._chunked(uids, lambda s: f"UID STORE {s}{mod} {op} ({flag})", accept, progress, stop,
                                on_untagged, announce, skim)
@@ -1014,7 +1015,14 @@ def _modified_runs(text: str) -> list[tuple[int, int]] | None:
         a = IMAP_MAX if m.group(1) == "*" else int(m.group(1))
         b = a if m.group(2) is None else IMAP_MAX if m.group(2) == "*" else int(m.group(2))
         runs.append((min(a, b), max(a, b)))
-    return runs
+    runs.sort()
+    merged: list[tuple[int, int]] = []
+    for lo, hi in runs:  # sorted and merged: what uidset.contains bisects
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+        else:
+            merged.append((lo, hi))
+    return merged
 
 
 def _flags_criteria(flags: str, add: bool) -> str:
