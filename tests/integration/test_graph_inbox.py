@@ -551,3 +551,17 @@ def test_a_fetch_over_both_folders_comes_in_uid_order(graph, tmp_path) -> None: 
         assert [m.suspicious for m in rows] == [False] + [True] * 5  # the first delivered is the original
     finally:
         svc.close()
+
+
+@pytest.mark.parametrize("when", [datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC), datetime(1, 1, 1, tzinfo=UTC)])
+def test_a_received_date_at_the_end_of_time_is_listed_and_marked(graph, backlog, cli, when) -> None:  # type: ignore[no-untyped-def]
+    """A receivedDateTime of 9999-12-31T23:59:59Z (or year 1) overflowed the $filter's second of
+    slack: an internal error, and the id map kept the date, so every later listing of the mailbox
+    failed too (found by an adversary's lying Graph server)."""
+    load(graph, backlog)
+    odd = next(m for m in graph.messages(DEMO_MAILBOX) if not m.is_read and m.folder == "inbox")
+    odd.received = when
+    env = graph_env(graph)
+    for args in (["list", "--json"], ["mark-seen", "--bots", "--yes"], ["list", "--json"]):
+        r = cli(args, env=env)
+        assert r.code == 0 and "internal error" not in r.err, (args, r)

@@ -264,9 +264,23 @@ def received_range(days: list[datetime]) -> str | None:
     """A ``$filter`` clause covering these receivedDateTimes (a second of slack each side)."""
     if not days:
         return None
-    lo, hi = min(days) - timedelta(seconds=1), max(days) + timedelta(seconds=1)
-    return (f"receivedDateTime ge {lo.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ} and "
-            f"receivedDateTime le {hi.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}")
+    lo, hi = _utc(min(days), -1), _utc(max(days), 1)
+    return (f"receivedDateTime ge {lo:%Y-%m-%dT%H:%M:%SZ} and "
+            f"receivedDateTime le {hi:%Y-%m-%dT%H:%M:%SZ}")
+
+
+def _utc(t: datetime, slack: int) -> datetime:
+    """``t`` in UTC, ``slack`` seconds further out, as far as a datetime reaches: a server's
+    receivedDateTime of 9999-12-31T23:59:59Z (or year 1) overflowed here, and the id map kept
+    it, so every later listing of the mailbox was an internal error (found by an adversary)."""
+    try:
+        t = t.astimezone(UTC)
+    except (OverflowError, ValueError):
+        t = t.replace(tzinfo=UTC)
+    try:
+        return t + timedelta(seconds=slack)
+    except OverflowError:
+        return t
 
 
 __all__ = ["TRIAGE_CATEGORY", "Criteria", "Row", "parse", "received_range"]
