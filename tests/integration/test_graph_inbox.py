@@ -565,3 +565,33 @@ def test_a_received_date_at_the_end_of_time_is_listed_and_marked(graph, backlog,
     for args in (["list", "--json"], ["mark-seen", "--bots", "--yes"], ["list", "--json"]):
         r = cli(args, env=env)
         assert r.code == 0 and "internal error" not in r.err, (args, r)
+
+
+def test_a_server_that_pages_forever_is_stopped(backlog, cli) -> None:  # type: ignore[no-untyped-def]
+    """Every message stamped with one second, every page given a fresh nextLink back to the
+    first: the listing followed it forever, thousands of GETs a second against the request
+    budget mail_room shares (found by an adversary). Now it stops, in one line."""
+    import secrets
+
+    class Looping(GraphServer):
+        gets = 0
+
+        def handle(self, method, target, headers, body, *, in_batch=False):  # type: ignore[no-untyped-def]
+            if method == "GET" and "/mailFolders/" in target and "/messages" in target and not in_batch:
+                self.gets += 1
+                base = target.split("&$skiptoken")[0]
+                a = super().handle(method, base, headers, body, in_batch=in_batch)
+                for item in a.body["value"]:
+                    item["receivedDateTime"] = "2026-01-01T00:00:00Z"
+                a.body["@odata.nextLink"] = self.url + base + "&$skiptoken=" + secrets.token_urlsafe(8)
+                return a
+            return super().handle(method, target, headers, body, in_batch=in_batch)
+
+    srv = Looping().start()
+    try:
+        load(srv, backlog)
+        r = cli(["list"], env=graph_env(srv))
+    finally:
+        srv.stop()
+    assert r.code != 0 and "stopping rather than looping" in r.err and "Traceback" not in r.err, r
+    assert srv.gets < 100, srv.gets

@@ -65,6 +65,9 @@ _SEARCH_SELECT = ("id", "receivedDateTime", "isRead", "categories")
 _SMALL_FETCH = 8
 _EPOCH = "1900-01-01T00:00:00Z"
 _ISO_SECOND = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+#: a page-full of messages received within one second is followed by nextLink for at most this
+#: many pages (of PAGE_SIZE messages), each of which must bring messages not listed yet
+SAME_SECOND_PAGES = 50
 
 
 @dataclass
@@ -274,8 +277,21 @@ class GraphSession:
             if count < PAGE_SIZE:
                 return out
             if last is None or last <= since:
-                for item in pages:  # a page-full within one second: the rest by nextLink
-                    take(item)
+                # a page-full within one second: the rest by nextLink, while its pages bring new
+                # messages, and for at most SAME_SECOND_PAGES pages (a server that sent the same
+                # page under a new link each time, or one new id per page, was followed forever,
+                # spending the request budget mail_room shares: found by an adversary)
+                fresh = 0
+                for followed, item in enumerate(pages, 1):
+                    fresh += take(item)
+                    if followed % PAGE_SIZE == 0:
+                        if not fresh or followed >= SAME_SECOND_PAGES * PAGE_SIZE:
+                            raise OperationFailed(
+                                f"{client.where}: listing {folder!r}: Graph kept sending pages of "
+                                + ("messages already listed" if not fresh else
+                                   f"messages received within one second ({followed:,} so far)")
+                                + "; stopping rather than looping")
+                        fresh = 0
                 return out
             if not new:  # a full page of messages already seen, yet later ones: not Graph's order
                 raise OperationFailed(f"{client.where}: listing {folder!r} by receivedDateTime gave the same "
