@@ -595,3 +595,28 @@ def test_a_server_that_pages_forever_is_stopped(backlog, cli) -> None:  # type: 
         srv.stop()
     assert r.code != 0 and "stopping rather than looping" in r.err and "Traceback" not in r.err, r
     assert srv.gets < 100, srv.gets
+
+
+def test_a_patch_answered_200_but_not_done_is_not_journaled_as_changed(backlog, cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The $batch PATCH answered 200 with the message as it was (still unread): mark-seen and the
+    journal said it was changed (found by an adversary). The answer is the message as it is now."""
+
+    class Ignoring(GraphServer):
+        def handle(self, method, target, headers, body, *, in_batch=False):  # type: ignore[no-untyped-def]
+            if in_batch and method == "PATCH":
+                return super().handle("GET", target, headers, None, in_batch=True)
+            return super().handle(method, target, headers, body, in_batch=in_batch)
+
+    srv = Ignoring().start()
+    try:
+        load(srv, backlog)
+        env = graph_env(srv)
+        first = json.loads(cli(["list", "--json"], env=env).lines[0])["uid"]
+        r = cli(["mark-seen", "--uids", str(first), "--yes"], env=env)
+        still = [json.loads(x)["uid"] for x in cli(["list", "--json"], env=env).lines]
+    finally:
+        srv.stop()
+    assert r.code != 0 and "still unread" in r.out + r.err, r
+    assert first in still
+    end = [json.loads(x) for x in (tmp_path / "state" / "audit.jsonl").read_text().splitlines()][-1]
+    assert end["phase"] == "end" and not end["changed"] and end["result"] == "failed", end

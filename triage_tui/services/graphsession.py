@@ -526,6 +526,8 @@ class GraphSession:
             for (u, req), a in zip(part, answers, strict=False):
                 if a is None or a.status == 0:
                     unknown.append(u)
+                elif a.ok and (why := _not_applied(req.body, a.body)) is not None:
+                    result.failed.append(([u], f"{a.status}, but {why}"))  # never journaled as changed
                 elif a.ok:
                     ok.append(u)
                     self._after_patch(u, req, a)
@@ -567,6 +569,22 @@ class GraphSession:
 
     def _expunge_all(self) -> int:
         raise Refused(NO_EXPUNGE)
+
+
+def _not_applied(asked: Any, doc: Any) -> str | None:
+    """What a PATCH's 200 answer (the message as it is now) shows was not done, or None. A
+    server answered 200 with the message unchanged, and the journal said it was changed (found
+    by an adversary). An answer without those fields is trusted, as before."""
+    if not isinstance(asked, dict) or not isinstance(doc, dict):
+        return None
+    if "isRead" in asked and isinstance(doc.get("isRead"), bool) and doc["isRead"] != asked["isRead"]:
+        return f"the message is still {'read' if doc['isRead'] else 'unread'}"
+    if "categories" in asked and isinstance(doc.get("categories"), list):
+        def has(cats: list[Any]) -> bool:
+            return any(isinstance(c, str) and c.casefold() == TRIAGE_CATEGORY.casefold() for c in cats)
+        if has(asked["categories"]) != has(doc["categories"]):
+            return f"the category {TRIAGE_CATEGORY!r} is still {'there' if has(doc['categories']) else 'missing'}"
+    return None
 
 
 def _text(v: Any) -> str:
