@@ -200,6 +200,60 @@ def test_throttling_gives_up_in_one_line(server: GraphServer, sleeps: Sleeps) ->
     server.throttle(0)
 
 
+def test_all_the_waits_of_one_request_stay_within_max_retry_after(server: GraphServer, sleeps: Sleeps) -> None:
+    """Each wait was bounded, not their sum: 429 with Retry-After 600, six times, kept a listing
+    silent an hour (found by an adversary)."""
+    with GraphClient(settings(server, max_retry_after=60), sleep=sleeps) as c:
+        server.throttle(100, retry_after=25)
+        with pytest.raises(GraphThrottled) as e:
+            unread(c)
+        assert sleeps == [25.0, 25.0] and "spent" in str(e.value) and "\n" not in str(e.value)
+    server.throttle(0)
+
+
+def test_an_answer_dripping_a_byte_at_a_time_is_cut_at_the_deadline() -> None:
+    """The timeout bounds each read: a server sending a byte now and then held a listing without
+    end (found by an adversary: 120 s and counting, nothing printed). The whole exchange now has
+    a deadline of four timeouts."""
+    import socket
+    import threading
+    import time
+
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = lsock.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n")
+            try:
+                while not stop.is_set():
+                    conn.sendall(b" ")
+                    time.sleep(0.2)
+            except OSError:
+                pass
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{lsock.getsockname()[1]}"
+    s = GraphSettings(tenant_id=DEMO_TENANT, client_id=DEMO_CLIENT_ID, client_secret=Secret(DEMO_CLIENT_SECRET),
+                      mailbox=DEMO_MAILBOX, graph_endpoint=url, azure_ad_endpoint=url, timeout=0.5)
+    t0 = time.monotonic()
+    try:
+        with GraphClient(s) as c, pytest.raises(ConnectionFailed, match="did not finish its answer within 2 s"):
+            c.token()
+    finally:
+        stop.set()
+        lsock.close()
+    assert time.monotonic() - t0 < 6
+
+
 # --- the token ------------------------------------------------------------------------------------------
 
 def test_expired_token_is_renewed_mid_operation(server: GraphServer, client: GraphClient) -> None:

@@ -42,6 +42,7 @@ import logging
 import math
 import random
 import select
+import socket
 import ssl
 import threading
 import time
@@ -284,15 +285,34 @@ class GraphClient:
         split = urlsplit(url)
         target = (split.path or "/") + ("?" + split.query if split.query else "")
         host = origin[1]
+        deadline = 4 * self.settings.timeout  # for the whole exchange; the timeout bounds each read
         for attempt in (1, 2):
             conn, _reused = self._pool.get(origin)
+            # the socket's timeout bounds each read, not the whole answer: a server sending a
+            # byte every few seconds held a listing without end (found by an adversary); a
+            # watchdog cuts the connection at the deadline, and the read fails at once
+            expired = threading.Event()
+            watchdog = threading.Timer(deadline, _cut, (conn, expired))
+            watchdog.daemon = True
+            watchdog.start()
             try:
-                conn.request(method, target, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
+                try:
+                    conn.request(method, target, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read(MAX_BODY + 1)  # not all of a body that never ends (3 GB seen)
+                finally:
+                    watchdog.cancel()
+                if expired.is_set():
+                    raise TimeoutError
+                if len(data) > MAX_BODY:
+                    conn.close()
+                    raise ConnectionFailed(f"{host} answered {method} with more than {MAX_BODY // 2**20} MiB; "
+                                           "refusing it")
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
                     ConnectionAbortedError) as e:
                 conn.close()
+                if expired.is_set():
+                    raise ConnectionFailed(f"{host} did not finish its answer within {deadline:g} s") from None
                 if resend_safe and attempt == 1:
                     continue  # closed while idle, or the answer was lost: sending it again is harmless
                 if resend_safe:
@@ -301,12 +321,18 @@ class GraphClient:
                                      "applied it is unknown; list again to see") from None
             except TimeoutError:
                 conn.close()
+                if expired.is_set():
+                    raise ConnectionFailed(f"{host} did not finish its answer within {deadline:g} s") from None
                 raise ConnectionFailed(f"{host} did not answer within {self.settings.timeout:g} s") from None
             except ssl.SSLError as e:
                 conn.close()
+                if expired.is_set():
+                    raise ConnectionFailed(f"{host} did not finish its answer within {deadline:g} s") from None
                 raise ConnectionFailed(f"TLS with {host} failed: {self._scrub(e.reason or str(e))}") from None
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
+                if expired.is_set():
+                    raise ConnectionFailed(f"{host} did not finish its answer within {deadline:g} s") from None
                 reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
                 raise ConnectionFailed(f"cannot reach {host}: {self._scrub(str(reason))}") from None
             if resp.will_close:
@@ -316,12 +342,19 @@ class GraphClient:
             return GraphResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
         raise AssertionError("unreachable")
 
-    def _retry_wait(self, resp: GraphResponse, attempt: int, what: str) -> float:
-        """Seconds to wait before trying again, or raise when the wait or the attempts run out."""
+    def _retry_wait(self, resp: GraphResponse, attempt: int, what: str, waited: float = 0.0) -> float:
+        """Seconds to wait before trying again, or raise when the wait or the attempts run out.
+        ``waited``: what this request waited already; all its waits together stay within
+        ``max_retry_after`` (each alone did: six waits of 600 s kept a listing silent an hour)."""
         wait = _retry_after(resp.headers.get("retry-after"))
         if wait is None:
             wait = min(60.0, 2.0 ** attempt) * (0.5 + random.random() / 2)
         limit = self.settings.max_retry_after
+        if waited and waited + wait > limit:
+            raise GraphThrottled(f"{self.where}: Graph answered {resp.status} to {what} again after {_secs(waited)} "
+                                 f"of waiting, and asks for {_secs(wait)} more; the {_secs(limit)} allowed are "
+                                 "spent, try again later (the mailbox's request budget is shared with mail_room)",
+                                 status=resp.status, code=_code(resp))
         if wait > limit:
             raise GraphThrottled(f"{self.where}: Graph answered {resp.status} to {what} and asks to wait "
                                  f"{_secs(wait)}, more than the {_secs(limit)} allowed; try again later "
@@ -425,6 +458,7 @@ class GraphClient:
         safe = method in _IDEMPOTENT if resend_safe is None else resend_safe
         renewed = False
         attempt = 0
+        waited = 0.0
         stale: Secret | None = None
         while True:
             token = self.token(stale=stale)
@@ -442,7 +476,9 @@ class GraphClient:
                                            f"({self._scrub(_message(resp))})")
             if resp.status in _RETRY_STATUS:
                 attempt += 1
-                self._wait(self._retry_wait(resp, attempt, what))
+                wait = self._retry_wait(resp, attempt, what, waited)
+                waited += wait
+                self._wait(wait)
                 continue
             return resp
 
@@ -620,6 +656,19 @@ def _batch_answers(doc: Any) -> dict[str, tuple[int, dict[str, str], Any]]:
         headers = {str(k).lower(): str(v) for k, v in raw_headers.items()} if isinstance(raw_headers, dict) else {}
         out.setdefault(r["id"], (status, headers, r.get("body")))
     return out
+
+
+#: the largest answer read from Graph (a page of 1,000 messages' headers is a few MiB)
+MAX_BODY = 256 * 2**20
+
+
+def _cut(conn: http.client.HTTPConnection, expired: threading.Event) -> None:
+    """The watchdog of one exchange: mark it expired and cut its socket (the blocked read ends)."""
+    expired.set()
+    sock = conn.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _retry_after(value: str | None) -> float | None:
