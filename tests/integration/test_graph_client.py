@@ -254,6 +254,22 @@ def test_an_answer_dripping_a_byte_at_a_time_is_cut_at_the_deadline() -> None:
     assert time.monotonic() - t0 < 6
 
 
+def test_json_nested_too_deep_is_one_line(server: GraphServer, sleeps: Sleeps) -> None:
+    """A body of 100,000 nested arrays was an internal error (RecursionError) (found by an adversary)."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+
+    class Deep(GraphServer):
+        def handle(self, method, target, headers, body, *, in_batch=False):  # type: ignore[no-untyped-def]
+            if "/messages" in target and method == "GET" and not in_batch:
+                return Answer(200, {"Content-Type": "application/json"}, deep, binary=True)
+            return super().handle(method, target, headers, body, in_batch=in_batch)
+
+    with Deep() as srv:
+        fill(srv, 2)
+        with GraphClient(settings(srv), sleep=sleeps) as c, pytest.raises(GraphError, match="nested too deep"):
+            unread(c)
+
+
 # --- the token ------------------------------------------------------------------------------------------
 
 def test_expired_token_is_renewed_mid_operation(server: GraphServer, client: GraphClient) -> None:

@@ -142,6 +142,9 @@ class GraphResponse:
         except (ValueError, UnicodeDecodeError):
             raise GraphError(f"Graph answered {self.status} with a body that is not JSON",
                              status=self.status) from None
+        except RecursionError:  # [[[[... thousands deep: an internal error before
+            raise GraphError(f"Graph answered {self.status} with JSON nested too deep to read",
+                             status=self.status) from None
 
 
 @dataclass(frozen=True)
@@ -403,7 +406,7 @@ class GraphClient:
             break
         try:
             doc = json.loads(resp.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             doc = None
         if resp.status != 200 or not isinstance(doc, dict):
             error = description = ""
@@ -720,7 +723,7 @@ def _body_message(body: Any) -> str:
 def _parsed(resp: GraphResponse) -> Any:
     try:
         return json.loads(resp.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
 
 
