@@ -56,6 +56,19 @@ def _uid(token: str, text: str) -> int:
     return int(tok)
 
 
+def merge(runs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``(lo, hi)`` runs (lo <= hi) sorted, with overlapping and adjacent ones joined: what
+    :func:`contains` bisects."""
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(runs):
+        if merged and lo <= merged[-1][1] + 1:
+            if hi > merged[-1][1]:
+                merged[-1] = (merged[-1][0], hi)
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
 def parse_ranges(text: str, *, limit: int = MAX_UIDS, dashes: bool = False) -> list[tuple[int, int]]:
     """Parse ``"1:3,5,9:7"`` into sorted, merged ``(first, last)`` runs without expanding them:
     reversed ranges are normalised (IMAP allows ``9:7``), duplicates and overlaps merged. ``*``,
@@ -75,14 +88,7 @@ def parse_ranges(text: str, *, limit: int = MAX_UIDS, dashes: bool = False) -> l
         lo = _uid(a, text)
         hi = _uid(b, text) if colon else lo
         runs.append((min(lo, hi), max(lo, hi)))
-    runs.sort()
-    merged: list[tuple[int, int]] = []
-    for lo, hi in runs:
-        if merged and lo <= merged[-1][1] + 1:
-            if hi > merged[-1][1]:
-                merged[-1] = (merged[-1][0], hi)
-        else:
-            merged.append((lo, hi))
+    merged = merge(runs)
     total = sum(hi - lo + 1 for lo, hi in merged)
     if total > limit:
         raise UsageError(f"UID set {_shown(text)} covers {total:,} UIDs, more than a mailbox holds (at most "

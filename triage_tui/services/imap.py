@@ -1015,14 +1015,7 @@ def _modified_runs(text: str) -> list[tuple[int, int]] | None:
         a = IMAP_MAX if m.group(1) == "*" else int(m.group(1))
         b = a if m.group(2) is None else IMAP_MAX if m.group(2) == "*" else int(m.group(2))
         runs.append((min(a, b), max(a, b)))
-    runs.sort()
-    merged: list[tuple[int, int]] = []
-    for lo, hi in runs:  # sorted and merged: what uidset.contains bisects
-        if merged and lo <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
-        else:
-            merged.append((lo, hi))
-    return merged
+    return uidset.merge(runs)
 
 
 def _flags_criteria(flags: str, add: bool) -> str:
