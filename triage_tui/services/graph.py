@@ -298,15 +298,22 @@ class GraphClient:
             watchdog = threading.Timer(deadline, _cut, (conn, expired))
             watchdog.daemon = True
             watchdog.start()
+            late = f"{host} did not finish its answer within {deadline:g} s"
             try:
                 try:
                     conn.request(method, target, body=body, headers=headers)
                     resp = conn.getresponse()
                     data = resp.read(MAX_BODY + 1)  # not all of a body that never ends (3 GB seen)
+                except (OSError, http.client.HTTPException):
+                    if expired.is_set():  # the watchdog cut it: whatever the read raised says less
+                        conn.close()
+                        raise ConnectionFailed(late) from None
+                    raise
                 finally:
                     watchdog.cancel()
                 if expired.is_set():
-                    raise TimeoutError
+                    conn.close()
+                    raise ConnectionFailed(late)
                 if len(data) > MAX_BODY:
                     conn.close()
                     raise ConnectionFailed(f"{host} answered {method} with more than {MAX_BODY // 2**20} MiB; "
@@ -314,8 +321,6 @@ class GraphClient:
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
                     ConnectionAbortedError) as e:
                 conn.close()
-                if expired.is_set():
-                    raise ConnectionFailed(f"{host} did not finish its answer within {deadline:g} s") from None
                 if resend_safe and attempt == 1:
                     continue  # closed while idle, or the answer was lost: sending it again is harmless
                 if resend_safe:
@@ -324,18 +329,12 @@ class GraphClient:
                                      "applied it is unknown; list again to see") from None
             except TimeoutError:
                 conn.close()
-                if expired.is_set():
-                    raise ConnectionFailed(f"{host} did not finish its answer within {deadline:g} s") from None
                 raise ConnectionFailed(f"{host} did not answer within {self.settings.timeout:g} s") from None
             except ssl.SSLError as e:
                 conn.close()
-                if expired.is_set():
-                    raise ConnectionFailed(f"{host} did not finish its answer within {deadline:g} s") from None
                 raise ConnectionFailed(f"TLS with {host} failed: {self._scrub(e.reason or str(e))}") from None
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
-                if expired.is_set():
-                    raise ConnectionFailed(f"{host} did not finish its answer within {deadline:g} s") from None
                 reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
                 raise ConnectionFailed(f"cannot reach {host}: {self._scrub(str(reason))}") from None
             if resp.will_close:
