@@ -331,6 +331,11 @@ class LockReader:
         self.last_error, self.last_error_at = err, time.monotonic()
         return err
 
+    def failed_within(self, seconds: float) -> bool:
+        """Whether the last Redis call failed less than ``seconds`` ago (none has worked since):
+        callers that only annotate wait that long before asking a down or hung Redis again."""
+        return self.last_error is not None and time.monotonic() - self.last_error_at < seconds
+
     def _connect(self) -> Any:
         from redis.backoff import NoBackoff  # noqa: PLC0415 - redis is imported when a client is made
         from redis.retry import Retry  # noqa: PLC0415

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -514,9 +513,8 @@ def annotate_safely(lock_service: LockService | None, messages: Sequence[Message
     answer at once (a listing of 100 batches must not wait 100 connection timeouts)."""
     if lock_service is None or not messages:
         return None
-    err = lock_service.last_error
-    if err is not None and time.monotonic() - lock_service.last_error_at < retry_after:
-        message = str(err)
+    if lock_service.failed_within(retry_after):
+        message = str(lock_service.last_error)
     else:
         try:
             lock_service.annotate(messages)

@@ -504,8 +504,7 @@ class ListingController:
             counts = svc.counts()
         ls = h.lock_service
         # not within LOCKS_RETRY of a failed read: a hung Redis made every refresh wait its timeout
-        if ls is not None and new and (getattr(ls, "last_error", None) is None
-                                       or time.monotonic() - ls.last_error_at >= LOCKS_RETRY):
+        if ls is not None and new and not ls.failed_within(LOCKS_RETRY):
             with contextlib.suppress(Exception):
                 ls.annotate(new)
         h.post_message(M.SyncDone(gen, uv, gone, new, counts))
