@@ -67,6 +67,8 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 3
 APP = "triage-tui"
 SUFFIX = ".sqlite3"
+#: what SQLite keeps beside a database file
+SIDE_FILES = ("-wal", "-shm", "-journal")
 DEFAULT_MAX_AGE_DAYS = 14
 _DAY = 86_400
 
@@ -475,6 +477,10 @@ def _went_back(db: sqlite3.Connection, stored: Any, highestmodseq: int | None, u
     return False
 
 
+def _with_side_files(path: Path) -> tuple[Path, ...]:
+    return (path, *(Path(str(path) + side) for side in SIDE_FILES))
+
+
 def _private_dir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = os.lstat(path)
@@ -489,7 +495,7 @@ def _private_dir(path: Path) -> None:
 def _no_planted_side_files(path: Path) -> None:
     """SQLite opens its -wal, -shm and -journal files following links: one planted while the
     directory was open to others (its mode is fixed since, not what is in it) is refused."""
-    for side in ("-wal", "-shm", "-journal"):
+    for side in SIDE_FILES:
         p = Path(str(path) + side)
         try:
             st = os.lstat(p)
@@ -570,7 +576,7 @@ class HeaderCache:
     def _delete(self) -> None:
         """Delete a damaged cache file and its side files (only regular files: never what a
         symlink points to, nor a directory)."""
-        for p in (self.path, *(Path(str(self.path) + side) for side in ("-wal", "-shm", "-journal"))):
+        for p in _with_side_files(self.path):
             with contextlib.suppress(OSError):
                 if stat.S_ISREG(p.lstat().st_mode):
                     p.unlink()
@@ -833,7 +839,7 @@ def info(path: Path) -> Info:
     file is opened, with regular side files: SQLite blocked in its open of a FIFO, deaf to
     Ctrl-C and SIGTERM."""
     size = 0
-    for p in (path, *(Path(str(path) + side) for side in ("-wal", "-shm", "-journal"))):
+    for p in _with_side_files(path):
         try:
             st = os.lstat(p)
         except FileNotFoundError:
@@ -875,7 +881,7 @@ def clear(directory: Path | None = None) -> tuple[int, list[tuple[Path, str]]]:
     except FileNotFoundError:
         return 0, left
     for p in entries:
-        if p.name.endswith(SUFFIX) or p.name.endswith((SUFFIX + "-wal", SUFFIX + "-shm", SUFFIX + "-journal")):
+        if p.name.endswith((SUFFIX, *(SUFFIX + side for side in SIDE_FILES))):
             try:
                 p.unlink(missing_ok=True)  # a symlink itself, never what it points to
             except OSError as e:
