@@ -129,6 +129,13 @@ class CliResult:
         return [line for line in self.out.splitlines() if line]
 
 
+def one_line_error(r: CliResult) -> None:
+    """A failure as the brief asks for it: non-zero exit, one line on stderr, no traceback."""
+    assert r.code != 0, r
+    assert "Traceback" not in r.err and "internal error" not in r.err, r.err
+    assert len(r.err.strip().splitlines()) == 1, r.err
+
+
 class _Stdin(io.StringIO):
     def __init__(self, text: str = "", tty: bool = False) -> None:
         super().__init__(text)

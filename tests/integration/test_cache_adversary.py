@@ -30,6 +30,21 @@ def _chown_tree(root: Path) -> None:
             os.chown(os.path.join(dirpath, f), MAIL_UID, MAIL_GID)
 
 
+def _backup(mb: Mailbox, tmp_path: Path) -> Path:
+    """A copy of the mailbox's maildir (Dovecot's index and UID list with it)."""
+    backup = tmp_path / "backup"
+    shutil.copytree(mb.server.maildir(mb.user), backup)
+    return backup
+
+
+def _restore(mb: Mailbox, backup: Path) -> None:
+    """The maildir put back as :func:`_backup` copied it: the same UIDVALIDITY, UIDs given again."""
+    box = mb.server.maildir(mb.user)
+    shutil.rmtree(box)
+    shutil.copytree(backup, box)
+    _chown_tree(box)
+
+
 def _append(mb: Mailbox, *subjects: str) -> None:
     c = mb.client()
     try:
@@ -56,16 +71,12 @@ def test_a_restored_backup_reusing_uids_never_serves_the_old_headers(mailbox: Ma
     holds other messages under: the cache is discarded, not trusted."""
     _seed(mailbox, 10)
     _warm_up(mailbox, path)
-    box = mailbox.server.maildir(mailbox.user)
-    backup = tmp_path / "backup"
-    shutil.copytree(box, backup)
+    backup = _backup(mailbox, tmp_path)
     _append(mailbox, "after backup 1", "after backup 2", "after backup 3")
     _flag(mailbox, mailbox.search("UNSEEN")[:4], b"\\Seen")
     _warm_up(mailbox, path)  # caches the three under UIDs the backup never gave out
     assert any(r["subject"] == "after backup 1" for r in _rows(_svc(mailbox, path)[0]))
-    shutil.rmtree(box)
-    shutil.copytree(backup, box)
-    _chown_tree(box)
+    _restore(mailbox, backup)
     _append(mailbox, "after restore A", "after restore B")
     svc, spy = _svc(mailbox, path)
     warm = _rows(svc)
@@ -89,15 +100,11 @@ def test_a_restored_backup_is_caught_after_more_mail_than_the_cache_held_beyond_
         monkeypatch.setattr(HeaderCache, "top_uids", lambda self, k=16: [])
     _seed(mailbox, 10)
     _warm_up(mailbox, path)
-    box = mailbox.server.maildir(mailbox.user)
-    backup = tmp_path / "backup"
-    shutil.copytree(box, backup)
+    backup = _backup(mailbox, tmp_path)
     _append(mailbox, "old bot 1", "old bot 2", "old bot 3")
     _warm_up(mailbox, path)
     before = _meta(path)
-    shutil.rmtree(box)
-    shutil.copytree(backup, box)
-    _chown_tree(box)
+    _restore(mailbox, backup)
     _append(mailbox, *(f"customer reply {i}" for i in range(8)))
     for _ in range(6):
         _flag(mailbox, mailbox.search("ALL")[:1], b"\\Flagged")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import Mailbox
+from tests.conftest import Mailbox, one_line_error
 from tests.mailgen import message
 from tests.proxy import LatencyProxy
 from triage_tui.domain import uidset
@@ -45,12 +45,6 @@ def _env(mailbox: Mailbox, port: int) -> dict[str, str]:
 
 def _seen(mailbox: Mailbox) -> list[int]:
     return sorted(u for u, f in mailbox.flags().items() if "\\Seen" in f)
-
-
-def _one_line_error(r) -> None:  # type: ignore[no-untyped-def]
-    assert r.code != 0, r
-    assert "Traceback" not in r.err and "internal error" not in r.err, r.err
-    assert len(r.err.strip().splitlines()) == 1, r.err
 
 
 def _ignoring_the_uid_key(data: bytes) -> bytes:
@@ -108,7 +102,7 @@ def test_two_untagged_esearch_answers_cannot_be_told_apart(mailbox: Mailbox, cli
 
     with LatencyProxy(mailbox.server.imap_port, server_says=two) as proxy:
         r = cli(["mark-seen", "--all", "--yes"], env=_env(mailbox, proxy.port))
-    _one_line_error(r)
+    one_line_error(r)
     assert "cannot be told apart" in r.err
     assert _seen(mailbox) == [1, 3, 5]
 
@@ -125,7 +119,7 @@ def test_a_search_answer_that_is_no_uid_is_refused_before_anything_is_sent(
     with LatencyProxy(mailbox.server.imap_port, server_says=bad) as proxy:
         r = cli(["mark-seen", "--all", "--yes"], env=_env(mailbox, proxy.port))
         assert b"UID STORE" not in bytes(proxy.sent)
-    _one_line_error(r)
+    one_line_error(r)
     assert "not a UID" in r.err and lie.decode() in r.err
     assert _seen(mailbox) == []
 
@@ -139,7 +133,7 @@ def test_an_esearch_set_that_is_no_set_is_the_servers_fault(mailbox: Mailbox, cl
 
     with LatencyProxy(mailbox.server.imap_port, server_says=bad) as proxy:
         r = cli(["--no-cache", "list", "--json"], env=_env(mailbox, proxy.port))
-    _one_line_error(r)
+    one_line_error(r)
     assert "the server answered SEARCH" in r.err
     assert "--all" not in r.err, "the operator's usage advice about the server's answer"
 
@@ -228,7 +222,7 @@ def test_a_select_answer_that_does_not_parse_is_one_line(mailbox: Mailbox, cli) 
 
     with LatencyProxy(mailbox.server.imap_port, server_says=bad) as proxy:
         r = cli(["mark-seen", "--all", "--yes"], env=_env(mailbox, proxy.port))
-    _one_line_error(r)
+    one_line_error(r)
     assert "does not parse" in r.err
     assert _seen(mailbox) == []
 

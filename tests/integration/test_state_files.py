@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, Mailbox
+from tests.conftest import ROOT, Mailbox, one_line_error
 from tests.mailgen import backlog
 from triage_tui.domain.settings import AnalysisConfig
 from triage_tui.services.cache import HeaderCache
@@ -27,12 +27,6 @@ ADDRESS = "incoming+%{key}@incoming.gitlab.example.com"
 
 def _env(mailbox: Mailbox) -> dict[str, str]:
     return {**mailbox.env(), "TRIAGE_ADDRESS": ADDRESS}
-
-
-def _one_line(r) -> None:  # type: ignore[no-untyped-def]
-    assert r.code != 0, r
-    assert "Traceback" not in r.err and "internal error" not in r.err, r.err
-    assert len(r.err.strip().splitlines()) == 1, r.err
 
 
 def _subprocess(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -50,12 +44,12 @@ def test_a_journal_that_is_a_symlink_is_refused_and_its_target_untouched(
     victim.write_text("someone else's file\n")
     (state / "audit.jsonl").symlink_to(victim)
     r = cli(["mark-seen", "--all", "--yes"], env=_env(mailbox))
-    _one_line(r)
+    one_line_error(r)
     assert "symbolic link" in r.err and "nothing was sent" in r.err, r.err
     assert victim.read_text() == "someone else's file\n"
     assert mailbox.search("SEEN") == []
     r = cli(["undo", "--yes"], env=_env(mailbox))
-    _one_line(r)
+    one_line_error(r)
     assert "symbolic link" in r.err
 
 
@@ -91,13 +85,13 @@ def test_cache_info_and_clear_on_odd_entries(mailbox: Mailbox, cli, tmp_path: Pa
     assert info.returncode == 0, info.stderr
     assert "planted.sqlite3: unreadable" in info.stdout and "not a regular file" in info.stdout
     cleared = cli(["cache", "clear"], env=env)
-    _one_line(cleared)
+    one_line_error(cleared)
     assert "adir.sqlite3" in cleared.err and "delete them by hand" in cleared.err
     assert sorted(p.name for p in d.iterdir()) == ["adir.sqlite3"], "every file went, the FIFO too"
     not_a_dir = tmp_path / "afile"
     not_a_dir.write_text("x")
     r = cli(["cache", "info"], env={**env, "XDG_CACHE_HOME": str(not_a_dir)})
-    _one_line(r)
+    one_line_error(r)
     assert "Not a directory" in r.err
 
 
