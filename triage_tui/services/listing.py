@@ -312,10 +312,11 @@ class Listing:
         since = cache.peek_since(info.uidvalidity, h0) if h0 is not None and 0 < h0 <= MAX_MODSEQ else None
         if since is None:
             return None, info
+        probe = cache.top_uids()  # before the preload: it holds the cache's lock until it is done
         self._start_preload(cache, info, h0)  # the cache is read while the server searches
         try:
             found, changed, recent, alive, probed = r.search_and_changes(
-                f"{view.search} {narrow}" if narrow else view.search, since, cache.top_uids())
+                f"{view.search} {narrow}" if narrow else view.search, since, probe)
         except OperationFailed:
             return None, info  # asked again one by one, where each refusal is handled as usual
         self._prefetched = (info, since, changed, recent, alive, time.monotonic(), probed)
